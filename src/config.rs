@@ -1,0 +1,457 @@
+//! The configuration file: [`Config`] assembles each stage's own config struct,
+//! loads it from TOML and validates it.
+//!
+//! Validation is pure (no sockets, no DNS, no files) and names the key and the fix
+//! in every message; `herald check` adds the checks that need the machine
+//! (resolving allowlist host names). Every struct denies unknown keys, so a typo
+//! stops start-up with the list of valid keys instead of being ignored.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::deadletter::DeadLetterConfig;
+use crate::ingest::IngestConfig;
+use crate::ingest::allowlist::AllowEntry;
+use crate::parse::ParseConfig;
+use crate::route::{CategoriseConfig, Categoriser};
+use crate::sinks::{SinkConfig, SinkKind};
+
+/// Where herald looks for its config when none is given.
+pub const DEFAULT_PATH: &str = "config/herald.toml";
+
+/// Most sinks one herald can have (routing keeps a bit set per event).
+pub const MAX_SINKS: usize = 64;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// UDP listeners and the allowlist.
+    pub ingest: IngestConfig,
+    /// The metrics and health endpoint.
+    #[serde(default)]
+    pub http: HttpConfig,
+    /// How datagram text becomes event fields.
+    #[serde(default)]
+    pub parse: ParseConfig,
+    /// Worker threads and queues between the stages.
+    #[serde(default)]
+    pub pipeline: PipelineConfig,
+    /// herald's own log.
+    #[serde(default)]
+    pub log: LogConfig,
+    /// Where undeliverable datagrams and events are kept; absent: they are only counted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter: Option<DeadLetterConfig>,
+    /// Categorisation rules.
+    #[serde(default)]
+    pub categorise: CategoriseConfig,
+    /// Static tags added to every event (`tags` in the event JSON).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+    /// The sinks, by name.
+    #[serde(default)]
+    pub sinks: BTreeMap<String, SinkConfig>,
+}
+
+/// The HTTP endpoint serving `/metrics` and `/health`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address to serve on. Loopback by default: expose it deliberately.
+    #[serde(default = "default_http_listen")]
+    pub listen: SocketAddr,
+    /// Set to `false` to serve nothing.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+}
+
+fn default_http_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9995))
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: default_http_listen(),
+            enabled: true,
+        }
+    }
+}
+
+/// Threads and queues between ingest and the sinks.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Parse and route threads.
+    #[serde(default = "default_workers")]
+    pub workers: usize,
+    /// Batches (one socket read each) waiting for a worker before new ones are dropped.
+    #[serde(default = "default_queue_batches")]
+    pub queue_batches: usize,
+    /// How long shutdown may take to drain queues and flush sinks, in milliseconds.
+    #[serde(default = "default_shutdown_grace_ms")]
+    pub shutdown_grace_ms: u64,
+}
+
+fn default_workers() -> usize {
+    2
+}
+
+fn default_queue_batches() -> usize {
+    4096
+}
+
+fn default_shutdown_grace_ms() -> u64 {
+    10_000
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            workers: default_workers(),
+            queue_batches: default_queue_batches(),
+            shutdown_grace_ms: default_shutdown_grace_ms(),
+        }
+    }
+}
+
+/// herald's own log, written to standard error.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `error`, `warn`, `info`, `debug` or `trace`, or a tracing filter such as
+    /// `"info,herald::ingest=debug"`. The `HERALD_LOG` environment variable overrides it.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+    /// `text` (readable) or `json`.
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+fn default_log_level() -> String {
+    "info".into()
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: default_log_level(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// Format of herald's own log lines.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A config that cannot be used, with what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("cannot read config file {}", .path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// The file is not valid TOML or has unknown or mistyped keys.
+    #[error("invalid config file {}: {message}", .path.display())]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message (line, column, key and the valid keys).
+        message: String,
+    },
+    /// A key has a value herald cannot use.
+    #[error("invalid config file {}: {key}: {problem}", .path.display())]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// The key, e.g. `ingest.allow[2]`.
+        key: String,
+        /// What is wrong and how to fix it.
+        problem: String,
+    },
+}
+
+impl Config {
+    /// Reads and validates the config file at `path`.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the file, the key and the fix.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::from_toml(&text, path)
+    }
+
+    /// Parses and validates config text; `path` is only used in messages.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the file, the key and the fix.
+    pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|err| ConfigError::Syntax {
+            path: path.to_path_buf(),
+            message: err.to_string().trim_end().to_string(),
+        })?;
+        config
+            .validate()
+            .map_err(|(key, problem)| ConfigError::Invalid {
+                path: path.to_path_buf(),
+                key,
+                problem,
+            })?;
+        Ok(config)
+    }
+
+    /// Checks what types alone cannot; returns the key and the problem.
+    fn validate(&self) -> Result<(), (String, String)> {
+        let invalid = |key: &str, problem: String| Err((key.to_string(), problem));
+        let ingest = &self.ingest;
+        if ingest.listen.is_empty() {
+            return invalid(
+                "ingest.listen",
+                "no address to listen on; add e.g. listen = [\"0.0.0.0:9996\", \"0.0.0.0:9997\", \"0.0.0.0:9998\"]".into(),
+            );
+        }
+        if ingest.allow.is_empty() {
+            return invalid("ingest.allow", EMPTY_ALLOWLIST.into());
+        }
+        for (i, entry) in ingest.allow.iter().enumerate() {
+            if let Err(problem) = AllowEntry::parse(entry) {
+                return invalid(&format!("ingest.allow[{i}]"), problem);
+            }
+        }
+        if !(1..=65_535).contains(&ingest.max_datagram_bytes) {
+            return invalid(
+                "ingest.max_datagram_bytes",
+                format!(
+                    "{} is out of range; use 1 to 65535 (65507 is the IPv4 maximum)",
+                    ingest.max_datagram_bytes
+                ),
+            );
+        }
+        if ingest.recv_batch == 0 || ingest.recv_batch > 1024 {
+            return invalid(
+                "ingest.recv_batch",
+                "use 1 to 1024 (64 is a good value)".into(),
+            );
+        }
+        if ingest.allow_refresh_seconds == 0 {
+            return invalid("ingest.allow_refresh_seconds", "must be at least 1".into());
+        }
+        if self.pipeline.workers == 0 || self.pipeline.workers > 64 {
+            return invalid(
+                "pipeline.workers",
+                "use 1 to 64 (one per core is plenty)".into(),
+            );
+        }
+        if self.pipeline.queue_batches == 0 {
+            return invalid("pipeline.queue_batches", "must be at least 1".into());
+        }
+        if let Err(err) = crate::parse::Parser::new(&self.parse) {
+            let key = self
+                .parse
+                .host_time_zones
+                .iter()
+                .find(|(_, zone)| crate::parse::time_zone(zone).is_err())
+                .map_or("parse.time_zone".to_string(), |(host, _)| {
+                    format!("parse.host_time_zones.{host}")
+                });
+            return invalid(&key, err.to_string());
+        }
+        if self.parse.max_text_bytes == 0 || self.parse.max_field_bytes == 0 {
+            return invalid(
+                "parse.max_text_bytes",
+                "field caps must be at least 1 byte".into(),
+            );
+        }
+        if let Err(err) = Categoriser::new(&self.categorise) {
+            let detail = err.source.to_string();
+            return invalid(
+                &format!(
+                    "categorise.rules[{}].filters[{}].value",
+                    err.rule, err.filter
+                ),
+                format!(
+                    "invalid regex {:?}: {}",
+                    err.value,
+                    detail.lines().last().unwrap_or("")
+                ),
+            );
+        }
+        if self.sinks.is_empty() {
+            return invalid(
+                "sinks",
+                "no sinks configured, so every event would be dropped; add one, e.g.\n  [sinks.events]\n  type = \"file\"\n  path = \"data/events.jsonl\"".into(),
+            );
+        }
+        if self.sinks.len() > MAX_SINKS {
+            return invalid(
+                "sinks",
+                format!(
+                    "{} sinks configured; at most {MAX_SINKS} are supported",
+                    self.sinks.len()
+                ),
+            );
+        }
+        for (name, sink) in &self.sinks {
+            let key = |field: &str| format!("sinks.{name}.{field}");
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            {
+                return invalid(
+                    &format!("sinks.{name}"),
+                    "sink names may only use letters, digits, `_` and `-`".into(),
+                );
+            }
+            let delivery = &sink.delivery;
+            if delivery.queue_events == 0 {
+                return invalid(&key("queue_events"), "must be at least 1".into());
+            }
+            if delivery.batch_max_events == 0 {
+                return invalid(&key("batch_max_events"), "must be at least 1".into());
+            }
+            if delivery.retry_initial_ms > delivery.retry_max_ms {
+                return invalid(
+                    &key("retry_initial_ms"),
+                    "must not exceed retry_max_ms".into(),
+                );
+            }
+            if let SinkKind::File(file) = &sink.kind
+                && file.path.as_os_str().is_empty()
+            {
+                return invalid(
+                    &key("path"),
+                    "is empty; give a file such as \"data/events.jsonl\"".into(),
+                );
+            }
+        }
+        if let Some(dead) = &self.dead_letter
+            && dead.path.as_os_str().is_empty()
+        {
+            return invalid(
+                "dead_letter.path",
+                "is empty; give a file such as \"data/dead-letter.jsonl\"".into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// The effective config (defaults filled in) as TOML, for `herald check`.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self)
+            .unwrap_or_else(|err| format!("# cannot show the config: {err}\n"))
+    }
+}
+
+/// The fix for an empty or unusable allowlist.
+pub const EMPTY_ALLOWLIST: &str = "the allowlist is empty, so herald would accept no datagram. \
+List your Qlik Sense nodes, e.g. allow = [\"10.1.0.0/24\", \"sense-node1.corp.local\"]; \
+to accept every sender (not recommended) write allow = [\"0.0.0.0/0\", \"::/0\"]";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[ingest]
+listen = ["0.0.0.0:9996"]
+allow = ["127.0.0.0/8"]
+
+[sinks.events]
+type = "file"
+path = "data/events.jsonl"
+"#;
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(text, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let config = load(MINIMAL).unwrap();
+        assert_eq!(config.http.listen.to_string(), "127.0.0.1:9995");
+        assert_eq!(config.ingest.max_datagram_bytes, 65_507);
+        assert_eq!(config.ingest.receive_buffer_bytes, 8 << 20);
+    }
+
+    #[test]
+    fn misspelled_key_is_rejected_with_the_valid_keys() {
+        let err = load(&MINIMAL.replace("allow =", "alow ="))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("invalid config file test.toml"), "{err}");
+        assert!(err.contains("unknown field `alow`"), "{err}");
+        assert!(err.contains("`allow`"), "{err}");
+    }
+
+    #[test]
+    fn empty_allowlist_fails_closed_and_says_how_to_open_it() {
+        let err = load(&MINIMAL.replace("[\"127.0.0.0/8\"]", "[]"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ingest.allow"), "{err}");
+        assert!(err.contains("0.0.0.0/0"), "{err}");
+        assert!(err.contains("::/0"), "{err}");
+    }
+
+    #[test]
+    fn bad_allow_entry_names_its_index() {
+        let err = load(&MINIMAL.replace("\"127.0.0.0/8\"", "\"127.0.0.0/8\", \"10.0.0.0/40\""))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ingest.allow[1]"), "{err}");
+    }
+
+    #[test]
+    fn no_sinks_is_an_error_with_an_example() {
+        let text = MINIMAL.split("[sinks.events]").next().unwrap();
+        let err = load(text).unwrap_err().to_string();
+        assert!(err.contains("no sinks configured"), "{err}");
+    }
+
+    #[test]
+    fn unknown_time_zone_names_the_host_key() {
+        let text = format!("{MINIMAL}\n[parse.host_time_zones]\npro2-win1 = \"Mars/Olympus\"\n");
+        let err = load(&text).unwrap_err().to_string();
+        assert!(err.contains("parse.host_time_zones.pro2-win1"), "{err}");
+    }
+
+    #[test]
+    fn listen_accepts_a_single_address() {
+        let config = load(&MINIMAL.replace("[\"0.0.0.0:9996\"]", "\"0.0.0.0:9996\"")).unwrap();
+        assert_eq!(config.ingest.listen.len(), 1);
+    }
+
+    #[test]
+    fn effective_config_round_trips() {
+        let config = load(MINIMAL).unwrap();
+        let again = load(&config.to_toml()).unwrap();
+        assert_eq!(again.to_toml(), config.to_toml());
+    }
+}

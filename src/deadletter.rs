@@ -1,0 +1,263 @@
+//! The dead-letter file: what herald could not use, kept for a human to look at.
+//!
+//! Two kinds of record go there, one JSON object per line:
+//! datagrams that did not parse (raw bytes as base64 plus an escaped preview, the
+//! sender and the reason) and events a sink gave up on (the event, the sink and its
+//! error). Producers hand records to [`DeadLetters::send`], which never blocks; a
+//! writer thread appends them to a [`RotatingFile`]. When no file is configured,
+//! or the writer's queue is full, the record is counted as lost.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use jiff::Timestamp;
+use jiff::tz::Offset;
+use metrics::{Counter, counter};
+use serde::{Deserialize, Serialize};
+use tracing::error;
+
+use crate::event::{Event, json_string, write_rfc3339};
+use crate::metrics::{DEAD_LETTERS, DEAD_LETTERS_LOST};
+use crate::sinks::file::RotatingFile;
+
+/// Settings of the dead-letter file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeadLetterConfig {
+    /// File to append records to.
+    pub path: PathBuf,
+    /// Rotate when the file would grow past this many bytes.
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: u64,
+    /// Rotated files kept.
+    #[serde(default = "default_max_files")]
+    pub max_files: u32,
+    /// Records waiting to be written before new ones are counted as lost.
+    #[serde(default = "default_queue_records")]
+    pub queue_records: usize,
+}
+
+fn default_max_bytes() -> u64 {
+    50 * 1024 * 1024
+}
+
+fn default_max_files() -> u32 {
+    3
+}
+
+fn default_queue_records() -> usize {
+    10_000
+}
+
+/// One line for the dead-letter file, already encoded.
+#[derive(Debug)]
+pub struct Record {
+    reason: &'static str,
+    line: Vec<u8>,
+}
+
+impl Record {
+    /// A datagram that could not be parsed.
+    pub fn datagram(
+        received_at: Timestamp,
+        sender: SocketAddr,
+        reason: &'static str,
+        detail: &str,
+        payload: &[u8],
+    ) -> Record {
+        let mut line = Vec::with_capacity(payload.len() * 3 + 200);
+        line.extend_from_slice(b"{\"kind\":\"datagram\",\"received_at\":\"");
+        write_rfc3339(&mut line, received_at, Offset::UTC, true);
+        line.extend_from_slice(b"\",\"sender\":\"");
+        line.extend_from_slice(sender.to_string().as_bytes());
+        line.extend_from_slice(b"\",\"reason\":");
+        json_string(&mut line, reason);
+        line.extend_from_slice(b",\"error\":");
+        json_string(&mut line, detail);
+        line.extend_from_slice(b",\"raw\":");
+        json_string(&mut line, &String::from_utf8_lossy(payload));
+        line.extend_from_slice(b",\"raw_base64\":\"");
+        base64(&mut line, payload);
+        line.extend_from_slice(b"\"}\n");
+        Record { reason, line }
+    }
+
+    /// An event a sink gave up on.
+    pub fn event(sink: &str, error: &str, event: &Event) -> Record {
+        let mut line = Vec::with_capacity(1024);
+        line.extend_from_slice(b"{\"kind\":\"event\",\"failed_at\":\"");
+        write_rfc3339(&mut line, Timestamp::now(), Offset::UTC, true);
+        line.extend_from_slice(b"\",\"reason\":\"sink_failed\",\"sink\":");
+        json_string(&mut line, sink);
+        line.extend_from_slice(b",\"error\":");
+        json_string(&mut line, error);
+        line.extend_from_slice(b",\"event\":");
+        event.write_json(&mut line);
+        line.extend_from_slice(b"}\n");
+        Record {
+            reason: "sink_failed",
+            line,
+        }
+    }
+}
+
+/// Standard base64 with padding.
+fn base64(out: &mut Vec<u8>, bytes: &[u8]) {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]);
+            } else {
+                out.push(b'=');
+            }
+        }
+    }
+}
+
+/// Where producers send records. Cheap to clone; never blocks.
+#[derive(Debug, Clone)]
+pub struct DeadLetters {
+    tx: Option<Sender<Record>>,
+    lost: Counter,
+}
+
+impl DeadLetters {
+    /// A handle that only counts (no file configured).
+    pub fn disabled() -> DeadLetters {
+        DeadLetters {
+            tx: None,
+            lost: counter!(DEAD_LETTERS_LOST),
+        }
+    }
+
+    /// Queues a record for the file.
+    pub fn send(&self, record: Record) {
+        let Some(tx) = &self.tx else {
+            self.lost.increment(1);
+            return;
+        };
+        match tx.try_send(record) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => self.lost.increment(1),
+        }
+    }
+
+    /// Whether records are written anywhere.
+    pub fn is_enabled(&self) -> bool {
+        self.tx.is_some()
+    }
+}
+
+/// Opens the dead-letter file and starts its writer thread. The thread ends once
+/// every [`DeadLetters`] handle is dropped and the queue is written.
+///
+/// # Errors
+///
+/// When the file cannot be created.
+pub fn start(config: &DeadLetterConfig) -> std::io::Result<(DeadLetters, JoinHandle<()>)> {
+    let file = RotatingFile::open(&config.path, config.max_bytes, config.max_files)?;
+    let (tx, rx) = crossbeam_channel::bounded(config.queue_records.max(1));
+    let handle = std::thread::Builder::new()
+        .name("dead letters".into())
+        .spawn(move || write_records(file, rx))?;
+    Ok((
+        DeadLetters {
+            tx: Some(tx),
+            lost: counter!(DEAD_LETTERS_LOST),
+        },
+        handle,
+    ))
+}
+
+fn write_records(mut file: RotatingFile, rx: Receiver<Record>) {
+    let lost = counter!(DEAD_LETTERS_LOST);
+    let mut buffer = Vec::new();
+    while let Ok(first) = rx.recv() {
+        buffer.clear();
+        let mut reasons = vec![first.reason];
+        buffer.extend_from_slice(&first.line);
+        for record in rx.try_iter().take(1000) {
+            buffer.extend_from_slice(&record.line);
+            reasons.push(record.reason);
+        }
+        match file.append(&buffer) {
+            Ok(()) => {
+                for reason in reasons {
+                    counter!(DEAD_LETTERS, "reason" => reason).increment(1);
+                }
+            }
+            Err(err) => {
+                lost.increment(reasons.len() as u64);
+                error!(%err, "cannot write the dead-letter file (dead_letter.path)");
+            }
+        }
+    }
+    let _ = file.sync();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_the_standard_alphabet_and_padding() {
+        let encode = |bytes: &[u8]| {
+            let mut out = Vec::new();
+            base64(&mut out, bytes);
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(encode(b""), "");
+        assert_eq!(encode(b"f"), "Zg==");
+        assert_eq!(encode(b"fo"), "Zm8=");
+        assert_eq!(encode(b"foo"), "Zm9v");
+        assert_eq!(encode(b"\xff\xfe\x00"), "//4A");
+    }
+
+    #[test]
+    fn datagram_records_are_one_valid_json_line() {
+        let record = Record::datagram(
+            Timestamp::UNIX_EPOCH,
+            "127.0.0.1:5000".parse().unwrap(),
+            "unknown_tag",
+            "unknown tag",
+            b"/junk/;\xff\"\n",
+        );
+        assert_eq!(record.line.iter().filter(|&&b| b == b'\n').count(), 1);
+        let value: serde_json::Value = serde_json::from_slice(&record.line).unwrap();
+        assert_eq!(value["reason"], "unknown_tag");
+        assert_eq!(value["raw_base64"], "L2p1bmsvO/8iCg==");
+        assert_eq!(value["sender"], "127.0.0.1:5000");
+    }
+
+    #[test]
+    fn records_reach_the_file_and_the_thread_ends_with_its_handles() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = DeadLetterConfig {
+            path: dir.path().join("dead.jsonl"),
+            max_bytes: default_max_bytes(),
+            max_files: 1,
+            queue_records: 10,
+        };
+        let (dead, writer) = start(&config).unwrap();
+        dead.send(Record::datagram(
+            Timestamp::UNIX_EPOCH,
+            "127.0.0.1:5000".parse().unwrap(),
+            "empty",
+            "empty datagram",
+            b"",
+        ));
+        drop(dead);
+        writer.join().unwrap();
+        let text = std::fs::read_to_string(&config.path).unwrap();
+        assert!(text.contains("\"reason\":\"empty\""));
+    }
+}

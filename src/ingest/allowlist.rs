@@ -1,0 +1,303 @@
+//! The sender allowlist: CIDR networks, single addresses and host names.
+//!
+//! The allowlist fails closed: an empty list, or one in which nothing resolves, is
+//! a configuration error. Host names are resolved at start and again every
+//! `allow_refresh_seconds` by a background thread; a name that fails to resolve
+//! later keeps its last known addresses, so a DNS hiccup never locks out a Sense
+//! node. Receive threads read the current list through [`SharedAllowlist`] with one
+//! atomic load per batch and no lock on the hot path.
+
+use std::net::{IpAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use ipnet::IpNet;
+
+/// One `ingest.allow` entry as written in config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AllowEntry {
+    /// A network (`10.1.0.0/24`) or single address (`10.1.0.5`, read as `/32`).
+    Net(IpNet),
+    /// A host name, resolved to its addresses.
+    Host(String),
+}
+
+impl AllowEntry {
+    /// Reads an entry, or says what is wrong with it.
+    ///
+    /// # Errors
+    ///
+    /// When the text is neither a network, an address nor a valid host name.
+    pub fn parse(text: &str) -> Result<AllowEntry, String> {
+        let text = text.trim();
+        if let Ok(net) = text.parse::<IpNet>() {
+            return Ok(AllowEntry::Net(net.trunc()));
+        }
+        if let Ok(ip) = text.parse::<IpAddr>() {
+            return Ok(AllowEntry::Net(IpNet::from(ip)));
+        }
+        let looks_like_host = !text.is_empty()
+            && text.len() <= 253
+            && text.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+            })
+            && !text
+                .bytes()
+                .all(|b| b.is_ascii_digit() || b == b'.' || b == b'/');
+        if looks_like_host {
+            Ok(AllowEntry::Host(text.to_ascii_lowercase()))
+        } else {
+            Err(format!(
+                "{text:?} is not a network (\"10.1.0.0/24\"), an address (\"10.1.0.5\") or a host name (\"sense-node1.corp.local\")"
+            ))
+        }
+    }
+}
+
+/// A resolved allowlist: the networks a sender may be in.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Allowlist {
+    nets: Vec<IpNet>,
+}
+
+impl Allowlist {
+    /// An allowlist of exactly these networks.
+    pub fn new(mut nets: Vec<IpNet>) -> Allowlist {
+        nets.sort();
+        nets.dedup();
+        Allowlist { nets }
+    }
+
+    /// Whether `ip` may send. An IPv4-mapped IPv6 address (`::ffff:10.0.0.5`, as a
+    /// dual-stack socket reports IPv4 senders) is checked as the IPv4 address.
+    pub fn permits(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.nets.iter().any(|net| net.contains(&ip))
+    }
+
+    /// How many networks and addresses the list holds.
+    pub fn len(&self) -> usize {
+        self.nets.len()
+    }
+
+    /// Whether the list permits nothing.
+    pub fn is_empty(&self) -> bool {
+        self.nets.is_empty()
+    }
+}
+
+/// The outcome of resolving the configured entries.
+#[derive(Debug, Clone, Default)]
+pub struct Resolution {
+    /// The resolved list.
+    pub allowlist: Allowlist,
+    /// Host names that did not resolve (and had no earlier addresses).
+    pub unresolved: Vec<String>,
+}
+
+/// Resolves host names; `previous` supplies last known addresses for names that
+/// fail now.
+pub fn resolve(
+    entries: &[AllowEntry],
+    previous: &[(String, Vec<IpAddr>)],
+) -> (Resolution, Vec<(String, Vec<IpAddr>)>) {
+    let mut nets = Vec::new();
+    let mut unresolved = Vec::new();
+    let mut known = Vec::new();
+    for entry in entries {
+        match entry {
+            AllowEntry::Net(net) => nets.push(*net),
+            AllowEntry::Host(host) => {
+                let mut addrs: Vec<IpAddr> = (host.as_str(), 0)
+                    .to_socket_addrs()
+                    .map(|addrs| addrs.map(|a| a.ip().to_canonical()).collect())
+                    .unwrap_or_default();
+                if addrs.is_empty()
+                    && let Some((_, last)) = previous.iter().find(|(name, _)| name == host)
+                {
+                    addrs = last.clone();
+                }
+                if addrs.is_empty() {
+                    unresolved.push(host.clone());
+                }
+                nets.extend(addrs.iter().map(|&ip| IpNet::from(ip)));
+                known.push((host.clone(), addrs));
+            }
+        }
+    }
+    (
+        Resolution {
+            allowlist: Allowlist::new(nets),
+            unresolved,
+        },
+        known,
+    )
+}
+
+/// The current allowlist, swapped by the refresher and read by receive threads.
+#[derive(Debug, Default)]
+pub struct SharedAllowlist {
+    generation: AtomicU64,
+    current: Mutex<Arc<Allowlist>>,
+}
+
+impl SharedAllowlist {
+    /// Starts with `allowlist`.
+    pub fn new(allowlist: Allowlist) -> SharedAllowlist {
+        SharedAllowlist {
+            generation: AtomicU64::new(0),
+            current: Mutex::new(Arc::new(allowlist)),
+        }
+    }
+
+    /// Replaces the list (readers see it at their next batch).
+    pub fn replace(&self, allowlist: Allowlist) {
+        *self.current.lock().unwrap_or_else(PoisonError::into_inner) = Arc::new(allowlist);
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// The current list.
+    pub fn load(&self) -> Arc<Allowlist> {
+        self.current
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Changes each time the list is replaced.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+}
+
+/// A receive thread's view: the list plus the generation it was loaded at.
+#[derive(Debug)]
+pub struct AllowlistReader {
+    shared: Arc<SharedAllowlist>,
+    generation: u64,
+    current: Arc<Allowlist>,
+}
+
+impl AllowlistReader {
+    /// Starts reading `shared`.
+    pub fn new(shared: Arc<SharedAllowlist>) -> AllowlistReader {
+        let generation = shared.generation();
+        let current = shared.load();
+        AllowlistReader {
+            shared,
+            generation,
+            current,
+        }
+    }
+
+    /// Picks up a replaced list; call once per batch.
+    pub fn refresh(&mut self) {
+        let generation = self.shared.generation();
+        if generation != self.generation {
+            self.generation = generation;
+            self.current = self.shared.load();
+        }
+    }
+
+    /// Whether `ip` may send.
+    pub fn permits(&self, ip: IpAddr) -> bool {
+        self.current.permits(ip)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn list(entries: &[&str]) -> Allowlist {
+        let entries: Vec<_> = entries
+            .iter()
+            .map(|e| AllowEntry::parse(e).unwrap())
+            .collect();
+        resolve(&entries, &[]).0.allowlist
+    }
+
+    #[test]
+    fn cidr_entries_match_addresses_inside_them_only() {
+        let allow = list(&["10.1.0.0/24", "2001:db8::/32"]);
+        assert!(allow.permits("10.1.0.200".parse().unwrap()));
+        assert!(!allow.permits("10.1.1.1".parse().unwrap()));
+        assert!(allow.permits("2001:db8::5".parse().unwrap()));
+        assert!(!allow.permits("2001:db9::5".parse().unwrap()));
+    }
+
+    #[test]
+    fn single_address_is_a_host_route() {
+        let allow = list(&["127.0.0.1"]);
+        assert!(allow.permits("127.0.0.1".parse().unwrap()));
+        assert!(!allow.permits("127.0.0.2".parse().unwrap()));
+    }
+
+    #[test]
+    fn ipv4_mapped_ipv6_senders_match_ipv4_rules() {
+        let allow = list(&["10.1.0.0/24"]);
+        assert!(allow.permits("::ffff:10.1.0.7".parse().unwrap()));
+        assert!(!allow.permits("::ffff:10.2.0.7".parse().unwrap()));
+    }
+
+    #[test]
+    fn empty_list_permits_nothing() {
+        assert!(!Allowlist::default().permits("127.0.0.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn host_names_resolve_and_unknown_ones_are_reported() {
+        let entries = [
+            AllowEntry::parse("localhost").unwrap(),
+            AllowEntry::parse("no-such-host.invalid").unwrap(),
+        ];
+        let (resolution, known) = resolve(&entries, &[]);
+        assert!(resolution.allowlist.permits("127.0.0.1".parse().unwrap()));
+        assert_eq!(resolution.unresolved, ["no-such-host.invalid"]);
+        assert_eq!(known.len(), 2);
+    }
+
+    #[test]
+    fn a_host_that_stops_resolving_keeps_its_last_addresses() {
+        let entries = [AllowEntry::parse("no-such-host.invalid").unwrap()];
+        let previous = [(
+            "no-such-host.invalid".to_string(),
+            vec!["10.9.9.9".parse().unwrap()],
+        )];
+        let (resolution, _) = resolve(&entries, &previous);
+        assert!(resolution.unresolved.is_empty());
+        assert!(resolution.allowlist.permits("10.9.9.9".parse().unwrap()));
+    }
+
+    #[test]
+    fn malformed_entries_are_explained() {
+        assert!(
+            AllowEntry::parse("10.0.0.0/33")
+                .unwrap_err()
+                .contains("not a network")
+        );
+        assert!(AllowEntry::parse("300.1.1.1").is_err());
+        assert!(AllowEntry::parse("bad host").is_err());
+        assert_eq!(
+            AllowEntry::parse("Sense-Node1.corp.local").unwrap(),
+            AllowEntry::Host("sense-node1.corp.local".into())
+        );
+    }
+
+    #[test]
+    fn readers_see_a_replaced_list_after_refresh() {
+        let shared = Arc::new(SharedAllowlist::new(list(&["10.0.0.0/8"])));
+        let mut reader = AllowlistReader::new(shared.clone());
+        let ip = "192.168.1.1".parse().unwrap();
+        assert!(!reader.permits(ip));
+        shared.replace(list(&["192.168.0.0/16"]));
+        reader.refresh();
+        assert!(reader.permits(ip));
+    }
+}

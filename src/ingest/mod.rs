@@ -1,0 +1,284 @@
+//! Ingest: owns the UDP sockets and the allowlist; never parses.
+//!
+//! One dedicated thread per listening socket reads batches of datagrams, refuses
+//! oversized ones and senders outside the allowlist (before looking at a single
+//! payload byte), copies the rest into one shared buffer per batch and hands the
+//! batch to the parse workers with `try_send`. UDP cannot push back on senders, so
+//! a full hand-off queue drops the batch and counts it; blocking would only move
+//! the loss into the kernel, where fewer people look.
+
+pub mod allowlist;
+pub mod socket;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use crossbeam_channel::{Sender, TrySendError};
+use jiff::Timestamp;
+use serde::{Deserialize, Deserializer, Serialize};
+use tracing::{error, info, warn};
+
+use crate::metrics::IngestMetrics;
+use crate::throttle::{KeyedThrottle, Throttle};
+use allowlist::{AllowlistReader, SharedAllowlist};
+
+/// Where and how log4net datagrams are received.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestConfig {
+    /// Addresses to listen on, e.g. `["0.0.0.0:9996", "0.0.0.0:9997", "0.0.0.0:9998"]`.
+    /// Every port accepts every tag. `[::]:9996` listens on IPv6 and IPv4.
+    #[serde(deserialize_with = "one_or_many")]
+    pub listen: Vec<SocketAddr>,
+    /// Who may send: networks (`"10.1.0.0/24"`), addresses (`"10.1.0.5"`) and host
+    /// names (`"sense-node1.corp.local"`). Must not be empty; `"0.0.0.0/0"` and
+    /// `"::/0"` allow everyone.
+    pub allow: Vec<String>,
+    /// How often host names in `allow` are resolved again, in seconds.
+    #[serde(default = "default_allow_refresh_seconds")]
+    pub allow_refresh_seconds: u64,
+    /// Socket receive buffer to ask the kernel for, in bytes.
+    #[serde(default = "default_receive_buffer_bytes")]
+    pub receive_buffer_bytes: usize,
+    /// Longer datagrams are dropped and counted as `oversized`.
+    #[serde(default = "default_max_datagram_bytes")]
+    pub max_datagram_bytes: usize,
+    /// Datagrams read per system call.
+    #[serde(default = "default_recv_batch")]
+    pub recv_batch: usize,
+}
+
+fn default_allow_refresh_seconds() -> u64 {
+    300
+}
+
+fn default_receive_buffer_bytes() -> usize {
+    8 * 1024 * 1024
+}
+
+fn default_max_datagram_bytes() -> usize {
+    65_507
+}
+
+fn default_recv_batch() -> usize {
+    64
+}
+
+/// Accepts `listen = "addr"` as well as `listen = ["addr", ...]`.
+fn one_or_many<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<SocketAddr>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(SocketAddr),
+        Many(Vec<SocketAddr>),
+    }
+    Ok(match OneOrMany::deserialize(deserializer)? {
+        OneOrMany::One(addr) => vec![addr],
+        OneOrMany::Many(addrs) => addrs,
+    })
+}
+
+/// A batch of accepted datagrams from one socket read, sharing one buffer.
+#[derive(Debug)]
+pub struct Batch {
+    /// When the batch was read.
+    pub received_at: Timestamp,
+    /// The datagrams.
+    pub datagrams: Vec<Received>,
+}
+
+/// One accepted datagram.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// The payload.
+    pub bytes: Bytes,
+    /// The sender.
+    pub peer: SocketAddr,
+}
+
+/// A socket bound and ready for its receive thread.
+#[derive(Debug)]
+pub struct Listener {
+    /// The address as configured (the metric label).
+    pub name: String,
+    /// The bound socket.
+    pub bound: socket::Bound,
+}
+
+/// Binds every configured address and logs what the kernel granted.
+///
+/// # Errors
+///
+/// Names the address that could not be bound.
+pub fn bind_all(config: &IngestConfig) -> Result<Vec<Listener>, BindError> {
+    config
+        .listen
+        .iter()
+        .map(|&addr| {
+            let bound = socket::bind(addr, config.receive_buffer_bytes)
+                .map_err(|source| BindError { addr, source })?;
+            let granted = bound.receive_buffer_bytes;
+            if granted < config.receive_buffer_bytes {
+                warn!(
+                    listener = %addr,
+                    asked = config.receive_buffer_bytes,
+                    granted,
+                    "receive buffer smaller than configured; raise net.core.rmem_max \
+                     (sysctl -w net.core.rmem_max={}) or run with CAP_NET_ADMIN",
+                    config.receive_buffer_bytes
+                );
+            }
+            info!(listener = %bound.local_addr, receive_buffer_bytes = granted, "listening for Sense log events");
+            Ok(Listener {
+                name: addr.to_string(),
+                bound,
+            })
+        })
+        .collect()
+}
+
+/// A socket that could not be bound.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "cannot listen on {addr} (ingest.listen); is another program (Butler, Butler SOS) using the port?"
+)]
+pub struct BindError {
+    /// The address.
+    pub addr: SocketAddr,
+    /// Why.
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// Starts the receive thread for `listener`.
+///
+/// The thread stops when `stop` is set (within [`socket::POLL_INTERVAL`]) or when
+/// the workers are gone, and drops its sender so the workers can drain.
+pub fn spawn(
+    listener: Listener,
+    config: &IngestConfig,
+    allowlist: Arc<SharedAllowlist>,
+    tx: Sender<Batch>,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<JoinHandle<()>> {
+    let metrics = IngestMetrics::register(&listener.name);
+    metrics
+        .receive_buffer
+        .set(listener.bound.receive_buffer_bytes as f64);
+    let batch_size = config.recv_batch;
+    let max = config.max_datagram_bytes;
+    std::thread::Builder::new()
+        .name(format!("ingest {}", listener.name))
+        .spawn(move || {
+            let receiver = socket::Receiver::new(listener.bound.socket, batch_size, max);
+            let mut loop_state = ReceiveLoop {
+                name: listener.name,
+                receiver,
+                allowlist: AllowlistReader::new(allowlist),
+                tx,
+                metrics,
+                kernel_drops_seen: 0,
+                denied_log: KeyedThrottle::new(Duration::from_secs(60), 1024),
+                oversized_log: Throttle::new(Duration::from_secs(60)),
+                queue_full_log: Throttle::new(Duration::from_secs(10)),
+            };
+            loop_state.run(&stop);
+        })
+}
+
+struct ReceiveLoop {
+    name: String,
+    receiver: socket::Receiver,
+    allowlist: AllowlistReader,
+    tx: Sender<Batch>,
+    metrics: IngestMetrics,
+    kernel_drops_seen: u32,
+    denied_log: KeyedThrottle<std::net::IpAddr>,
+    oversized_log: Throttle,
+    queue_full_log: Throttle,
+}
+
+impl ReceiveLoop {
+    fn run(&mut self, stop: &AtomicBool) {
+        let mut arena = BytesMut::new();
+        let mut accepted: Vec<(usize, usize, SocketAddr)> = Vec::new();
+        while !stop.load(Ordering::Relaxed) {
+            self.allowlist.refresh();
+            accepted.clear();
+            let now = Instant::now();
+            let mut received = 0u64;
+            let result = self.receiver.recv_batch(|datagram| {
+                received += 1;
+                if datagram.oversized {
+                    self.metrics.oversized.increment(1);
+                    if let Some(held_back) = self.oversized_log.allow(now) {
+                        warn!(listener = %self.name, sender = %datagram.peer, held_back,
+                            "dropped datagram over ingest.max_datagram_bytes");
+                    }
+                    return;
+                }
+                if !self.allowlist.permits(datagram.peer.ip()) {
+                    self.metrics.not_allowed.increment(1);
+                    if let Some(held_back) = self.denied_log.allow(datagram.peer.ip(), now) {
+                        warn!(listener = %self.name, sender = %datagram.peer, held_back,
+                            "refused datagram from a sender not in ingest.allow");
+                    }
+                    return;
+                }
+                let start = arena.len();
+                arena.extend_from_slice(datagram.payload);
+                accepted.push((start, arena.len(), datagram.peer));
+            });
+            self.metrics.datagrams.increment(received);
+            match result {
+                Ok(Some(drops)) => self.count_kernel_drops(drops),
+                Ok(None) => {}
+                Err(err) => {
+                    error!(listener = %self.name, %err, "receive failed; retrying");
+                    std::thread::sleep(socket::POLL_INTERVAL);
+                }
+            }
+            if accepted.is_empty() {
+                continue;
+            }
+            let buffer = arena.split().freeze();
+            let batch = Batch {
+                received_at: Timestamp::now(),
+                datagrams: accepted
+                    .iter()
+                    .map(|&(start, end, peer)| Received {
+                        bytes: buffer.slice(start..end),
+                        peer,
+                    })
+                    .collect(),
+            };
+            match self.tx.try_send(batch) {
+                Ok(()) => {}
+                Err(TrySendError::Full(batch)) => {
+                    self.metrics
+                        .queue_full
+                        .increment(batch.datagrams.len() as u64);
+                    if let Some(held_back) = self.queue_full_log.allow(now) {
+                        warn!(listener = %self.name, dropped = batch.datagrams.len(), held_back,
+                            "parse workers are behind; dropped datagrams (raise pipeline.queue_batches or pipeline.workers)");
+                    }
+                }
+                Err(TrySendError::Disconnected(_)) => return,
+            }
+        }
+    }
+
+    fn count_kernel_drops(&mut self, cumulative: u32) {
+        let new = cumulative.wrapping_sub(self.kernel_drops_seen);
+        if new > 0 && cumulative >= self.kernel_drops_seen {
+            self.metrics.kernel_drops.increment(u64::from(new));
+            warn!(listener = %self.name, dropped = new,
+                "the kernel dropped datagrams: receive buffer full (raise ingest.receive_buffer_bytes)");
+        }
+        self.kernel_drops_seen = cumulative;
+    }
+}

@@ -1,0 +1,445 @@
+//! UDP sockets: binding with the receive-buffer options, and batched receive.
+//!
+//! On Linux, [`Receiver::recv_batch`] reads up to `batch` datagrams per system call
+//! with `recvmmsg` into buffers allocated once, and reads the kernel's drop count
+//! (`SO_RXQ_OVFL`) from the control messages. Elsewhere (Windows servers) a plain
+//! `recv_from` loop does the same job one datagram per call. Each buffer is one
+//! byte longer than `max_datagram_bytes`, so an oversized datagram is detected
+//! rather than silently cut. This module knows nothing of allowlists or parsing.
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// How long a blocking receive waits before returning, so the thread can notice
+/// shutdown.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+/// A bound socket and what the kernel granted.
+#[derive(Debug)]
+pub struct Bound {
+    /// The socket, ready to move to its receive thread.
+    pub socket: UdpSocket,
+    /// The address it is bound to (with the real port when 0 was asked for).
+    pub local_addr: SocketAddr,
+    /// The receive buffer the kernel granted, in bytes.
+    pub receive_buffer_bytes: usize,
+}
+
+/// Binds `addr` with a receive buffer of `receive_buffer_bytes`.
+///
+/// On Linux the buffer is capped by `net.core.rmem_max`; when it comes out smaller
+/// than asked, `SO_RCVBUFFORCE` is tried (it works when running as root or with
+/// `CAP_NET_ADMIN`). An IPv6 wildcard address also receives IPv4.
+///
+/// # Errors
+///
+/// When the socket cannot be created or bound.
+pub fn bind(addr: SocketAddr, receive_buffer_bytes: usize) -> io::Result<Bound> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() && addr.ip().is_unspecified() {
+        socket.set_only_v6(false)?;
+    }
+    // Best effort: a smaller buffer still works, and the granted size is reported.
+    let _ = socket.set_recv_buffer_size(receive_buffer_bytes);
+    #[cfg(target_os = "linux")]
+    {
+        if socket.recv_buffer_size().unwrap_or(0) < receive_buffer_bytes {
+            let _ = linux::force_receive_buffer(&socket, receive_buffer_bytes);
+        }
+        // Without it we cannot see kernel drops, but we can still receive.
+        let _ = linux::enable_drop_count(&socket);
+    }
+    socket.bind(&addr.into())?;
+    socket.set_read_timeout(Some(POLL_INTERVAL))?;
+    let receive_buffer_bytes = socket.recv_buffer_size()?;
+    let socket: UdpSocket = socket.into();
+    let local_addr = socket.local_addr()?;
+    Ok(Bound {
+        socket,
+        local_addr,
+        receive_buffer_bytes,
+    })
+}
+
+/// One received datagram, borrowed from the receiver's buffers.
+#[derive(Debug)]
+pub struct Datagram<'a> {
+    /// The payload (at most `max_datagram_bytes + 1` bytes).
+    pub payload: &'a [u8],
+    /// The sender.
+    pub peer: SocketAddr,
+    /// Whether the datagram was longer than `max_datagram_bytes`.
+    pub oversized: bool,
+}
+
+/// Reads batches of datagrams from one socket. Create it on the thread that uses it.
+pub struct Receiver {
+    socket: UdpSocket,
+    max_datagram_bytes: usize,
+    #[cfg(target_os = "linux")]
+    batch: linux::Batch,
+    #[cfg(not(target_os = "linux"))]
+    buffer: Vec<u8>,
+    #[cfg(not(target_os = "linux"))]
+    batch_size: usize,
+}
+
+impl std::fmt::Debug for Receiver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Receiver")
+            .field("socket", &self.socket)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Receiver {
+    /// Prepares buffers for `batch_size` datagrams of up to `max_datagram_bytes`.
+    pub fn new(socket: UdpSocket, batch_size: usize, max_datagram_bytes: usize) -> Receiver {
+        let batch_size = batch_size.max(1);
+        Receiver {
+            socket,
+            max_datagram_bytes,
+            #[cfg(target_os = "linux")]
+            batch: linux::Batch::new(batch_size, max_datagram_bytes + 1),
+            #[cfg(not(target_os = "linux"))]
+            buffer: vec![0; max_datagram_bytes + 1],
+            #[cfg(not(target_os = "linux"))]
+            batch_size,
+        }
+    }
+
+    /// Waits up to [`POLL_INTERVAL`] for datagrams and calls `each` for every one
+    /// read. Returns the kernel's cumulative drop count when it reported one.
+    ///
+    /// # Errors
+    ///
+    /// Socket errors other than a timeout or an interrupted call.
+    pub fn recv_batch(&mut self, mut each: impl FnMut(Datagram<'_>)) -> io::Result<Option<u32>> {
+        #[cfg(target_os = "linux")]
+        {
+            self.batch
+                .recv(&self.socket, self.max_datagram_bytes, &mut each)
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            self.recv_portable(&mut each)
+        }
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn recv_portable(&mut self, each: &mut impl FnMut(Datagram<'_>)) -> io::Result<Option<u32>> {
+        for i in 0..self.batch_size {
+            match self.socket.recv_from(&mut self.buffer) {
+                Ok((len, peer)) => each(Datagram {
+                    payload: &self.buffer[..len],
+                    peer,
+                    oversized: len > self.max_datagram_bytes,
+                }),
+                Err(err) if is_transient(&err) => break,
+                // Windows reports a datagram larger than the buffer as an error.
+                Err(err) if err.raw_os_error() == Some(10040) => each(Datagram {
+                    payload: &[],
+                    peer: self.socket.local_addr()?,
+                    oversized: true,
+                }),
+                Err(err) => return Err(err),
+            }
+            if i == 0 {
+                self.socket.set_nonblocking(true)?;
+            }
+        }
+        self.socket.set_nonblocking(false)?;
+        Ok(None)
+    }
+}
+
+/// Errors that only mean "nothing to read right now".
+pub fn is_transient(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+    ) || err.raw_os_error() == Some(libc::ECONNREFUSED)
+}
+
+#[cfg(target_os = "linux")]
+mod linux {
+    //! `recvmmsg` and the Linux-only socket options.
+
+    use std::io;
+    use std::mem::{self, MaybeUninit};
+    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
+    use std::os::fd::AsRawFd;
+
+    use socket2::Socket;
+
+    use super::{Datagram, is_transient};
+
+    fn set_int_option(fd: i32, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
+        // SAFETY: `value` outlives the call and its size is passed alongside.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                name,
+                (&raw const value).cast(),
+                mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
+    /// `SO_RCVBUFFORCE`: ignores `net.core.rmem_max` when permitted.
+    pub fn force_receive_buffer(socket: &Socket, bytes: usize) -> io::Result<()> {
+        let bytes = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+        set_int_option(socket.as_raw_fd(), libc::SO_RCVBUFFORCE, bytes)
+    }
+
+    /// `SO_RXQ_OVFL`: every datagram carries the socket's cumulative drop count.
+    pub fn enable_drop_count(socket: &Socket) -> io::Result<()> {
+        set_int_option(socket.as_raw_fd(), libc::SO_RXQ_OVFL, 1)
+    }
+
+    /// Room for one `u32` control message, aligned for `cmsghdr`.
+    #[derive(Clone, Copy)]
+    #[repr(C, align(8))]
+    struct ControlBuffer([u8; 32]);
+
+    /// Buffers for one `recvmmsg` call, allocated once and reused.
+    pub struct Batch {
+        slot_len: usize,
+        data: Vec<u8>,
+        names: Vec<MaybeUninit<libc::sockaddr_storage>>,
+        controls: Vec<ControlBuffer>,
+        iovecs: Vec<libc::iovec>,
+        headers: Vec<libc::mmsghdr>,
+    }
+
+    impl Batch {
+        pub fn new(batch_size: usize, slot_len: usize) -> Batch {
+            // SAFETY: all-zero is a valid value for these plain C structs.
+            let zeroed_header: libc::mmsghdr = unsafe { mem::zeroed() };
+            Batch {
+                slot_len,
+                data: vec![0; batch_size * slot_len],
+                names: vec![MaybeUninit::zeroed(); batch_size],
+                controls: vec![ControlBuffer([0; 32]); batch_size],
+                iovecs: vec![
+                    libc::iovec {
+                        iov_base: std::ptr::null_mut(),
+                        iov_len: 0
+                    };
+                    batch_size
+                ],
+                headers: vec![zeroed_header; batch_size],
+            }
+        }
+
+        pub fn recv(
+            &mut self,
+            socket: &UdpSocket,
+            max_datagram_bytes: usize,
+            each: &mut impl FnMut(Datagram<'_>),
+        ) -> io::Result<Option<u32>> {
+            let batch_size = self.headers.len();
+            // The kernel rewrites lengths on every call, so every header is reset.
+            for i in 0..batch_size {
+                self.iovecs[i] = libc::iovec {
+                    iov_base: self.data[i * self.slot_len..].as_mut_ptr().cast(),
+                    iov_len: self.slot_len,
+                };
+                let header = &mut self.headers[i].msg_hdr;
+                header.msg_name = self.names[i].as_mut_ptr().cast();
+                header.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+                header.msg_iov = &raw mut self.iovecs[i];
+                header.msg_iovlen = 1;
+                header.msg_control = self.controls[i].0.as_mut_ptr().cast();
+                header.msg_controllen = mem::size_of::<ControlBuffer>() as _;
+                header.msg_flags = 0;
+                self.headers[i].msg_len = 0;
+            }
+            // SAFETY: every pointer in the headers points into buffers owned by
+            // `self` that outlive the call, with their true lengths. The socket's
+            // read timeout bounds the wait for the first datagram; MSG_WAITFORONE
+            // returns as soon as one has arrived.
+            let received = unsafe {
+                libc::recvmmsg(
+                    socket.as_raw_fd(),
+                    self.headers.as_mut_ptr(),
+                    batch_size as libc::c_uint,
+                    libc::MSG_WAITFORONE,
+                    std::ptr::null_mut(),
+                )
+            };
+            if received < 0 {
+                let err = io::Error::last_os_error();
+                return if is_transient(&err) {
+                    Ok(None)
+                } else {
+                    Err(err)
+                };
+            }
+            let mut drops = None;
+            for i in 0..received as usize {
+                let header = &self.headers[i];
+                let len = header.msg_len as usize;
+                let oversized =
+                    len > max_datagram_bytes || header.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
+                if let Some(count) = drop_count(&header.msg_hdr) {
+                    drops = Some(drops.map_or(count, |d: u32| d.max(count)));
+                }
+                let Some(peer) = peer_address(&self.names[i], header.msg_hdr.msg_namelen) else {
+                    continue;
+                };
+                let start = i * self.slot_len;
+                each(Datagram {
+                    payload: &self.data[start..start + len.min(self.slot_len)],
+                    peer,
+                    oversized,
+                });
+            }
+            Ok(drops)
+        }
+    }
+
+    /// The sender address the kernel wrote into `storage`.
+    fn peer_address(
+        storage: &MaybeUninit<libc::sockaddr_storage>,
+        len: libc::socklen_t,
+    ) -> Option<SocketAddr> {
+        let len = len as usize;
+        // SAFETY: the storage was zero-initialised and the kernel wrote `len` bytes
+        // of a sockaddr of the family it names; we read only within that length.
+        unsafe {
+            let storage = storage.as_ptr();
+            match i32::from((*storage).ss_family) {
+                libc::AF_INET if len >= mem::size_of::<libc::sockaddr_in>() => {
+                    let addr = &*storage.cast::<libc::sockaddr_in>();
+                    let ip = Ipv4Addr::from(u32::from_be(addr.sin_addr.s_addr));
+                    Some(SocketAddr::V4(SocketAddrV4::new(
+                        ip,
+                        u16::from_be(addr.sin_port),
+                    )))
+                }
+                libc::AF_INET6 if len >= mem::size_of::<libc::sockaddr_in6>() => {
+                    let addr = &*storage.cast::<libc::sockaddr_in6>();
+                    let ip = Ipv6Addr::from(addr.sin6_addr.s6_addr);
+                    Some(SocketAddr::V6(SocketAddrV6::new(
+                        ip,
+                        u16::from_be(addr.sin6_port),
+                        addr.sin6_flowinfo,
+                        addr.sin6_scope_id,
+                    )))
+                }
+                _ => None,
+            }
+        }
+    }
+
+    /// Reads the `SO_RXQ_OVFL` count from a received message's control data.
+    fn drop_count(header: &libc::msghdr) -> Option<u32> {
+        // SAFETY: the CMSG macros walk the control buffer the kernel filled, within
+        // `msg_controllen`; the data is read unaligned.
+        unsafe {
+            let mut cmsg = libc::CMSG_FIRSTHDR(header);
+            while !cmsg.is_null() {
+                if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SO_RXQ_OVFL
+                {
+                    return Some(std::ptr::read_unaligned(
+                        libc::CMSG_DATA(cmsg).cast::<u32>(),
+                    ));
+                }
+                cmsg = libc::CMSG_NXTHDR(header, cmsg);
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn receiver(max: usize) -> (Receiver, SocketAddr) {
+        let bound = bind("127.0.0.1:0".parse().unwrap(), 1 << 20).unwrap();
+        (Receiver::new(bound.socket, 16, max), bound.local_addr)
+    }
+
+    #[test]
+    fn receives_a_batch_with_senders() {
+        let (mut receiver, addr) = receiver(1024);
+        let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+        for i in 0..5 {
+            sender
+                .send_to(format!("datagram {i}").as_bytes(), addr)
+                .unwrap();
+        }
+        let mut got = Vec::new();
+        while got.len() < 5 {
+            receiver
+                .recv_batch(|d| {
+                    got.push((
+                        String::from_utf8_lossy(d.payload).into_owned(),
+                        d.peer,
+                        d.oversized,
+                    ))
+                })
+                .unwrap();
+        }
+        assert_eq!(got[0].0, "datagram 0");
+        assert_eq!(got[4].0, "datagram 4");
+        assert!(
+            got.iter()
+                .all(|(_, peer, oversized)| *peer == sender.local_addr().unwrap() && !oversized)
+        );
+    }
+
+    #[test]
+    fn flags_datagrams_over_the_limit() {
+        let (mut receiver, addr) = receiver(10);
+        let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sender.send_to(b"0123456789", addr).unwrap();
+        sender.send_to(b"0123456789AB", addr).unwrap();
+        let mut got = Vec::new();
+        while got.len() < 2 {
+            receiver.recv_batch(|d| got.push(d.oversized)).unwrap();
+        }
+        assert_eq!(got, [false, true]);
+    }
+
+    #[test]
+    fn returns_empty_handed_after_the_poll_interval() {
+        let (mut receiver, _) = receiver(100);
+        let mut calls = 0;
+        receiver.recv_batch(|_| calls += 1).unwrap();
+        assert_eq!(calls, 0);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn reports_kernel_drops_when_the_buffer_overflows() {
+        // A tiny buffer (the kernel's minimum) overflows after a few datagrams.
+        let bound = bind("127.0.0.1:0".parse().unwrap(), 1).unwrap();
+        let mut receiver = Receiver::new(bound.socket, 64, 2048);
+        let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let payload = [b'x'; 1000];
+        for _ in 0..200 {
+            let _ = sender.send_to(&payload, bound.local_addr);
+        }
+        let mut drops = None;
+        for _ in 0..10 {
+            // Datagrams queued after the overflow carry the drop count.
+            sender.send_to(b"probe", bound.local_addr).unwrap();
+            if let Some(count) = receiver.recv_batch(|_| {}).unwrap().filter(|&c| c > 0) {
+                drops = Some(count);
+            }
+        }
+        assert!(drops.is_some_and(|count| count > 0), "drops: {drops:?}");
+    }
+}

@@ -1,0 +1,36 @@
+//! herald receives Qlik Sense log4net UDP events and routes them to sinks.
+//!
+//! Sense services send each log event as one UDP datagram of `;`-separated
+//! fields behind a tag (`/qseow-engine/`, `/scheduler-reload-failed/`, ...).
+//! herald checks the sender against an allowlist, parses the datagram into one
+//! typed [`event::Event`] and hands it to every sink whose `match` it meets.
+//!
+//! # Layout
+//!
+//! * [`ingest`]: owns the UDP sockets and the allowlist; never parses.
+//! * [`parse`]: datagram bytes to an [`event::Event`]; pure, no I/O.
+//! * [`event`]: the event every sink sees, and its JSON encoding.
+//! * [`route`]: which sinks get an event, and categorisation rules; pure.
+//! * [`sinks`]: one file per destination behind [`sinks::Sink`], plus the generic
+//!   driver (batching, retries, metrics, drain).
+//! * [`pipeline`]: wires the stages with bounded queues and owns shutdown.
+//! * [`deadletter`]: keeps what could not be parsed or delivered.
+//! * [`http`]: `/metrics` and `/health`.
+//! * [`config`]: the TOML file, assembled from each stage's own config.
+//! * [`metrics`]: every metric name and handle.
+//! * [`send`]: sample datagrams and the `herald send` test sender.
+//! * [`throttle`]: keeps bad input from flooding the log.
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod deadletter;
+pub mod event;
+pub mod http;
+pub mod ingest;
+pub mod metrics;
+pub mod parse;
+pub mod pipeline;
+pub mod route;
+pub mod send;
+pub mod sinks;
+pub mod throttle;

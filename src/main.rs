@@ -1,0 +1,227 @@
+//! The `herald` command: argument parsing, logging and metrics set-up, and the
+//! exit code. Everything else lives in the library.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use herald::config::{Config, DEFAULT_PATH, LogFormat};
+use herald::{http, pipeline, send};
+use tracing::{info, warn};
+use tracing_subscriber::EnvFilter;
+
+/// Receives Qlik Sense log4net UDP events and routes them to files, metrics and alerts.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Config file (for `herald` without a subcommand, which runs).
+    #[arg(long, short, global = true)]
+    config: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Receive and route events until stopped (the default).
+    Run,
+    /// Validate a config file and print the effective configuration.
+    Check,
+    /// Send sample datagrams (or lines from a file) to a herald or Butler port.
+    Send {
+        /// Where to send, e.g. 127.0.0.1:9996.
+        #[arg(long)]
+        to: SocketAddr,
+        /// Which sample: all, engine, proxy, repository, scheduler, qix-perf, session,
+        /// connection, task-failed, task-aborted, task-success, task-distribute,
+        /// engine-reload-failed.
+        #[arg(long, default_value = "all", conflicts_with = "file")]
+        kind: String,
+        /// Send the lines of this file instead, one datagram per line.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Datagrams to send in total, cycling through the set (default: each once).
+        #[arg(long)]
+        count: Option<u64>,
+        /// Datagrams per second (default: as fast as possible).
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Source address to send from, e.g. 127.0.0.2.
+        #[arg(long)]
+        from: Option<IpAddr>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config_path = cli
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_PATH));
+    let result = match cli.command.unwrap_or(Command::Run) {
+        Command::Run => run(&config_path),
+        Command::Check => check(&config_path),
+        Command::Send {
+            to,
+            kind,
+            file,
+            count,
+            rate,
+            from,
+        } => send_samples(to, &kind, file.as_deref(), count, rate, from),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("herald: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check(path: &Path) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    let resolution = pipeline::resolve_allowlist(&config.ingest.allow)?.resolution;
+    println!(
+        "# herald: effective configuration of {} (defaults filled in)",
+        path.display()
+    );
+    print!("{}", config.to_toml());
+    for host in &resolution.unresolved {
+        eprintln!(
+            "herald: warning: ingest.allow: host name {host:?} does not resolve; its datagrams will be refused until it does"
+        );
+    }
+    eprintln!(
+        "herald: {} is valid: {} listener(s), {} allowlist entr{} after resolving, {} sink(s)",
+        path.display(),
+        config.ingest.listen.len(),
+        resolution.allowlist.len(),
+        if resolution.allowlist.len() == 1 {
+            "y"
+        } else {
+            "ies"
+        },
+        config.sinks.len()
+    );
+    Ok(())
+}
+
+fn send_samples(
+    to: SocketAddr,
+    kind: &str,
+    file: Option<&Path>,
+    count: Option<u64>,
+    rate: Option<f64>,
+    from: Option<IpAddr>,
+) -> anyhow::Result<()> {
+    let datagrams = match file {
+        Some(file) => {
+            send::lines(file).with_context(|| format!("cannot read {}", file.display()))?
+        }
+        None => send::samples(kind).map_err(anyhow::Error::msg)?,
+    };
+    let options = send::SendOptions {
+        to,
+        from,
+        count,
+        rate,
+    };
+    let report = send::send(&datagrams, &options).with_context(|| {
+        format!(
+            "cannot send from {}",
+            from.map_or("any address".into(), |ip| ip.to_string())
+        )
+    })?;
+    let secs = report.elapsed.as_secs_f64();
+    println!(
+        "sent {} datagram(s) to {to} in {secs:.3} s ({:.0}/s){}",
+        report.sent,
+        if secs > 0.0 {
+            report.sent as f64 / secs
+        } else {
+            0.0
+        },
+        if report.failed > 0 {
+            format!("; {} could not be sent", report.failed)
+        } else {
+            String::new()
+        }
+    );
+    Ok(())
+}
+
+fn run(path: &Path) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    init_logging(&config);
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .context("cannot set up metrics")?;
+    herald::metrics::describe();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("herald-async")
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let running = pipeline::start(&config)?;
+        if config.http.enabled {
+            let listener = tokio::net::TcpListener::bind(config.http.listen)
+                .await
+                .with_context(|| format!("cannot serve HTTP on {} (http.listen)", config.http.listen))?;
+            info!(listen = %listener.local_addr()?, "serving /metrics and /health");
+            let state = http::HttpState {
+                metrics,
+                health: running.health.clone(),
+            };
+            tokio::spawn(http::serve(listener, state));
+        }
+        info!(config = %path.display(), sinks = config.sinks.len(), "herald is running; stop with Ctrl+C");
+        shutdown_signal().await;
+        info!("stopping: draining queues and flushing sinks");
+        running.stop().await?;
+        Ok(())
+    })
+}
+
+fn init_logging(config: &Config) {
+    let filter = std::env::var("HERALD_LOG")
+        .ok()
+        .and_then(|text| EnvFilter::try_new(text).ok())
+        .or_else(|| EnvFilter::try_new(&config.log.level).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+/// Resolves on Ctrl+C or, on Unix, SIGTERM (what service managers send).
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(err) => {
+                warn!(%err, "cannot listen for SIGTERM; stop with Ctrl+C");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

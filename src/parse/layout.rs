@@ -1,0 +1,560 @@
+//! The field layout of every tag Sense sends, and how extra `;` are assigned.
+//!
+//! A [`Layout`] lists its slots left to right. Fixed slots hold exactly one
+//! `;`-separated piece; free-text slots ([`Slot::Free`], [`Slot::MessageException`])
+//! may hold more, because log4net does not escape `;` inside text. The extra pieces
+//! are handed to the free slots in the layout's priority order, and a candidate
+//! assignment is kept only if every fixed slot then has its expected shape.
+
+use crate::event::{EventBuilder, EventType, Field, FieldKind, Source, TaskOutcome};
+
+use super::ParseError;
+use super::value;
+
+/// Most slots any layout has (qix-perf: 26).
+pub const MAX_SLOTS: usize = 26;
+
+/// Candidate assignments tried before giving up on shape checks.
+const MAX_CANDIDATES: usize = 600;
+
+/// One position in a layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slot {
+    /// The tag (always first).
+    Tag,
+    /// `%level`.
+    Level,
+    /// One piece holding `field`, validated by the field's kind.
+    Fixed(Field),
+    /// Like `Fixed`, but the event is rejected when it is not a GUID.
+    Required(Field),
+    /// Free text that may contain `;`.
+    Free(Field),
+    /// `%encodedmessage;%encodedexception`: two adjacent free-text fields.
+    MessageException,
+}
+
+impl Slot {
+    fn minimum_width(self) -> usize {
+        match self {
+            Slot::MessageException => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// The shape of one Sense format.
+#[derive(Debug)]
+pub struct Layout {
+    /// The JSON `type` of events in this format.
+    pub event_type: EventType,
+    /// The JSON `source`.
+    pub source: Source,
+    /// For task tags, the outcome the tag stands for.
+    pub outcome: Option<TaskOutcome>,
+    /// The slots, left to right.
+    pub slots: &'static [Slot],
+    /// Indexes into `slots` of the free-text slots, most likely to hold extra `;` first.
+    pub free_priority: &'static [usize],
+}
+
+use Field as F;
+use Slot::{Fixed, Free, Level, MessageException, Required, Tag};
+
+const LOG_HEAD: [Slot; 8] = [
+    Tag,
+    Fixed(F::LogRow),
+    Fixed(F::TsIso),
+    Fixed(F::TsLocal),
+    Level,
+    Fixed(F::Host),
+    Fixed(F::Subsystem),
+    Fixed(F::WindowsUser),
+];
+
+const fn head_then<const N: usize, const M: usize>(tail: [Slot; M]) -> [Slot; N] {
+    let mut out = [Tag; N];
+    let mut i = 0;
+    while i < 8 {
+        out[i] = LOG_HEAD[i];
+        i += 1;
+    }
+    while i < N {
+        out[i] = tail[i - 8];
+        i += 1;
+    }
+    out
+}
+
+static ENGINE: [Slot; 19] = head_then([
+    Free(F::Message),
+    Fixed(F::ProxySessionId),
+    Fixed(F::UserDirectory),
+    Fixed(F::UserId),
+    Fixed(F::EngineTs),
+    Fixed(F::ProcessId),
+    Fixed(F::EngineExeVersion),
+    Fixed(F::ServerStarted),
+    Fixed(F::EntryType),
+    Fixed(F::SessionId),
+    Fixed(F::AppId),
+]);
+
+static PROXY: [Slot; 15] = head_then([
+    MessageException,
+    Fixed(F::UserDirectory),
+    Fixed(F::UserId),
+    Fixed(F::Command),
+    Fixed(F::ResultCode),
+    Fixed(F::Origin),
+    Fixed(F::Context),
+]);
+
+static SCHEDULER: [Slot; 17] = head_then([
+    MessageException,
+    Fixed(F::UserDirectory),
+    Fixed(F::UserId),
+    Fixed(F::UserFull),
+    Free(F::TaskName),
+    Free(F::AppName),
+    Fixed(F::TaskId),
+    Fixed(F::AppId),
+    Fixed(F::ExecutionId),
+]);
+
+static QIX_PERF: [Slot; 26] = head_then([
+    Fixed(F::ProxySessionId),
+    Fixed(F::UserDirectory),
+    Fixed(F::UserId),
+    Fixed(F::EngineTs),
+    Fixed(F::SessionId),
+    Fixed(F::AppId),
+    Fixed(F::RequestId),
+    Fixed(F::Method),
+    Fixed(F::ProcessTime),
+    Fixed(F::WorkTime),
+    Fixed(F::LockTime),
+    Fixed(F::ValidateTime),
+    Fixed(F::TraverseTime),
+    Fixed(F::Handle),
+    Fixed(F::ObjectId),
+    Fixed(F::NetRam),
+    Fixed(F::PeakRam),
+    Fixed(F::ObjectType),
+]);
+
+static USER_EVENT: [Slot; 8] = [
+    Tag,
+    Fixed(F::Host),
+    Fixed(F::Command),
+    Fixed(F::UserDirectory),
+    Fixed(F::UserId),
+    Fixed(F::Origin),
+    Fixed(F::Context),
+    Free(F::Message),
+];
+
+static TASK: [Slot; 11] = [
+    Tag,
+    Fixed(F::Host),
+    Free(F::TaskName),
+    Free(F::AppName),
+    Fixed(F::UserFull),
+    Required(F::TaskId),
+    Fixed(F::AppId),
+    Fixed(F::TsLocal),
+    Level,
+    Required(F::ExecutionId),
+    Free(F::Message),
+];
+
+static ENGINE_RELOAD_FAILED: [Slot; 9] = [
+    Tag,
+    Fixed(F::Host),
+    Fixed(F::AppId),
+    Fixed(F::SessionId),
+    Fixed(F::UserDirectory),
+    Fixed(F::UserId),
+    Fixed(F::TsLocal),
+    Level,
+    Free(F::Message),
+];
+
+const fn log(source: Source, slots: &'static [Slot], free: &'static [usize]) -> Layout {
+    Layout {
+        event_type: EventType::Log,
+        source,
+        outcome: None,
+        slots,
+        free_priority: free,
+    }
+}
+
+const fn task(outcome: TaskOutcome) -> Layout {
+    Layout {
+        event_type: EventType::Task,
+        source: Source::Scheduler,
+        outcome: Some(outcome),
+        slots: &TASK,
+        // The message is last and most often holds a `;`; then the task name.
+        free_priority: &[10, 2, 3],
+    }
+}
+
+static LAYOUT_ENGINE: Layout = log(Source::Engine, &ENGINE, &[8]);
+static LAYOUT_PROXY: Layout = log(Source::Proxy, &PROXY, &[8]);
+static LAYOUT_REPOSITORY: Layout = log(Source::Repository, &PROXY, &[8]);
+static LAYOUT_SCHEDULER: Layout = log(Source::Scheduler, &SCHEDULER, &[8, 12, 13]);
+static LAYOUT_QIX_PERF: Layout = Layout {
+    event_type: EventType::QixPerf,
+    source: Source::Engine,
+    outcome: None,
+    slots: &QIX_PERF,
+    free_priority: &[],
+};
+static LAYOUT_SESSION: Layout = Layout {
+    event_type: EventType::Session,
+    source: Source::Proxy,
+    outcome: None,
+    slots: &USER_EVENT,
+    free_priority: &[7],
+};
+static LAYOUT_CONNECTION: Layout = Layout {
+    event_type: EventType::Connection,
+    source: Source::Proxy,
+    outcome: None,
+    slots: &USER_EVENT,
+    free_priority: &[7],
+};
+static LAYOUT_TASK_FAILED: Layout = task(TaskOutcome::Failed);
+static LAYOUT_TASK_ABORTED: Layout = task(TaskOutcome::Aborted);
+static LAYOUT_TASK_SUCCESS: Layout = task(TaskOutcome::Success);
+static LAYOUT_TASK_DISTRIBUTE: Layout = task(TaskOutcome::Distribute);
+static LAYOUT_ENGINE_RELOAD_FAILED: Layout = Layout {
+    event_type: EventType::EngineReloadFailed,
+    source: Source::Engine,
+    outcome: None,
+    slots: &ENGINE_RELOAD_FAILED,
+    free_priority: &[8],
+};
+
+/// Every tag herald accepts (matched case-insensitively) and its layout.
+pub static TAGS: [(&str, &Layout); 17] = [
+    ("/qseow-engine/", &LAYOUT_ENGINE),
+    ("/qseow-proxy/", &LAYOUT_PROXY),
+    ("/qseow-repository/", &LAYOUT_REPOSITORY),
+    ("/qseow-scheduler/", &LAYOUT_SCHEDULER),
+    ("/qseow-qix-perf/", &LAYOUT_QIX_PERF),
+    ("/qseow-proxy-session/", &LAYOUT_SESSION),
+    ("/qseow-proxy-connection/", &LAYOUT_CONNECTION),
+    ("/scheduler-reload-failed/", &LAYOUT_TASK_FAILED),
+    ("/scheduler-task-failed/", &LAYOUT_TASK_FAILED),
+    ("/scheduler-reloadtask-failed/", &LAYOUT_TASK_FAILED),
+    ("/scheduler-reload-aborted/", &LAYOUT_TASK_ABORTED),
+    ("/scheduler-task-aborted/", &LAYOUT_TASK_ABORTED),
+    ("/scheduler-reloadtask-success/", &LAYOUT_TASK_SUCCESS),
+    ("/scheduler-task-success/", &LAYOUT_TASK_SUCCESS),
+    // The appender file Butler ships has this typo, so real senders use it.
+    ("/scheduler-task-success//", &LAYOUT_TASK_SUCCESS),
+    ("/scheduler-distribute/", &LAYOUT_TASK_DISTRIBUTE),
+    ("/engine-reload-failed/", &LAYOUT_ENGINE_RELOAD_FAILED),
+];
+
+impl Layout {
+    /// The layout for a tag, matched case-insensitively.
+    pub fn for_tag(tag: &[u8]) -> Option<&'static Layout> {
+        TAGS.iter()
+            .find(|(name, _)| name.as_bytes().eq_ignore_ascii_case(tag))
+            .map(|&(_, layout)| layout)
+    }
+
+    /// Pieces the layout has when no free-text field contains `;`.
+    pub fn minimum_pieces(&self) -> usize {
+        self.slots.iter().map(|slot| slot.minimum_width()).sum()
+    }
+
+    /// Each slot's width when there are no extra pieces.
+    pub fn base_widths(&self) -> [usize; MAX_SLOTS] {
+        let mut widths = [0; MAX_SLOTS];
+        for (width, slot) in widths.iter_mut().zip(self.slots) {
+            *width = slot.minimum_width();
+        }
+        widths
+    }
+
+    /// Calls `try_widths` with each way of giving `extra` pieces to the free slots,
+    /// highest-priority slot getting the most first, until it returns `true`.
+    pub fn candidates(
+        &self,
+        extra: usize,
+        mut try_widths: impl FnMut(&[usize; MAX_SLOTS]) -> bool,
+    ) {
+        let base = self.base_widths();
+        let mut tried = 0;
+        let mut give = |shares: &[usize]| {
+            let mut widths = base;
+            for (&slot, &share) in self.free_priority.iter().zip(shares) {
+                widths[slot] += share;
+            }
+            tried += 1;
+            try_widths(&widths) || tried >= MAX_CANDIDATES
+        };
+        match self.free_priority.len() {
+            0 => {
+                give(&[]);
+            }
+            1 => {
+                give(&[extra]);
+            }
+            2 => {
+                for first in (0..=extra).rev() {
+                    if give(&[first, extra - first]) {
+                        return;
+                    }
+                }
+            }
+            _ => {
+                for first in (0..=extra).rev() {
+                    for second in (0..=extra - first).rev() {
+                        if give(&[first, second, extra - first - second]) {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether every fixed slot has its expected shape under `widths`.
+    pub fn fits(
+        &self,
+        widths: &[usize; MAX_SLOTS],
+        pieces: &[(usize, usize)],
+        datagram: &[u8],
+    ) -> bool {
+        let mut piece = 0;
+        for (slot, &width) in self.slots.iter().zip(widths) {
+            let (start, end) = pieces[piece];
+            piece += width;
+            let bytes = &datagram[start..end];
+            let fits = match *slot {
+                Slot::Required(_) => value::is_guid(bytes),
+                Slot::Fixed(field) => fixed_shape_fits(field, bytes),
+                Slot::Level => {
+                    value::is_absent(bytes)
+                        || crate::event::Level::parse(bytes.trim_ascii()).is_some()
+                }
+                Slot::Tag | Slot::Free(_) | Slot::MessageException => true,
+            };
+            if !fits {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Whether the layout has both a free task name and a free app name.
+    pub fn has_name_pair(&self) -> bool {
+        self.slot_index(Slot::Free(F::TaskName)).is_some()
+            && self.slot_index(Slot::Free(F::AppName)).is_some()
+    }
+
+    fn slot_index(&self, slot: Slot) -> Option<usize> {
+        self.slots.iter().position(|&s| s == slot)
+    }
+
+    /// Whether, under `widths`, the task name ends with the (non-empty) app name.
+    pub fn names_agree(
+        &self,
+        widths: &[usize; MAX_SLOTS],
+        pieces: &[(usize, usize)],
+        datagram: &[u8],
+    ) -> bool {
+        let (Some(task), Some(app)) = (
+            self.slot_index(Slot::Free(F::TaskName)),
+            self.slot_index(Slot::Free(F::AppName)),
+        ) else {
+            return false;
+        };
+        let text = |slot: usize| {
+            let first: usize = widths[..slot].iter().sum();
+            let last = first + widths[slot] - 1;
+            &datagram[pieces[first].0..pieces[last].1]
+        };
+        let app_name = text(app);
+        !app_name.is_empty() && text(task).ends_with(app_name)
+    }
+
+    /// Rejects the datagram when a required GUID is missing or malformed.
+    pub fn check_required(
+        &self,
+        widths: &[usize; MAX_SLOTS],
+        pieces: &[(usize, usize)],
+        datagram: &[u8],
+    ) -> Result<(), ParseError> {
+        let mut piece = 0;
+        for (slot, &width) in self.slots.iter().zip(widths) {
+            let (start, end) = pieces[piece];
+            piece += width;
+            if let Slot::Required(field) = *slot
+                && !value::is_guid(&datagram[start..end])
+            {
+                return Err(ParseError::BadGuid { field });
+            }
+        }
+        Ok(())
+    }
+
+    /// Fills fields derived from others (qix-perf activity, user-event app id and
+    /// user agent).
+    pub fn derive(&self, event: &mut EventBuilder) {
+        match self.event_type {
+            EventType::QixPerf => {
+                let activity = match event.get(F::ProxySessionId) {
+                    Some("0") => Some("system"),
+                    Some(_) => Some("user"),
+                    None => None,
+                };
+                if let Some(activity) = activity {
+                    event.set_static(F::Activity, activity);
+                }
+            }
+            EventType::Session | EventType::Connection => {
+                derive_app_id(event);
+                derive_user_agent(event);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The shape a fixed field must have for an assignment of extra `;` to be kept.
+fn fixed_shape_fits(field: Field, bytes: &[u8]) -> bool {
+    if value::is_absent(bytes) {
+        return true;
+    }
+    match field {
+        // A full user name is `DIR\id`.
+        F::UserFull => bytes.contains(&b'\\'),
+        F::TsLocal | F::TsIso => value::timestamp(bytes).is_some(),
+        _ => match field.kind() {
+            FieldKind::Guid => value::is_guid(bytes),
+            _ => true,
+        },
+    }
+}
+
+/// `app_id` from a Context such as `/app/<guid>?reloaduri=...`.
+fn derive_app_id(event: &mut EventBuilder) {
+    let Some((start, end)) = event.range(F::Context) else {
+        return;
+    };
+    let context = &event.buffer()[start..end];
+    let Some(at) = memchr::memmem::find(context.as_bytes(), b"/app/") else {
+        return;
+    };
+    let guid_start = at + "/app/".len();
+    let Some(candidate) = context.as_bytes().get(guid_start..guid_start + 36) else {
+        return;
+    };
+    let boundary_ok = matches!(
+        context.as_bytes().get(guid_start + 36),
+        None | Some(b'?' | b'/' | b'#')
+    );
+    if value::is_guid(candidate) && boundary_ok {
+        let mut guid = [0u8; 36];
+        guid.copy_from_slice(candidate);
+        let mark = event.mark();
+        value::push_lowercase(event.buffer(), &guid);
+        event.commit(F::AppId, mark, true);
+    }
+}
+
+/// `user_agent`: the text after `UserAgent:` in the message, without its quotes.
+fn derive_user_agent(event: &mut EventBuilder) {
+    let Some((start, _)) = event.range(F::Message) else {
+        return;
+    };
+    let Some(message) = event.get(F::Message) else {
+        return;
+    };
+    let Some(at) = message.find("UserAgent:") else {
+        return;
+    };
+    let after = &message[at + "UserAgent:".len()..];
+    let trimmed = after.trim();
+    let unquoted = trimmed
+        .strip_prefix('\'')
+        .map(|rest| rest.strip_suffix('\'').unwrap_or(rest))
+        .unwrap_or(trimmed)
+        .trim();
+    if unquoted.is_empty() {
+        return;
+    }
+    let ua_start = start + (unquoted.as_ptr() as usize - message.as_ptr() as usize);
+    let ua_end = ua_start + unquoted.len();
+    event.copy_range(F::UserAgent, ua_start, ua_end);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_layout_has_the_documented_field_count() {
+        let expected = [
+            ("/qseow-engine/", 19),
+            ("/qseow-proxy/", 16),
+            ("/qseow-repository/", 16),
+            ("/qseow-scheduler/", 18),
+            ("/qseow-qix-perf/", 26),
+            ("/qseow-proxy-session/", 8),
+            ("/qseow-proxy-connection/", 8),
+            ("/scheduler-reload-failed/", 11),
+            ("/scheduler-task-success//", 11),
+            ("/engine-reload-failed/", 9),
+        ];
+        for (tag, count) in expected {
+            let layout = Layout::for_tag(tag.as_bytes()).unwrap();
+            assert_eq!(layout.minimum_pieces(), count, "{tag}");
+        }
+    }
+
+    #[test]
+    fn free_priorities_point_at_free_slots() {
+        for (tag, layout) in &TAGS {
+            assert!(layout.slots.len() <= MAX_SLOTS);
+            assert!(layout.free_priority.len() <= 3, "{tag}");
+            for &index in layout.free_priority {
+                assert!(
+                    matches!(layout.slots[index], Slot::Free(_) | Slot::MessageException),
+                    "{tag}: slot {index} is not free text"
+                );
+            }
+            let free = layout
+                .slots
+                .iter()
+                .filter(|slot| matches!(slot, Slot::Free(_) | Slot::MessageException))
+                .count();
+            assert_eq!(free, layout.free_priority.len(), "{tag}");
+        }
+    }
+
+    #[test]
+    fn tags_match_case_insensitively() {
+        assert!(Layout::for_tag(b"/QSEOW-ENGINE/").is_some());
+        assert!(Layout::for_tag(b"/Scheduler-Task-Success//").is_some());
+        assert!(Layout::for_tag(b"/qseow-printing/").is_none());
+    }
+
+    #[test]
+    fn candidates_give_extra_pieces_to_the_first_priority_first() {
+        let layout = Layout::for_tag(b"/scheduler-task-failed/").unwrap();
+        let mut seen = Vec::new();
+        layout.candidates(1, |widths| {
+            seen.push((widths[10], widths[2], widths[3]));
+            false
+        });
+        assert_eq!(seen, vec![(2, 1, 1), (1, 2, 1), (1, 1, 2)]);
+    }
+}

@@ -1,0 +1,268 @@
+//! Parser tests: every fixture against its expected event, the wire examples, and
+//! the rules for recovering `;` inside text.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use super::*;
+
+fn parse(datagram: &[u8]) -> Result<Event, ParseError> {
+    Parser::new(&ParseConfig::default()).unwrap().parse(
+        datagram,
+        "10.0.0.5:61000".parse().unwrap(),
+        Timestamp::UNIX_EPOCH,
+    )
+}
+
+fn json(event: &Event) -> Value {
+    serde_json::from_str(&event.to_json()).unwrap()
+}
+
+/// Numbers compare by value (`2210.0` == `2210`), as the fixtures' README says.
+fn normalise(value: Value) -> Value {
+    match value {
+        Value::Number(n) => Value::from(n.as_f64().unwrap()),
+        Value::Object(map) => {
+            Value::Object(map.into_iter().map(|(k, v)| (k, normalise(v))).collect())
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(normalise).collect()),
+        other => other,
+    }
+}
+
+#[test]
+fn every_fixture_parses_to_its_expected_event() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(root.join("datagrams")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_stem().unwrap().to_str().unwrap().to_string();
+        let expected: Value = serde_json::from_str(
+            &std::fs::read_to_string(root.join("expected").join(format!("{name}.json"))).unwrap(),
+        )
+        .unwrap_or_else(|err| panic!("{name}: {err}"));
+        let datagram = std::fs::read(&path).unwrap();
+        let result = parse(&datagram);
+        if let Some(reason) = expected.get("error").and_then(Value::as_str) {
+            if reason == "oversized" {
+                continue; // an ingest check, tested end to end
+            }
+            let err = result
+                .err()
+                .unwrap_or_else(|| panic!("{name}: expected {reason}"));
+            assert_eq!(err.reason(), reason, "{name}");
+        } else {
+            let event = result.unwrap_or_else(|err| panic!("{name}: {err}"));
+            let mut got = json(&event);
+            let object = got.as_object_mut().unwrap();
+            object.remove("received_at");
+            object.remove("sender");
+            if object["time_source"] == "received" {
+                object.remove("time");
+            }
+            assert_eq!(normalise(got), normalise(expected), "{name}");
+        }
+        checked += 1;
+    }
+    assert!(checked >= 30, "only {checked} fixtures checked");
+}
+
+#[test]
+fn engine_message_with_semicolons_keeps_the_tail_in_place() {
+    let event = parse(b"/qseow-engine/;1;20240519T120312.114+0200;2024-05-19 12:03:12,114;ERROR;h;S;U;a; b; c;;LAB;goran;;;;;;;e7af59a0-c243-480d-9571-08727551a66f").unwrap();
+    assert_eq!(event.message(), Some("a; b; c"));
+    assert_eq!(event.get(Field::UserId), Some("goran"));
+    assert_eq!(
+        event.get(Field::AppId),
+        Some("e7af59a0-c243-480d-9571-08727551a66f")
+    );
+}
+
+#[test]
+fn proxy_exception_starts_at_the_dotnet_type_name() {
+    let event = parse(b"/qseow-proxy/;88;20240519T101503.004+0200;2024-05-19 10:15:03,004;ERROR;h;System.Proxy;LAB\\svc;Connection was reset; retrying;System.IO.IOException: Unable to read; closed;;;;;;").unwrap();
+    assert_eq!(event.message(), Some("Connection was reset; retrying"));
+    assert_eq!(
+        event.get(Field::ExceptionMessage),
+        Some("System.IO.IOException: Unable to read; closed")
+    );
+    assert_eq!(event.get(Field::Command), None);
+}
+
+#[test]
+fn without_an_exception_type_the_last_piece_is_the_exception() {
+    let event = parse(b"/qseow-repository/;1;20240519T101503.004+0200;2024-05-19 10:15:03,004;WARN;h;S;U;a;b;c;;;;;;").unwrap();
+    assert_eq!(event.message(), Some("a;b"));
+    assert_eq!(event.get(Field::ExceptionMessage), Some("c"));
+}
+
+#[test]
+fn task_name_with_a_semicolon_does_not_shift_the_guids() {
+    let event = parse(b"/scheduler-task-failed/;h;Reload; nightly;Sales;LAB\\goran;dec2a02a-1680-44ef-8dc2-e2bfb180af87;;2021-02-16 09:24:59,099;INFO;14a81bf5-f81c-4047-b1a1-193b0920de28;Max retries; reached").unwrap();
+    assert_eq!(event.get(Field::TaskName), Some("Reload; nightly"));
+    assert_eq!(event.get(Field::AppName), Some("Sales"));
+    assert_eq!(event.get(Field::UserFull), Some("LAB\\goran"));
+    assert_eq!(event.message(), Some("Max retries; reached"));
+    assert_eq!(
+        event.get(Field::ExecutionId),
+        Some("14a81bf5-f81c-4047-b1a1-193b0920de28")
+    );
+}
+
+#[test]
+fn scheduler_log_app_name_with_a_semicolon_is_recovered_by_shape() {
+    let event = parse(b"/qseow-scheduler/;14;20211109T193744.331+0100;2021-11-09 19:37:44,331;WARN;h;S;U;msg;;LAB;goran;LAB\\goran;Reload of A;B;A;B;dec2a02a-1680-44ef-8dc2-e2bfb180af87;e7af59a0-c243-480d-9571-08727551a66f;4831c6a5-34f6-45bb-9d40-73a6e6992670").unwrap();
+    assert_eq!(event.message(), Some("msg"));
+    assert_eq!(event.get(Field::UserFull), Some("LAB\\goran"));
+    assert_eq!(event.get(Field::TaskName), Some("Reload of A;B"));
+    assert_eq!(event.get(Field::AppName), Some("A;B"));
+}
+
+#[test]
+fn task_without_a_guid_task_id_is_rejected() {
+    let err = parse(b"/scheduler-reload-failed/;h;T;A;LAB\\u;nope;;2021-02-16 09:24:59,099;INFO;14a81bf5-f81c-4047-b1a1-193b0920de28;m").unwrap_err();
+    assert_eq!(
+        err,
+        ParseError::BadGuid {
+            field: Field::TaskId
+        }
+    );
+}
+
+#[test]
+fn null_and_empty_properties_are_absent() {
+    let event = parse(b"/qseow-proxy-session/;h;Start session;(null);;AppAccess;(null);m").unwrap();
+    let value = json(&event);
+    for key in [
+        "user_directory",
+        "user_id",
+        "user_full",
+        "context",
+        "app_id",
+    ] {
+        assert!(value.get(key).is_none(), "{key} should be absent");
+    }
+}
+
+#[test]
+fn task_time_uses_the_configured_zone_for_its_host() {
+    let config = ParseConfig {
+        time_zone: Some("UTC".into()),
+        host_time_zones: [("PRO2-WIN1".to_string(), "Europe/Stockholm".to_string())].into(),
+        ..ParseConfig::default()
+    };
+    let mut parser = Parser::new(&config).unwrap();
+    let sender = "10.0.0.5:1".parse().unwrap();
+    let datagram = b"/scheduler-reload-failed/;pro2-win1;T;A;LAB\\u;dec2a02a-1680-44ef-8dc2-e2bfb180af87;;2021-02-16 09:24:59,099;INFO;14a81bf5-f81c-4047-b1a1-193b0920de28;m";
+    let event = parser
+        .parse(datagram, sender, Timestamp::UNIX_EPOCH)
+        .unwrap();
+    let value = json(&event);
+    assert_eq!(value["time"], "2021-02-16T09:24:59.099+01:00");
+    assert_eq!(value["time_source"], "event_local");
+    let other = datagram.replace_host(b"other-host");
+    let value = json(&parser.parse(&other, sender, Timestamp::UNIX_EPOCH).unwrap());
+    assert_eq!(value["time"], "2021-02-16T09:24:59.099+00:00");
+}
+
+trait ReplaceHost {
+    fn replace_host(&self, host: &[u8]) -> Vec<u8>;
+}
+
+impl ReplaceHost for [u8] {
+    fn replace_host(&self, host: &[u8]) -> Vec<u8> {
+        let text =
+            String::from_utf8_lossy(self).replacen("pro2-win1", &String::from_utf8_lossy(host), 1);
+        text.into_bytes()
+    }
+}
+
+#[test]
+fn without_a_zone_local_time_falls_back_to_receive_time() {
+    let event = parse(b"/scheduler-reload-failed/;h;T;A;LAB\\u;dec2a02a-1680-44ef-8dc2-e2bfb180af87;;2021-02-16 09:24:59,099;INFO;14a81bf5-f81c-4047-b1a1-193b0920de28;m").unwrap();
+    assert_eq!(event.time_source, TimeSource::Received);
+    assert_eq!(event.time.instant, Timestamp::UNIX_EPOCH);
+}
+
+#[test]
+fn bad_compact_timestamp_falls_back_to_receive_time() {
+    let event = parse(b"/qseow-engine/;1;yesterday;;ERROR;h;S;U;m;;;;;;;;;;").unwrap();
+    assert_eq!(event.time_source, TimeSource::Received);
+    assert_eq!(event.get(Field::TsIso), Some("yesterday"));
+}
+
+#[test]
+fn long_message_is_cut_and_flagged() {
+    let config = ParseConfig {
+        max_text_bytes: 10,
+        ..ParseConfig::default()
+    };
+    let mut parser = Parser::new(&config).unwrap();
+    let event = parser
+        .parse(
+            b"/qseow-proxy-session/;h;Start session;LAB;u;o;c;0123456789ABCDEF",
+            "10.0.0.5:1".parse().unwrap(),
+            Timestamp::UNIX_EPOCH,
+        )
+        .unwrap();
+    assert_eq!(event.message(), Some("0123456789"));
+    assert!(event.truncated);
+    assert!(event.to_json().ends_with(",\"truncated\":true}"));
+}
+
+#[test]
+fn unknown_level_is_kept_raw() {
+    let event =
+        parse(b"/qseow-engine/;1;20240519T120312.114+0200;;VERBOSE;h;S;U;m;;;;;;;;;;").unwrap();
+    assert_eq!(event.level, None);
+    assert_eq!(json(&event)["raw_fields"]["level"], "VERBOSE");
+}
+
+#[test]
+fn junk_is_rejected_with_a_reason() {
+    assert_eq!(parse(b"").unwrap_err(), ParseError::Empty);
+    assert_eq!(parse(b"\r\n").unwrap_err(), ParseError::Empty);
+    assert_eq!(parse(b"hello world").unwrap_err(), ParseError::UnknownTag);
+    assert_eq!(
+        parse(b"/qseow-engine/;1;2").unwrap_err(),
+        ParseError::TooFewFields {
+            expected: 19,
+            got: 3
+        }
+    );
+}
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            let _ = parse(&bytes);
+        }
+
+        #[test]
+        fn arbitrary_fields_behind_a_known_tag_never_panic(
+            tag in proptest::sample::select(layout::TAGS.iter().map(|(t, _)| *t).collect::<Vec<_>>()),
+            fields in proptest::collection::vec("[^;]{0,12}", 0..40),
+        ) {
+            let datagram = format!("{tag};{}", fields.join(";"));
+            if let Ok(event) = parse(datagram.as_bytes()) {
+                let value: Value = serde_json::from_str(&event.to_json()).unwrap();
+                prop_assert!(value.is_object());
+            }
+        }
+
+        #[test]
+        fn every_event_is_valid_json(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let mut datagram = b"/qseow-proxy-session/;h;Start session;LAB;u;o;/app/".to_vec();
+            datagram.extend_from_slice(&bytes);
+            if let Ok(event) = parse(&datagram) {
+                prop_assert!(serde_json::from_str::<Value>(&event.to_json()).is_ok());
+            }
+        }
+    }
+}

@@ -1,0 +1,489 @@
+//! The pipeline: wires ingest → parse/route workers → sink queues → sink drivers,
+//! and owns start-up and shutdown.
+//!
+//! ```text
+//! ingest thread (one per socket) ──try_send──▶ bounded batch channel ──▶ worker threads
+//!   worker: parse, categorise, route ──push──▶ one bounded queue per sink ──▶ sink task
+//! ```
+//!
+//! Shutdown follows the data: the stop flag ends the ingest threads, whose
+//! senders drop; the workers finish the queued batches and exit; then each sink
+//! queue is closed and its driver delivers what is left and flushes. The whole
+//! drain must fit in `pipeline.shutdown_grace_ms`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+use metrics::gauge;
+use tokio::task::JoinSet;
+use tracing::{info, warn};
+
+use crate::config::{Config, EMPTY_ALLOWLIST};
+use crate::deadletter::{self, DeadLetters, Record};
+use crate::event::StaticTags;
+use crate::ingest::allowlist::{AllowEntry, Resolution, SharedAllowlist, resolve};
+use crate::ingest::{self, Batch, BindError};
+use crate::metrics::{ALLOWLIST_ENTRIES, ALLOWLIST_UNRESOLVED, SinkMetrics, WorkerMetrics};
+use crate::parse::Parser;
+use crate::route::{Categoriser, Matcher, Verdict};
+use crate::sinks::driver::{self, SinkStatus};
+use crate::sinks::file::FileSink;
+use crate::sinks::queue::SinkQueue;
+use crate::sinks::stdout::StdoutSink;
+use crate::sinks::{NullSink, SinkKind};
+use crate::throttle::Throttle;
+
+/// Why the pipeline could not start or stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// No allowlist entry resolved.
+    #[error("ingest.allow: none of the entries resolved ({unresolved}); {EMPTY_ALLOWLIST}")]
+    AllowlistUnresolved {
+        /// The names that did not resolve.
+        unresolved: String,
+    },
+    /// A socket could not be bound.
+    #[error(transparent)]
+    Bind(#[from] BindError),
+    /// A sink could not be set up.
+    #[error("sinks.{sink}: cannot start the sink")]
+    Sink {
+        /// The sink's name.
+        sink: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The dead-letter file cannot be opened.
+    #[error("dead_letter.path: cannot open the dead-letter file")]
+    DeadLetter(#[source] std::io::Error),
+    /// A thread could not be started.
+    #[error("cannot start a thread")]
+    Thread(#[source] std::io::Error),
+    /// Draining took longer than the grace period.
+    #[error(
+        "shutdown did not finish within pipeline.shutdown_grace_ms ({0:?}); queued events were lost"
+    )]
+    DrainTimeout(Duration),
+}
+
+/// What `/health` reports, shared with the HTTP endpoint.
+#[derive(Debug)]
+pub struct Health {
+    /// When the pipeline started.
+    pub started: Instant,
+    /// Each listener: configured name, bound address, granted receive buffer.
+    pub listeners: Vec<(String, SocketAddr, usize)>,
+    /// The live allowlist.
+    pub allowlist: Arc<SharedAllowlist>,
+    /// Allowlist host names that did not resolve at the last attempt.
+    pub unresolved: Mutex<Vec<String>>,
+    /// Every sink's status.
+    pub sinks: Vec<Arc<SinkStatus>>,
+    /// Set once shutdown begins.
+    pub stopping: AtomicBool,
+}
+
+impl Health {
+    /// Allowlist host names that did not resolve.
+    pub fn unresolved(&self) -> Vec<String> {
+        self.unresolved
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// The allowlist as configured and as resolved at start.
+#[derive(Debug)]
+pub struct ResolvedAllowlist {
+    /// The entries as configured.
+    pub entries: Vec<AllowEntry>,
+    /// The resolved list and the names that did not resolve.
+    pub resolution: Resolution,
+    /// Each host name's addresses, kept for the next refresh.
+    pub known: Vec<(String, Vec<IpAddr>)>,
+}
+
+/// Resolves the allowlist, failing closed when nothing in it resolves.
+///
+/// # Errors
+///
+/// [`PipelineError::AllowlistUnresolved`].
+pub fn resolve_allowlist(entries: &[String]) -> Result<ResolvedAllowlist, PipelineError> {
+    // Entries were validated with the config; a failure here cannot happen.
+    let entries: Vec<AllowEntry> = entries
+        .iter()
+        .filter_map(|e| AllowEntry::parse(e).ok())
+        .collect();
+    let (resolution, known) = resolve(&entries, &[]);
+    if resolution.allowlist.is_empty() {
+        return Err(PipelineError::AllowlistUnresolved {
+            unresolved: resolution.unresolved.join(", "),
+        });
+    }
+    for host in &resolution.unresolved {
+        warn!(
+            host,
+            "ingest.allow: host name does not resolve; its datagrams will be refused until it does"
+        );
+    }
+    Ok(ResolvedAllowlist {
+        entries,
+        resolution,
+        known,
+    })
+}
+
+/// A pipeline that is running.
+pub struct Running {
+    /// Live status for `/health`.
+    pub health: Arc<Health>,
+    stop: Arc<AtomicBool>,
+    ingest: Vec<JoinHandle<()>>,
+    workers: Vec<JoinHandle<()>>,
+    refresher: Option<JoinHandle<()>>,
+    queues: Vec<Arc<SinkQueue>>,
+    sink_tasks: JoinSet<()>,
+    dead_letter_writer: Option<JoinHandle<()>>,
+    grace: Duration,
+}
+
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Running")
+            .field("health", &self.health)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Starts every stage. Must be called inside a multi-threaded tokio runtime.
+///
+/// # Errors
+///
+/// When a socket, file or thread cannot be set up, or no allowlist entry resolves.
+pub fn start(config: &Config) -> Result<Running, PipelineError> {
+    let ResolvedAllowlist {
+        entries,
+        resolution,
+        known,
+    } = resolve_allowlist(&config.ingest.allow)?;
+    gauge!(ALLOWLIST_ENTRIES).set(resolution.allowlist.len() as f64);
+    gauge!(ALLOWLIST_UNRESOLVED).set(resolution.unresolved.len() as f64);
+    let allowlist = Arc::new(SharedAllowlist::new(resolution.allowlist));
+
+    let listeners = ingest::bind_all(&config.ingest)?;
+
+    let (dead, dead_letter_writer) = match &config.dead_letter {
+        Some(dead_config) => {
+            let (dead, writer) =
+                deadletter::start(dead_config).map_err(PipelineError::DeadLetter)?;
+            (dead, Some(writer))
+        }
+        None => (DeadLetters::disabled(), None),
+    };
+
+    let mut sink_tasks = JoinSet::new();
+    let mut statuses = Vec::new();
+    let mut routes = Vec::new();
+    for (name, sink) in &config.sinks {
+        let queue = Arc::new(SinkQueue::new(
+            sink.delivery.queue_events,
+            sink.delivery.overflow,
+            SinkMetrics::register(name),
+        ));
+        let status = Arc::new(SinkStatus::new(name, sink.kind.type_name(), queue.clone()));
+        let delivery = sink.delivery.clone();
+        let dead = dead.clone();
+        let sink_error = |source| PipelineError::Sink {
+            sink: name.clone(),
+            source,
+        };
+        match &sink.kind {
+            SinkKind::File(file) => {
+                let file = FileSink::new(file).map_err(sink_error)?;
+                sink_tasks.spawn(driver::run(file, status.clone(), delivery, dead));
+            }
+            SinkKind::Stdout(stdout) => {
+                sink_tasks.spawn(driver::run(
+                    StdoutSink::new(stdout),
+                    status.clone(),
+                    delivery,
+                    dead,
+                ));
+            }
+            SinkKind::Null(_) => {
+                sink_tasks.spawn(driver::run(NullSink, status.clone(), delivery, dead));
+            }
+        }
+        routes.push(Route {
+            matcher: Matcher::new(&sink.delivery.match_),
+            queue,
+        });
+        statuses.push(status);
+    }
+    let queues: Vec<_> = routes.iter().map(|route| route.queue.clone()).collect();
+
+    let (tx, rx) = crossbeam_channel::bounded::<Batch>(config.pipeline.queue_batches);
+    let shared = Arc::new(WorkerShared {
+        routes,
+        // Validated with the config.
+        categoriser: Categoriser::new(&config.categorise).unwrap_or_default(),
+        tags: (!config.tags.is_empty()).then(|| Arc::new(config.tags.clone())),
+        dead: dead.clone(),
+        metrics: WorkerMetrics::register(),
+    });
+    drop(dead);
+    let parser = Parser::new(&config.parse)
+        .map_err(|err| PipelineError::Thread(std::io::Error::other(err)))?;
+    let mut workers = Vec::new();
+    for index in 0..config.pipeline.workers {
+        let rx = rx.clone();
+        let shared = shared.clone();
+        let parser = parser.clone();
+        workers.push(
+            std::thread::Builder::new()
+                .name(format!("worker {index}"))
+                .spawn(move || work(rx, parser, &shared))
+                .map_err(PipelineError::Thread)?,
+        );
+    }
+    drop(rx);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let listener_info: Vec<_> = listeners
+        .iter()
+        .map(|l| {
+            (
+                l.name.clone(),
+                l.bound.local_addr,
+                l.bound.receive_buffer_bytes,
+            )
+        })
+        .collect();
+    let mut ingest_threads = Vec::new();
+    for listener in listeners {
+        ingest_threads.push(
+            ingest::spawn(
+                listener,
+                &config.ingest,
+                allowlist.clone(),
+                tx.clone(),
+                stop.clone(),
+            )
+            .map_err(PipelineError::Thread)?,
+        );
+    }
+    drop(tx);
+
+    let health = Arc::new(Health {
+        started: Instant::now(),
+        listeners: listener_info,
+        allowlist: allowlist.clone(),
+        unresolved: Mutex::new(resolution.unresolved),
+        sinks: statuses,
+        stopping: AtomicBool::new(false),
+    });
+    let refresher = if entries.iter().any(|e| matches!(e, AllowEntry::Host(_))) {
+        let health = health.clone();
+        let stop = stop.clone();
+        let every = Duration::from_secs(config.ingest.allow_refresh_seconds);
+        Some(
+            std::thread::Builder::new()
+                .name("allowlist refresh".into())
+                .spawn(move || refresh_allowlist(&entries, known, &health, &stop, every))
+                .map_err(PipelineError::Thread)?,
+        )
+    } else {
+        None
+    };
+
+    Ok(Running {
+        health,
+        stop,
+        ingest: ingest_threads,
+        workers,
+        refresher,
+        queues,
+        sink_tasks,
+        dead_letter_writer,
+        grace: Duration::from_millis(config.pipeline.shutdown_grace_ms),
+    })
+}
+
+impl Running {
+    /// Stops ingest, drains every queue and flushes the sinks.
+    ///
+    /// # Errors
+    ///
+    /// [`PipelineError::DrainTimeout`] when the drain outlasts the grace period.
+    pub async fn stop(mut self) -> Result<(), PipelineError> {
+        self.health.stopping.store(true, Ordering::Relaxed);
+        self.stop.store(true, Ordering::Relaxed);
+        let grace = self.grace;
+        let threads: Vec<_> = self
+            .ingest
+            .drain(..)
+            .chain(self.workers.drain(..))
+            .chain(self.refresher.take())
+            .collect();
+        let queues = std::mem::take(&mut self.queues);
+        let mut sink_tasks = std::mem::take(&mut self.sink_tasks);
+        let drain = async move {
+            // Ingest threads come first in the list: once they are gone the
+            // workers see a closed channel, finish and exit.
+            tokio::task::spawn_blocking(move || {
+                for thread in threads {
+                    let _ = thread.join();
+                }
+            })
+            .await
+            .ok();
+            for queue in &queues {
+                queue.close();
+            }
+            while sink_tasks.join_next().await.is_some() {}
+        };
+        if tokio::time::timeout(grace, drain).await.is_err() {
+            return Err(PipelineError::DrainTimeout(grace));
+        }
+        if let Some(writer) = self.dead_letter_writer.take() {
+            tokio::task::spawn_blocking(move || writer.join())
+                .await
+                .ok();
+        }
+        info!("shutdown complete");
+        Ok(())
+    }
+}
+
+/// One sink as the workers see it.
+struct Route {
+    matcher: Matcher,
+    queue: Arc<SinkQueue>,
+}
+
+/// What every worker shares.
+struct WorkerShared {
+    routes: Vec<Route>,
+    categoriser: Categoriser,
+    tags: Option<StaticTags>,
+    dead: DeadLetters,
+    metrics: WorkerMetrics,
+}
+
+/// A parse/route worker: runs until every ingest thread is gone and the channel is empty.
+fn work(rx: Receiver<Batch>, mut parser: Parser, shared: &WorkerShared) {
+    let mut bad_log = Throttle::new(Duration::from_secs(10));
+    let mut touched = vec![false; shared.routes.len()];
+    for batch in rx {
+        for datagram in &batch.datagrams {
+            match parser.parse(&datagram.bytes, datagram.peer, batch.received_at) {
+                Ok(mut event) => {
+                    shared.metrics.event(event.event_type);
+                    event.tags.clone_from(&shared.tags);
+                    if !shared.categoriser.is_empty()
+                        && shared.categoriser.apply(&mut event) == Verdict::Drop
+                    {
+                        shared.metrics.rule_drops.increment(1);
+                        continue;
+                    }
+                    let event = Arc::new(event);
+                    let mut routed = false;
+                    for (route, touched) in shared.routes.iter().zip(touched.iter_mut()) {
+                        if route.matcher.matches(&event) {
+                            route.queue.push(event.clone());
+                            *touched = true;
+                            routed = true;
+                        }
+                    }
+                    if !routed {
+                        shared.metrics.unrouted.increment(1);
+                    }
+                }
+                Err(err) => {
+                    shared.metrics.error(&err);
+                    if let Some(held_back) = bad_log.allow(Instant::now()) {
+                        warn!(sender = %datagram.peer, reason = err.reason(), %err,
+                            preview = %preview(&datagram.bytes), held_back,
+                            "dropping a datagram that is not a Sense event (kept in the dead-letter file when one is configured)");
+                    }
+                    shared.dead.send(Record::datagram(
+                        batch.received_at,
+                        datagram.peer,
+                        err.reason(),
+                        &err.to_string(),
+                        &datagram.bytes,
+                    ));
+                }
+            }
+        }
+        for (route, touched) in shared.routes.iter().zip(touched.iter_mut()) {
+            if std::mem::take(touched) {
+                route.queue.wake();
+            }
+        }
+    }
+}
+
+/// The first 80 bytes of a datagram, escaped so it is safe in a log line.
+fn preview(bytes: &[u8]) -> String {
+    let cut = &bytes[..bytes.len().min(80)];
+    let mut text: String = String::from_utf8_lossy(cut).escape_debug().collect();
+    if bytes.len() > cut.len() {
+        text.push('…');
+    }
+    text
+}
+
+/// Re-resolves allowlist host names every `every` until `stop`.
+fn refresh_allowlist(
+    entries: &[AllowEntry],
+    mut known: Vec<(String, Vec<IpAddr>)>,
+    health: &Health,
+    stop: &AtomicBool,
+    every: Duration,
+) {
+    let mut next = Instant::now() + every;
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(200));
+        if Instant::now() < next {
+            continue;
+        }
+        next = Instant::now() + every;
+        let (resolution, now_known) = resolve(entries, &known);
+        known = now_known;
+        if resolution.allowlist.is_empty() {
+            warn!("ingest.allow: no entry resolves any more; keeping the previous allowlist");
+            continue;
+        }
+        gauge!(ALLOWLIST_ENTRIES).set(resolution.allowlist.len() as f64);
+        gauge!(ALLOWLIST_UNRESOLVED).set(resolution.unresolved.len() as f64);
+        if *health.allowlist.load() != resolution.allowlist {
+            info!(
+                entries = resolution.allowlist.len(),
+                "allowlist changed after resolving host names again"
+            );
+            health.allowlist.replace(resolution.allowlist);
+        }
+        *health
+            .unresolved
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = resolution.unresolved;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn preview_escapes_and_cuts() {
+        assert_eq!(preview(b"a\nb\"\xff"), "a\\nb\\\"\u{fffd}");
+        assert!(preview(&[b'x'; 200]).ends_with('…'));
+        assert_eq!(preview(&[b'x'; 200]).chars().count(), 81);
+    }
+}

@@ -1,0 +1,465 @@
+//! Routing: which sinks receive each event, and categorisation rules.
+//!
+//! Each sink's optional `match` table is compiled once into a [`Matcher`];
+//! categorisation rules (Butler SOS style: levels plus starts-with / ends-with /
+//! contains / regex on the message) are compiled into a [`Categoriser`]. Both are
+//! pure and allocate nothing per event unless a rule adds categories. This module
+//! knows nothing about sockets, queues or sinks' delivery.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use memchr::memmem::Finder;
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+
+use crate::event::{Category, Event, EventType, Field, Level, Source, TaskOutcome};
+
+/// Conditions an event must meet to reach a sink. Every condition given must hold;
+/// within a list, any entry may match. An empty table matches everything.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchConfig {
+    /// Event types, e.g. `["log", "task"]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub types: Vec<EventType>,
+    /// Sources, e.g. `["engine", "scheduler"]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<Source>,
+    /// Exact levels, e.g. `["ERROR", "FATAL"]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub levels: Vec<Level>,
+    /// Lowest level accepted, e.g. `"WARN"`. Events without a level do not match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_level: Option<Level>,
+    /// Sense host names (`%hostname`), compared case-insensitively.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+    /// Prefixes of the subsystem (`%logger`), e.g. `"System.Scheduler"`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subsystem_prefixes: Vec<String>,
+    /// Texts the message must contain (case-sensitive).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub message_contains: Vec<String>,
+    /// Task outcomes, e.g. `["failed", "aborted"]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outcomes: Vec<TaskOutcome>,
+}
+
+impl MatchConfig {
+    /// Whether the table sets no condition (matches everything).
+    pub fn is_empty(&self) -> bool {
+        self.types.is_empty()
+            && self.sources.is_empty()
+            && self.levels.is_empty()
+            && self.min_level.is_none()
+            && self.hosts.is_empty()
+            && self.subsystem_prefixes.is_empty()
+            && self.message_contains.is_empty()
+            && self.outcomes.is_empty()
+    }
+}
+
+/// A compiled [`MatchConfig`].
+#[derive(Debug, Clone)]
+pub struct Matcher {
+    types: Vec<EventType>,
+    sources: Vec<Source>,
+    levels: Vec<Level>,
+    min_level: Option<Level>,
+    hosts: Vec<String>,
+    subsystem_prefixes: Vec<String>,
+    message_contains: Vec<Finder<'static>>,
+    outcomes: Vec<TaskOutcome>,
+}
+
+impl Matcher {
+    /// Compiles a match table.
+    pub fn new(config: &MatchConfig) -> Matcher {
+        Matcher {
+            types: config.types.clone(),
+            sources: config.sources.clone(),
+            levels: config.levels.clone(),
+            min_level: config.min_level,
+            hosts: config.hosts.clone(),
+            subsystem_prefixes: config.subsystem_prefixes.clone(),
+            message_contains: config
+                .message_contains
+                .iter()
+                .map(|text| Finder::new(text.as_bytes()).into_owned())
+                .collect(),
+            outcomes: config.outcomes.clone(),
+        }
+    }
+
+    /// Whether `event` meets every condition.
+    pub fn matches(&self, event: &Event) -> bool {
+        (self.types.is_empty() || self.types.contains(&event.event_type))
+            && (self.sources.is_empty() || self.sources.contains(&event.source))
+            && (self.levels.is_empty() || event.level.is_some_and(|l| self.levels.contains(&l)))
+            && self
+                .min_level
+                .is_none_or(|min| event.level.is_some_and(|l| l >= min))
+            && (self.hosts.is_empty()
+                || event
+                    .host()
+                    .is_some_and(|host| self.hosts.iter().any(|h| h.eq_ignore_ascii_case(host))))
+            && (self.subsystem_prefixes.is_empty()
+                || event.get(Field::Subsystem).is_some_and(|subsystem| {
+                    self.subsystem_prefixes
+                        .iter()
+                        .any(|prefix| subsystem.starts_with(prefix.as_str()))
+                }))
+            && (self.message_contains.is_empty()
+                || event.message().is_some_and(|message| {
+                    self.message_contains
+                        .iter()
+                        .any(|finder| finder.find(message.as_bytes()).is_some())
+                }))
+            && (self.outcomes.is_empty()
+                || event.outcome.is_some_and(|o| self.outcomes.contains(&o)))
+    }
+}
+
+/// Categorisation: rules that tag events with categories, or drop them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CategoriseConfig {
+    /// The rules, all evaluated; the categories of every matching rule are added.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<RuleConfig>,
+    /// Categories given to an event that no rule matched (e.g.
+    /// `{ qs_log_category = "unknown" }`). Empty: none.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub default_categories: BTreeMap<String, String>,
+}
+
+/// One categorisation rule.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    /// What the rule is for (shown in logs only).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    /// Event types the rule applies to; empty: all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub types: Vec<EventType>,
+    /// Levels the rule applies to (`FATAL` included); empty: all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub levels: Vec<Level>,
+    /// Message filters; the rule matches when any matches. Empty: every message.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<FilterConfig>,
+    /// `categorise` (default) adds `categories`; `drop` discards the event.
+    #[serde(default)]
+    pub action: RuleAction,
+    /// Categories to add, name → value.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub categories: BTreeMap<String, String>,
+}
+
+/// What a matching rule does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleAction {
+    /// Add the rule's categories.
+    #[default]
+    Categorise,
+    /// Drop the event (counted as an intentional drop).
+    Drop,
+}
+
+/// One message filter.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterConfig {
+    /// How `value` is compared with the message.
+    #[serde(rename = "type")]
+    pub kind: FilterKind,
+    /// The text or regular expression.
+    pub value: String,
+}
+
+/// How a filter compares (case-sensitive, like Butler SOS's `sw`/`ew`/`so`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FilterKind {
+    /// The message starts with the value (Butler SOS `sw`).
+    #[serde(alias = "sw")]
+    StartsWith,
+    /// The message ends with the value (Butler SOS `ew`).
+    #[serde(alias = "ew")]
+    EndsWith,
+    /// The message contains the value (Butler SOS `so`).
+    #[serde(alias = "so")]
+    Contains,
+    /// The message matches the regular expression.
+    Regex,
+}
+
+/// A regular expression in a rule that does not compile.
+#[derive(Debug, thiserror::Error)]
+#[error("categorise.rules[{rule}].filters[{filter}]: invalid regex {value:?}")]
+pub struct BadRegex {
+    /// Index of the rule.
+    pub rule: usize,
+    /// Index of the filter in the rule.
+    pub filter: usize,
+    /// The expression.
+    pub value: String,
+    /// Why it does not compile.
+    #[source]
+    pub source: regex::Error,
+}
+
+#[derive(Debug, Clone)]
+enum Filter {
+    StartsWith(String),
+    EndsWith(String),
+    Contains(Box<Finder<'static>>),
+    Regex(Regex),
+}
+
+impl Filter {
+    fn matches(&self, message: &str) -> bool {
+        match self {
+            Filter::StartsWith(value) => message.starts_with(value.as_str()),
+            Filter::EndsWith(value) => message.ends_with(value.as_str()),
+            Filter::Contains(finder) => finder.find(message.as_bytes()).is_some(),
+            Filter::Regex(regex) => regex.is_match(message),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Rule {
+    types: Vec<EventType>,
+    levels: Vec<Level>,
+    filters: Vec<Filter>,
+    action: RuleAction,
+    categories: Vec<Category>,
+}
+
+/// What categorisation decided for an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Keep the event (categories, if any, were added).
+    Keep,
+    /// A `drop` rule matched.
+    Drop,
+}
+
+/// Compiled categorisation rules.
+#[derive(Debug, Clone, Default)]
+pub struct Categoriser {
+    rules: Vec<Rule>,
+    default_categories: Vec<Category>,
+}
+
+impl Categoriser {
+    /// Compiles the rules.
+    ///
+    /// # Errors
+    ///
+    /// When a regex filter does not compile.
+    pub fn new(config: &CategoriseConfig) -> Result<Categoriser, BadRegex> {
+        let categories = |map: &BTreeMap<String, String>| -> Vec<Category> {
+            map.iter()
+                .map(|(name, value)| (Arc::from(name.as_str()), Arc::from(value.as_str())))
+                .collect()
+        };
+        let mut rules = Vec::with_capacity(config.rules.len());
+        for (rule_index, rule) in config.rules.iter().enumerate() {
+            let mut filters = Vec::with_capacity(rule.filters.len());
+            for (filter_index, filter) in rule.filters.iter().enumerate() {
+                filters.push(match filter.kind {
+                    FilterKind::StartsWith => Filter::StartsWith(filter.value.clone()),
+                    FilterKind::EndsWith => Filter::EndsWith(filter.value.clone()),
+                    FilterKind::Contains => Filter::Contains(Box::new(
+                        Finder::new(filter.value.as_bytes()).into_owned(),
+                    )),
+                    FilterKind::Regex => {
+                        Filter::Regex(Regex::new(&filter.value).map_err(|source| BadRegex {
+                            rule: rule_index,
+                            filter: filter_index,
+                            value: filter.value.clone(),
+                            source,
+                        })?)
+                    }
+                });
+            }
+            rules.push(Rule {
+                types: rule.types.clone(),
+                levels: rule.levels.clone(),
+                filters,
+                action: rule.action,
+                categories: categories(&rule.categories),
+            });
+        }
+        Ok(Categoriser {
+            rules,
+            default_categories: categories(&config.default_categories),
+        })
+    }
+
+    /// Whether there is anything to do (lets the hot path skip the call).
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty() && self.default_categories.is_empty()
+    }
+
+    /// Applies the rules to `event`, adding categories; says whether to keep it.
+    pub fn apply(&self, event: &mut Event) -> Verdict {
+        let mut matched = false;
+        for rule in &self.rules {
+            let applies = (rule.types.is_empty() || rule.types.contains(&event.event_type))
+                && (rule.levels.is_empty()
+                    || event.level.is_some_and(|l| rule.levels.contains(&l)))
+                && (rule.filters.is_empty()
+                    || event
+                        .message()
+                        .is_some_and(|message| rule.filters.iter().any(|f| f.matches(message))));
+            if !applies {
+                continue;
+            }
+            if rule.action == RuleAction::Drop {
+                return Verdict::Drop;
+            }
+            matched = true;
+            for category in &rule.categories {
+                if !event.categories.contains(category) {
+                    event.categories.push(category.clone());
+                }
+            }
+        }
+        if !matched {
+            event
+                .categories
+                .extend(self.default_categories.iter().cloned());
+        }
+        Verdict::Keep
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse::{ParseConfig, Parser};
+
+    const PROXY_WARN: &[u8] = b"/qseow-proxy/;87;20240519T101502.331+0200;2024-05-19 10:15:02,331;WARN;pro2-win1;Audit.Proxy.Proxy.SessionEstablishment.Authentication;LAB\\qlikservice;Access was denied for User: 'LAB\\jdoe';;LAB;jdoe;Login;401;AppAccess;/hub/";
+    const TASK_FAILED: &[u8] = b"/scheduler-reload-failed/;pro2-win1;Reload of Sales;Sales;LAB\\goran;dec2a02a-1680-44ef-8dc2-e2bfb180af87;e7af59a0-c243-480d-9571-08727551a66f;2021-02-16 09:24:59,099;INFO;14a81bf5-f81c-4047-b1a1-193b0920de28;Max retries reached";
+
+    fn event(datagram: &[u8]) -> Event {
+        let mut parser = Parser::new(&ParseConfig::default()).unwrap();
+        parser
+            .parse(
+                datagram,
+                "10.0.0.5:61000".parse().unwrap(),
+                jiff::Timestamp::UNIX_EPOCH,
+            )
+            .unwrap()
+    }
+
+    fn matcher(toml: &str) -> Matcher {
+        Matcher::new(&toml::from_str(toml).unwrap())
+    }
+
+    #[test]
+    fn empty_match_accepts_everything() {
+        assert!(matcher("").matches(&event(PROXY_WARN)));
+    }
+
+    #[test]
+    fn every_condition_must_hold() {
+        let proxy = event(PROXY_WARN);
+        assert!(
+            matcher(
+                r#"types = ["log"]
+sources = ["proxy"]
+min_level = "WARN"
+hosts = ["PRO2-WIN1"]
+subsystem_prefixes = ["Audit.Proxy"]
+message_contains = ["denied"]"#
+            )
+            .matches(&proxy)
+        );
+        assert!(!matcher(r#"min_level = "ERROR""#).matches(&proxy));
+        assert!(!matcher(r#"levels = ["ERROR", "FATAL"]"#).matches(&proxy));
+        assert!(!matcher(r#"message_contains = ["Denied"]"#).matches(&proxy));
+        assert!(!matcher(r#"outcomes = ["failed"]"#).matches(&proxy));
+    }
+
+    #[test]
+    fn task_outcome_matches_only_task_events() {
+        let task = event(TASK_FAILED);
+        assert!(matcher(r#"outcomes = ["failed", "aborted"]"#).matches(&task));
+        assert!(!matcher(r#"outcomes = ["success"]"#).matches(&task));
+    }
+
+    fn categoriser(toml: &str) -> Categoriser {
+        Categoriser::new(&toml::from_str(toml).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn matching_rules_add_their_categories_once() {
+        let rules = categoriser(
+            r#"
+default_categories = { qs_log_category = "unknown" }
+[[rules]]
+levels = ["WARN", "ERROR"]
+categories = { qs_log_category = "access-denied" }
+filters = [{ type = "sw", value = "Access was denied" }, { type = "contains", value = "denied" }]
+[[rules]]
+filters = [{ type = "regex", value = "User: '[^']+'" }]
+categories = { qs_log_category = "access-denied", team = "security" }
+"#,
+        );
+        let mut proxy = event(PROXY_WARN);
+        assert_eq!(rules.apply(&mut proxy), Verdict::Keep);
+        let names: Vec<_> = proxy
+            .categories
+            .iter()
+            .map(|(n, v)| format!("{n}={v}"))
+            .collect();
+        assert_eq!(names, ["qs_log_category=access-denied", "team=security"]);
+    }
+
+    #[test]
+    fn unmatched_events_get_the_default_categories() {
+        let rules = categoriser(
+            r#"
+default_categories = { qs_log_category = "unknown" }
+[[rules]]
+levels = ["FATAL"]
+categories = { qs_log_category = "fatal" }
+"#,
+        );
+        let mut proxy = event(PROXY_WARN);
+        rules.apply(&mut proxy);
+        assert_eq!(proxy.categories.len(), 1);
+        assert_eq!(&*proxy.categories[0].1, "unknown");
+    }
+
+    #[test]
+    fn drop_rule_really_drops() {
+        let rules = categoriser(
+            r#"
+[[rules]]
+action = "drop"
+filters = [{ type = "ends_with", value = "reached" }]
+"#,
+        );
+        assert_eq!(rules.apply(&mut event(TASK_FAILED)), Verdict::Drop);
+        assert_eq!(rules.apply(&mut event(PROXY_WARN)), Verdict::Keep);
+    }
+
+    #[test]
+    fn bad_regex_names_rule_and_filter() {
+        let config: CategoriseConfig =
+            toml::from_str("[[rules]]\nfilters = [{ type = \"regex\", value = \"(\" }]").unwrap();
+        let err = Categoriser::new(&config).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("categorise.rules[0].filters[0]")
+        );
+    }
+}

@@ -1,0 +1,349 @@
+//! The generic sink driver: one tokio task per sink that batches, delivers,
+//! retries, counts and drains. Sinks only implement [`Sink::deliver`].
+//!
+//! A batch is delivered when it reaches `batch_max_events`, when its oldest event
+//! has waited `flush_interval_ms`, or when the queue closes. A failed batch is
+//! retried with exponential backoff and jitter (honouring a destination's
+//! `retry_after`) up to `max_retries`; then, or at once for a permanent error,
+//! its events go to the dead-letter file and are counted as failed. Meanwhile new
+//! events wait in the bounded queue under its overflow policy. The task ends when
+//! its queue is closed and empty, after a final flush.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::time::{Instant, sleep, sleep_until};
+use tracing::{error, info, warn};
+
+use super::queue::SinkQueue;
+use super::{DeliveryConfig, Sink, SinkError};
+use crate::deadletter::{DeadLetters, Record};
+use crate::event::Event;
+
+/// What `/health` says about a sink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum SinkState {
+    /// Delivering normally (or idle).
+    Ok = 0,
+    /// The last delivery failed and is being retried.
+    Retrying = 1,
+    /// The last batch was given up on.
+    Failing = 2,
+    /// Drained and stopped.
+    Stopped = 3,
+}
+
+impl SinkState {
+    /// The JSON spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SinkState::Ok => "ok",
+            SinkState::Retrying => "retrying",
+            SinkState::Failing => "failing",
+            SinkState::Stopped => "stopped",
+        }
+    }
+}
+
+/// A sink's live status, shared with the HTTP endpoint.
+#[derive(Debug)]
+pub struct SinkStatus {
+    /// The sink's name in config.
+    pub name: String,
+    /// Its `type`.
+    pub type_name: &'static str,
+    /// Its queue.
+    pub queue: Arc<SinkQueue>,
+    state: AtomicU8,
+    last_error: Mutex<Option<String>>,
+}
+
+impl SinkStatus {
+    /// A fresh status for a sink.
+    pub fn new(name: &str, type_name: &'static str, queue: Arc<SinkQueue>) -> SinkStatus {
+        SinkStatus {
+            name: name.to_string(),
+            type_name,
+            queue,
+            state: AtomicU8::new(SinkState::Ok as u8),
+            last_error: Mutex::new(None),
+        }
+    }
+
+    /// The current state.
+    pub fn state(&self) -> SinkState {
+        match self.state.load(Ordering::Relaxed) {
+            0 => SinkState::Ok,
+            1 => SinkState::Retrying,
+            2 => SinkState::Failing,
+            _ => SinkState::Stopped,
+        }
+    }
+
+    /// The most recent delivery error, if any.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set(&self, state: SinkState, error: Option<&SinkError>) {
+        self.state.store(state as u8, Ordering::Relaxed);
+        if let Some(error) = error {
+            *self
+                .last_error
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(error.message.clone());
+        }
+    }
+}
+
+/// Runs `sink` until its queue is closed and drained.
+pub async fn run<S: Sink>(
+    mut sink: S,
+    status: Arc<SinkStatus>,
+    config: DeliveryConfig,
+    dead: DeadLetters,
+) {
+    let queue = status.queue.clone();
+    let max = config.batch_max_events.max(1);
+    let flush_interval = Duration::from_millis(config.flush_interval_ms);
+    let mut batch: Vec<Arc<Event>> = Vec::with_capacity(max);
+    let mut deadline: Option<Instant> = None;
+    let mut dirty = false;
+    loop {
+        while batch.len() < max {
+            match queue.pop() {
+                Some(event) => batch.push(event),
+                None => break,
+            }
+        }
+        queue.metrics().queue_depth.set(queue.len() as f64);
+        let closed = queue.is_closed();
+        let due = deadline.is_some_and(|d| Instant::now() >= d);
+        if !batch.is_empty() && (batch.len() >= max || closed || due) {
+            deliver(&mut sink, &status, &config, &dead, &batch).await;
+            batch.clear();
+            deadline = None;
+            dirty = true;
+            continue;
+        }
+        if batch.is_empty() {
+            if dirty && queue.is_empty() {
+                if let Err(err) = sink.flush().await {
+                    warn!(sink = %status.name, %err, "flush failed");
+                }
+                dirty = false;
+            }
+            if closed && queue.is_empty() {
+                break;
+            }
+        } else if deadline.is_none() {
+            deadline = Some(Instant::now() + flush_interval);
+        }
+        match deadline {
+            Some(deadline) => {
+                tokio::select! {
+                    () = queue.notified() => {}
+                    () = sleep_until(deadline) => {}
+                }
+            }
+            None => queue.notified().await,
+        }
+    }
+    status.set(SinkState::Stopped, None);
+    info!(sink = %status.name, "sink drained and stopped");
+}
+
+/// Delivers one batch with retries; gives up to the dead-letter file.
+async fn deliver<S: Sink>(
+    sink: &mut S,
+    status: &SinkStatus,
+    config: &DeliveryConfig,
+    dead: &DeadLetters,
+    batch: &[Arc<Event>],
+) {
+    let metrics = status.queue.metrics();
+    let mut attempt = 0u32;
+    loop {
+        match sink.deliver(batch).await {
+            Ok(()) => {
+                metrics.delivered.increment(batch.len() as u64);
+                if attempt > 0 {
+                    info!(sink = %status.name, attempts = attempt + 1, "delivery recovered");
+                }
+                status.set(SinkState::Ok, None);
+                return;
+            }
+            Err(err) if err.retryable && attempt < config.max_retries => {
+                let delay = err.retry_after.unwrap_or_else(|| backoff(config, attempt));
+                attempt += 1;
+                metrics.retries.increment(1);
+                status.set(SinkState::Retrying, Some(&err));
+                warn!(sink = %status.name, %err, attempt, retry_in_ms = delay.as_millis() as u64,
+                    "delivery failed; retrying");
+                sleep(delay).await;
+            }
+            Err(err) => {
+                status.set(SinkState::Failing, Some(&err));
+                metrics.failed.increment(batch.len() as u64);
+                error!(sink = %status.name, %err, events = batch.len(), attempts = attempt + 1,
+                    dead_letter = dead.is_enabled(), "giving up on a batch; its events go to the dead-letter file");
+                for event in batch {
+                    dead.send(Record::event(&status.name, &err.message, event));
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// `retry_initial_ms · 2^attempt`, capped at `retry_max_ms`, with ±25 % jitter so
+/// many sinks do not retry in lockstep.
+fn backoff(config: &DeliveryConfig, attempt: u32) -> Duration {
+    let base = config
+        .retry_initial_ms
+        .saturating_mul(1u64 << attempt.min(20))
+        .min(config.retry_max_ms);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .subsec_nanos();
+    let jitter = (u64::from(nanos) % 501) as f64 / 1000.0 + 0.75; // 0.75 ..= 1.25
+    Duration::from_millis((base as f64 * jitter) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+    use crate::metrics::SinkMetrics;
+    use crate::parse::{ParseConfig, Parser};
+    use crate::sinks::queue::Overflow;
+
+    /// Fails the first `failures` deliveries, then records what it gets.
+    struct Flaky {
+        failures: usize,
+        permanent: bool,
+        calls: Arc<AtomicUsize>,
+        delivered: Arc<Mutex<Vec<usize>>>,
+    }
+
+    impl Sink for Flaky {
+        async fn deliver(&mut self, batch: &[Arc<Event>]) -> Result<(), SinkError> {
+            let call = self.calls.fetch_add(1, Ordering::SeqCst);
+            if call < self.failures {
+                return Err(if self.permanent {
+                    SinkError::permanent("400 bad request")
+                } else {
+                    SinkError::retryable("connection refused")
+                });
+            }
+            self.delivered.lock().unwrap().push(batch.len());
+            Ok(())
+        }
+    }
+
+    fn config(max_retries: u32) -> DeliveryConfig {
+        let mut config: DeliveryConfig = toml::from_str("").unwrap();
+        config.batch_max_events = 4;
+        config.flush_interval_ms = 10;
+        config.max_retries = max_retries;
+        config.retry_initial_ms = 1;
+        config.retry_max_ms = 5;
+        config
+    }
+
+    fn event() -> Arc<Event> {
+        let datagram = b"/qseow-proxy-session/;pro2-win1;Start session;LAB;goran;AppAccess;/hub/;Start session for user 'LAB\\goran'";
+        Arc::new(
+            Parser::new(&ParseConfig::default())
+                .unwrap()
+                .parse(
+                    datagram,
+                    "127.0.0.1:1".parse().unwrap(),
+                    jiff::Timestamp::UNIX_EPOCH,
+                )
+                .unwrap(),
+        )
+    }
+
+    async fn drive(
+        failures: usize,
+        permanent: bool,
+        max_retries: u32,
+        events: usize,
+    ) -> (Vec<usize>, usize, SinkState) {
+        let queue = Arc::new(SinkQueue::new(
+            100,
+            Overflow::DropOldest,
+            SinkMetrics::register("test"),
+        ));
+        let status = Arc::new(SinkStatus::new("test", "flaky", queue.clone()));
+        for _ in 0..events {
+            queue.push(event());
+        }
+        queue.close();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let delivered = Arc::new(Mutex::new(Vec::new()));
+        let sink = Flaky {
+            failures,
+            permanent,
+            calls: calls.clone(),
+            delivered: delivered.clone(),
+        };
+        run(
+            sink,
+            status.clone(),
+            config(max_retries),
+            DeadLetters::disabled(),
+        )
+        .await;
+        let delivered = delivered.lock().unwrap().clone();
+        (delivered, calls.load(Ordering::SeqCst), status.state())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn delivers_in_batches_and_drains_a_closed_queue() {
+        let (delivered, calls, state) = drive(0, false, 3, 10).await;
+        assert_eq!(delivered, [4, 4, 2]);
+        assert_eq!(calls, 3);
+        assert_eq!(state, SinkState::Stopped);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn retries_a_failed_batch_until_it_goes_through() {
+        let (delivered, calls, _) = drive(2, false, 3, 3).await;
+        assert_eq!(delivered, [3]);
+        assert_eq!(calls, 3);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn gives_up_after_max_retries() {
+        let (delivered, calls, _) = drive(100, false, 2, 3).await;
+        assert!(delivered.is_empty());
+        assert_eq!(calls, 3);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn does_not_retry_a_permanent_error() {
+        let (delivered, calls, _) = drive(1, true, 5, 6).await;
+        assert_eq!(delivered, [2]);
+        assert_eq!(calls, 2);
+    }
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        let mut config = config(5);
+        config.retry_initial_ms = 100;
+        config.retry_max_ms = 1000;
+        let ms = |attempt| backoff(&config, attempt).as_millis();
+        assert!((75..=125).contains(&ms(0)));
+        assert!((150..=250).contains(&ms(1)));
+        assert!((750..=1250).contains(&ms(10)));
+    }
+}

@@ -1,0 +1,216 @@
+//! The `file` sink: events as JSON lines, with size-based rotation.
+//!
+//! [`RotatingFile`] is also what the dead-letter file is written with. When the
+//! file would grow past `max_bytes`, it is renamed to `<path>.1` (older ones move
+//! to `.2` ... up to `max_files`, the oldest removed) and a new file is started.
+//! Writes happen on the sink's task with `block_in_place`, which suits short local
+//! writes; each batch is one `write` call.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Sink, SinkError};
+use crate::event::Event;
+
+/// Settings of a `file` sink.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// File to append JSON lines to; its directory is created if missing.
+    pub path: PathBuf,
+    /// Rotate when the file would grow past this many bytes; 0 never rotates.
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: u64,
+    /// Rotated files kept (`events.jsonl.1` ... `.N`).
+    #[serde(default = "default_max_files")]
+    pub max_files: u32,
+}
+
+fn default_max_bytes() -> u64 {
+    100 * 1024 * 1024
+}
+
+fn default_max_files() -> u32 {
+    5
+}
+
+/// An append-only file that rotates by size.
+#[derive(Debug)]
+pub struct RotatingFile {
+    path: PathBuf,
+    max_bytes: u64,
+    max_files: u32,
+    file: Option<File>,
+    size: u64,
+}
+
+impl RotatingFile {
+    /// Opens (creating directories as needed) `path` for appending.
+    ///
+    /// # Errors
+    ///
+    /// When the directory or file cannot be created.
+    pub fn open(path: &Path, max_bytes: u64, max_files: u32) -> io::Result<RotatingFile> {
+        let mut file = RotatingFile {
+            path: path.to_path_buf(),
+            max_bytes,
+            max_files,
+            file: None,
+            size: 0,
+        };
+        file.reopen()?;
+        Ok(file)
+    }
+
+    fn reopen(&mut self) -> io::Result<()> {
+        if let Some(dir) = self.path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+            fs::create_dir_all(dir)?;
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
+        self.size = file.metadata()?.len();
+        self.file = Some(file);
+        Ok(())
+    }
+
+    /// Appends `bytes` (whole lines), rotating first if they would not fit.
+    ///
+    /// # Errors
+    ///
+    /// When writing or rotating fails; the next call tries to reopen the file.
+    pub fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if self.max_bytes > 0 && self.size > 0 && self.size + bytes.len() as u64 > self.max_bytes {
+            self.rotate()?;
+        }
+        if self.file.is_none() {
+            self.reopen()?;
+        }
+        let Some(file) = self.file.as_mut() else {
+            return Err(io::Error::other("file not open"));
+        };
+        match file.write_all(bytes) {
+            Ok(()) => {
+                self.size += bytes.len() as u64;
+                Ok(())
+            }
+            Err(err) => {
+                // Reopen next time: the file may have been removed or the disk remounted.
+                self.file = None;
+                Err(err)
+            }
+        }
+    }
+
+    /// Flushes to disk.
+    ///
+    /// # Errors
+    ///
+    /// When the sync fails.
+    pub fn sync(&mut self) -> io::Result<()> {
+        match self.file.as_mut() {
+            Some(file) => file.sync_data(),
+            None => Ok(()),
+        }
+    }
+
+    fn rotate(&mut self) -> io::Result<()> {
+        self.file = None;
+        let numbered = |n: u32| {
+            let mut name = self.path.clone().into_os_string();
+            name.push(format!(".{n}"));
+            PathBuf::from(name)
+        };
+        if self.max_files == 0 {
+            fs::remove_file(&self.path).or_else(ignore_missing)?;
+        } else {
+            fs::remove_file(numbered(self.max_files)).or_else(ignore_missing)?;
+            for n in (1..self.max_files).rev() {
+                fs::rename(numbered(n), numbered(n + 1)).or_else(ignore_missing)?;
+            }
+            fs::rename(&self.path, numbered(1)).or_else(ignore_missing)?;
+        }
+        self.reopen()
+    }
+}
+
+fn ignore_missing(err: io::Error) -> io::Result<()> {
+    if err.kind() == io::ErrorKind::NotFound {
+        Ok(())
+    } else {
+        Err(err)
+    }
+}
+
+/// The `file` sink.
+#[derive(Debug)]
+pub struct FileSink {
+    file: RotatingFile,
+    buffer: Vec<u8>,
+}
+
+impl FileSink {
+    /// Opens the file.
+    ///
+    /// # Errors
+    ///
+    /// When the file cannot be created.
+    pub fn new(config: &FileConfig) -> io::Result<FileSink> {
+        Ok(FileSink {
+            file: RotatingFile::open(&config.path, config.max_bytes, config.max_files)?,
+            buffer: Vec::with_capacity(64 * 1024),
+        })
+    }
+}
+
+impl Sink for FileSink {
+    async fn deliver(&mut self, batch: &[Arc<Event>]) -> Result<(), SinkError> {
+        self.buffer.clear();
+        for event in batch {
+            event.write_json(&mut self.buffer);
+            self.buffer.push(b'\n');
+        }
+        let (file, buffer) = (&mut self.file, &self.buffer);
+        tokio::task::block_in_place(|| file.append(buffer)).map_err(SinkError::io)
+    }
+
+    async fn flush(&mut self) -> Result<(), SinkError> {
+        let file = &mut self.file;
+        tokio::task::block_in_place(|| file.sync()).map_err(SinkError::io)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotates_by_size_and_keeps_max_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/events.jsonl");
+        let mut file = RotatingFile::open(&path, 10, 2).unwrap();
+        for line in ["aaaaaa\n", "bbbbbb\n", "cccccc\n", "dddddd\n"] {
+            file.append(line.as_bytes()).unwrap();
+        }
+        let read = |name: &str| fs::read_to_string(dir.path().join("sub").join(name)).unwrap();
+        assert_eq!(read("events.jsonl"), "dddddd\n");
+        assert_eq!(read("events.jsonl.1"), "cccccc\n");
+        assert_eq!(read("events.jsonl.2"), "bbbbbb\n");
+        assert!(!dir.path().join("sub/events.jsonl.3").exists());
+    }
+
+    #[test]
+    fn appends_to_an_existing_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        fs::write(&path, "old\n").unwrap();
+        let mut file = RotatingFile::open(&path, 0, 0).unwrap();
+        file.append(b"new\n").unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "old\nnew\n");
+    }
+}

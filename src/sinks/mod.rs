@@ -1,0 +1,294 @@
+//! Sinks: where events go. One file per destination, each behind [`Sink`].
+//!
+//! A sink only implements delivery of a batch. Everything else (its queue and
+//! overflow policy, batching, retries with backoff, metrics, health state, the
+//! dead-letter file for what it gives up on, and draining at shutdown) is the
+//! generic [`driver`]'s job, written once. Each `[sinks.<name>]` table has the
+//! common keys of [`SinkConfig`] plus its type's own keys.
+
+pub mod driver;
+pub mod file;
+pub mod queue;
+pub mod stdout;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::event::Event;
+use crate::route::MatchConfig;
+use queue::Overflow;
+
+/// A destination for events.
+pub trait Sink: Send + 'static {
+    /// Delivers a batch. On error nothing of the batch counts as delivered: the
+    /// driver retries the whole batch or gives up on it.
+    fn deliver(
+        &mut self,
+        batch: &[Arc<Event>],
+    ) -> impl Future<Output = Result<(), SinkError>> + Send;
+
+    /// Makes delivered events durable; called when the queue runs dry and at shutdown.
+    fn flush(&mut self) -> impl Future<Output = Result<(), SinkError>> + Send {
+        async { Ok(()) }
+    }
+}
+
+/// Why a delivery failed, and whether trying again can help.
+#[derive(Debug, Clone)]
+pub struct SinkError {
+    /// What went wrong, for logs and the dead-letter file.
+    pub message: String,
+    /// Whether a retry may succeed.
+    pub retryable: bool,
+    /// How long the destination asked us to wait, if it said.
+    pub retry_after: Option<Duration>,
+}
+
+impl SinkError {
+    /// A failure worth retrying.
+    pub fn retryable(message: impl Into<String>) -> SinkError {
+        SinkError {
+            message: message.into(),
+            retryable: true,
+            retry_after: None,
+        }
+    }
+
+    /// A failure that retrying will not fix.
+    pub fn permanent(message: impl Into<String>) -> SinkError {
+        SinkError {
+            message: message.into(),
+            retryable: false,
+            retry_after: None,
+        }
+    }
+
+    /// An I/O error (retryable: disks fill and free up, mounts come back).
+    pub fn io(err: std::io::Error) -> SinkError {
+        SinkError::retryable(err.to_string())
+    }
+}
+
+impl fmt::Display for SinkError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for SinkError {}
+
+/// The destination-specific part of a sink's config, chosen by `type`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum SinkKind {
+    /// JSON lines in a file.
+    File(file::FileConfig),
+    /// JSON or readable lines on standard output.
+    Stdout(stdout::StdoutConfig),
+    /// Discards events (for benchmarks and tests).
+    Null(NullConfig),
+}
+
+impl SinkKind {
+    /// The `type` as written in config.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            SinkKind::File(_) => "file",
+            SinkKind::Stdout(_) => "stdout",
+            SinkKind::Null(_) => "null",
+        }
+    }
+}
+
+/// Settings of the `null` sink (there are none).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NullConfig {}
+
+/// How a sink's queue and delivery behave; the same keys for every sink type.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryConfig {
+    /// Which events the sink receives; absent: all.
+    #[serde(
+        default,
+        rename = "match",
+        skip_serializing_if = "MatchConfig::is_empty"
+    )]
+    pub match_: MatchConfig,
+    /// Events the sink's queue holds.
+    #[serde(default = "default_queue_events")]
+    pub queue_events: usize,
+    /// What a full queue does: `drop_oldest`, `drop_newest` or `block`.
+    #[serde(default)]
+    pub overflow: Overflow,
+    /// Most events delivered in one batch.
+    #[serde(default = "default_batch_max_events")]
+    pub batch_max_events: usize,
+    /// Longest an event waits for its batch to fill, in milliseconds.
+    #[serde(default = "default_flush_interval_ms")]
+    pub flush_interval_ms: u64,
+    /// Retries of a failed batch before it goes to the dead-letter file.
+    #[serde(default = "default_max_retries")]
+    pub max_retries: u32,
+    /// First retry delay, doubled each retry (with jitter), in milliseconds.
+    #[serde(default = "default_retry_initial_ms")]
+    pub retry_initial_ms: u64,
+    /// Longest retry delay, in milliseconds.
+    #[serde(default = "default_retry_max_ms")]
+    pub retry_max_ms: u64,
+}
+
+/// The keys of [`DeliveryConfig`], for splitting a sink table.
+const DELIVERY_KEYS: [&str; 8] = [
+    "match",
+    "queue_events",
+    "overflow",
+    "batch_max_events",
+    "flush_interval_ms",
+    "max_retries",
+    "retry_initial_ms",
+    "retry_max_ms",
+];
+
+fn default_queue_events() -> usize {
+    100_000
+}
+
+fn default_batch_max_events() -> usize {
+    1000
+}
+
+fn default_flush_interval_ms() -> u64 {
+    200
+}
+
+fn default_max_retries() -> u32 {
+    10
+}
+
+fn default_retry_initial_ms() -> u64 {
+    500
+}
+
+fn default_retry_max_ms() -> u64 {
+    30_000
+}
+
+/// One `[sinks.<name>]` table: a type-specific part and the common delivery keys.
+#[derive(Debug, Clone)]
+pub struct SinkConfig {
+    /// `type` and its keys.
+    pub kind: SinkKind,
+    /// Common keys.
+    pub delivery: DeliveryConfig,
+}
+
+impl<'de> Deserialize<'de> for SinkConfig {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // serde's `flatten` does not work with `deny_unknown_fields`, so the table
+        // is split by hand: the common keys go to DeliveryConfig, the rest to the
+        // type's own struct, and each half rejects keys it does not know.
+        let mut table = toml::Table::deserialize(deserializer)?;
+        let mut common = toml::Table::new();
+        for key in DELIVERY_KEYS {
+            if let Some(value) = table.remove(key) {
+                common.insert(key.to_string(), value);
+            }
+        }
+        if !table.contains_key("type") {
+            return Err(D::Error::custom(
+                "missing `type`; set type = \"file\", \"stdout\" or \"null\"",
+            ));
+        }
+        let kind = SinkKind::deserialize(toml::Value::Table(table)).map_err(|err| {
+            D::Error::custom(format!(
+                "{}; every sink also takes {}",
+                err.message().trim_end(),
+                DELIVERY_KEYS.map(|k| format!("`{k}`")).join(", ")
+            ))
+        })?;
+        let delivery = DeliveryConfig::deserialize(toml::Value::Table(common))
+            .map_err(|err| D::Error::custom(err.message().trim_end()))?;
+        Ok(SinkConfig { kind, delivery })
+    }
+}
+
+impl Serialize for SinkConfig {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::Error as _;
+        use serde::ser::SerializeMap as _;
+        let mut kind = toml::Table::try_from(&self.kind).map_err(S::Error::custom)?;
+        let common = toml::Table::try_from(&self.delivery).map_err(S::Error::custom)?;
+        // `type` first, then the type's keys, then the common ones.
+        let type_name = kind.remove("type");
+        let mut map = serializer.serialize_map(None)?;
+        if let Some(type_name) = type_name {
+            map.serialize_entry("type", &type_name)?;
+        }
+        for (key, value) in kind.iter().chain(common.iter()) {
+            map.serialize_entry(key, value)?;
+        }
+        map.end()
+    }
+}
+
+/// A sink that discards everything (benchmarks measure the pipeline with it).
+#[derive(Debug, Default)]
+pub struct NullSink;
+
+impl Sink for NullSink {
+    async fn deliver(&mut self, _batch: &[Arc<Event>]) -> Result<(), SinkError> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sink_table_splits_into_kind_and_delivery() {
+        let config: SinkConfig = toml::from_str(
+            r#"
+type = "file"
+path = "data/events.jsonl"
+queue_events = 10
+overflow = "drop_newest"
+match = { types = ["task"] }
+"#,
+        )
+        .unwrap();
+        assert!(matches!(config.kind, SinkKind::File(_)));
+        assert_eq!(config.delivery.queue_events, 10);
+        assert_eq!(config.delivery.overflow, Overflow::DropNewest);
+        assert_eq!(config.delivery.batch_max_events, 1000);
+    }
+
+    #[test]
+    fn a_misspelled_sink_key_lists_the_valid_ones() {
+        let err = toml::from_str::<SinkConfig>("type = \"file\"\npaht = \"x\"").unwrap_err();
+        let message = err.to_string();
+        assert!(message.contains("unknown field `paht`"), "{message}");
+        assert!(message.contains("`path`"), "{message}");
+        assert!(message.contains("`queue_events`"), "{message}");
+    }
+
+    #[test]
+    fn an_unknown_sink_type_is_named() {
+        let err = toml::from_str::<SinkConfig>("type = \"kafka\"").unwrap_err();
+        assert!(err.to_string().contains("kafka"), "{err}");
+    }
+
+    #[test]
+    fn sink_config_serializes_back_to_one_table() {
+        let config: SinkConfig = toml::from_str("type = \"stdout\"").unwrap();
+        let text = toml::to_string(&config).unwrap();
+        assert!(text.contains("type = \"stdout\""), "{text}");
+        assert!(text.contains("queue_events = 100000"), "{text}");
+    }
+}
