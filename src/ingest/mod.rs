@@ -185,6 +185,7 @@ pub fn spawn(
                 denied_log: KeyedThrottle::new(Duration::from_secs(60), 1024),
                 oversized_log: Throttle::new(Duration::from_secs(60)),
                 queue_full_log: Throttle::new(Duration::from_secs(10)),
+                kernel_drops_log: Throttle::new(Duration::from_secs(10)),
             };
             loop_state.run(&stop);
         })
@@ -200,6 +201,7 @@ struct ReceiveLoop {
     denied_log: KeyedThrottle<std::net::IpAddr>,
     oversized_log: Throttle,
     queue_full_log: Throttle,
+    kernel_drops_log: Throttle,
 }
 
 impl ReceiveLoop {
@@ -276,8 +278,10 @@ impl ReceiveLoop {
         let new = cumulative.wrapping_sub(self.kernel_drops_seen);
         if new > 0 && cumulative >= self.kernel_drops_seen {
             self.metrics.kernel_drops.increment(u64::from(new));
-            warn!(listener = %self.name, dropped = new,
-                "the kernel dropped datagrams: receive buffer full (raise ingest.receive_buffer_bytes)");
+            if let Some(held_back) = self.kernel_drops_log.allow(Instant::now()) {
+                warn!(listener = %self.name, dropped = new, held_back,
+                    "the kernel dropped datagrams: receive buffer full (raise ingest.receive_buffer_bytes)");
+            }
         }
         self.kernel_drops_seen = cumulative;
     }

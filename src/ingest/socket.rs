@@ -77,21 +77,19 @@ pub struct Datagram<'a> {
 
 /// Reads batches of datagrams from one socket. Create it on the thread that uses it.
 pub struct Receiver {
+    #[cfg(target_os = "linux")]
     socket: UdpSocket,
+    #[cfg(target_os = "linux")]
     max_datagram_bytes: usize,
     #[cfg(target_os = "linux")]
     batch: linux::Batch,
     #[cfg(not(target_os = "linux"))]
-    buffer: Vec<u8>,
-    #[cfg(not(target_os = "linux"))]
-    batch_size: usize,
+    portable: PortableReceiver,
 }
 
 impl std::fmt::Debug for Receiver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Receiver")
-            .field("socket", &self.socket)
-            .finish_non_exhaustive()
+        f.debug_struct("Receiver").finish_non_exhaustive()
     }
 }
 
@@ -99,15 +97,19 @@ impl Receiver {
     /// Prepares buffers for `batch_size` datagrams of up to `max_datagram_bytes`.
     pub fn new(socket: UdpSocket, batch_size: usize, max_datagram_bytes: usize) -> Receiver {
         let batch_size = batch_size.max(1);
-        Receiver {
-            socket,
-            max_datagram_bytes,
-            #[cfg(target_os = "linux")]
-            batch: linux::Batch::new(batch_size, max_datagram_bytes + 1),
-            #[cfg(not(target_os = "linux"))]
-            buffer: vec![0; max_datagram_bytes + 1],
-            #[cfg(not(target_os = "linux"))]
-            batch_size,
+        #[cfg(target_os = "linux")]
+        {
+            Receiver {
+                socket,
+                max_datagram_bytes,
+                batch: linux::Batch::new(batch_size, max_datagram_bytes + 1),
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            Receiver {
+                portable: PortableReceiver::new(socket, batch_size, max_datagram_bytes),
+            }
         }
     }
 
@@ -120,39 +122,68 @@ impl Receiver {
     pub fn recv_batch(&mut self, mut each: impl FnMut(Datagram<'_>)) -> io::Result<Option<u32>> {
         #[cfg(target_os = "linux")]
         {
-            self.batch
-                .recv(&self.socket, self.max_datagram_bytes, &mut each)
+            self.batch.recv(&self.socket, self.max_datagram_bytes, &mut each)
         }
         #[cfg(not(target_os = "linux"))]
         {
-            self.recv_portable(&mut each)
+            self.portable.recv_batch(&mut each)
+        }
+    }
+}
+
+/// The receive loop for systems without `recvmmsg` (Windows): one `recv_from` per
+/// datagram, draining what is queued without blocking after the first. Compiled
+/// everywhere so its tests run on Linux too.
+#[cfg_attr(target_os = "linux", allow(dead_code))]
+struct PortableReceiver {
+    socket: UdpSocket,
+    max_datagram_bytes: usize,
+    batch_size: usize,
+    buffer: Vec<u8>,
+}
+
+#[cfg_attr(target_os = "linux", allow(dead_code))]
+impl PortableReceiver {
+    fn new(socket: UdpSocket, batch_size: usize, max_datagram_bytes: usize) -> PortableReceiver {
+        PortableReceiver {
+            socket,
+            max_datagram_bytes,
+            batch_size: batch_size.max(1),
+            buffer: vec![0; max_datagram_bytes + 1],
         }
     }
 
-    #[cfg(not(target_os = "linux"))]
-    fn recv_portable(&mut self, each: &mut impl FnMut(Datagram<'_>)) -> io::Result<Option<u32>> {
+    fn recv_batch(&mut self, each: &mut impl FnMut(Datagram<'_>)) -> io::Result<Option<u32>> {
+        let mut result = Ok(None);
         for i in 0..self.batch_size {
             match self.socket.recv_from(&mut self.buffer) {
                 Ok((len, peer)) => each(Datagram {
-                    payload: &self.buffer[..len],
+                    payload: &self.buffer[..len.min(self.buffer.len())],
                     peer,
                     oversized: len > self.max_datagram_bytes,
                 }),
                 Err(err) if is_transient(&err) => break,
-                // Windows reports a datagram larger than the buffer as an error.
-                Err(err) if err.raw_os_error() == Some(10040) => each(Datagram {
-                    payload: &[],
-                    peer: self.socket.local_addr()?,
-                    oversized: true,
-                }),
-                Err(err) => return Err(err),
+                // Windows reports a datagram larger than the buffer as WSAEMSGSIZE,
+                // without telling the sender; count it as oversized.
+                Err(err) if err.raw_os_error() == Some(10040) => {
+                    let local = self.socket.local_addr()?;
+                    each(Datagram {
+                        payload: &[],
+                        peer: local,
+                        oversized: true,
+                    });
+                }
+                Err(err) => {
+                    result = Err(err);
+                    break;
+                }
             }
             if i == 0 {
                 self.socket.set_nonblocking(true)?;
             }
         }
         self.socket.set_nonblocking(false)?;
-        Ok(None)
+        result
     }
 }
 
@@ -411,6 +442,24 @@ mod tests {
             receiver.recv_batch(|d| got.push(d.oversized)).unwrap();
         }
         assert_eq!(got, [false, true]);
+    }
+
+    #[test]
+    fn portable_receiver_reads_batches_and_flags_oversized_datagrams() {
+        let bound = bind("127.0.0.1:0".parse().unwrap(), 1 << 20).unwrap();
+        let mut receiver = PortableReceiver::new(bound.socket, 8, 10);
+        let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sender.send_to(b"short", bound.local_addr).unwrap();
+        sender.send_to(b"much too long", bound.local_addr).unwrap();
+        let mut got = Vec::new();
+        while got.len() < 2 {
+            receiver
+                .recv_batch(&mut |d| got.push((d.payload.len(), d.oversized)))
+                .unwrap();
+        }
+        assert_eq!(got, [(5, false), (11, true)]);
+        // Back to blocking (with the poll timeout) after draining.
+        receiver.recv_batch(&mut |_| panic!("nothing was sent")).unwrap();
     }
 
     #[test]

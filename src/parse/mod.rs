@@ -283,6 +283,11 @@ impl Parser {
                 got,
             });
         }
+        if extra == 0 {
+            let widths = layout.base_widths();
+            layout.check_required(&widths, &self.pieces, datagram)?;
+            return Ok(widths);
+        }
         let mut first_candidate = None;
         let mut found: Option<[usize; layout::MAX_SLOTS]> = None;
         layout.candidates(extra, |widths| {

@@ -175,8 +175,9 @@ pub fn is_absent(bytes: &[u8]) -> bool {
 /// the appended text is cut (on a character boundary) to at most `cap` bytes.
 pub fn push_clean(buf: &mut String, bytes: &[u8], cap: usize) -> bool {
     let start = buf.len();
+    let plain_ascii = bytes.iter().all(|&b| (0x20..0x7f).contains(&b) || b == b'\t');
     match std::str::from_utf8(bytes) {
-        Ok(text) if !text.chars().any(is_removed) => buf.push_str(text),
+        Ok(text) if plain_ascii || !text.chars().any(is_removed) => buf.push_str(text),
         _ => {
             for chunk in bytes.utf8_chunks() {
                 buf.extend(chunk.valid().chars().filter(|&c| !is_removed(c)));

@@ -1,0 +1,55 @@
+//! Parser throughput per kind of Sense message, and over the mixed set.
+//!
+//! Run with `cargo bench --bench parse`. Figures are datagrams per second on one
+//! core (criterion's "thrpt" in elements/s).
+
+use std::hint::black_box;
+use std::net::SocketAddr;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use herald::parse::{ParseConfig, Parser};
+use herald::send::SAMPLES;
+
+fn parse(c: &mut Criterion) {
+    let mut parser = Parser::new(&ParseConfig::default()).expect("default config");
+    let sender: SocketAddr = "10.0.0.5:61000".parse().expect("address");
+    let now = jiff::Timestamp::now();
+    let mut group = c.benchmark_group("parse");
+    group.throughput(Throughput::Elements(1));
+    for sample in SAMPLES {
+        group.bench_function(sample.kind, |b| {
+            b.iter(|| parser.parse(black_box(sample.datagram), sender, now))
+        });
+    }
+    group.throughput(Throughput::Elements(SAMPLES.len() as u64));
+    group.bench_function("mixed", |b| {
+        b.iter(|| {
+            for sample in SAMPLES {
+                let _ = black_box(parser.parse(black_box(sample.datagram), sender, now));
+            }
+        })
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("encode");
+    let events: Vec<_> = SAMPLES
+        .iter()
+        .filter_map(|s| parser.parse(s.datagram, sender, now).ok())
+        .collect();
+    let mut out = Vec::with_capacity(64 * 1024);
+    group.throughput(Throughput::Elements(events.len() as u64));
+    group.bench_function("json_mixed", |b| {
+        b.iter(|| {
+            out.clear();
+            for event in &events {
+                event.write_json(&mut out);
+                out.push(b'\n');
+            }
+            black_box(out.len())
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, parse);
+criterion_main!(benches);

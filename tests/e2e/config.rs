@@ -1,0 +1,130 @@
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::harness::{repo_root, run_herald};
+
+fn check(path: &Path) -> (bool, String, String) {
+    let output = run_herald(&["check", "--config", path.to_str().expect("utf-8 path")]);
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn shipped_config() -> PathBuf {
+    repo_root().join("config").join("herald.toml")
+}
+
+const MINIMAL: &str = r#"
+[ingest]
+listen = ["127.0.0.1:9996"]
+allow = ["127.0.0.0/8"]
+
+[sinks.events]
+type = "file"
+path = "events.jsonl"
+"#;
+
+#[test]
+fn check_command_prints_the_effective_shipped_config() {
+    let (ok, stdout, stderr) = check(&shipped_config());
+    assert!(ok, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("max_datagram_bytes = 65507"), "{stdout}");
+    assert!(stdout.contains("receive_buffer_bytes = 8388608"), "{stdout}");
+    assert!(stdout.contains("[sinks.console]"), "{stdout}");
+    assert!(stderr.contains("is valid: 3 listener(s)"), "{stderr}");
+    // What it prints is itself a valid config.
+    let dir = tempfile::tempdir().unwrap();
+    let effective = dir.path().join("effective.toml");
+    fs::write(&effective, &stdout).unwrap();
+    let (ok, again, stderr) = check(&effective);
+    assert!(ok, "{stderr}");
+    let body = |text: &str| text.lines().skip(1).collect::<Vec<_>>().join("\n");
+    assert_eq!(body(&again), body(&stdout));
+}
+
+#[test]
+fn check_command_names_a_misspelled_key_and_the_valid_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("typo.toml");
+    fs::write(&path, MINIMAL.replace("allow =", "alow =")).unwrap();
+    let (ok, stdout, stderr) = check(&path);
+    assert!(!ok, "check accepted a misspelled key:\n{stdout}");
+    assert!(stderr.contains(&path.display().to_string()), "{stderr}");
+    assert!(stderr.contains("`alow`"), "{stderr}");
+    assert!(stderr.contains("`allow`"), "{stderr}");
+}
+
+#[test]
+fn check_command_refuses_an_empty_allowlist_and_says_how_to_open_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("empty.toml");
+    fs::write(&path, MINIMAL.replace("[\"127.0.0.0/8\"]", "[]")).unwrap();
+    let (ok, stdout, stderr) = check(&path);
+    assert!(!ok, "check accepted an empty allowlist:\n{stdout}");
+    assert!(stderr.contains("ingest.allow"), "{stderr}");
+    assert!(stderr.contains("0.0.0.0/0"), "{stderr}");
+}
+
+fn toml_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in fs::read_dir(dir).unwrap_or_else(|err| panic!("{}: {err}", dir.display())) {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            toml_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "toml") {
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn every_shipped_config_loads() {
+    let mut files = Vec::new();
+    toml_files(&repo_root().join("config"), &mut files);
+    assert!(files.contains(&shipped_config()), "{files:?}");
+    for file in &files {
+        let (ok, stdout, stderr) = check(file);
+        assert!(ok, "{}:\n{stdout}\n{stderr}", file.display());
+    }
+}
+
+/// Paths (as key lists) of every table in `table`, itself included.
+fn table_paths(table: &toml::Table, prefix: &[String], out: &mut Vec<Vec<String>>) {
+    out.push(prefix.to_vec());
+    for (key, value) in table {
+        if let toml::Value::Table(inner) = value {
+            let mut path = prefix.to_vec();
+            path.push(key.clone());
+            table_paths(inner, &path, out);
+        }
+    }
+}
+
+#[test]
+fn every_table_of_the_shipped_config_rejects_an_unknown_key() {
+    let text = fs::read_to_string(shipped_config()).unwrap();
+    let config: toml::Table = toml::from_str(&text).unwrap();
+    let mut paths = Vec::new();
+    table_paths(&config, &[], &mut paths);
+    let names: Vec<String> = paths.iter().map(|p| p.join(".")).collect();
+    assert_eq!(
+        names,
+        ["", "dead_letter", "http", "ingest", "sinks", "sinks.console", "sinks.events"]
+    );
+    let dir = tempfile::tempdir().unwrap();
+    for path in &paths {
+        let mut edited = config.clone();
+        let mut table = &mut edited;
+        for key in path {
+            table = table[key].as_table_mut().unwrap();
+        }
+        table.insert("not_a_key".into(), toml::Value::Integer(1));
+        let file = dir.path().join("edited.toml");
+        fs::write(&file, toml::to_string(&edited).unwrap()).unwrap();
+        let (ok, stdout, stderr) = check(&file);
+        let at = if path.is_empty() { "the top level".to_string() } else { path.join(".") };
+        assert!(!ok, "not_a_key in {at} was accepted:\n{stdout}");
+        assert!(stderr.contains("not_a_key"), "not_a_key in {at}: {stderr}");
+    }
+}

@@ -1,0 +1,686 @@
+//! Shared helpers: free ports, a running `herald` process with a tiny HTTP
+//! client, a Prometheus text reader, UDP sending, fixtures and small decoders.
+//!
+//! Nothing here sleeps to decide an outcome: conditions are polled every
+//! [`POLL`] until a generous [`DEADLINE`].
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tempfile::TempDir;
+
+/// How long a condition may take before the test fails.
+pub const DEADLINE: Duration = Duration::from_secs(10);
+/// How often a condition is checked.
+pub const POLL: Duration = Duration::from_millis(50);
+
+/// The `herald` binary under test.
+pub fn herald_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_herald")
+}
+
+/// The repository root (where `config/` and `fixtures/` live).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A UDP port on 127.0.0.1 that was free a moment ago.
+pub fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("bind a UDP port")
+        .port()
+}
+
+/// A UDP port on ::1 that was free a moment ago.
+pub fn free_udp_port_v6() -> u16 {
+    UdpSocket::bind("[::1]:0")
+        .and_then(|s| s.local_addr())
+        .expect("bind an IPv6 UDP port")
+        .port()
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_tcp_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("bind a TCP port")
+        .port()
+}
+
+/// Polls `cond` every [`POLL`] until it holds or `deadline` passes; says which.
+pub fn poll_until(deadline: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + deadline;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// Builds a herald config: one UDP listener, the HTTP endpoint, a dead-letter
+/// file and a file sink `events` writing `events.jsonl` (paths relative to the
+/// temp dir herald runs in).
+#[derive(Debug, Clone)]
+pub struct ConfigBuilder {
+    /// Listener address as written in `ingest.listen`.
+    pub listen: SocketAddr,
+    /// HTTP port on 127.0.0.1.
+    pub http_port: u16,
+    allow: Vec<String>,
+    max_datagram_bytes: Option<usize>,
+    flush_interval_ms: u64,
+    extra: String,
+}
+
+impl ConfigBuilder {
+    /// IPv4 loopback listener on a free port; allows `127.0.0.1/32`.
+    pub fn new() -> ConfigBuilder {
+        ConfigBuilder {
+            listen: SocketAddr::from(([127, 0, 0, 1], free_udp_port())),
+            http_port: free_tcp_port(),
+            allow: vec!["127.0.0.1/32".into()],
+            max_datagram_bytes: None,
+            flush_interval_ms: 50,
+            extra: String::new(),
+        }
+    }
+
+    /// Listens on `[::1]` (free port) instead.
+    pub fn ipv6(mut self) -> ConfigBuilder {
+        self.listen = SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, free_udp_port_v6()));
+        self
+    }
+
+    /// Sets `ingest.allow`.
+    pub fn allow(mut self, entries: &[&str]) -> ConfigBuilder {
+        self.allow = entries.iter().map(|e| (*e).to_string()).collect();
+        self
+    }
+
+    /// Sets `ingest.max_datagram_bytes`.
+    pub fn max_datagram_bytes(mut self, bytes: usize) -> ConfigBuilder {
+        self.max_datagram_bytes = Some(bytes);
+        self
+    }
+
+    /// Sets `flush_interval_ms` of the `events` sink.
+    pub fn flush_interval_ms(mut self, ms: u64) -> ConfigBuilder {
+        self.flush_interval_ms = ms;
+        self
+    }
+
+    /// Appends raw TOML (e.g. another sink table).
+    pub fn extra(mut self, toml: &str) -> ConfigBuilder {
+        self.extra.push_str(toml);
+        self.extra.push('\n');
+        self
+    }
+
+    /// The config text.
+    pub fn build(&self) -> String {
+        let allow: Vec<String> = self.allow.iter().map(|a| format!("{a:?}")).collect();
+        let mut text = format!(
+            "[ingest]\nlisten = [\"{}\"]\nallow = [{}]\n",
+            self.listen,
+            allow.join(", ")
+        );
+        if let Some(max) = self.max_datagram_bytes {
+            text.push_str(&format!("max_datagram_bytes = {max}\n"));
+        }
+        text.push_str(&format!(
+            "\n[http]\nlisten = \"127.0.0.1:{}\"\n\n[dead_letter]\npath = \"dead.jsonl\"\n\n\
+             [sinks.events]\ntype = \"file\"\npath = \"events.jsonl\"\nflush_interval_ms = {}\n\n",
+            self.http_port, self.flush_interval_ms
+        ));
+        text.push_str(&self.extra);
+        text
+    }
+}
+
+impl Default for ConfigBuilder {
+    fn default() -> Self {
+        ConfigBuilder::new()
+    }
+}
+
+/// A running `herald run` in its own temp dir. Killed on drop.
+pub struct Herald {
+    dir: TempDir,
+    child: Child,
+    exit: Option<ExitStatus>,
+    /// The HTTP endpoint.
+    pub http: SocketAddr,
+    /// The first UDP listener.
+    pub udp: SocketAddr,
+}
+
+impl Herald {
+    /// Writes `config_toml` to a fresh temp dir, starts herald there and waits
+    /// until `/health` answers.
+    pub fn start(config_toml: &str) -> Herald {
+        let config: toml::Table = toml::from_str(config_toml).expect("test config is TOML");
+        let http: SocketAddr = config["http"]["listen"]
+            .as_str()
+            .expect("http.listen")
+            .parse()
+            .expect("http.listen is an address");
+        let listen = &config["ingest"]["listen"];
+        let first = listen
+            .as_array()
+            .and_then(|a| a.first())
+            .unwrap_or(listen)
+            .as_str()
+            .expect("ingest.listen");
+        let udp: SocketAddr = first.parse().expect("ingest.listen is an address");
+
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config_path = dir.path().join("herald.toml");
+        fs::write(&config_path, config_toml).expect("write config");
+        let stdout = fs::File::create(dir.path().join("stdout.txt")).expect("stdout file");
+        let stderr = fs::File::create(dir.path().join("stderr.txt")).expect("stderr file");
+        let child = Command::new(herald_bin())
+            .arg("run")
+            .arg("--config")
+            .arg(&config_path)
+            .current_dir(dir.path())
+            .env_remove("HERALD_LOG")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .expect("start herald");
+        let mut herald = Herald {
+            dir,
+            child,
+            exit: None,
+            http,
+            udp,
+        };
+        let up = poll_until(Duration::from_secs(30), || {
+            if herald.has_exited() {
+                return true;
+            }
+            TcpStream::connect_timeout(&herald.http, Duration::from_secs(1)).is_ok()
+                && herald.try_http("GET", "/health").is_ok()
+        });
+        assert!(
+            up && !herald.has_exited(),
+            "herald did not come up (exit: {:?})\nconfig:\n{config_toml}\nstderr:\n{}",
+            herald.exit,
+            herald.stderr()
+        );
+        herald
+    }
+
+    /// The temp dir herald runs in.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Whether the process has ended (reaps it when it has).
+    pub fn has_exited(&mut self) -> bool {
+        if self.exit.is_none() {
+            self.exit = self.child.try_wait().expect("try_wait");
+        }
+        self.exit.is_some()
+    }
+
+    /// herald's standard error so far.
+    pub fn stderr(&self) -> String {
+        fs::read_to_string(self.dir.path().join("stderr.txt")).unwrap_or_default()
+    }
+
+    fn try_http(&self, method: &str, path: &str) -> std::io::Result<(u16, String)> {
+        http_request(self.http, method, path)
+    }
+
+    /// `GET path`: status code and body.
+    pub fn http_get(&self, path: &str) -> (u16, String) {
+        self.http_request("GET", path)
+    }
+
+    /// Any method: status code and body.
+    pub fn http_request(&self, method: &str, path: &str) -> (u16, String) {
+        self.try_http(method, path)
+            .unwrap_or_else(|err| panic!("{method} {path} failed: {err}\nstderr:\n{}", self.stderr()))
+    }
+
+    /// The `/metrics` text.
+    pub fn metrics_text(&self) -> String {
+        let (status, body) = self.http_get("/metrics");
+        assert_eq!(status, 200, "GET /metrics: {body}");
+        body
+    }
+
+    /// Sum of the samples of `name` whose labels include every pair in
+    /// `labels`; fails the test when no sample matches.
+    pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let text = self.metrics_text();
+        metric_sum(&text, name, labels)
+            .unwrap_or_else(|| panic!("no sample of {name} with {labels:?} in /metrics:\n{text}"))
+    }
+
+    /// A file in herald's dir, as JSON lines (missing file: none).
+    pub fn json_lines(&self, file: &str) -> Vec<Value> {
+        read_json_lines(&self.dir.path().join(file))
+    }
+
+    /// The `events` file sink's events.
+    pub fn events(&self) -> Vec<Value> {
+        self.json_lines("events.jsonl")
+    }
+
+    /// Polls `cond` until it holds; fails the test with `what` and herald's log.
+    pub fn wait_for(&mut self, what: &str, mut cond: impl FnMut(&Herald) -> bool) {
+        let mut exited = false;
+        let ok = poll_until(DEADLINE, || {
+            if self.has_exited() {
+                exited = true;
+                return true;
+            }
+            cond(self)
+        });
+        assert!(
+            ok && !exited,
+            "timed out or herald exited ({:?}) waiting for: {what}\nstderr:\n{}",
+            self.exit,
+            self.stderr()
+        );
+    }
+
+    /// Waits until the `events` file has at least `n` lines and returns them.
+    pub fn wait_for_events(&mut self, n: usize) -> Vec<Value> {
+        self.wait_for(&format!("{n} events in events.jsonl"), |h| {
+            count_lines(&h.dir().join("events.jsonl")) >= n
+        });
+        self.events()
+    }
+
+    /// Sends SIGTERM.
+    pub fn sigterm(&self) {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits pid_t");
+        // SAFETY: kill(2) with a pid we spawned and have not reaped.
+        let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
+        assert_eq!(rc, 0, "kill(SIGTERM): {}", std::io::Error::last_os_error());
+    }
+
+    /// Waits (up to 30 s) for the process to end.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let ended = poll_until(Duration::from_secs(30), || self.has_exited());
+        if !ended {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            panic!("herald did not exit\nstderr:\n{}", self.stderr());
+        }
+        self.exit.expect("exit status")
+    }
+}
+
+impl Drop for Herald {
+    fn drop(&mut self) {
+        if !self.has_exited() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "---- herald stderr ({}) ----\n{}",
+                self.dir.path().display(),
+                self.stderr()
+            );
+        }
+    }
+}
+
+/// A one-shot HTTP/1.1 request: status code and body.
+pub fn http_request(addr: SocketAddr, method: &str, path: &str) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response)?;
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, format!("no header end in {text:?}"))
+    })?;
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidData, format!("bad status line in {head:?}"))
+        })?;
+    Ok((status, body.to_string()))
+}
+
+/// Splits `name{a="b",c="d"} 1` into the name, its labels and the value.
+fn parse_sample(line: &str) -> Option<(&str, BTreeMap<String, String>, f64)> {
+    let line = line.trim();
+    if line.is_empty() || line.starts_with('#') {
+        return None;
+    }
+    let (series, value) = line.rsplit_once(' ')?;
+    let value: f64 = value.parse().ok()?;
+    let Some((name, rest)) = series.split_once('{') else {
+        return Some((series, BTreeMap::new(), value));
+    };
+    let inner = rest.strip_suffix('}')?;
+    let mut labels = BTreeMap::new();
+    let mut chars = inner.chars().peekable();
+    loop {
+        let key: String = chars.by_ref().take_while(|&c| c != '=').collect();
+        if key.is_empty() {
+            break;
+        }
+        if chars.next() != Some('"') {
+            return None;
+        }
+        let mut val = String::new();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => match chars.next()? {
+                    'n' => val.push('\n'),
+                    other => val.push(other),
+                },
+                '"' => break,
+                c => val.push(c),
+            }
+        }
+        labels.insert(key.trim_start_matches(',').to_string(), val);
+        if chars.peek() == Some(&',') {
+            chars.next();
+        }
+    }
+    Some((name, labels, value))
+}
+
+/// Sum of the samples of exactly `name` whose labels include all of `labels`;
+/// `None` when there is no such sample.
+pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut found = None;
+    for (sample, sample_labels, value) in text.lines().filter_map(parse_sample) {
+        if sample == name
+            && labels
+                .iter()
+                .all(|(k, v)| sample_labels.get(*k).map(String::as_str) == Some(*v))
+        {
+            *found.get_or_insert(0.0) += value;
+        }
+    }
+    found
+}
+
+/// Metric names that have at least one sample.
+pub fn metric_names(text: &str) -> Vec<String> {
+    let mut names: Vec<String> = text
+        .lines()
+        .filter_map(parse_sample)
+        .map(|(name, _, _)| name.to_string())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// Lines in a file (0 when it does not exist).
+pub fn count_lines(path: &Path) -> usize {
+    fs::read(path)
+        .map(|bytes| bytes.iter().filter(|&&b| b == b'\n').count())
+        .unwrap_or(0)
+}
+
+/// A file's complete JSON lines; a line that is not JSON fails the test.
+pub fn read_json_lines(path: &Path) -> Vec<Value> {
+    let Ok(text) = fs::read_to_string(path) else {
+        return Vec::new();
+    };
+    text.lines()
+        .map(|line| {
+            serde_json::from_str(line)
+                .unwrap_or_else(|err| panic!("{}: not JSON ({err}): {line}", path.display()))
+        })
+        .collect()
+}
+
+/// Sends each datagram from a fresh socket bound to `from:0`; returns that
+/// socket's address (what herald will report as `sender`).
+pub fn send(from: &str, to: SocketAddr, datagrams: &[&[u8]]) -> SocketAddr {
+    let socket = UdpSocket::bind((from, 0)).unwrap_or_else(|err| panic!("bind {from}:0: {err}"));
+    for datagram in datagrams {
+        let sent = socket.send_to(datagram, to).expect("send_to");
+        assert_eq!(sent, datagram.len(), "short send");
+    }
+    socket.local_addr().expect("local addr")
+}
+
+/// Runs `herald <args>` to completion.
+pub fn run_herald(args: &[&str]) -> Output {
+    Command::new(herald_bin())
+        .args(args)
+        .env_remove("HERALD_LOG")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run herald")
+}
+
+/// A fixture: its name, datagram bytes and expected JSON.
+#[derive(Debug, Clone)]
+pub struct Fixture {
+    /// File stem, e.g. `engine_error`.
+    pub name: String,
+    /// The datagram, byte for byte.
+    pub datagram: Vec<u8>,
+    /// `expected/<name>.json`.
+    pub expected: Value,
+}
+
+impl Fixture {
+    /// The reject reason, when the fixture must be rejected.
+    pub fn error(&self) -> Option<&str> {
+        self.expected.get("error").and_then(Value::as_str)
+    }
+}
+
+/// Every fixture pair in `fixtures/`, sorted by name.
+pub fn fixtures() -> Vec<Fixture> {
+    let dir = repo_root().join("fixtures");
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir.join("datagrams")).expect("fixtures/datagrams") {
+        let path = entry.expect("dir entry").path();
+        let name = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .expect("fixture name")
+            .to_string();
+        let expected_path = dir.join("expected").join(format!("{name}.json"));
+        let expected: Value = serde_json::from_str(
+            &fs::read_to_string(&expected_path)
+                .unwrap_or_else(|err| panic!("{}: {err}", expected_path.display())),
+        )
+        .unwrap_or_else(|err| panic!("{}: {err}", expected_path.display()));
+        out.push(Fixture {
+            datagram: fs::read(&path).expect("read fixture"),
+            name,
+            expected,
+        });
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+/// The fixture named `name`.
+pub fn fixture(name: &str) -> Fixture {
+    fixtures()
+        .into_iter()
+        .find(|f| f.name == name)
+        .unwrap_or_else(|| panic!("no fixture {name}"))
+}
+
+/// The twelve `herald send` samples in its order: fixture name, event type, tag.
+pub const SAMPLES: [(&str, &str, &str); 12] = [
+    ("engine_error", "log", "/qseow-engine/"),
+    ("proxy_warn", "log", "/qseow-proxy/"),
+    ("repository_warn", "log", "/qseow-repository/"),
+    ("scheduler_warn", "log", "/qseow-scheduler/"),
+    ("qix_perf_user", "qix_perf", "/qseow-qix-perf/"),
+    ("session_start", "session", "/qseow-proxy-session/"),
+    ("connection_open", "connection", "/qseow-proxy-connection/"),
+    ("task_reload_failed", "task", "/scheduler-reload-failed/"),
+    ("task_aborted", "task", "/scheduler-task-aborted/"),
+    ("task_success_double_slash", "task", "/scheduler-task-success//"),
+    ("task_distribute", "task", "/scheduler-distribute/"),
+    ("engine_reload_failed", "engine_reload_failed", "/engine-reload-failed/"),
+];
+
+/// The datagrams of [`SAMPLES`], in order.
+pub fn sample_datagrams() -> Vec<Vec<u8>> {
+    SAMPLES
+        .iter()
+        .map(|(name, _, _)| fixture(name).datagram)
+        .collect()
+}
+
+/// `actual` with `received_at` and `sender` removed, and `time` removed when
+/// `time_source` is `received` (the fixtures README's normalisation).
+pub fn normalise(actual: &Value) -> Value {
+    let mut value = actual.clone();
+    let object = value.as_object_mut().expect("event is a JSON object");
+    object.remove("received_at");
+    object.remove("sender");
+    if object.get("time_source").and_then(Value::as_str) == Some("received") {
+        object.remove("time");
+    }
+    value
+}
+
+/// Compares JSON values with numbers compared as `f64`; returns the first difference.
+pub fn json_difference(path: &str, actual: &Value, expected: &Value) -> Option<String> {
+    match (actual, expected) {
+        (Value::Number(a), Value::Number(e)) => {
+            (a.as_f64() != e.as_f64()).then(|| format!("{path}: {a} != expected {e}"))
+        }
+        (Value::Object(a), Value::Object(e)) => {
+            let a_keys: Vec<&String> = a.keys().collect();
+            let e_keys: Vec<&String> = e.keys().collect();
+            let mut a_sorted = a_keys.clone();
+            let mut e_sorted = e_keys.clone();
+            a_sorted.sort();
+            e_sorted.sort();
+            if a_sorted != e_sorted {
+                let extra: Vec<_> = a_sorted.iter().filter(|k| !e.contains_key(**k)).collect();
+                let missing: Vec<_> = e_sorted.iter().filter(|k| !a.contains_key(**k)).collect();
+                return Some(format!("{path}: extra keys {extra:?}, missing keys {missing:?}"));
+            }
+            e.iter()
+                .find_map(|(k, ev)| json_difference(&format!("{path}.{k}"), &a[k], ev))
+        }
+        (Value::Array(a), Value::Array(e)) => {
+            if a.len() != e.len() {
+                return Some(format!("{path}: {} items != expected {}", a.len(), e.len()));
+            }
+            a.iter()
+                .zip(e)
+                .enumerate()
+                .find_map(|(i, (av, ev))| json_difference(&format!("{path}[{i}]"), av, ev))
+        }
+        _ => (actual != expected).then(|| format!("{path}: {actual} != expected {expected}")),
+    }
+}
+
+/// Standard base64 (with or without padding) to bytes.
+pub fn base64_decode(text: &str) -> Vec<u8> {
+    fn value(c: u8) -> u32 {
+        match c {
+            b'A'..=b'Z' => u32::from(c - b'A'),
+            b'a'..=b'z' => u32::from(c - b'a') + 26,
+            b'0'..=b'9' => u32::from(c - b'0') + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => panic!("not a base64 character: {:?}", c as char),
+        }
+    }
+    let digits: Vec<u8> = text.bytes().filter(|&b| b != b'=').collect();
+    assert_ne!(digits.len() % 4, 1, "truncated base64: {text}");
+    let mut out = Vec::with_capacity(digits.len() * 3 / 4);
+    for chunk in digits.chunks(4) {
+        let mut n = 0u32;
+        for (i, &c) in chunk.iter().enumerate() {
+            n |= value(c) << (18 - 6 * i);
+        }
+        let bytes = n.to_be_bytes();
+        out.extend_from_slice(&bytes[1..chunk.len()]);
+    }
+    out
+}
+
+/// A small seeded PRNG (xorshift64*), so random input is the same every run.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// Seeded generator (seed 0 is replaced).
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.max(1))
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// A number in `range`.
+    pub fn below(&mut self, range: std::ops::Range<usize>) -> usize {
+        range.start + (self.next_u64() % (range.end - range.start) as u64) as usize
+    }
+
+    /// `len` random bytes.
+    pub fn bytes(&mut self, len: usize) -> Vec<u8> {
+        (0..len).map(|_| (self.next_u64() >> 56) as u8).collect()
+    }
+}
+
+#[test]
+fn harness_base64_decoder_round_trips_the_standard_vectors() {
+    assert_eq!(base64_decode(""), b"");
+    assert_eq!(base64_decode("Zg=="), b"f");
+    assert_eq!(base64_decode("Zm8="), b"fo");
+    assert_eq!(base64_decode("Zm9v"), b"foo");
+    assert_eq!(base64_decode("//4A"), b"\xff\xfe\x00");
+    assert_eq!(base64_decode("L2p1bmsvO/8iCg=="), b"/junk/;\xff\"\n");
+}
+
+#[test]
+fn harness_metric_reader_sums_matching_labelled_samples() {
+    let text = "# HELP x_total X.\n# TYPE x_total counter\n\
+                x_total{listener=\"[::1]:9\",reason=\"a\"} 2\n\
+                x_total{listener=\"127.0.0.1:9\",reason=\"b\"} 3\n\
+                x_total_other 7\nplain 1.5\n";
+    assert_eq!(metric_sum(text, "x_total", &[]), Some(5.0));
+    assert_eq!(metric_sum(text, "x_total", &[("reason", "b")]), Some(3.0));
+    assert_eq!(metric_sum(text, "x_total", &[("listener", "[::1]:9")]), Some(2.0));
+    assert_eq!(metric_sum(text, "x_total", &[("reason", "c")]), None);
+    assert_eq!(metric_sum(text, "plain", &[]), Some(1.5));
+    assert_eq!(metric_names(text), ["plain", "x_total", "x_total_other"]);
+}

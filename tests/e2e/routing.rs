@@ -1,0 +1,36 @@
+use crate::harness::{ConfigBuilder, Herald, read_json_lines, sample_datagrams, send};
+
+#[test]
+fn routing_match_sends_only_matching_events() {
+    let config = ConfigBuilder::new()
+        .extra(
+            "[sinks.failed]\ntype = \"file\"\npath = \"failed.jsonl\"\nflush_interval_ms = 50\n\
+             match = { types = [\"task\"], outcomes = [\"failed\"] }\n",
+        )
+        .build();
+    let mut herald = Herald::start(&config);
+    let samples = sample_datagrams();
+    let datagrams: Vec<&[u8]> = samples.iter().map(Vec::as_slice).collect();
+    send("127.0.0.1", herald.udp, &datagrams);
+
+    herald.wait_for_events(12);
+    herald.wait_for("the failed sink to deliver its event", |h| {
+        h.metric("herald_sink_events_delivered_total", &[("sink", "failed")]) >= 1.0
+    });
+    assert_eq!(
+        herald.metric("herald_sink_events_delivered_total", &[("sink", "events")]),
+        12.0
+    );
+    assert_eq!(herald.metric("herald_route_unrouted_total", &[]), 0.0);
+    herald.sigterm();
+    let status = herald.wait_exit();
+    assert!(status.success(), "{status:?}\n{}", herald.stderr());
+
+    assert_eq!(herald.events().len(), 12);
+    let failed = read_json_lines(&herald.dir().join("failed.jsonl"));
+    assert_eq!(failed.len(), 1, "{failed:#?}");
+    assert_eq!(failed[0]["type"], "task");
+    assert_eq!(failed[0]["outcome"], "failed");
+    assert_eq!(failed[0]["tag"], "/scheduler-reload-failed/");
+    assert_eq!(failed[0]["execution_id"], "14a81bf5-f81c-4047-b1a1-193b0920de28");
+}
