@@ -178,8 +178,25 @@ pub fn start(config: &DeadLetterConfig) -> std::io::Result<(DeadLetters, JoinHan
     ))
 }
 
+/// Every reason a record can have, for registering the counters up front.
+const REASONS: [&str; 6] = [
+    "empty",
+    "unknown_tag",
+    "too_few_fields",
+    "too_many_fields",
+    "bad_guid",
+    "sink_failed",
+];
+
 fn write_records(mut file: RotatingFile, rx: Receiver<Record>) {
     let lost = counter!(DEAD_LETTERS_LOST);
+    let written = REASONS.map(|reason| counter!(DEAD_LETTERS, "reason" => reason));
+    let count = |reason: &str| {
+        REASONS
+            .iter()
+            .position(|&r| r == reason)
+            .map(|i| &written[i])
+    };
     let mut buffer = Vec::new();
     while let Ok(first) = rx.recv() {
         buffer.clear();
@@ -191,8 +208,8 @@ fn write_records(mut file: RotatingFile, rx: Receiver<Record>) {
         }
         match file.append(&buffer) {
             Ok(()) => {
-                for reason in reasons {
-                    counter!(DEAD_LETTERS, "reason" => reason).increment(1);
+                for counter in reasons.into_iter().filter_map(count) {
+                    counter.increment(1);
                 }
             }
             Err(err) => {
@@ -207,6 +224,13 @@ fn write_records(mut file: RotatingFile, rx: Receiver<Record>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_parse_error_reason_has_a_dead_letter_counter() {
+        for reason in crate::parse::ParseError::REASONS {
+            assert!(REASONS.contains(&reason), "{reason}");
+        }
+    }
 
     #[test]
     fn base64_matches_the_standard_alphabet_and_padding() {

@@ -19,9 +19,11 @@
 //! * [`config`]: the TOML file, assembled from each stage's own config.
 //! * [`metrics`]: every metric name and handle.
 //! * [`send`]: sample datagrams and the `herald send` test sender.
+//! * [`appenders`]: the `LocalLogConfig.xml` files that point Sense at herald.
 //! * [`throttle`]: keeps bad input from flooding the log.
 #![warn(missing_docs)]
 
+pub mod appenders;
 pub mod config;
 pub mod deadletter;
 pub mod event;

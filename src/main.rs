@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use herald::config::{Config, DEFAULT_PATH, LogFormat};
-use herald::{http, pipeline, send};
+use herald::{appenders, http, pipeline, send};
 use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
 
@@ -52,6 +52,24 @@ enum Command {
         #[arg(long)]
         from: Option<IpAddr>,
     },
+    /// Write the LocalLogConfig.xml files that make Sense send its events to herald.
+    Appenders {
+        /// Host name or address of this herald server, as the Sense nodes reach it.
+        #[arg(long)]
+        herald: String,
+        /// Directory to write Engine/, Proxy/, Repository/ and Scheduler/ into.
+        #[arg(long, default_value = "appenders")]
+        out: PathBuf,
+        /// Port for log events.
+        #[arg(long, default_value_t = 9996)]
+        log_port: u16,
+        /// Port for user session and connection events.
+        #[arg(long, default_value_t = 9997)]
+        user_port: u16,
+        /// Port for task events.
+        #[arg(long, default_value_t = 9998)]
+        task_port: u16,
+    },
 }
 
 fn main() -> ExitCode {
@@ -71,6 +89,21 @@ fn main() -> ExitCode {
             rate,
             from,
         } => send_samples(to, &kind, file.as_deref(), count, rate, from),
+        Command::Appenders {
+            herald,
+            out,
+            log_port,
+            user_port,
+            task_port,
+        } => write_appenders(
+            &appenders::Target {
+                host: herald,
+                log_port,
+                user_port,
+                task_port,
+            },
+            &out,
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -149,6 +182,27 @@ fn send_samples(
         } else {
             String::new()
         }
+    );
+    Ok(())
+}
+
+fn write_appenders(target: &appenders::Target, out: &Path) -> anyhow::Result<()> {
+    for file in appenders::generate(target) {
+        let dir = out.join(file.service);
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        let path = dir.join("LocalLogConfig.xml");
+        std::fs::write(&path, &file.xml)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        println!(
+            "wrote {}  ->  copy to C:\\ProgramData\\Qlik\\Sense\\{}\\LocalLogConfig.xml on every node",
+            path.display(),
+            file.service
+        );
+    }
+    println!(
+        "Then restart the Qlik Sense services, add the nodes to ingest.allow, and open UDP {}, {} and {} to this server.",
+        target.log_port, target.user_port, target.task_port
     );
     Ok(())
 }

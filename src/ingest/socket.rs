@@ -122,7 +122,8 @@ impl Receiver {
     pub fn recv_batch(&mut self, mut each: impl FnMut(Datagram<'_>)) -> io::Result<Option<u32>> {
         #[cfg(target_os = "linux")]
         {
-            self.batch.recv(&self.socket, self.max_datagram_bytes, &mut each)
+            self.batch
+                .recv(&self.socket, self.max_datagram_bytes, &mut each)
         }
         #[cfg(not(target_os = "linux"))]
         {
@@ -459,7 +460,9 @@ mod tests {
         }
         assert_eq!(got, [(5, false), (11, true)]);
         // Back to blocking (with the poll timeout) after draining.
-        receiver.recv_batch(&mut |_| panic!("nothing was sent")).unwrap();
+        receiver
+            .recv_batch(&mut |_| panic!("nothing was sent"))
+            .unwrap();
     }
 
     #[test]

@@ -375,7 +375,7 @@ impl Parser {
                 let trimmed = bytes.trim_ascii();
                 if value::is_json_number(trimmed, integer) {
                     let start = event.mark();
-                    // A JSON number is ASCII.
+                    // A JSON number is ASCII; lower-casing only touches an `E`.
                     value::push_lowercase(event.buffer(), trimmed);
                     event.commit(field, start, true);
                 } else {
@@ -419,12 +419,17 @@ impl Parser {
 
     /// Sets `time` from the best timestamp the event has.
     fn stamp(&self, event: &mut EventBuilder) {
-        let iso = event
-            .get(Field::TsIso)
-            .and_then(|text| value::timestamp(text.as_bytes()));
-        let local = event
-            .get(Field::TsLocal)
-            .and_then(|text| value::timestamp(text.as_bytes()));
+        let read = |field| {
+            event
+                .get(field)
+                .and_then(|text| value::timestamp(text.as_bytes()))
+        };
+        let iso = read(Field::TsIso);
+        // %date is only needed when %longIso8601date is missing or has no offset.
+        let local = match iso {
+            Some(ts) if ts.offset.is_some() => None,
+            _ => read(Field::TsLocal),
+        };
         for ts in [iso, local].into_iter().flatten() {
             if let Some(offset) = ts.offset
                 && let Ok(instant) = offset.to_timestamp(ts.datetime)

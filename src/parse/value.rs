@@ -15,22 +15,11 @@ use nom::{IResult, Parser};
 
 /// Whether `bytes` is a GUID (`8-4-4-4-12` hex digits, either case).
 pub fn is_guid(bytes: &[u8]) -> bool {
-    fn hex(n: usize) -> impl Fn(&[u8]) -> IResult<&[u8], &[u8]> {
-        move |input| take_while_m_n(n, n, |b: u8| b.is_ascii_hexdigit()).parse(input)
-    }
-    all_consuming((
-        hex(8),
-        tag(&b"-"[..]),
-        hex(4),
-        tag(&b"-"[..]),
-        hex(4),
-        tag(&b"-"[..]),
-        hex(4),
-        tag(&b"-"[..]),
-        hex(12),
-    ))
-    .parse(bytes)
-    .is_ok()
+    bytes.len() == 36
+        && bytes.iter().enumerate().all(|(i, &b)| match i {
+            8 | 13 | 18 | 23 => b == b'-',
+            _ => b.is_ascii_hexdigit(),
+        })
 }
 
 /// Whether `bytes` is a JSON number in canonical form (what we can copy verbatim).
@@ -175,9 +164,12 @@ pub fn is_absent(bytes: &[u8]) -> bool {
 /// the appended text is cut (on a character boundary) to at most `cap` bytes.
 pub fn push_clean(buf: &mut String, bytes: &[u8], cap: usize) -> bool {
     let start = buf.len();
-    let plain_ascii = bytes.iter().all(|&b| (0x20..0x7f).contains(&b) || b == b'\t');
+    // Printable ASCII (the common case) needs no per-character work.
+    let printable_ascii = bytes
+        .iter()
+        .all(|&b| b.wrapping_sub(0x20) < 0x5f || b == b'\t');
     match std::str::from_utf8(bytes) {
-        Ok(text) if plain_ascii || !text.chars().any(is_removed) => buf.push_str(text),
+        Ok(text) if printable_ascii || !text.chars().any(is_removed) => buf.push_str(text),
         _ => {
             for chunk in bytes.utf8_chunks() {
                 buf.extend(chunk.valid().chars().filter(|&c| !is_removed(c)));
@@ -202,9 +194,12 @@ fn is_removed(c: char) -> bool {
     c.is_control() && c != '\t'
 }
 
-/// Appends an ASCII value lower-cased (GUIDs).
+/// Appends an ASCII value (a GUID or a number), lower-cased. Non-ASCII input is
+/// replaced lossily; callers pass values already checked to be ASCII.
 pub fn push_lowercase(buf: &mut String, bytes: &[u8]) {
-    buf.extend(bytes.iter().map(|b| b.to_ascii_lowercase() as char));
+    let start = buf.len();
+    buf.push_str(&String::from_utf8_lossy(bytes));
+    buf[start..].make_ascii_lowercase();
 }
 
 #[cfg(test)]

@@ -25,7 +25,14 @@ fn bad_input_is_counted_and_kept_in_the_dead_letter_file() {
     let names: Vec<&str> = rejects.iter().map(|f| f.name.as_str()).collect();
     assert_eq!(
         names,
-        ["bad_guid", "empty", "oversize", "too_few_fields", "too_many_fields", "unknown_tag"]
+        [
+            "bad_guid",
+            "empty",
+            "oversize",
+            "too_few_fields",
+            "too_many_fields",
+            "unknown_tag"
+        ]
     );
 
     // (bytes, reason) for everything that must end up a parse error.
@@ -70,7 +77,13 @@ fn bad_input_is_counted_and_kept_in_the_dead_letter_file() {
     assert!(!herald.has_exited(), "herald died:\n{}", herald.stderr());
     assert_eq!(herald.http_get("/health").0, 200);
     assert_eq!(herald.metric("herald_ingest_datagrams_total", &[]), total);
-    for reason in ["empty", "unknown_tag", "too_few_fields", "too_many_fields", "bad_guid"] {
+    for reason in [
+        "empty",
+        "unknown_tag",
+        "too_few_fields",
+        "too_many_fields",
+        "bad_guid",
+    ] {
         assert_eq!(
             herald.metric("herald_parse_errors_total", &[("reason", reason)]),
             expected.get(reason).copied().unwrap_or(0.0),
@@ -112,15 +125,59 @@ fn bad_input_is_counted_and_kept_in_the_dead_letter_file() {
         let left = wanted
             .get_mut(&(bytes.clone(), reason.clone()))
             .filter(|n| **n > 0)
-            .unwrap_or_else(|| panic!("unexpected dead letter ({reason}, {} bytes): {record}", bytes.len()));
+            .unwrap_or_else(|| {
+                panic!(
+                    "unexpected dead letter ({reason}, {} bytes): {record}",
+                    bytes.len()
+                )
+            });
         *left -= 1;
         assert_eq!(
             record["raw"].as_str().expect("raw"),
             String::from_utf8_lossy(&bytes),
             "{record}"
         );
-        let at: jiff::Timestamp = record["received_at"].as_str().expect("received_at").parse().unwrap();
+        let at: jiff::Timestamp = record["received_at"]
+            .as_str()
+            .expect("received_at")
+            .parse()
+            .unwrap();
         assert!(at > jiff::Timestamp::UNIX_EPOCH);
     }
     assert!(wanted.values().all(|&n| n == 0), "dead letters missing");
+}
+
+#[test]
+fn a_datagram_of_exactly_max_datagram_bytes_is_accepted_and_one_byte_more_is_not() {
+    let mut herald = Herald::start(&ConfigBuilder::new().max_datagram_bytes(1024).build());
+    // A task datagram ends with its free-text message, so padding it keeps it valid.
+    let base = fixture("task_reload_failed").datagram;
+    let pad = |len: usize| {
+        let mut datagram = base.clone();
+        datagram.resize(len, b'x');
+        datagram
+    };
+    let exact = pad(1024);
+    let over = pad(1025);
+    let sender = send("127.0.0.1", herald.udp, &[&over, &exact]);
+    herald.wait_for("both datagrams read", |h| {
+        h.metric("herald_ingest_datagrams_total", &[]) >= 2.0
+    });
+    let events = herald.wait_for_events(1);
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["sender"], sender.to_string());
+    let message = events[0]["message"].as_str().unwrap();
+    assert!(message.starts_with("Max retries reached"), "{message}");
+    assert_eq!(
+        message.len(),
+        "Max retries reached".len() + 1024 - base.len()
+    );
+    assert_eq!(
+        herald.metric("herald_ingest_rejected_total", &[("reason", "oversized")]),
+        1.0
+    );
+    assert_eq!(herald.metric("herald_parse_errors_total", &[]), 0.0);
+    herald.wait_for("an oversize warning", |h| {
+        h.stderr().contains("over ingest.max_datagram_bytes")
+    });
 }

@@ -31,7 +31,10 @@ fn check_command_prints_the_effective_shipped_config() {
     let (ok, stdout, stderr) = check(&shipped_config());
     assert!(ok, "stdout:\n{stdout}\nstderr:\n{stderr}");
     assert!(stdout.contains("max_datagram_bytes = 65507"), "{stdout}");
-    assert!(stdout.contains("receive_buffer_bytes = 8388608"), "{stdout}");
+    assert!(
+        stdout.contains("receive_buffer_bytes = 8388608"),
+        "{stdout}"
+    );
     assert!(stdout.contains("[sinks.console]"), "{stdout}");
     assert!(stderr.contains("is valid: 3 listener(s)"), "{stderr}");
     // What it prints is itself a valid config.
@@ -110,7 +113,15 @@ fn every_table_of_the_shipped_config_rejects_an_unknown_key() {
     let names: Vec<String> = paths.iter().map(|p| p.join(".")).collect();
     assert_eq!(
         names,
-        ["", "dead_letter", "http", "ingest", "sinks", "sinks.console", "sinks.events"]
+        [
+            "",
+            "dead_letter",
+            "http",
+            "ingest",
+            "sinks",
+            "sinks.console",
+            "sinks.events"
+        ]
     );
     let dir = tempfile::tempdir().unwrap();
     for path in &paths {
@@ -123,7 +134,11 @@ fn every_table_of_the_shipped_config_rejects_an_unknown_key() {
         let file = dir.path().join("edited.toml");
         fs::write(&file, toml::to_string(&edited).unwrap()).unwrap();
         let (ok, stdout, stderr) = check(&file);
-        let at = if path.is_empty() { "the top level".to_string() } else { path.join(".") };
+        let at = if path.is_empty() {
+            "the top level".to_string()
+        } else {
+            path.join(".")
+        };
         assert!(!ok, "not_a_key in {at} was accepted:\n{stdout}");
         assert!(stderr.contains("not_a_key"), "not_a_key in {at}: {stderr}");
     }

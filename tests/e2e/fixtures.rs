@@ -2,7 +2,6 @@ use std::collections::BTreeMap;
 use std::net::UdpSocket;
 
 use jiff::Timestamp;
-use serde_json::Value;
 
 use crate::harness::{ConfigBuilder, Herald, fixtures, json_difference, normalise};
 
@@ -44,7 +43,11 @@ fn fixtures_arrive_exactly_as_expected() {
             fixture.name
         );
         let received_at = event["received_at"].as_str().expect("received_at");
-        assert!(received_at.ends_with('Z'), "{}: {received_at}", fixture.name);
+        assert!(
+            received_at.ends_with('Z'),
+            "{}: {received_at}",
+            fixture.name
+        );
         let received: Timestamp = received_at
             .parse()
             .unwrap_or_else(|err| panic!("{}: received_at {received_at}: {err}", fixture.name));
@@ -54,7 +57,11 @@ fn fixtures_arrive_exactly_as_expected() {
                 .expect("time")
                 .parse()
                 .unwrap_or_else(|err| panic!("{}: time: {err}", fixture.name));
-            assert_eq!(time, received, "{}: receive-time events use the receive time", fixture.name);
+            assert_eq!(
+                time, received,
+                "{}: receive-time events use the receive time",
+                fixture.name
+            );
         }
         if let Some(diff) = json_difference("", &normalise(event), &fixture.expected) {
             panic!(
@@ -68,6 +75,6 @@ fn fixtures_arrive_exactly_as_expected() {
     assert_eq!(herald.metric("herald_parse_events_total", &[]), 27.0);
     assert_eq!(
         herald.metric("herald_parse_events_total", &[("type", "task")]),
-        events.iter().filter(|e| e["type"] == Value::from("task")).count() as f64
+        events.iter().filter(|e| e["type"] == "task").count() as f64
     );
 }

@@ -80,6 +80,8 @@ pub struct ConfigBuilder {
     allow: Vec<String>,
     max_datagram_bytes: Option<usize>,
     flush_interval_ms: u64,
+    events_sink: String,
+    dead_letter: bool,
     extra: String,
 }
 
@@ -92,6 +94,8 @@ impl ConfigBuilder {
             allow: vec!["127.0.0.1/32".into()],
             max_datagram_bytes: None,
             flush_interval_ms: 50,
+            events_sink: String::new(),
+            dead_letter: true,
             extra: String::new(),
         }
     }
@@ -99,6 +103,12 @@ impl ConfigBuilder {
     /// Listens on `[::1]` (free port) instead.
     pub fn ipv6(mut self) -> ConfigBuilder {
         self.listen = SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, free_udp_port_v6()));
+        self
+    }
+
+    /// Listens on `addr` instead (e.g. the dual-stack `[::]:port`).
+    pub fn listen(mut self, addr: SocketAddr) -> ConfigBuilder {
+        self.listen = addr;
         self
     }
 
@@ -117,6 +127,19 @@ impl ConfigBuilder {
     /// Sets `flush_interval_ms` of the `events` sink.
     pub fn flush_interval_ms(mut self, ms: u64) -> ConfigBuilder {
         self.flush_interval_ms = ms;
+        self
+    }
+
+    /// Leaves out the `[dead_letter]` table.
+    pub fn without_dead_letter(mut self) -> ConfigBuilder {
+        self.dead_letter = false;
+        self
+    }
+
+    /// Adds a `key = value` line to the `events` sink table.
+    pub fn events_sink_key(mut self, line: &str) -> ConfigBuilder {
+        self.events_sink.push_str(line);
+        self.events_sink.push('\n');
         self
     }
 
@@ -139,9 +162,15 @@ impl ConfigBuilder {
             text.push_str(&format!("max_datagram_bytes = {max}\n"));
         }
         text.push_str(&format!(
-            "\n[http]\nlisten = \"127.0.0.1:{}\"\n\n[dead_letter]\npath = \"dead.jsonl\"\n\n\
-             [sinks.events]\ntype = \"file\"\npath = \"events.jsonl\"\nflush_interval_ms = {}\n\n",
-            self.http_port, self.flush_interval_ms
+            "\n[http]\nlisten = \"127.0.0.1:{}\"\n\n",
+            self.http_port
+        ));
+        if self.dead_letter {
+            text.push_str("[dead_letter]\npath = \"dead.jsonl\"\n\n");
+        }
+        text.push_str(&format!(
+            "[sinks.events]\ntype = \"file\"\npath = \"events.jsonl\"\nflush_interval_ms = {}\n{}\n",
+            self.flush_interval_ms, self.events_sink
         ));
         text.push_str(&self.extra);
         text
@@ -169,6 +198,30 @@ impl Herald {
     /// Writes `config_toml` to a fresh temp dir, starts herald there and waits
     /// until `/health` answers.
     pub fn start(config_toml: &str) -> Herald {
+        let mut herald = Herald::launch(config_toml);
+        let up = poll_until(Duration::from_secs(30), || {
+            if herald.has_exited() {
+                return true;
+            }
+            // Only our herald lists our UDP listener: another test's herald on a
+            // recycled port must not count.
+            let ours = format!("\"listen\": \"{}\"", herald.udp);
+            TcpStream::connect_timeout(&herald.http, Duration::from_secs(1)).is_ok()
+                && herald
+                    .try_http("GET", "/health")
+                    .is_ok_and(|(_, body)| body.contains(&ours))
+        });
+        assert!(
+            up && !herald.has_exited(),
+            "herald did not come up (exit: {:?})\nconfig:\n{config_toml}\nstderr:\n{}",
+            herald.exit,
+            herald.stderr()
+        );
+        herald
+    }
+
+    /// Like [`Herald::start`] without waiting for it to come up.
+    pub fn launch(config_toml: &str) -> Herald {
         let config: toml::Table = toml::from_str(config_toml).expect("test config is TOML");
         let http: SocketAddr = config["http"]["listen"]
             .as_str()
@@ -201,27 +254,13 @@ impl Herald {
             .stderr(stderr)
             .spawn()
             .expect("start herald");
-        let mut herald = Herald {
+        Herald {
             dir,
             child,
             exit: None,
             http,
             udp,
-        };
-        let up = poll_until(Duration::from_secs(30), || {
-            if herald.has_exited() {
-                return true;
-            }
-            TcpStream::connect_timeout(&herald.http, Duration::from_secs(1)).is_ok()
-                && herald.try_http("GET", "/health").is_ok()
-        });
-        assert!(
-            up && !herald.has_exited(),
-            "herald did not come up (exit: {:?})\nconfig:\n{config_toml}\nstderr:\n{}",
-            herald.exit,
-            herald.stderr()
-        );
-        herald
+        }
     }
 
     /// The temp dir herald runs in.
@@ -253,8 +292,9 @@ impl Herald {
 
     /// Any method: status code and body.
     pub fn http_request(&self, method: &str, path: &str) -> (u16, String) {
-        self.try_http(method, path)
-            .unwrap_or_else(|err| panic!("{method} {path} failed: {err}\nstderr:\n{}", self.stderr()))
+        self.try_http(method, path).unwrap_or_else(|err| {
+            panic!("{method} {path} failed: {err}\nstderr:\n{}", self.stderr())
+        })
     }
 
     /// The `/metrics` text.
@@ -310,10 +350,25 @@ impl Herald {
 
     /// Sends SIGTERM.
     pub fn sigterm(&self) {
+        self.signal(libc::SIGTERM);
+    }
+
+    /// Sends `signal` to the process.
+    pub fn signal(&self, signal: libc::c_int) {
+        assert!(
+            self.exit.is_none(),
+            "herald already exited: {:?}",
+            self.exit
+        );
         let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits pid_t");
-        // SAFETY: kill(2) with a pid we spawned and have not reaped.
-        let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
-        assert_eq!(rc, 0, "kill(SIGTERM): {}", std::io::Error::last_os_error());
+        // SAFETY: kill(2) on the child we spawned and have not reaped.
+        let rc = unsafe { libc::kill(pid, signal) };
+        assert_eq!(rc, 0, "kill({signal}): {}", std::io::Error::last_os_error());
+    }
+
+    /// herald's standard output so far.
+    pub fn stdout(&self) -> String {
+        fs::read_to_string(self.dir.path().join("stdout.txt")).unwrap_or_default()
     }
 
     /// Waits (up to 30 s) for the process to end.
@@ -357,14 +412,20 @@ pub fn http_request(addr: SocketAddr, method: &str, path: &str) -> std::io::Resu
     stream.read_to_end(&mut response)?;
     let text = String::from_utf8_lossy(&response).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| {
-        std::io::Error::new(std::io::ErrorKind::InvalidData, format!("no header end in {text:?}"))
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("no header end in {text:?}"),
+        )
     })?;
     let status = head
         .split(' ')
         .nth(1)
         .and_then(|code| code.parse().ok())
         .ok_or_else(|| {
-            std::io::Error::new(std::io::ErrorKind::InvalidData, format!("bad status line in {head:?}"))
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("bad status line in {head:?}"),
+            )
         })?;
     Ok((status, body.to_string()))
 }
@@ -544,9 +605,17 @@ pub const SAMPLES: [(&str, &str, &str); 12] = [
     ("connection_open", "connection", "/qseow-proxy-connection/"),
     ("task_reload_failed", "task", "/scheduler-reload-failed/"),
     ("task_aborted", "task", "/scheduler-task-aborted/"),
-    ("task_success_double_slash", "task", "/scheduler-task-success//"),
+    (
+        "task_success_double_slash",
+        "task",
+        "/scheduler-task-success//",
+    ),
     ("task_distribute", "task", "/scheduler-distribute/"),
-    ("engine_reload_failed", "engine_reload_failed", "/engine-reload-failed/"),
+    (
+        "engine_reload_failed",
+        "engine_reload_failed",
+        "/engine-reload-failed/",
+    ),
 ];
 
 /// The datagrams of [`SAMPLES`], in order.
@@ -586,7 +655,9 @@ pub fn json_difference(path: &str, actual: &Value, expected: &Value) -> Option<S
             if a_sorted != e_sorted {
                 let extra: Vec<_> = a_sorted.iter().filter(|k| !e.contains_key(**k)).collect();
                 let missing: Vec<_> = e_sorted.iter().filter(|k| !a.contains_key(**k)).collect();
-                return Some(format!("{path}: extra keys {extra:?}, missing keys {missing:?}"));
+                return Some(format!(
+                    "{path}: extra keys {extra:?}, missing keys {missing:?}"
+                ));
             }
             e.iter()
                 .find_map(|(k, ev)| json_difference(&format!("{path}.{k}"), &a[k], ev))
@@ -662,6 +733,38 @@ impl Rng {
 }
 
 #[test]
+fn harness_json_comparison_reports_keys_and_compares_numbers_by_value() {
+    let expected = serde_json::json!({"a": 2210.0, "b": "x", "raw": {"c": "n/a"}});
+    let same = serde_json::json!({"a": 2210, "b": "x", "raw": {"c": "n/a"}});
+    assert_eq!(json_difference("", &same, &expected), None);
+    let extra = serde_json::json!({"a": 2210, "b": "x", "raw": {"c": "n/a"}, "d": 1});
+    assert!(
+        json_difference("", &extra, &expected)
+            .unwrap()
+            .contains("extra keys [\"d\"]")
+    );
+    let missing = serde_json::json!({"a": 2210, "raw": {"c": "n/a"}});
+    assert!(
+        json_difference("", &missing, &expected)
+            .unwrap()
+            .contains("missing keys [\"b\"]")
+    );
+    let nested = serde_json::json!({"a": 2210, "b": "x", "raw": {"c": "n/b"}});
+    assert!(
+        json_difference("", &nested, &expected)
+            .unwrap()
+            .starts_with(".raw.c")
+    );
+    let number = serde_json::json!({"a": "2210", "b": "x", "raw": {"c": "n/a"}});
+    assert!(json_difference("", &number, &expected).is_some());
+    let event = serde_json::json!({"time": "t", "time_source": "received", "sender": "s", "received_at": "r"});
+    assert_eq!(
+        normalise(&event),
+        serde_json::json!({"time_source": "received"})
+    );
+}
+
+#[test]
 fn harness_base64_decoder_round_trips_the_standard_vectors() {
     assert_eq!(base64_decode(""), b"");
     assert_eq!(base64_decode("Zg=="), b"f");
@@ -679,7 +782,10 @@ fn harness_metric_reader_sums_matching_labelled_samples() {
                 x_total_other 7\nplain 1.5\n";
     assert_eq!(metric_sum(text, "x_total", &[]), Some(5.0));
     assert_eq!(metric_sum(text, "x_total", &[("reason", "b")]), Some(3.0));
-    assert_eq!(metric_sum(text, "x_total", &[("listener", "[::1]:9")]), Some(2.0));
+    assert_eq!(
+        metric_sum(text, "x_total", &[("listener", "[::1]:9")]),
+        Some(2.0)
+    );
     assert_eq!(metric_sum(text, "x_total", &[("reason", "c")]), None);
     assert_eq!(metric_sum(text, "plain", &[]), Some(1.5));
     assert_eq!(metric_names(text), ["plain", "x_total", "x_total_other"]);

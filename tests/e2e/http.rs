@@ -24,7 +24,11 @@ const METRICS: [&str; 17] = [
 ];
 
 fn started_with_a_few_events() -> Herald {
-    let mut herald = Herald::start(&ConfigBuilder::new().build());
+    started_with_a_few_events_from(ConfigBuilder::new())
+}
+
+fn started_with_a_few_events_from(config: ConfigBuilder) -> Herald {
+    let mut herald = Herald::start(&config.build());
     let samples = sample_datagrams();
     let datagrams: Vec<&[u8]> = samples.iter().take(3).map(Vec::as_slice).collect();
     send("127.0.0.1", herald.udp, &datagrams);
@@ -33,7 +37,6 @@ fn started_with_a_few_events() -> Herald {
 }
 
 #[test]
-#[ignore = "herald bug: herald_dead_letters_total is only registered when a dead letter is written (src/deadletter.rs write_records), so it is missing from /metrics until then"]
 fn metrics_endpoint_exposes_every_counter() {
     let herald = started_with_a_few_events();
     let text = herald.metrics_text();
@@ -43,26 +46,36 @@ fn metrics_endpoint_exposes_every_counter() {
         .copied()
         .filter(|m| !names.iter().any(|n| n == m))
         .collect();
-    assert!(missing.is_empty(), "missing from /metrics: {missing:?}\n{text}");
-    assert_eq!(herald.metric("herald_dead_letters_total", &[]), 0.0);
-}
-
-#[test]
-fn metrics_endpoint_exposes_every_counter_registered_at_start() {
-    let herald = started_with_a_few_events();
-    let text = herald.metrics_text();
-    let names = metric_names(&text);
-    for name in METRICS.iter().filter(|&&m| m != "herald_dead_letters_total") {
-        assert!(names.iter().any(|n| n == name), "{name} missing from /metrics:\n{text}");
-        assert!(text.contains(&format!("# TYPE {name} ")), "{name} has no TYPE line");
-        assert!(text.contains(&format!("# HELP {name} ")), "{name} has no HELP line");
+    assert!(
+        missing.is_empty(),
+        "missing from /metrics: {missing:?}\n{text}"
+    );
+    for name in METRICS {
+        assert!(
+            text.contains(&format!("# TYPE {name} ")),
+            "{name} has no TYPE line"
+        );
+        assert!(
+            text.contains(&format!("# HELP {name} ")),
+            "{name} has no HELP line"
+        );
     }
     let listener = herald.udp.to_string();
     let at = |name: &str, labels: &[(&str, &str)]| herald.metric(name, labels);
-    assert_eq!(at("herald_ingest_datagrams_total", &[("listener", &listener)]), 3.0);
+    assert_eq!(
+        at("herald_ingest_datagrams_total", &[("listener", &listener)]),
+        3.0
+    );
     assert_eq!(at("herald_parse_events_total", &[("type", "log")]), 3.0);
-    assert_eq!(at("herald_sink_events_delivered_total", &[("sink", "events")]), 3.0);
-    assert_eq!(at("herald_sink_queue_capacity", &[("sink", "events")]), 100_000.0);
+    assert_eq!(at("herald_parse_events_total", &[]), 3.0);
+    assert_eq!(
+        at("herald_sink_events_delivered_total", &[("sink", "events")]),
+        3.0
+    );
+    assert_eq!(
+        at("herald_sink_queue_capacity", &[("sink", "events")]),
+        100_000.0
+    );
     assert_eq!(at("herald_ingest_kernel_drops_total", &[]), 0.0);
     assert_eq!(at("herald_pipeline_dropped_total", &[]), 0.0);
     assert_eq!(at("herald_route_unrouted_total", &[]), 0.0);
@@ -70,14 +83,58 @@ fn metrics_endpoint_exposes_every_counter_registered_at_start() {
     assert_eq!(at("herald_sink_retries_total", &[]), 0.0);
     assert_eq!(at("herald_allowlist_entries", &[]), 1.0);
     assert_eq!(at("herald_allowlist_unresolved_hosts", &[]), 0.0);
+    assert_eq!(at("herald_dead_letters_total", &[]), 0.0);
     assert_eq!(at("herald_dead_letters_lost_total", &[]), 0.0);
-    for reason in ["empty", "unknown_tag", "too_few_fields", "too_many_fields", "bad_guid"] {
-        assert_eq!(at("herald_parse_errors_total", &[("reason", reason)]), 0.0, "{reason}");
+    for reason in [
+        "empty",
+        "unknown_tag",
+        "too_few_fields",
+        "too_many_fields",
+        "bad_guid",
+    ] {
+        assert_eq!(
+            at("herald_parse_errors_total", &[("reason", reason)]),
+            0.0,
+            "{reason}"
+        );
+        assert_eq!(
+            at("herald_dead_letters_total", &[("reason", reason)]),
+            0.0,
+            "{reason}"
+        );
     }
     for reason in ["not_allowed", "oversized"] {
-        assert_eq!(at("herald_ingest_rejected_total", &[("reason", reason)]), 0.0, "{reason}");
+        assert_eq!(
+            at("herald_ingest_rejected_total", &[("reason", reason)]),
+            0.0,
+            "{reason}"
+        );
     }
-    assert!(at("herald_ingest_receive_buffer_bytes", &[("listener", &listener)]) > 0.0);
+    assert!(
+        at(
+            "herald_ingest_receive_buffer_bytes",
+            &[("listener", &listener)]
+        ) > 0.0
+    );
+}
+
+#[test]
+#[ignore = "herald bug: without [dead_letter], herald_dead_letters_total is never registered (only write_records registers it), so it is missing from /metrics"]
+fn metrics_endpoint_exposes_every_counter_without_a_dead_letter_file() {
+    let herald = started_with_a_few_events_from(ConfigBuilder::new().without_dead_letter());
+    let text = herald.metrics_text();
+    let names = metric_names(&text);
+    let missing: Vec<&str> = METRICS
+        .iter()
+        .copied()
+        .filter(|m| !names.iter().any(|n| n == m))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "missing from /metrics: {missing:?}\n{text}"
+    );
+    assert_eq!(herald.metric("herald_dead_letters_total", &[]), 0.0);
+    assert_eq!(herald.metric("herald_dead_letters_lost_total", &[]), 0.0);
 }
 
 #[test]
@@ -89,9 +146,16 @@ fn health_reports_ok_and_the_sinks_and_other_requests_are_refused() {
     assert_eq!(health["status"], "ok", "{health}");
     assert_eq!(health["sinks"]["events"]["type"], "file", "{health}");
     assert_eq!(health["sinks"]["events"]["state"], "ok", "{health}");
-    assert_eq!(health["sinks"]["events"]["queue_capacity"], 100_000, "{health}");
+    assert_eq!(
+        health["sinks"]["events"]["queue_capacity"], 100_000,
+        "{health}"
+    );
     assert_eq!(health["sinks"].as_object().unwrap().len(), 1, "{health}");
-    assert_eq!(health["listeners"][0]["bound"], herald.udp.to_string(), "{health}");
+    assert_eq!(
+        health["listeners"][0]["bound"],
+        herald.udp.to_string(),
+        "{health}"
+    );
     assert_eq!(health["allowlist"]["entries"], 1, "{health}");
 
     let (status, body) = herald.http_get("/nope");

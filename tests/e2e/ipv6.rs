@@ -23,7 +23,11 @@ fn ipv6_loopback_is_received() {
 fn ipv4_senders_are_refused_by_an_ipv6_only_allowlist() {
     // A v4 listener with only ::1 allowed: 127.0.0.1 must not slip through.
     let mut herald = Herald::start(&ConfigBuilder::new().allow(&["::1/128"]).build());
-    send("127.0.0.1", herald.udp, &[&fixture("session_start").datagram]);
+    send(
+        "127.0.0.1",
+        herald.udp,
+        &[&fixture("session_start").datagram],
+    );
     herald.wait_for("the datagram refused", |h| {
         h.metric("herald_ingest_rejected_total", &[("reason", "not_allowed")]) >= 1.0
     });

@@ -16,7 +16,7 @@ mod allowlist;
 // Junk and rejected datagrams are counted and kept in the dead-letter file.
 mod bad_input;
 
-// SIGTERM drains every accepted event to the file sink.
+// Process lifecycle: signals drain every accepted event; start-up failures.
 mod shutdown;
 
 // `/metrics` and `/health`.

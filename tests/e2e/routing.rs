@@ -32,5 +32,32 @@ fn routing_match_sends_only_matching_events() {
     assert_eq!(failed[0]["type"], "task");
     assert_eq!(failed[0]["outcome"], "failed");
     assert_eq!(failed[0]["tag"], "/scheduler-reload-failed/");
-    assert_eq!(failed[0]["execution_id"], "14a81bf5-f81c-4047-b1a1-193b0920de28");
+    assert_eq!(
+        failed[0]["execution_id"],
+        "14a81bf5-f81c-4047-b1a1-193b0920de28"
+    );
+}
+
+#[test]
+fn a_json_stdout_sink_writes_the_same_events_as_the_file_sink() {
+    let config = ConfigBuilder::new()
+        .extra("[sinks.console]\ntype = \"stdout\"\nformat = \"json\"\nflush_interval_ms = 50\n")
+        .build();
+    let mut herald = Herald::start(&config);
+    let samples = sample_datagrams();
+    let datagrams: Vec<&[u8]> = samples.iter().map(Vec::as_slice).collect();
+    send("127.0.0.1", herald.udp, &datagrams);
+    let mut events = herald.wait_for_events(12);
+    herald.wait_for("12 JSON lines on stdout", |h| {
+        h.stdout().lines().count() >= 12
+    });
+    let mut printed: Vec<serde_json::Value> = herald
+        .stdout()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let key = |v: &serde_json::Value| v.to_string();
+    events.sort_by_key(key);
+    printed.sort_by_key(key);
+    assert_eq!(printed, events);
 }

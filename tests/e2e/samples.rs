@@ -25,7 +25,11 @@ fn every_kind_sent_by_herald_send_arrives_parsed() {
             .iter()
             .filter(|e| e["type"] == event_type && e["tag"] == tag)
             .collect();
-        assert_eq!(matching.len(), 1, "{name}: type {event_type} tag {tag}: {events:#?}");
+        assert_eq!(
+            matching.len(),
+            1,
+            "{name}: type {event_type} tag {tag}: {events:#?}"
+        );
     }
 
     let task = events
@@ -51,7 +55,10 @@ fn every_kind_sent_by_herald_send_arrives_parsed() {
     assert_eq!(perf["activity"], "user");
     assert_eq!(perf["time"], "2024-05-19T14:30:05.221+02:00");
 
-    let engine = events.iter().find(|e| e["tag"] == "/qseow-engine/").unwrap();
+    let engine = events
+        .iter()
+        .find(|e| e["tag"] == "/qseow-engine/")
+        .unwrap();
     assert_eq!(engine["level"], "ERROR");
     assert_eq!(engine["log_row"], Value::from(4711));
     assert_eq!(engine["user_full"], "LAB\\goran");
