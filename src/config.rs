@@ -262,6 +262,15 @@ impl Config {
         if ingest.allow_refresh_seconds == 0 {
             return invalid("ingest.allow_refresh_seconds", "must be at least 1".into());
         }
+        if let Err(err) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            return invalid(
+                "log.level",
+                format!(
+                    "{:?} is not a log filter ({err}); use error, warn, info, debug or trace",
+                    self.log.level
+                ),
+            );
+        }
         if self.pipeline.workers == 0 || self.pipeline.workers > 64 {
             return invalid(
                 "pipeline.workers",
@@ -440,6 +449,14 @@ path = "data/events.jsonl"
         let text = format!("{MINIMAL}\n[parse.host_time_zones]\npro2-win1 = \"Mars/Olympus\"\n");
         let err = load(&text).unwrap_err().to_string();
         assert!(err.contains("parse.host_time_zones.pro2-win1"), "{err}");
+    }
+
+    #[test]
+    fn bad_log_level_is_named() {
+        let err = load(&format!("{MINIMAL}\n[log]\nlevel = \"herald=loud\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("log.level"), "{err}");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -220,7 +221,7 @@ fn run(path: &Path) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(async {
+    let result = runtime.block_on(async {
         let running = pipeline::start(&config)?;
         if config.http.enabled {
             let listener = tokio::net::TcpListener::bind(config.http.listen)
@@ -238,7 +239,10 @@ fn run(path: &Path) -> anyhow::Result<()> {
         info!("stopping: draining queues and flushing sinks");
         running.stop().await?;
         Ok(())
-    })
+    });
+    // Anything still running (only after a drain timeout) is abandoned.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    result
 }
 
 fn init_logging(config: &Config) {
