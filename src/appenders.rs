@@ -63,18 +63,21 @@ enum Port {
     Task,
 }
 
-/// Every pattern herald generates, by service: (service, appenders, loggers).
-fn services() -> Vec<(
-    &'static str,
-    Vec<Appender>,
-    Vec<(&'static str, &'static [&'static str])>,
-)> {
+/// One Sense service's file: its appenders and which loggers feed them.
+struct Service {
+    name: &'static str,
+    appenders: Vec<Appender>,
+    loggers: Vec<(&'static str, &'static [&'static str])>,
+}
+
+/// Every pattern herald generates, by service.
+fn services() -> Vec<Service> {
     let log = |tag: &str, tail: &str| format!("{tag};{LOG_HEAD};{tail}");
     let task = |tag: &str| format!("{tag};{TASK_FIELDS}");
     vec![
-        (
-            "Engine",
-            vec![
+        Service {
+            name: "Engine",
+            appenders: vec![
                 Appender {
                     name: "HeraldQixPerf",
                     port: Port::Log,
@@ -96,16 +99,16 @@ fn services() -> Vec<(
                     ),
                 },
             ],
-            vec![
+            loggers: vec![
                 ("QixPerformance.Engine.Engine", &["HeraldQixPerf"]),
                 ("Performance.Engine", &["HeraldLogEvent"]),
                 ("System.Engine", &["HeraldLogEvent"]),
                 ("Session.Engine", &["HeraldLogEvent"]),
             ],
-        ),
-        (
-            "Proxy",
-            vec![
+        },
+        Service {
+            name: "Proxy",
+            appenders: vec![
                 Appender {
                     name: "HeraldSession",
                     port: Port::User,
@@ -131,7 +134,7 @@ fn services() -> Vec<(
                     pattern: log("/qseow-proxy/", PROXY_TAIL),
                 },
             ],
-            vec![
+            loggers: vec![
                 (
                     "AuditActivity.Proxy",
                     &["HeraldSession", "HeraldConnection"],
@@ -141,25 +144,25 @@ fn services() -> Vec<(
                 ("Security.Proxy", &["HeraldLogEvent"]),
                 ("System.Proxy", &["HeraldLogEvent"]),
             ],
-        ),
-        (
-            "Repository",
-            vec![Appender {
+        },
+        Service {
+            name: "Repository",
+            appenders: vec![Appender {
                 name: "HeraldLogEvent",
                 port: Port::Log,
                 threshold: Some("warn"),
                 matches: &[],
                 pattern: log("/qseow-repository/", PROXY_TAIL),
             }],
-            vec![
+            loggers: vec![
                 ("Service", &["HeraldLogEvent"]),
                 ("System.Repository", &["HeraldLogEvent"]),
                 ("UserManagement.Repository", &["HeraldLogEvent"]),
             ],
-        ),
-        (
-            "Scheduler",
-            vec![
+        },
+        Service {
+            name: "Scheduler",
+            appenders: vec![
                 Appender {
                     name: "HeraldLogEvent",
                     port: Port::Log,
@@ -203,7 +206,7 @@ fn services() -> Vec<(
                     pattern: task("/scheduler-distribute/"),
                 },
             ],
-            vec![
+            loggers: vec![
                 ("Service", &["HeraldLogEvent"]),
                 ("System.Scheduler", &["HeraldLogEvent"]),
                 (
@@ -215,7 +218,7 @@ fn services() -> Vec<(
                     &["HeraldDistribute"],
                 ),
             ],
-        ),
+        },
     ]
 }
 
@@ -225,7 +228,7 @@ const PROXY_TAIL: &str = "%encodedmessage;%encodedexception;%property{UserDirect
 pub fn generate(target: &Target) -> Vec<AppenderFile> {
     services()
         .into_iter()
-        .map(|(service, appenders, loggers)| {
+        .map(|Service { name: service, appenders, loggers }| {
             let mut xml = String::new();
             let _ = writeln!(xml, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>");
             let _ = writeln!(
@@ -368,7 +371,12 @@ mod tests {
     fn every_generated_pattern_parses() {
         let mut parser = Parser::new(&ParseConfig::default()).unwrap();
         let mut count = 0;
-        for (service, appenders, _) in services() {
+        for Service {
+            name: service,
+            appenders,
+            ..
+        } in services()
+        {
             for appender in appenders {
                 let datagram = render(&appender.pattern);
                 parser

@@ -133,6 +133,7 @@ pub struct DeadLetters {
 impl DeadLetters {
     /// A handle that only counts (no file configured).
     pub fn disabled() -> DeadLetters {
+        let _ = register_reasons();
         DeadLetters {
             tx: None,
             lost: counter!(DEAD_LETTERS_LOST),
@@ -188,9 +189,14 @@ const REASONS: [&str; 6] = [
     "sink_failed",
 ];
 
+/// The per-reason counters, registered up front so `/metrics` shows them at 0.
+fn register_reasons() -> [Counter; REASONS.len()] {
+    REASONS.map(|reason| counter!(DEAD_LETTERS, "reason" => reason))
+}
+
 fn write_records(mut file: RotatingFile, rx: Receiver<Record>) {
     let lost = counter!(DEAD_LETTERS_LOST);
-    let written = REASONS.map(|reason| counter!(DEAD_LETTERS, "reason" => reason));
+    let written = register_reasons();
     let count = |reason: &str| {
         REASONS
             .iter()

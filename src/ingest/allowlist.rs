@@ -31,10 +31,10 @@ impl AllowEntry {
     pub fn parse(text: &str) -> Result<AllowEntry, String> {
         let text = text.trim();
         if let Ok(net) = text.parse::<IpNet>() {
-            return Ok(AllowEntry::Net(net.trunc()));
+            return Ok(AllowEntry::Net(canonical_net(net.trunc())));
         }
         if let Ok(ip) = text.parse::<IpAddr>() {
-            return Ok(AllowEntry::Net(IpNet::from(ip)));
+            return Ok(AllowEntry::Net(IpNet::from(ip.to_canonical())));
         }
         let looks_like_host = !text.is_empty()
             && text.len() <= 253
@@ -57,6 +57,18 @@ impl AllowEntry {
                 "{text:?} is not a network (\"10.1.0.0/24\"), an address (\"10.1.0.5\") or a host name (\"sense-node1.corp.local\")"
             ))
         }
+    }
+}
+
+/// An IPv4-mapped IPv6 network (`::ffff:10.0.0.0/120`) as the IPv4 network it
+/// stands for (`10.0.0.0/24`), since senders are compared in canonical form.
+fn canonical_net(net: IpNet) -> IpNet {
+    match net {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.network().to_ipv4_mapped() {
+            Some(v4) => ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96).map_or(net, IpNet::V4),
+            None => net,
+        },
+        _ => net,
     }
 }
 
@@ -244,6 +256,14 @@ mod tests {
         let allow = list(&["10.1.0.0/24"]);
         assert!(allow.permits("::ffff:10.1.0.7".parse().unwrap()));
         assert!(!allow.permits("::ffff:10.2.0.7".parse().unwrap()));
+    }
+
+    #[test]
+    fn ipv4_mapped_entries_are_read_as_ipv4() {
+        let allow = list(&["::ffff:127.0.0.1", "::ffff:10.1.0.0/120"]);
+        assert!(allow.permits("127.0.0.1".parse().unwrap()));
+        assert!(allow.permits("::ffff:10.1.0.9".parse().unwrap()));
+        assert!(!allow.permits("10.1.1.9".parse().unwrap()));
     }
 
     #[test]

@@ -215,25 +215,27 @@ impl ReceiveLoop {
             let mut received = 0u64;
             let result = self.receiver.recv_batch(|datagram| {
                 received += 1;
+                // A dual-stack socket reports IPv4 senders as ::ffff:a.b.c.d.
+                let peer = SocketAddr::new(datagram.peer.ip().to_canonical(), datagram.peer.port());
                 if datagram.oversized {
                     self.metrics.oversized.increment(1);
                     if let Some(held_back) = self.oversized_log.allow(now) {
-                        warn!(listener = %self.name, sender = %datagram.peer, held_back,
+                        warn!(listener = %self.name, sender = %peer, held_back,
                             "dropped datagram over ingest.max_datagram_bytes");
                     }
                     return;
                 }
-                if !self.allowlist.permits(datagram.peer.ip()) {
+                if !self.allowlist.permits(peer.ip()) {
                     self.metrics.not_allowed.increment(1);
-                    if let Some(held_back) = self.denied_log.allow(datagram.peer.ip(), now) {
-                        warn!(listener = %self.name, sender = %datagram.peer, held_back,
+                    if let Some(held_back) = self.denied_log.allow(peer.ip(), now) {
+                        warn!(listener = %self.name, sender = %peer, held_back,
                             "refused datagram from a sender not in ingest.allow");
                     }
                     return;
                 }
                 let start = arena.len();
                 arena.extend_from_slice(datagram.payload);
-                accepted.push((start, arena.len(), datagram.peer));
+                accepted.push((start, arena.len(), peer));
             });
             self.metrics.datagrams.increment(received);
             match result {
