@@ -44,6 +44,9 @@ pub struct Config {
     /// herald's own log.
     #[serde(default)]
     pub log: LogConfig,
+    /// The Prometheus event metrics.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
     /// Where undeliverable datagrams and events are kept; absent: they are only counted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dead_letter: Option<DeadLetterConfig>,
@@ -120,6 +123,28 @@ impl Default for PipelineConfig {
             workers: default_workers(),
             queue_batches: default_queue_batches(),
             shutdown_grace_ms: default_shutdown_grace_ms(),
+        }
+    }
+}
+
+/// The Prometheus event metrics on `/metrics`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Distinct Sense host names that get their own `host` label on
+    /// `herald_events_total`; events from further hosts count as `"other"`.
+    #[serde(default = "default_max_hosts")]
+    pub max_hosts: usize,
+}
+
+fn default_max_hosts() -> usize {
+    50
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            max_hosts: default_max_hosts(),
         }
     }
 }
@@ -351,13 +376,24 @@ impl Config {
                     "must not exceed retry_max_ms".into(),
                 );
             }
-            if let SinkKind::File(file) = &sink.kind
-                && file.path.as_os_str().is_empty()
-            {
-                return invalid(
-                    &key("path"),
-                    "is empty; give a file such as \"data/events.jsonl\"".into(),
-                );
+            match &sink.kind {
+                SinkKind::File(file) if file.path.as_os_str().is_empty() => {
+                    return invalid(
+                        &key("path"),
+                        "is empty; give a file such as \"data/events.jsonl\"".into(),
+                    );
+                }
+                SinkKind::Influxdb(influx) => {
+                    if let Err((field, problem)) = influx.validate() {
+                        return invalid(&key(field), problem);
+                    }
+                }
+                SinkKind::Loki(loki) => {
+                    if let Err((field, problem)) = loki.validate() {
+                        return invalid(&key(field), problem);
+                    }
+                }
+                _ => {}
             }
         }
         if let Some(dead) = &self.dead_letter

@@ -334,6 +334,9 @@ pub struct Event {
     pub categories: Vec<Category>,
     /// Static tags from config.
     pub tags: Option<StaticTags>,
+    /// A number unique among the events of one herald run (set by the pipeline);
+    /// sinks that key points by time use it to keep same-millisecond events apart.
+    pub sequence: u64,
     tag: Span,
     text: String,
     spans: [Span; Field::COUNT],
@@ -486,6 +489,7 @@ impl EventBuilder {
                 truncated: false,
                 categories: Vec::new(),
                 tags: None,
+                sequence: 0,
                 tag: Span::default(),
                 text: String::with_capacity(capacity),
                 spans: [Span::default(); Field::COUNT],

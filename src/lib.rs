@@ -20,6 +20,7 @@
 //! * [`metrics`]: every metric name and handle.
 //! * [`send`]: sample datagrams and the `herald send` test sender.
 //! * [`appenders`]: the `LocalLogConfig.xml` files that point Sense at herald.
+//! * [`secret`]: passwords and tokens from the environment or files, redacted.
 //! * [`throttle`]: keeps bad input from flooding the log.
 #![warn(missing_docs)]
 
@@ -33,6 +34,7 @@ pub mod metrics;
 pub mod parse;
 pub mod pipeline;
 pub mod route;
+pub mod secret;
 pub mod send;
 pub mod sinks;
 pub mod throttle;

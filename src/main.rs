@@ -29,7 +29,12 @@ enum Command {
     /// Receive and route events until stopped (the default).
     Run,
     /// Validate a config file and print the effective configuration.
-    Check,
+    Check {
+        /// Also connect to every sink that has a server (InfluxDB, ...) and say
+        /// whether it is reachable, exists and accepts the credentials.
+        #[arg(long)]
+        connect: bool,
+    },
     /// Send sample datagrams (or lines from a file) to a herald or Butler port.
     Send {
         /// Where to send, e.g. 127.0.0.1:9996.
@@ -81,7 +86,7 @@ fn main() -> ExitCode {
         .unwrap_or_else(|| PathBuf::from(DEFAULT_PATH));
     let result = match cli.command.unwrap_or(Command::Run) {
         Command::Run => run(&config_path),
-        Command::Check => check(&config_path),
+        Command::Check { connect } => check(&config_path, connect),
         Command::Send {
             to,
             kind,
@@ -115,7 +120,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn check(path: &Path) -> anyhow::Result<()> {
+fn check(path: &Path, connect: bool) -> anyhow::Result<()> {
     let config = Config::load(path)?;
     let resolution = pipeline::resolve_allowlist(&config.ingest.allow)?.resolution;
     println!(
@@ -140,6 +145,34 @@ fn check(path: &Path) -> anyhow::Result<()> {
         },
         config.sinks.len()
     );
+    if connect {
+        check_connections(&config)?;
+    }
+    Ok(())
+}
+
+/// Connects to every sink with a server and reports; fails if any is unusable.
+fn check_connections(config: &Config) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let mut problems = 0;
+    for (name, sink) in &config.sinks {
+        let Some(result) = runtime.block_on(herald::sinks::check_connection(&sink.kind)) else {
+            continue;
+        };
+        match result {
+            Ok(summary) => eprintln!("herald: sinks.{name}: ok: {summary}"),
+            Err(problem) => {
+                problems += 1;
+                eprintln!("herald: sinks.{name}: {problem}");
+            }
+        }
+    }
+    if problems > 0 {
+        anyhow::bail!("{problems} sink(s) cannot be used; see above");
+    }
     Ok(())
 }
 

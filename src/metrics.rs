@@ -6,9 +6,12 @@
 //! labels are fixed words, listener addresses and sink names from config.
 //! This module is the source of the README's metrics table.
 
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
+
 use metrics::{Counter, Gauge, counter, describe_counter, describe_gauge, gauge};
 
-use crate::event::EventType;
+use crate::event::{Event, EventType, Level, Source, TaskOutcome};
 use crate::parse::ParseError;
 
 /// Datagrams read from a socket (before the allowlist).
@@ -27,6 +30,11 @@ pub const ALLOWLIST_UNRESOLVED: &str = "herald_allowlist_unresolved_hosts";
 pub const PARSE_EVENTS: &str = "herald_parse_events_total";
 /// Datagrams that could not be parsed, by reason.
 pub const PARSE_ERRORS: &str = "herald_parse_errors_total";
+/// Sense events by type, source, level and host (hosts capped, see
+/// `metrics.max_hosts`): what a Grafana panel charts without any database.
+pub const EVENTS: &str = "herald_events_total";
+/// Task events by outcome and host.
+pub const TASK_EVENTS: &str = "herald_task_events_total";
 /// Events or datagrams dropped inside herald, by stage and reason.
 pub const PIPELINE_DROPPED: &str = "herald_pipeline_dropped_total";
 /// Events that matched no sink.
@@ -82,6 +90,11 @@ pub fn describe() {
         "Datagrams or events dropped inside herald, by stage and reason."
     );
     describe_counter!(ROUTE_UNROUTED, "Events that matched no sink.");
+    describe_counter!(
+        EVENTS,
+        "Sense events by type, source, level and host (hosts beyond metrics.max_hosts count as \"other\")."
+    );
+    describe_counter!(TASK_EVENTS, "Sense task events by outcome and host.");
     describe_counter!(SINK_DELIVERED, "Events delivered, per sink.");
     describe_counter!(
         SINK_FAILED,
@@ -205,5 +218,156 @@ impl SinkMetrics {
             queue_depth: gauge!(SINK_QUEUE_DEPTH, "sink" => sink.clone()),
             queue_capacity: gauge!(SINK_QUEUE_CAPACITY, "sink" => sink),
         }
+    }
+}
+
+/// Which Sense host names may be metric labels: the first `max` seen, then
+/// `"other"`. Shared by the workers; consulted only when a worker meets a host
+/// it has not cached, so the lock is off the hot path.
+#[derive(Debug)]
+pub struct HostLabels {
+    admitted: Mutex<HashSet<String>>,
+    max: usize,
+}
+
+/// Longest host label kept; longer names are cut (they are not real host names).
+const MAX_HOST_LABEL: usize = 64;
+
+impl HostLabels {
+    /// Admits at most `max` distinct host names.
+    pub fn new(max: usize) -> HostLabels {
+        HostLabels {
+            admitted: Mutex::new(HashSet::new()),
+            max,
+        }
+    }
+
+    /// The label for `host`, admitting it if there is room.
+    fn admit(&self, host: &str) -> Option<String> {
+        let label: String = host.chars().take(MAX_HOST_LABEL).collect();
+        let mut admitted = self.admitted.lock().unwrap_or_else(PoisonError::into_inner);
+        if admitted.contains(&label) || admitted.len() < self.max {
+            admitted.insert(label.clone());
+            Some(label)
+        } else {
+            None
+        }
+    }
+}
+
+const LEVELS: usize = 6;
+const SOURCES: usize = 4;
+
+/// One host's counters, created on first use.
+#[derive(Debug)]
+struct HostCounters {
+    label: String,
+    events: Vec<Option<Counter>>,
+    tasks: [Option<Counter>; 4],
+}
+
+impl HostCounters {
+    fn new(label: String) -> HostCounters {
+        HostCounters {
+            label,
+            events: vec![None; EventType::ALL.len() * SOURCES * LEVELS],
+            tasks: [None, None, None, None],
+        }
+    }
+
+    fn count(&mut self, event: &Event) {
+        let level = event.level.map_or(0, |l| l as usize + 1);
+        let index = (event.event_type as usize * SOURCES + event.source as usize) * LEVELS + level;
+        let label = &self.label;
+        self.events[index]
+            .get_or_insert_with(|| {
+                counter!(
+                    EVENTS,
+                    "type" => event.event_type.as_str(),
+                    "source" => event.source.as_str(),
+                    "level" => event.level.map_or("none", Level::as_str),
+                    "host" => label.clone()
+                )
+            })
+            .increment(1);
+        if let Some(outcome) = event.outcome {
+            self.tasks[outcome as usize]
+                .get_or_insert_with(|| {
+                    counter!(TASK_EVENTS, "outcome" => outcome.as_str(), "host" => label.clone())
+                })
+                .increment(1);
+        }
+    }
+}
+
+/// A worker's `herald_events_total` and `herald_task_events_total` handles,
+/// cached per host so counting an event is a map lookup and an atomic add.
+#[derive(Debug)]
+pub struct EventCounters {
+    hosts: Arc<HostLabels>,
+    by_host: HashMap<String, HostCounters>,
+    other: HostCounters,
+    unknown: HostCounters,
+}
+
+impl EventCounters {
+    /// Counters for one worker, sharing the host cap.
+    pub fn new(hosts: Arc<HostLabels>) -> EventCounters {
+        EventCounters {
+            hosts,
+            by_host: HashMap::new(),
+            other: HostCounters::new("other".into()),
+            unknown: HostCounters::new("unknown".into()),
+        }
+    }
+
+    /// Counts `event`.
+    pub fn count(&mut self, event: &Event) {
+        let Some(host) = event.host() else {
+            self.unknown.count(event);
+            return;
+        };
+        if let Some(counters) = self.by_host.get_mut(host) {
+            counters.count(event);
+            return;
+        }
+        match self.hosts.admit(host) {
+            Some(label) => self
+                .by_host
+                .entry(host.to_string())
+                .or_insert_with(|| HostCounters::new(label))
+                .count(event),
+            None => self.other.count(event),
+        }
+    }
+}
+
+// The index arithmetic above relies on these orders.
+const _: () = {
+    assert!(Source::Scheduler as usize == SOURCES - 1);
+    assert!(Level::Fatal as usize + 1 == LEVELS - 1);
+    assert!(TaskOutcome::Distribute as usize == 3);
+};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_labels_admit_the_first_hosts_then_say_other() {
+        let hosts = HostLabels::new(2);
+        assert_eq!(hosts.admit("a").as_deref(), Some("a"));
+        assert_eq!(hosts.admit("b").as_deref(), Some("b"));
+        assert_eq!(hosts.admit("c"), None);
+        assert_eq!(hosts.admit("a").as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn overlong_host_names_are_cut() {
+        let hosts = HostLabels::new(5);
+        assert_eq!(
+            hosts.admit(&"x".repeat(200)).map(|l| l.len()),
+            Some(MAX_HOST_LABEL)
+        );
     }
 }

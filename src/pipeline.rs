@@ -27,11 +27,15 @@ use crate::deadletter::{self, DeadLetters, Record};
 use crate::event::StaticTags;
 use crate::ingest::allowlist::{AllowEntry, Resolution, SharedAllowlist, resolve};
 use crate::ingest::{self, Batch, BindError};
-use crate::metrics::{ALLOWLIST_ENTRIES, ALLOWLIST_UNRESOLVED, SinkMetrics, WorkerMetrics};
+use crate::metrics::{
+    ALLOWLIST_ENTRIES, ALLOWLIST_UNRESOLVED, EventCounters, HostLabels, SinkMetrics, WorkerMetrics,
+};
 use crate::parse::Parser;
 use crate::route::{Categoriser, Matcher, Verdict};
 use crate::sinks::driver::{self, SinkStatus};
 use crate::sinks::file::FileSink;
+use crate::sinks::influxdb::{self, InfluxdbSink};
+use crate::sinks::loki::LokiSink;
 use crate::sinks::queue::SinkQueue;
 use crate::sinks::stdout::StdoutSink;
 use crate::sinks::{NullSink, SinkKind};
@@ -218,6 +222,30 @@ pub fn start(config: &Config) -> Result<Running, PipelineError> {
             SinkKind::Null(_) => {
                 sink_tasks.spawn(driver::run(NullSink, status.clone(), delivery, dead));
             }
+            SinkKind::Influxdb(influx) => {
+                let sink = InfluxdbSink::new(influx)
+                    .map_err(|err| sink_error(std::io::Error::other(err)))?;
+                sink_tasks.spawn(driver::run(sink, status.clone(), delivery, dead));
+            }
+            SinkKind::Loki(loki) => {
+                let sink =
+                    LokiSink::new(loki).map_err(|err| sink_error(std::io::Error::other(err)))?;
+                sink_tasks.spawn(driver::run(sink, status.clone(), delivery, dead));
+            }
+        }
+        // Say at start-up what is wrong with InfluxDB (read-only checks), but
+        // start anyway: the driver queues and retries until it is back. Loki's
+        // check writes (an empty push), so it only runs under `check --connect`.
+        if let SinkKind::Influxdb(influx) = &sink.kind {
+            let (check_name, influx) = (name.clone(), influx.clone());
+            tokio::spawn(async move {
+                match influxdb::check_connection(&influx).await {
+                    Ok(summary) => info!(sink = %check_name, "{summary}"),
+                    Err(problem) => {
+                        warn!(sink = %check_name, "{problem}; events are queued and retried")
+                    }
+                }
+            });
         }
         routes.push(Route {
             matcher: Matcher::new(&sink.delivery.match_),
@@ -235,19 +263,21 @@ pub fn start(config: &Config) -> Result<Running, PipelineError> {
         tags: (!config.tags.is_empty()).then(|| Arc::new(config.tags.clone())),
         dead: dead.clone(),
         metrics: WorkerMetrics::register(),
+        hosts: Arc::new(HostLabels::new(config.metrics.max_hosts)),
     });
     drop(dead);
     let parser = Parser::new(&config.parse)
         .map_err(|err| PipelineError::Thread(std::io::Error::other(err)))?;
-    let mut workers = Vec::new();
-    for index in 0..config.pipeline.workers {
+    let mut worker_threads = Vec::new();
+    let workers = config.pipeline.workers;
+    for index in 0..workers {
         let rx = rx.clone();
         let shared = shared.clone();
         let parser = parser.clone();
-        workers.push(
+        worker_threads.push(
             std::thread::Builder::new()
                 .name(format!("worker {index}"))
-                .spawn(move || work(rx, parser, &shared))
+                .spawn(move || work(rx, parser, &shared, index, workers))
                 .map_err(PipelineError::Thread)?,
         );
     }
@@ -305,7 +335,7 @@ pub fn start(config: &Config) -> Result<Running, PipelineError> {
         health,
         stop,
         ingest: ingest_threads,
-        workers,
+        workers: worker_threads,
         refresher,
         queues,
         sink_tasks,
@@ -373,11 +403,22 @@ struct WorkerShared {
     tags: Option<StaticTags>,
     dead: DeadLetters,
     metrics: WorkerMetrics,
+    hosts: Arc<HostLabels>,
 }
 
 /// A parse/route worker: runs until every ingest thread is gone and the channel is empty.
-fn work(rx: Receiver<Batch>, mut parser: Parser, shared: &WorkerShared) {
+fn work(
+    rx: Receiver<Batch>,
+    mut parser: Parser,
+    shared: &WorkerShared,
+    index: usize,
+    workers: usize,
+) {
     let mut bad_log = Throttle::new(Duration::from_secs(10));
+    // Worker i numbers its events i, i + workers, i + 2·workers, ...: unique
+    // across workers without a shared counter.
+    let mut sequence = index as u64;
+    let mut event_counters = EventCounters::new(shared.hosts.clone());
     let mut touched = vec![false; shared.routes.len()];
     for batch in rx {
         for datagram in &batch.datagrams {
@@ -385,6 +426,9 @@ fn work(rx: Receiver<Batch>, mut parser: Parser, shared: &WorkerShared) {
                 Ok(mut event) => {
                     shared.metrics.event(event.event_type);
                     event.tags.clone_from(&shared.tags);
+                    event.sequence = sequence;
+                    sequence += workers as u64;
+                    event_counters.count(&event);
                     if !shared.categoriser.is_empty()
                         && shared.categoriser.apply(&mut event) == Verdict::Drop
                     {

@@ -4,8 +4,10 @@
 //! A batch is delivered when it reaches `batch_max_events`, when its oldest event
 //! has waited `flush_interval_ms`, or when the queue closes. A failed batch is
 //! retried with exponential backoff and jitter (honouring a destination's
-//! `retry_after`) up to `max_retries`; then, or at once for a permanent error,
-//! its events go to the dead-letter file and are counted as failed. Meanwhile new
+//! `retry_after`) until it goes through, or up to `max_retries` when that is set;
+//! then, or at once for a permanent error, its events go to the dead-letter file
+//! and are counted as failed. Once shutdown has begun (the queue is closed), a
+//! batch that fails is not retried again, so a dead sink cannot hold up exit. Meanwhile new
 //! events wait in the bounded queue under its overflow policy. The task ends when
 //! its queue is closed and empty, after a final flush.
 
@@ -178,7 +180,11 @@ async fn deliver<S: Sink>(
                 status.set(SinkState::Ok, None);
                 return;
             }
-            Err(err) if err.retryable && attempt < config.max_retries => {
+            Err(err)
+                if err.retryable
+                    && config.max_retries.is_none_or(|max| attempt < max)
+                    && !status.queue.is_closed() =>
+            {
                 let delay = err.retry_after.unwrap_or_else(|| backoff(config, attempt));
                 attempt += 1;
                 metrics.retries.increment(1);
@@ -186,6 +192,21 @@ async fn deliver<S: Sink>(
                 warn!(sink = %status.name, %err, attempt, retry_in_ms = delay.as_millis() as u64,
                     "delivery failed; retrying");
                 sleep(delay).await;
+            }
+            Err(err) if !err.rejected.is_empty() => {
+                // Partial failure: the rest of the batch went through.
+                let rejected = err.rejected.len().min(batch.len());
+                metrics.delivered.increment((batch.len() - rejected) as u64);
+                metrics.failed.increment(rejected as u64);
+                status.set(SinkState::Ok, Some(&err));
+                error!(sink = %status.name, %err, rejected, delivered = batch.len() - rejected,
+                    "the destination refused some events; they go to the dead-letter file");
+                for (index, reason) in &err.rejected {
+                    if let Some(event) = batch.get(*index) {
+                        dead.send(Record::event(&status.name, reason, event));
+                    }
+                }
+                return;
             }
             Err(err) => {
                 status.set(SinkState::Failing, Some(&err));
@@ -248,10 +269,9 @@ mod tests {
         }
     }
 
-    fn config(max_retries: u32) -> DeliveryConfig {
-        let mut config: DeliveryConfig = toml::from_str("").unwrap();
-        config.batch_max_events = 4;
-        config.flush_interval_ms = 10;
+    fn config(max_retries: Option<u32>) -> DeliveryConfig {
+        let mut config: DeliveryConfig =
+            toml::from_str("batch_max_events = 4\nflush_interval_ms = 10").unwrap();
         config.max_retries = max_retries;
         config.retry_initial_ms = 1;
         config.retry_max_ms = 5;
@@ -272,12 +292,22 @@ mod tests {
         )
     }
 
+    struct Outcome {
+        delivered: Vec<usize>,
+        calls: usize,
+        state: SinkState,
+    }
+
+    /// Runs the driver over `events` events; closes the queue once the sink has
+    /// been called `close_after_calls` times, plus a moment for any call that
+    /// should not happen.
     async fn drive(
         failures: usize,
         permanent: bool,
-        max_retries: u32,
+        max_retries: Option<u32>,
         events: usize,
-    ) -> (Vec<usize>, usize, SinkState) {
+        close_after_calls: usize,
+    ) -> Outcome {
         let queue = Arc::new(SinkQueue::new(
             100,
             Overflow::DropOldest,
@@ -287,7 +317,7 @@ mod tests {
         for _ in 0..events {
             queue.push(event());
         }
-        queue.close();
+        queue.wake();
         let calls = Arc::new(AtomicUsize::new(0));
         let delivered = Arc::new(Mutex::new(Vec::new()));
         let sink = Flaky {
@@ -296,49 +326,68 @@ mod tests {
             calls: calls.clone(),
             delivered: delivered.clone(),
         };
-        run(
+        let task = tokio::spawn(run(
             sink,
             status.clone(),
             config(max_retries),
             DeadLetters::disabled(),
-        )
-        .await;
+        ));
+        while calls.load(Ordering::SeqCst) < close_after_calls {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        queue.close();
+        task.await.unwrap();
         let delivered = delivered.lock().unwrap().clone();
-        (delivered, calls.load(Ordering::SeqCst), status.state())
+        Outcome {
+            delivered,
+            calls: calls.load(Ordering::SeqCst),
+            state: status.state(),
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
     async fn delivers_in_batches_and_drains_a_closed_queue() {
-        let (delivered, calls, state) = drive(0, false, 3, 10).await;
-        assert_eq!(delivered, [4, 4, 2]);
-        assert_eq!(calls, 3);
-        assert_eq!(state, SinkState::Stopped);
+        let outcome = drive(0, false, None, 10, 0).await;
+        assert_eq!(outcome.delivered, [4, 4, 2]);
+        assert_eq!(outcome.calls, 3);
+        assert_eq!(outcome.state, SinkState::Stopped);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
     async fn retries_a_failed_batch_until_it_goes_through() {
-        let (delivered, calls, _) = drive(2, false, 3, 3).await;
-        assert_eq!(delivered, [3]);
-        assert_eq!(calls, 3);
+        let outcome = drive(25, false, None, 3, 26).await;
+        assert_eq!(outcome.delivered, [3]);
+        assert_eq!(outcome.calls, 26);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
-    async fn gives_up_after_max_retries() {
-        let (delivered, calls, _) = drive(100, false, 2, 3).await;
-        assert!(delivered.is_empty());
-        assert_eq!(calls, 3);
+    async fn gives_up_after_max_retries_when_they_are_limited() {
+        let outcome = drive(100, false, Some(2), 3, 3).await;
+        assert!(outcome.delivered.is_empty());
+        assert_eq!(outcome.calls, 3, "no call after the last retry");
+        assert_eq!(outcome.state, SinkState::Stopped);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn stops_retrying_once_shutdown_begins() {
+        // The sink never recovers; closing the queue must still end the driver.
+        let outcome = drive(usize::MAX, false, None, 3, 5).await;
+        assert!(outcome.delivered.is_empty());
+        assert!(outcome.calls >= 5);
+        assert_eq!(outcome.state, SinkState::Stopped);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
     async fn does_not_retry_a_permanent_error() {
-        let (delivered, calls, _) = drive(1, true, 5, 6).await;
-        assert_eq!(delivered, [2]);
-        assert_eq!(calls, 2);
+        let outcome = drive(1, true, None, 6, 2).await;
+        assert_eq!(outcome.delivered, [2]);
+        assert_eq!(outcome.calls, 2);
     }
 
     #[test]
     fn backoff_doubles_and_is_capped() {
-        let mut config = config(5);
+        let mut config = config(None);
         config.retry_initial_ms = 100;
         config.retry_max_ms = 1000;
         let ms = |attempt| backoff(&config, attempt).as_millis();

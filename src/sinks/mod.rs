@@ -8,8 +8,11 @@
 
 pub mod driver;
 pub mod file;
+pub mod influxdb;
+pub mod loki;
 pub mod queue;
 pub mod stdout;
+pub mod transport;
 
 use std::fmt;
 use std::sync::Arc;
@@ -46,6 +49,11 @@ pub struct SinkError {
     pub retryable: bool,
     /// How long the destination asked us to wait, if it said.
     pub retry_after: Option<Duration>,
+    /// The HTTP status, when the destination answered.
+    pub status: Option<u16>,
+    /// A partial failure: these events of the batch (index, reason) were refused
+    /// for good and everything else was delivered. Only with `retryable == false`.
+    pub rejected: Vec<(usize, String)>,
 }
 
 impl SinkError {
@@ -55,6 +63,8 @@ impl SinkError {
             message: message.into(),
             retryable: true,
             retry_after: None,
+            status: None,
+            rejected: Vec::new(),
         }
     }
 
@@ -64,6 +74,16 @@ impl SinkError {
             message: message.into(),
             retryable: false,
             retry_after: None,
+            status: None,
+            rejected: Vec::new(),
+        }
+    }
+
+    /// Some events of the batch were refused for good; the rest were delivered.
+    pub fn partial(message: impl Into<String>, rejected: Vec<(usize, String)>) -> SinkError {
+        SinkError {
+            rejected,
+            ..SinkError::permanent(message)
         }
     }
 
@@ -91,6 +111,10 @@ pub enum SinkKind {
     Stdout(stdout::StdoutConfig),
     /// Discards events (for benchmarks and tests).
     Null(NullConfig),
+    /// Line protocol to InfluxDB 1.x or 2.x/3.x.
+    Influxdb(influxdb::InfluxdbConfig),
+    /// Grafana Loki's push API.
+    Loki(loki::LokiConfig),
 }
 
 impl SinkKind {
@@ -100,6 +124,17 @@ impl SinkKind {
             SinkKind::File(_) => "file",
             SinkKind::Stdout(_) => "stdout",
             SinkKind::Null(_) => "null",
+            SinkKind::Influxdb(_) => "influxdb",
+            SinkKind::Loki(_) => "loki",
+        }
+    }
+
+    /// Default `batch_max_events` and `flush_interval_ms` for this type: databases
+    /// want big batches, consoles and files want lines soon.
+    pub fn delivery_defaults(&self) -> (usize, u64) {
+        match self {
+            SinkKind::Influxdb(_) | SinkKind::Loki(_) => (5000, 1000),
+            SinkKind::File(_) | SinkKind::Stdout(_) | SinkKind::Null(_) => (1000, 200),
         }
     }
 }
@@ -126,15 +161,18 @@ pub struct DeliveryConfig {
     /// What a full queue does: `drop_oldest`, `drop_newest` or `block`.
     #[serde(default)]
     pub overflow: Overflow,
-    /// Most events delivered in one batch.
-    #[serde(default = "default_batch_max_events")]
+    /// Most events delivered in one batch (default depends on the type).
     pub batch_max_events: usize,
-    /// Longest an event waits for its batch to fill, in milliseconds.
-    #[serde(default = "default_flush_interval_ms")]
+    /// Longest an event waits for its batch to fill, in milliseconds (default
+    /// depends on the type).
     pub flush_interval_ms: u64,
-    /// Retries of a failed batch before it goes to the dead-letter file.
-    #[serde(default = "default_max_retries")]
-    pub max_retries: u32,
+    /// Retries of a failed batch before its events go to the dead-letter file.
+    /// Unset (the default): keep retrying while the sink is down; new events wait
+    /// in the queue, so an outage loses nothing until the queue overflows (and
+    /// then the overflow is counted). At shutdown a sink that is still down gets
+    /// one more try per batch before its events go to the dead-letter file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_retries: Option<u32>,
     /// First retry delay, doubled each retry (with jitter), in milliseconds.
     #[serde(default = "default_retry_initial_ms")]
     pub retry_initial_ms: u64,
@@ -157,18 +195,6 @@ const DELIVERY_KEYS: [&str; 8] = [
 
 fn default_queue_events() -> usize {
     100_000
-}
-
-fn default_batch_max_events() -> usize {
-    1000
-}
-
-fn default_flush_interval_ms() -> u64 {
-    200
-}
-
-fn default_max_retries() -> u32 {
-    10
 }
 
 fn default_retry_initial_ms() -> u64 {
@@ -202,7 +228,7 @@ impl<'de> Deserialize<'de> for SinkConfig {
         }
         if !table.contains_key("type") {
             return Err(D::Error::custom(
-                "missing `type`; set type = \"file\", \"stdout\" or \"null\"",
+                "missing `type`; set type = \"file\", \"stdout\", \"influxdb\", \"loki\" or \"null\"",
             ));
         }
         let kind = SinkKind::deserialize(toml::Value::Table(table)).map_err(|err| {
@@ -212,6 +238,19 @@ impl<'de> Deserialize<'de> for SinkConfig {
                 DELIVERY_KEYS.map(|k| format!("`{k}`")).join(", ")
             ))
         })?;
+        let (batch_max_events, flush_interval_ms) = kind.delivery_defaults();
+        if !common.contains_key("batch_max_events") {
+            common.insert(
+                "batch_max_events".into(),
+                toml::Value::Integer(batch_max_events as i64),
+            );
+        }
+        if !common.contains_key("flush_interval_ms") {
+            common.insert(
+                "flush_interval_ms".into(),
+                toml::Value::Integer(flush_interval_ms as i64),
+            );
+        }
         let delivery = DeliveryConfig::deserialize(toml::Value::Table(common))
             .map_err(|err| D::Error::custom(err.message().trim_end()))?;
         Ok(SinkConfig { kind, delivery })
@@ -234,6 +273,16 @@ impl Serialize for SinkConfig {
             map.serialize_entry(key, value)?;
         }
         map.end()
+    }
+}
+
+/// Connects to a sink's server, if it has one, and says whether it can be used:
+/// `None` for sinks without a server (file, stdout, null).
+pub async fn check_connection(kind: &SinkKind) -> Option<Result<String, String>> {
+    match kind {
+        SinkKind::Influxdb(config) => Some(influxdb::check_connection(config).await),
+        SinkKind::Loki(config) => Some(loki::check_connection(config).await),
+        SinkKind::File(_) | SinkKind::Stdout(_) | SinkKind::Null(_) => None,
     }
 }
 

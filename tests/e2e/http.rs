@@ -1,9 +1,9 @@
 use serde_json::Value;
 
-use crate::harness::{ConfigBuilder, Herald, metric_names, sample_datagrams, send};
+use crate::harness::{ConfigBuilder, Herald, fixture, metric_names, sample_datagrams, send};
 
 /// Every name declared in src/metrics.rs.
-const METRICS: [&str; 17] = [
+const METRICS: [&str; 19] = [
     "herald_ingest_datagrams_total",
     "herald_ingest_rejected_total",
     "herald_ingest_kernel_drops_total",
@@ -14,6 +14,8 @@ const METRICS: [&str; 17] = [
     "herald_parse_errors_total",
     "herald_pipeline_dropped_total",
     "herald_route_unrouted_total",
+    "herald_events_total",
+    "herald_task_events_total",
     "herald_sink_events_delivered_total",
     "herald_sink_events_failed_total",
     "herald_sink_retries_total",
@@ -44,10 +46,14 @@ fn started_with_a_few_events() -> Herald {
 
 fn started_with_a_few_events_from(config: ConfigBuilder) -> Herald {
     let mut herald = Herald::start(&config.build());
+    // Three log events and a failed task: per-host event counters appear with
+    // the first event of their kind.
     let samples = sample_datagrams();
-    let datagrams: Vec<&[u8]> = samples.iter().take(3).map(Vec::as_slice).collect();
+    let task_failed = fixture("task_reload_failed").datagram;
+    let mut datagrams: Vec<&[u8]> = samples.iter().take(3).map(Vec::as_slice).collect();
+    datagrams.push(&task_failed);
     send("127.0.0.1", herald.udp, &datagrams);
-    herald.wait_for_events(3);
+    herald.wait_for_events(4);
     herald
 }
 
@@ -70,13 +76,34 @@ fn metrics_endpoint_exposes_every_counter() {
     let at = |name: &str, labels: &[(&str, &str)]| herald.metric(name, labels);
     assert_eq!(
         at("herald_ingest_datagrams_total", &[("listener", &listener)]),
-        3.0
+        4.0
     );
     assert_eq!(at("herald_parse_events_total", &[("type", "log")]), 3.0);
-    assert_eq!(at("herald_parse_events_total", &[]), 3.0);
+    assert_eq!(at("herald_parse_events_total", &[("type", "task")]), 1.0);
+    assert_eq!(at("herald_parse_events_total", &[]), 4.0);
     assert_eq!(
         at("herald_sink_events_delivered_total", &[("sink", "events")]),
-        3.0
+        4.0
+    );
+    assert_eq!(
+        at(
+            "herald_events_total",
+            &[
+                ("type", "log"),
+                ("source", "engine"),
+                ("level", "ERROR"),
+                ("host", "pro2-win1")
+            ]
+        ),
+        1.0
+    );
+    assert_eq!(at("herald_events_total", &[]), 4.0);
+    assert_eq!(
+        at(
+            "herald_task_events_total",
+            &[("outcome", "failed"), ("host", "pro2-win1")]
+        ),
+        1.0
     );
     assert_eq!(
         at("herald_sink_queue_capacity", &[("sink", "events")]),

@@ -30,3 +30,18 @@ mod config;
 
 // IPv6 listeners and senders.
 mod ipv6;
+
+// A real InfluxDB 1.x: both schemas, event time, outages, refused points, --connect.
+mod influxdb;
+
+// The shipped Grafana dashboards query only herald's metrics and InfluxDB schema.
+mod dashboards;
+
+// An in-process HTTP/1.1 server that records requests and answers from a script.
+mod http_stub;
+
+// The Loki sink against the stub: request shape, retries, Retry-After, refused entries.
+mod loki;
+
+// The InfluxDB v2 write API against the stub: URL, token, line protocol, partial refusals.
+mod influxdb_v2;

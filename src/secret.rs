@@ -1,0 +1,127 @@
+//! Secrets in config: passwords, tokens and webhook URLs.
+//!
+//! A [`Secret`] is written in config as a literal, as `${ENV_VAR}` (read from the
+//! environment) or as `file:/path/to/file` (read from a file, trailing newline
+//! stripped), so it never has to sit in the config file. Its value is resolved when
+//! the config is loaded and is never shown: `Debug`, `Display` and `Serialize` (what
+//! `herald check` prints) all write `"<redacted>"`.
+
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// What a redacted secret looks like in output.
+pub const REDACTED: &str = "<redacted>";
+
+/// A secret value from config.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret {
+    value: String,
+    /// Where it came from, for messages (`${INFLUX_TOKEN}`, `file:/etc/...`, or literal).
+    origin: String,
+}
+
+impl Secret {
+    /// Resolves a config string: `${VAR}`, `file:PATH` or a literal.
+    ///
+    /// # Errors
+    ///
+    /// When the variable is unset or the file cannot be read; the message says which.
+    pub fn resolve(text: &str) -> Result<Secret, String> {
+        if let Some(name) = text
+            .strip_prefix("${")
+            .and_then(|rest| rest.strip_suffix('}'))
+        {
+            let value = std::env::var(name).map_err(|_| {
+                format!("environment variable {name} is not set (referenced as ${{{name}}})")
+            })?;
+            return Ok(Secret {
+                value,
+                origin: text.to_string(),
+            });
+        }
+        if let Some(path) = text.strip_prefix("file:") {
+            let value = std::fs::read_to_string(path)
+                .map_err(|err| format!("cannot read secret file {path}: {err}"))?;
+            let value = value.strip_suffix('\n').unwrap_or(&value);
+            let value = value.strip_suffix('\r').unwrap_or(value).to_string();
+            return Ok(Secret {
+                value,
+                origin: text.to_string(),
+            });
+        }
+        Ok(Secret {
+            value: text.to_string(),
+            origin: "a literal in the config file".to_string(),
+        })
+    }
+
+    /// The value, for use on the wire only. Never log it.
+    pub fn expose(&self) -> &str {
+        &self.value
+    }
+
+    /// Where the value came from (safe to show).
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(REDACTED)
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(REDACTED)
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(REDACTED)
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Secret::resolve(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_environment_variables() {
+        // SAFETY: tests in this module are the only users of this variable.
+        unsafe { std::env::set_var("HERALD_TEST_SECRET_A", "s3cret") };
+        let secret = Secret::resolve("${HERALD_TEST_SECRET_A}").unwrap();
+        assert_eq!(secret.expose(), "s3cret");
+        assert!(
+            Secret::resolve("${HERALD_TEST_SECRET_UNSET}")
+                .unwrap_err()
+                .contains("HERALD_TEST_SECRET_UNSET")
+        );
+    }
+
+    #[test]
+    fn reads_files_without_the_trailing_newline() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "abc\r\n").unwrap();
+        let secret = Secret::resolve(&format!("file:{}", path.display())).unwrap();
+        assert_eq!(secret.expose(), "abc");
+    }
+
+    #[test]
+    fn never_shows_its_value() {
+        let secret = Secret::resolve("hunter2").unwrap();
+        assert_eq!(format!("{secret} {secret:?}"), "<redacted> <redacted>");
+        assert_eq!(serde_json::to_string(&secret).unwrap(), "\"<redacted>\"");
+    }
+}

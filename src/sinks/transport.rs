@@ -1,0 +1,209 @@
+//! What every HTTP-based sink shares: building the client (TLS verification on,
+//! optional extra CA), gzip bodies, and turning a response into delivery or a
+//! [`SinkError`] that says whether to retry and when.
+//!
+//! The rules: 2xx is delivered; 408, 425, 429 and 5xx are retried, honouring
+//! `Retry-After` (seconds or an HTTP date); 401, 403 and 404 are retried too,
+//! because they are fixed by an operator (a token, a database) rather than by
+//! changing the data; any other 4xx is permanent and carries the server's message.
+//! Network errors and timeouts are retried.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::Once;
+use std::time::Duration;
+
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use reqwest::StatusCode;
+use reqwest::header::RETRY_AFTER;
+use serde::{Deserialize, Serialize};
+
+use super::SinkError;
+
+/// Connection settings shared by HTTP sinks.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpClientConfig {
+    /// Whole-request timeout, in milliseconds.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Extra CA certificates (PEM) to trust besides the system's, for servers
+    /// with an internal CA. Certificate verification is always on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_ca_file: Option<PathBuf>,
+}
+
+fn default_timeout_ms() -> u64 {
+    10_000
+}
+
+impl Default for HttpClientConfig {
+    fn default() -> Self {
+        HttpClientConfig {
+            timeout_ms: default_timeout_ms(),
+            tls_ca_file: None,
+        }
+    }
+}
+
+/// Builds an HTTP client with TLS verification on.
+///
+/// # Errors
+///
+/// When the CA file cannot be read or parsed, or the TLS stack cannot start.
+pub fn client(config: &HttpClientConfig) -> Result<reqwest::Client, String> {
+    static PROVIDER: Once = Once::new();
+    PROVIDER.call_once(|| {
+        // Another part of the process may have installed one already; either is fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+    let mut builder = reqwest::Client::builder()
+        .timeout(Duration::from_millis(config.timeout_ms))
+        .connect_timeout(Duration::from_millis(config.timeout_ms.min(5_000)))
+        .user_agent(concat!("herald/", env!("CARGO_PKG_VERSION")));
+    if let Some(path) = &config.tls_ca_file {
+        let pem = std::fs::read(path)
+            .map_err(|err| format!("cannot read tls_ca_file {}: {err}", path.display()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|err| {
+            format!(
+                "tls_ca_file {} is not PEM certificates: {err}",
+                path.display()
+            )
+        })?;
+        builder = builder.tls_certs_merge(certs);
+    }
+    builder
+        .build()
+        .map_err(|err| format!("cannot start the HTTP client: {err}"))
+}
+
+/// Gzips a request body.
+pub fn gzip(body: &[u8]) -> Vec<u8> {
+    let mut encoder = GzEncoder::new(Vec::with_capacity(body.len() / 4 + 64), Compression::fast());
+    // Writing to a Vec cannot fail.
+    let _ = encoder.write_all(body);
+    encoder.finish().unwrap_or_default()
+}
+
+/// A network-level failure (no response): always worth retrying.
+pub fn network_error(err: &reqwest::Error) -> SinkError {
+    let mut message = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    SinkError::retryable(message)
+}
+
+/// Reads a response: `Ok(body)` for 2xx, else the error the rules above give.
+///
+/// # Errors
+///
+/// A [`SinkError`] for any non-2xx status.
+pub async fn check(response: reqwest::Response) -> Result<String, SinkError> {
+    let status = response.status();
+    let retry_after = response
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|value| value.to_str().ok())
+        .and_then(parse_retry_after);
+    let body = response.text().await.unwrap_or_default();
+    if status.is_success() {
+        return Ok(body);
+    }
+    let message = format!("HTTP {}: {}", status.as_u16(), summarise(&body));
+    let retryable = matches!(
+        status,
+        StatusCode::REQUEST_TIMEOUT
+            | StatusCode::TOO_EARLY
+            | StatusCode::TOO_MANY_REQUESTS
+            | StatusCode::UNAUTHORIZED
+            | StatusCode::FORBIDDEN
+            | StatusCode::NOT_FOUND
+    ) || status.is_server_error();
+    Err(SinkError {
+        message,
+        retryable,
+        retry_after,
+        status: Some(status.as_u16()),
+        rejected: Vec::new(),
+    })
+}
+
+/// The server's message, on one line and not too long for a log line.
+fn summarise(body: &str) -> String {
+    let text = serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|value| {
+            ["error", "message"]
+                .iter()
+                .find_map(|key| value.get(*key).and_then(|v| v.as_str()).map(str::to_string))
+        })
+        .unwrap_or_else(|| body.trim().to_string());
+    let one_line: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    match one_line.char_indices().nth(500) {
+        Some((cut, _)) => format!("{}…", &one_line[..cut]),
+        None => one_line,
+    }
+}
+
+/// `Retry-After`: delay in seconds, or an HTTP date.
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds.min(3600)));
+    }
+    let when = jiff::fmt::rfc2822::parse(value).ok()?.timestamp();
+    let wait = when.duration_since(jiff::Timestamp::now());
+    Some(
+        Duration::try_from(wait)
+            .unwrap_or(Duration::ZERO)
+            .min(Duration::from_secs(3600)),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates() {
+        assert_eq!(parse_retry_after("2"), Some(Duration::from_secs(2)));
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    #[test]
+    fn gzip_round_trips() {
+        use std::io::Read as _;
+        let body = b"log,host=a value=1 1\n".repeat(100);
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(&gzip(&body)[..])
+            .read_to_end(&mut out)
+            .unwrap();
+        assert_eq!(out, body);
+    }
+
+    #[test]
+    fn server_messages_are_summarised_on_one_line() {
+        assert_eq!(
+            summarise("{\"error\":\"partial write:\\nfield type conflict\"}"),
+            "partial write: field type conflict"
+        );
+        assert_eq!(summarise("  plain text\n"), "plain text");
+    }
+
+    #[test]
+    fn the_client_builds_with_verification_on() {
+        client(&HttpClientConfig::default()).unwrap();
+    }
+}
