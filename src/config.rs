@@ -376,6 +376,11 @@ impl Config {
                     "must not exceed retry_max_ms".into(),
                 );
             }
+            if let Some(alert) = &sink.alert
+                && let Err((field, problem)) = crate::sinks::alert::Templates::new(alert)
+            {
+                return invalid(&key(field), problem);
+            }
             match &sink.kind {
                 SinkKind::File(file) if file.path.as_os_str().is_empty() => {
                     return invalid(
@@ -391,6 +396,11 @@ impl Config {
                 SinkKind::Loki(loki) => {
                     if let Err((field, problem)) = loki.validate() {
                         return invalid(&key(field), problem);
+                    }
+                }
+                SinkKind::Webhook(webhook) => {
+                    if let Err(problem) = crate::sinks::alert::webhook::Webhook::new(webhook) {
+                        return invalid(&key("headers"), problem);
                     }
                 }
                 _ => {}

@@ -32,13 +32,19 @@ use crate::metrics::{
 };
 use crate::parse::Parser;
 use crate::route::{Categoriser, Matcher, Verdict};
+use crate::sinks::alert::email::Email;
+use crate::sinks::alert::mqtt::Mqtt;
+use crate::sinks::alert::slack::Slack;
+use crate::sinks::alert::teams::Teams;
+use crate::sinks::alert::webhook::Webhook;
+use crate::sinks::alert::{AlertSink, Notifier};
 use crate::sinks::driver::{self, SinkStatus};
 use crate::sinks::file::FileSink;
 use crate::sinks::influxdb::{self, InfluxdbSink};
 use crate::sinks::loki::LokiSink;
 use crate::sinks::queue::SinkQueue;
 use crate::sinks::stdout::StdoutSink;
-use crate::sinks::{NullSink, SinkKind};
+use crate::sinks::{NullSink, SinkConfig, SinkKind};
 use crate::throttle::Throttle;
 
 /// Why the pipeline could not start or stop cleanly.
@@ -227,6 +233,36 @@ pub fn start(config: &Config) -> Result<Running, PipelineError> {
                     .map_err(|err| sink_error(std::io::Error::other(err)))?;
                 sink_tasks.spawn(driver::run(sink, status.clone(), delivery, dead));
             }
+            SinkKind::Slack(slack) => {
+                let notifier =
+                    Slack::new(slack).map_err(|err| sink_error(std::io::Error::other(err)))?;
+                let sink = alert_sink(name, notifier, sink).map_err(sink_error)?;
+                sink_tasks.spawn(driver::run(sink, status.clone(), delivery, dead));
+            }
+            SinkKind::Teams(teams) => {
+                let notifier =
+                    Teams::new(teams).map_err(|err| sink_error(std::io::Error::other(err)))?;
+                let sink = alert_sink(name, notifier, sink).map_err(sink_error)?;
+                sink_tasks.spawn(driver::run(sink, status.clone(), delivery, dead));
+            }
+            SinkKind::Webhook(webhook) => {
+                let notifier =
+                    Webhook::new(webhook).map_err(|err| sink_error(std::io::Error::other(err)))?;
+                let sink = alert_sink(name, notifier, sink).map_err(sink_error)?;
+                sink_tasks.spawn(driver::run(sink, status.clone(), delivery, dead));
+            }
+            SinkKind::Mqtt(mqtt) => {
+                let notifier =
+                    Mqtt::new(mqtt).map_err(|err| sink_error(std::io::Error::other(err)))?;
+                let sink = alert_sink(name, notifier, sink).map_err(sink_error)?;
+                sink_tasks.spawn(driver::run(sink, status.clone(), delivery, dead));
+            }
+            SinkKind::Email(email) => {
+                let notifier =
+                    Email::new(email).map_err(|err| sink_error(std::io::Error::other(err)))?;
+                let sink = alert_sink(name, notifier, sink).map_err(sink_error)?;
+                sink_tasks.spawn(driver::run(sink, status.clone(), delivery, dead));
+            }
             SinkKind::Loki(loki) => {
                 let sink =
                     LokiSink::new(loki).map_err(|err| sink_error(std::io::Error::other(err)))?;
@@ -388,6 +424,17 @@ impl Running {
         info!("shutdown complete");
         Ok(())
     }
+}
+
+/// Wraps an alert notifier with the gate and templates of its sink's config.
+fn alert_sink<N: Notifier>(
+    name: &str,
+    notifier: N,
+    sink: &SinkConfig,
+) -> Result<AlertSink<N>, std::io::Error> {
+    let config = sink.alert.clone().unwrap_or_default();
+    AlertSink::new(name, notifier, &config, sink.kind.default_pace())
+        .map_err(|(key, problem)| std::io::Error::other(format!("{key}: {problem}")))
 }
 
 /// One sink as the workers see it.

@@ -6,6 +6,7 @@
 //! generic [`driver`]'s job, written once. Each `[sinks.<name>]` table has the
 //! common keys of [`SinkConfig`] plus its type's own keys.
 
+pub mod alert;
 pub mod driver;
 pub mod file;
 pub mod influxdb;
@@ -115,7 +116,20 @@ pub enum SinkKind {
     Influxdb(influxdb::InfluxdbConfig),
     /// Grafana Loki's push API.
     Loki(loki::LokiConfig),
+    /// Slack incoming webhook (alerts).
+    Slack(alert::slack::SlackConfig),
+    /// Microsoft Teams Workflows webhook (alerts).
+    Teams(alert::teams::TeamsConfig),
+    /// Any HTTP endpoint, one event JSON per request (alerts).
+    Webhook(alert::webhook::WebhookConfig),
+    /// An MQTT broker (alerts and event streams).
+    Mqtt(alert::mqtt::MqttConfig),
+    /// Email over SMTP (alerts).
+    Email(alert::email::EmailConfig),
 }
+
+/// The `type` names of alert sinks, which take the [`alert::AlertConfig`] keys.
+pub const ALERT_TYPES: [&str; 5] = ["slack", "teams", "webhook", "mqtt", "email"];
 
 impl SinkKind {
     /// The `type` as written in config.
@@ -126,6 +140,11 @@ impl SinkKind {
             SinkKind::Null(_) => "null",
             SinkKind::Influxdb(_) => "influxdb",
             SinkKind::Loki(_) => "loki",
+            SinkKind::Slack(_) => "slack",
+            SinkKind::Teams(_) => "teams",
+            SinkKind::Webhook(_) => "webhook",
+            SinkKind::Mqtt(_) => "mqtt",
+            SinkKind::Email(_) => "email",
         }
     }
 
@@ -135,6 +154,21 @@ impl SinkKind {
         match self {
             SinkKind::Influxdb(_) | SinkKind::Loki(_) => (5000, 1000),
             SinkKind::File(_) | SinkKind::Stdout(_) | SinkKind::Null(_) => (1000, 200),
+            // One alert per delivery, sent at once.
+            SinkKind::Slack(_)
+            | SinkKind::Teams(_)
+            | SinkKind::Webhook(_)
+            | SinkKind::Mqtt(_)
+            | SinkKind::Email(_) => (1, 0),
+        }
+    }
+
+    /// Messages per second an alert sink sends by default (0: unpaced): Slack
+    /// and Teams rate-limit their webhooks to about one per second.
+    pub fn default_pace(&self) -> f64 {
+        match self {
+            SinkKind::Slack(_) | SinkKind::Teams(_) => 1.0,
+            _ => 0.0,
         }
     }
 }
@@ -212,6 +246,8 @@ pub struct SinkConfig {
     pub kind: SinkKind,
     /// Common keys.
     pub delivery: DeliveryConfig,
+    /// Alert keys (alert sinks only).
+    pub alert: Option<alert::AlertConfig>,
 }
 
 impl<'de> Deserialize<'de> for SinkConfig {
@@ -228,16 +264,49 @@ impl<'de> Deserialize<'de> for SinkConfig {
         }
         if !table.contains_key("type") {
             return Err(D::Error::custom(
-                "missing `type`; set type = \"file\", \"stdout\", \"influxdb\", \"loki\" or \"null\"",
+                "missing `type`; set type = \"file\", \"stdout\", \"influxdb\", \"loki\", \"slack\", \"teams\", \"webhook\", \"mqtt\", \"email\" or \"null\"",
             ));
         }
+        let is_alert = table
+            .get("type")
+            .and_then(toml::Value::as_str)
+            .is_some_and(|t| ALERT_TYPES.contains(&t));
+        let mut alert_keys = toml::Table::new();
+        if is_alert {
+            for key in alert::ALERT_KEYS {
+                if let Some(value) = table.remove(key) {
+                    alert_keys.insert(key.to_string(), value);
+                }
+            }
+            // An alert that cannot be delivered should reach the dead-letter
+            // file within minutes, not wait for the destination forever.
+            if !common.contains_key("max_retries") {
+                common.insert("max_retries".into(), toml::Value::Integer(5));
+            }
+        }
         let kind = SinkKind::deserialize(toml::Value::Table(table)).map_err(|err| {
+            let alert_note = if is_alert {
+                format!(
+                    ", and alert sinks take {}",
+                    alert::ALERT_KEYS.map(|k| format!("`{k}`")).join(", ")
+                )
+            } else {
+                String::new()
+            };
             D::Error::custom(format!(
-                "{}; every sink also takes {}",
+                "{}; every sink also takes {}{alert_note}",
                 err.message().trim_end(),
                 DELIVERY_KEYS.map(|k| format!("`{k}`")).join(", ")
             ))
         })?;
+        let alert = if is_alert {
+            Some(
+                alert::AlertConfig::deserialize(toml::Value::Table(alert_keys))
+                    .map_err(|err| D::Error::custom(err.message().trim_end()))?,
+            )
+        } else {
+            None
+        };
         let (batch_max_events, flush_interval_ms) = kind.delivery_defaults();
         if !common.contains_key("batch_max_events") {
             common.insert(
@@ -253,7 +322,11 @@ impl<'de> Deserialize<'de> for SinkConfig {
         }
         let delivery = DeliveryConfig::deserialize(toml::Value::Table(common))
             .map_err(|err| D::Error::custom(err.message().trim_end()))?;
-        Ok(SinkConfig { kind, delivery })
+        Ok(SinkConfig {
+            kind,
+            delivery,
+            alert,
+        })
     }
 }
 
@@ -262,7 +335,10 @@ impl Serialize for SinkConfig {
         use serde::ser::Error as _;
         use serde::ser::SerializeMap as _;
         let mut kind = toml::Table::try_from(&self.kind).map_err(S::Error::custom)?;
-        let common = toml::Table::try_from(&self.delivery).map_err(S::Error::custom)?;
+        let mut common = toml::Table::try_from(&self.delivery).map_err(S::Error::custom)?;
+        if let Some(alert) = &self.alert {
+            common.extend(toml::Table::try_from(alert).map_err(S::Error::custom)?);
+        }
         // `type` first, then the type's keys, then the common ones.
         let type_name = kind.remove("type");
         let mut map = serializer.serialize_map(None)?;
@@ -282,7 +358,14 @@ pub async fn check_connection(kind: &SinkKind) -> Option<Result<String, String>>
     match kind {
         SinkKind::Influxdb(config) => Some(influxdb::check_connection(config).await),
         SinkKind::Loki(config) => Some(loki::check_connection(config).await),
-        SinkKind::File(_) | SinkKind::Stdout(_) | SinkKind::Null(_) => None,
+        SinkKind::Mqtt(config) => Some(alert::mqtt::check_connection(config).await),
+        SinkKind::Email(config) => Some(alert::email::check_connection(config).await),
+        SinkKind::File(_)
+        | SinkKind::Stdout(_)
+        | SinkKind::Null(_)
+        | SinkKind::Slack(_)
+        | SinkKind::Teams(_)
+        | SinkKind::Webhook(_) => None,
     }
 }
 
