@@ -45,3 +45,6 @@ mod loki;
 
 // The InfluxDB v2 write API against the stub: URL, token, line protocol, partial refusals.
 mod influxdb_v2;
+
+// Slack, Teams and webhook alerts: once, never lost, paced, rate-limited.
+mod slack;
