@@ -1,10 +1,31 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::harness::{repo_root, run_herald};
+use crate::harness::repo_root;
+
+/// The secrets the example configs read from the environment.
+const EXAMPLE_SECRETS: [(&str, &str); 5] = [
+    (
+        "SLACK_WEBHOOK_URL",
+        "https://hooks.slack.com/services/T000/B000/XXXX",
+    ),
+    (
+        "TEAMS_WEBHOOK_URL",
+        "https://prod.westeurope.logic.azure.com/workflows/x",
+    ),
+    ("HOOK_HMAC_SECRET", "s3cret"),
+    ("SMTP_PASSWORD", "p4ss"),
+    ("MQTT_PASSWORD", "p4ss"),
+];
 
 fn check(path: &Path) -> (bool, String, String) {
-    let output = run_herald(&["check", "--config", path.to_str().expect("utf-8 path")]);
+    let output = std::process::Command::new(crate::harness::herald_bin())
+        .args(["check", "--config", path.to_str().expect("utf-8 path")])
+        .envs(EXAMPLE_SECRETS)
+        .env_remove("HERALD_LOG")
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run herald check");
     (
         output.status.success(),
         String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -68,6 +89,32 @@ fn check_command_refuses_an_empty_allowlist_and_says_how_to_open_it() {
     assert!(!ok, "check accepted an empty allowlist:\n{stdout}");
     assert!(stderr.contains("ingest.allow"), "{stderr}");
     assert!(stderr.contains("0.0.0.0/0"), "{stderr}");
+}
+
+#[test]
+fn a_secret_from_an_unset_variable_is_named_and_a_set_one_is_redacted() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("slack.toml");
+    let sink = "\n[sinks.oncall]\ntype = \"slack\"\nwebhook_url = \"${HERALD_TEST_UNSET_HOOK}\"\n";
+    fs::write(&path, format!("{MINIMAL}{sink}")).unwrap();
+    let (ok, _, stderr) = check(&path);
+    assert!(!ok);
+    assert!(
+        stderr.contains("HERALD_TEST_UNSET_HOOK is not set"),
+        "{stderr}"
+    );
+    fs::write(
+        &path,
+        format!(
+            "{MINIMAL}{}",
+            sink.replace("HERALD_TEST_UNSET_HOOK", "SLACK_WEBHOOK_URL")
+        ),
+    )
+    .unwrap();
+    let (ok, stdout, stderr) = check(&path);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("webhook_url = \"<redacted>\""), "{stdout}");
+    assert!(!stdout.contains("XXXX") && !stderr.contains("XXXX"));
 }
 
 fn toml_files(dir: &Path, out: &mut Vec<PathBuf>) {
