@@ -237,10 +237,21 @@ impl Config {
     ///
     /// A [`ConfigError`] naming the file, the key and the fix.
     pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|err| ConfigError::Syntax {
+        let syntax = |err: toml::de::Error| ConfigError::Syntax {
             path: path.to_path_buf(),
             message: err.to_string().trim_end().to_string(),
+        };
+        let mut table: toml::Table = toml::from_str(text).map_err(syntax)?;
+        expand_strings(&mut table, "").map_err(|(key, problem)| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key,
+            problem,
         })?;
+        let config = match Config::deserialize(toml::Value::Table(table)) {
+            Ok(config) => config,
+            // Reading the text again gives the same error with its line and column.
+            Err(err) => return Err(syntax(toml::from_str::<Config>(text).err().unwrap_or(err))),
+        };
         config
             .validate()
             .map_err(|(key, problem)| ConfigError::Invalid {
@@ -424,6 +435,42 @@ impl Config {
     }
 }
 
+/// Replaces every string that is exactly `${VAR}` with the variable's value and
+/// every string starting with `file:` with that file's contents (trailing newline
+/// stripped), so any value can stay out of the config file. Secrets are still
+/// redacted wherever they are shown, because their fields have the secret type.
+fn expand_strings(table: &mut toml::Table, prefix: &str) -> Result<(), (String, String)> {
+    for (key, value) in table.iter_mut() {
+        let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+        expand_value(value, &path)?;
+    }
+    Ok(())
+}
+
+fn expand_value(value: &mut toml::Value, path: &str) -> Result<(), (String, String)> {
+    match value {
+        toml::Value::String(text) if is_reference(text) => {
+            *text = crate::secret::Secret::resolve(text)
+                .map_err(|problem| (path.to_string(), problem))?
+                .expose()
+                .to_string();
+        }
+        toml::Value::Table(inner) => expand_strings(inner, path)?,
+        toml::Value::Array(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                expand_value(item, &format!("{path}[{i}]"))?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Whether a config string refers to the environment or a file.
+fn is_reference(text: &str) -> bool {
+    (text.starts_with("${") && text.ends_with('}')) || text.starts_with("file:")
+}
+
 /// The fix for an empty or unusable allowlist.
 pub const EMPTY_ALLOWLIST: &str = "the allowlist is empty, so herald would accept no datagram. \
 List your Qlik Sense nodes, e.g. allow = [\"10.1.0.0/24\", \"sense-node1.corp.local\"]; \
@@ -503,6 +550,26 @@ path = "data/events.jsonl"
             .unwrap_err()
             .to_string();
         assert!(err.contains("log.level"), "{err}");
+    }
+
+    #[test]
+    fn any_string_may_come_from_the_environment_or_a_file() {
+        // SAFETY: only this test uses this variable.
+        unsafe { std::env::set_var("HERALD_TEST_LISTEN", "127.0.0.1:9999") };
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("path.txt");
+        std::fs::write(&file, "data/from-file.jsonl\n").unwrap();
+        let text = MINIMAL
+            .replace("\"0.0.0.0:9996\"", "\"${HERALD_TEST_LISTEN}\"")
+            .replace("\"data/events.jsonl\"", &format!("\"file:{}\"", file.display()));
+        let config = load(&text).unwrap();
+        assert_eq!(config.ingest.listen[0].to_string(), "127.0.0.1:9999");
+        let SinkKind::File(sink) = &config.sinks["events"].kind else {
+            panic!("file sink")
+        };
+        assert_eq!(sink.path.to_str(), Some("data/from-file.jsonl"));
+        let err = load(&MINIMAL.replace("\"127.0.0.0/8\"", "\"${HERALD_TEST_NOT_SET}\"")).unwrap_err();
+        assert!(err.to_string().contains("ingest.allow[0]: environment variable HERALD_TEST_NOT_SET is not set"), "{err}");
     }
 
     #[test]
