@@ -441,7 +441,11 @@ impl Config {
 /// redacted wherever they are shown, because their fields have the secret type.
 fn expand_strings(table: &mut toml::Table, prefix: &str) -> Result<(), (String, String)> {
     for (key, value) in table.iter_mut() {
-        let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+        let path = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
         expand_value(value, &path)?;
     }
     Ok(())
@@ -561,15 +565,23 @@ path = "data/events.jsonl"
         std::fs::write(&file, "data/from-file.jsonl\n").unwrap();
         let text = MINIMAL
             .replace("\"0.0.0.0:9996\"", "\"${HERALD_TEST_LISTEN}\"")
-            .replace("\"data/events.jsonl\"", &format!("\"file:{}\"", file.display()));
+            .replace(
+                "\"data/events.jsonl\"",
+                &format!("\"file:{}\"", file.display()),
+            );
         let config = load(&text).unwrap();
         assert_eq!(config.ingest.listen[0].to_string(), "127.0.0.1:9999");
         let SinkKind::File(sink) = &config.sinks["events"].kind else {
             panic!("file sink")
         };
         assert_eq!(sink.path.to_str(), Some("data/from-file.jsonl"));
-        let err = load(&MINIMAL.replace("\"127.0.0.0/8\"", "\"${HERALD_TEST_NOT_SET}\"")).unwrap_err();
-        assert!(err.to_string().contains("ingest.allow[0]: environment variable HERALD_TEST_NOT_SET is not set"), "{err}");
+        let err =
+            load(&MINIMAL.replace("\"127.0.0.0/8\"", "\"${HERALD_TEST_NOT_SET}\"")).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("ingest.allow[0]: environment variable HERALD_TEST_NOT_SET is not set"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -17,8 +17,6 @@ pub const REDACTED: &str = "<redacted>";
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret {
     value: String,
-    /// Where it came from, for messages (`${INFLUX_TOKEN}`, `file:/etc/...`, or literal).
-    origin: String,
 }
 
 impl Secret {
@@ -35,35 +33,23 @@ impl Secret {
             let value = std::env::var(name).map_err(|_| {
                 format!("environment variable {name} is not set (referenced as ${{{name}}})")
             })?;
-            return Ok(Secret {
-                value,
-                origin: text.to_string(),
-            });
+            return Ok(Secret { value });
         }
         if let Some(path) = text.strip_prefix("file:") {
             let value = std::fs::read_to_string(path)
                 .map_err(|err| format!("cannot read secret file {path}: {err}"))?;
             let value = value.strip_suffix('\n').unwrap_or(&value);
             let value = value.strip_suffix('\r').unwrap_or(value).to_string();
-            return Ok(Secret {
-                value,
-                origin: text.to_string(),
-            });
+            return Ok(Secret { value });
         }
         Ok(Secret {
             value: text.to_string(),
-            origin: "a literal in the config file".to_string(),
         })
     }
 
     /// The value, for use on the wire only. Never log it.
     pub fn expose(&self) -> &str {
         &self.value
-    }
-
-    /// Where the value came from (safe to show).
-    pub fn origin(&self) -> &str {
-        &self.origin
     }
 }
 
