@@ -34,7 +34,8 @@ pub struct HttpClientConfig {
     pub tls_ca_file: Option<PathBuf>,
 }
 
-fn default_timeout_ms() -> u64 {
+/// The request timeout every HTTP sink uses unless configured: 10 s.
+pub fn default_timeout_ms() -> u64 {
     10_000
 }
 
@@ -76,6 +77,36 @@ pub fn client(config: &HttpClientConfig) -> Result<reqwest::Client, String> {
     builder
         .build()
         .map_err(|err| format!("cannot start the HTTP client: {err}"))
+}
+
+/// Removes a secret URL from an error message (reqwest puts the URL in its errors).
+pub fn redact(mut err: SinkError, url: &crate::secret::Secret) -> SinkError {
+    err.message = err.message.replace(url.expose(), crate::secret::REDACTED);
+    err
+}
+
+/// POSTs a JSON body to a secret URL (a webhook) and checks the answer; the URL
+/// never appears in the error.
+///
+/// # Errors
+///
+/// As [`check`], and network errors as retryable.
+pub async fn post_json(
+    client: &reqwest::Client,
+    url: &crate::secret::Secret,
+    body: Vec<u8>,
+) -> Result<(), SinkError> {
+    let response = client
+        .post(url.expose())
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body)
+        .send()
+        .await
+        .map_err(|err| redact(network_error(&err), url))?;
+    check(response)
+        .await
+        .map(drop)
+        .map_err(|err| redact(err, url))
 }
 
 /// Gzips a request body.

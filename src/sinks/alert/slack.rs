@@ -23,15 +23,11 @@ pub struct SlackConfig {
     /// The incoming-webhook URL (a secret: use `${SLACK_WEBHOOK_URL}`).
     pub webhook_url: Secret,
     /// Whole-request timeout, in milliseconds.
-    #[serde(default = "default_timeout_ms")]
+    #[serde(default = "transport::default_timeout_ms")]
     pub timeout_ms: u64,
     /// Extra CA certificates (PEM) to trust. Verification is always on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_ca_file: Option<PathBuf>,
-}
-
-fn default_timeout_ms() -> u64 {
-    10_000
 }
 
 /// Slack's limits: header text 150 characters, section text 3000.
@@ -168,25 +164,8 @@ impl Notifier for Slack {
     async fn notify(&mut self, _event: &Event, rendered: &Rendered) -> Result<(), SinkError> {
         let body = serde_json::to_vec(&message(rendered))
             .map_err(|err| SinkError::permanent(err.to_string()))?;
-        let response = self
-            .client
-            .post(self.url.expose())
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body)
-            .send()
-            .await
-            .map_err(|err| redact(transport::network_error(&err), &self.url))?;
-        transport::check(response)
-            .await
-            .map(drop)
-            .map_err(|err| redact(err, &self.url))
+        transport::post_json(&self.client, &self.url, body).await
     }
-}
-
-/// Removes a secret URL from an error message (reqwest puts the URL in it).
-pub fn redact(mut err: SinkError, url: &Secret) -> SinkError {
-    err.message = err.message.replace(url.expose(), crate::secret::REDACTED);
-    err
 }
 
 #[cfg(test)]
@@ -235,7 +214,7 @@ mod tests {
     #[test]
     fn the_webhook_url_never_appears_in_errors() {
         let url = Secret::resolve("https://hooks.slack.com/services/T000/B000/XXXX").unwrap();
-        let err = redact(
+        let err = transport::redact(
             SinkError::retryable(
                 "error sending request for url (https://hooks.slack.com/services/T000/B000/XXXX)",
             ),

@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::slack::redact;
 use super::{Notifier, Rendered, cut};
 use crate::event::Event;
 use crate::secret::Secret;
@@ -21,15 +20,11 @@ pub struct TeamsConfig {
     /// The workflow's HTTP trigger URL (a secret: use `${TEAMS_WEBHOOK_URL}`).
     pub webhook_url: Secret,
     /// Whole-request timeout, in milliseconds.
-    #[serde(default = "default_timeout_ms")]
+    #[serde(default = "transport::default_timeout_ms")]
     pub timeout_ms: u64,
     /// Extra CA certificates (PEM) to trust. Verification is always on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_ca_file: Option<PathBuf>,
-}
-
-fn default_timeout_ms() -> u64 {
-    10_000
 }
 
 /// Longest text block sent (Teams cards stay readable and under size limits).
@@ -107,18 +102,7 @@ impl Notifier for Teams {
     async fn notify(&mut self, _event: &Event, rendered: &Rendered) -> Result<(), SinkError> {
         let body = serde_json::to_vec(&card(rendered))
             .map_err(|err| SinkError::permanent(err.to_string()))?;
-        let response = self
-            .client
-            .post(self.url.expose())
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body)
-            .send()
-            .await
-            .map_err(|err| redact(transport::network_error(&err), &self.url))?;
-        transport::check(response)
-            .await
-            .map(drop)
-            .map_err(|err| redact(err, &self.url))
+        transport::post_json(&self.client, &self.url, body).await
     }
 }
 

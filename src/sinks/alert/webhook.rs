@@ -12,7 +12,6 @@ use hmac::{Hmac, KeyInit, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use super::slack::redact;
 use super::{Notifier, Rendered};
 use crate::event::Event;
 use crate::secret::Secret;
@@ -35,15 +34,11 @@ pub struct WebhookConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hmac_secret: Option<Secret>,
     /// Whole-request timeout, in milliseconds.
-    #[serde(default = "default_timeout_ms")]
+    #[serde(default = "transport::default_timeout_ms")]
     pub timeout_ms: u64,
     /// Extra CA certificates (PEM) to trust. Verification is always on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_ca_file: Option<PathBuf>,
-}
-
-fn default_timeout_ms() -> u64 {
-    10_000
 }
 
 /// The HTTP method of a webhook.
@@ -126,11 +121,11 @@ impl Notifier for Webhook {
             .body(self.body.clone())
             .send()
             .await
-            .map_err(|err| redact(transport::network_error(&err), &self.config.url))?;
+            .map_err(|err| transport::redact(transport::network_error(&err), &self.config.url))?;
         transport::check(response)
             .await
             .map(drop)
-            .map_err(|err| redact(err, &self.config.url))
+            .map_err(|err| transport::redact(err, &self.config.url))
     }
 }
 

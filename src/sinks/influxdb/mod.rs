@@ -60,7 +60,7 @@ pub struct InfluxdbConfig {
     #[serde(default = "default_true")]
     pub gzip: bool,
     /// Whole-request timeout, in milliseconds.
-    #[serde(default = "default_timeout_ms")]
+    #[serde(default = "transport::default_timeout_ms")]
     pub timeout_ms: u64,
     /// Extra CA certificates (PEM) to trust for `https` URLs. Verification is always on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -69,10 +69,6 @@ pub struct InfluxdbConfig {
 
 fn default_true() -> bool {
     true
-}
-
-fn default_timeout_ms() -> u64 {
-    10_000
 }
 
 impl InfluxdbConfig {
