@@ -51,9 +51,15 @@ enum Command {
         /// Datagrams to send in total, cycling through the set (default: each once).
         #[arg(long)]
         count: Option<u64>,
-        /// Datagrams per second (default: as fast as possible).
+        /// Stop after this long, e.g. 30s or 2m (with --count: whichever comes first).
+        #[arg(long, value_parser = parse_duration)]
+        duration: Option<Duration>,
+        /// Datagrams per second (default, or 0: as fast as possible).
         #[arg(long)]
         rate: Option<f64>,
+        /// Print the result as one JSON object.
+        #[arg(long)]
+        json: bool,
         /// Source address to send from, e.g. 127.0.0.2.
         #[arg(long)]
         from: Option<IpAddr>,
@@ -92,9 +98,23 @@ fn main() -> ExitCode {
             kind,
             file,
             count,
+            duration,
             rate,
             from,
-        } => send_samples(to, &kind, file.as_deref(), count, rate, from),
+            json,
+        } => send_samples(
+            to,
+            &kind,
+            file.as_deref(),
+            send::SendOptions {
+                to,
+                from,
+                count,
+                duration,
+                rate,
+            },
+            json,
+        ),
         Command::Appenders {
             herald,
             out,
@@ -180,9 +200,8 @@ fn send_samples(
     to: SocketAddr,
     kind: &str,
     file: Option<&Path>,
-    count: Option<u64>,
-    rate: Option<f64>,
-    from: Option<IpAddr>,
+    options: send::SendOptions,
+    json: bool,
 ) -> anyhow::Result<()> {
     let datagrams = match file {
         Some(file) => {
@@ -190,34 +209,73 @@ fn send_samples(
         }
         None => send::samples(kind).map_err(anyhow::Error::msg)?,
     };
-    let options = send::SendOptions {
-        to,
-        from,
-        count,
-        rate,
+    let bar = match options.count {
+        Some(count) if options.duration.is_none() => indicatif::ProgressBar::new(count),
+        _ => indicatif::ProgressBar::new_spinner(),
     };
-    let report = send::send(&datagrams, &options).with_context(|| {
-        format!(
-            "cannot send from {}",
-            from.map_or("any address".into(), |ip| ip.to_string())
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} {pos}/{len} datagrams {per_sec} {elapsed}",
         )
-    })?;
-    let secs = report.elapsed.as_secs_f64();
-    println!(
-        "sent {} datagram(s) to {to} in {secs:.3} s ({:.0}/s){}",
-        report.sent,
-        if secs > 0.0 {
-            report.sent as f64 / secs
-        } else {
-            0.0
-        },
-        if report.failed > 0 {
-            format!("; {} could not be sent", report.failed)
-        } else {
-            String::new()
-        }
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
+    if json {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let report =
+        send::send(&datagrams, &options, |sent| bar.set_position(sent)).with_context(|| {
+            format!(
+                "cannot send from {}",
+                options
+                    .from
+                    .map_or("any address".into(), |ip| ip.to_string())
+            )
+        })?;
+    bar.finish_and_clear();
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "to": to.to_string(),
+                "sent": report.sent,
+                "failed": report.failed,
+                "elapsed_s": report.elapsed.as_secs_f64(),
+                "rate": report.rate(),
+            })
+        );
+    } else {
+        println!(
+            "sent {} datagram(s) to {to} in {:.3} s ({:.0}/s){}",
+            report.sent,
+            report.elapsed.as_secs_f64(),
+            report.rate(),
+            if report.failed > 0 {
+                format!("; {} could not be sent", report.failed)
+            } else {
+                String::new()
+            }
+        );
+    }
     Ok(())
+}
+
+/// Reads `30s`, `2m`, `1h`, `500ms` or plain seconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map_or((text, "s"), |at| text.split_at(at));
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 30s or 2m"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(format!("{text:?}: use ms, s, m or h")),
+    };
+    Ok(Duration::from_secs_f64(seconds))
 }
 
 fn write_appenders(target: &appenders::Target, out: &Path) -> anyhow::Result<()> {
