@@ -409,6 +409,16 @@ impl Config {
                         return invalid(&key(field), problem);
                     }
                 }
+                SinkKind::Mqtt(mqtt) => {
+                    if let Err((field, problem)) = mqtt.validate() {
+                        return invalid(&key(field), problem);
+                    }
+                }
+                SinkKind::Email(email) => {
+                    if let Err((field, problem)) = email.validate() {
+                        return invalid(&key(field), problem);
+                    }
+                }
                 SinkKind::Webhook(webhook) => {
                     if let Err(problem) = crate::sinks::alert::webhook::Webhook::new(webhook) {
                         return invalid(&key("headers"), problem);

@@ -95,6 +95,18 @@ pub fn describe() {
         "Sense events by type, source, level and host (hosts beyond metrics.max_hosts count as \"other\")."
     );
     describe_counter!(TASK_EVENTS, "Sense task events by outcome and host.");
+    describe_counter!(
+        crate::sinks::alert::ALERTS_SUPPRESSED,
+        "Alerts not sent on purpose, by sink and reason (duplicate, rate_limited)."
+    );
+    describe_counter!(
+        crate::sinks::alert::ALERT_TEMPLATE_ERRORS,
+        "Alert templates that failed to render; a plain message was sent instead."
+    );
+    describe_counter!(
+        crate::sinks::alert::email::EMAIL_RECIPIENTS_SUPPRESSED,
+        "Emails not sent to a recipient because of per_recipient_rate_limit_s."
+    );
     describe_counter!(SINK_DELIVERED, "Events delivered, per sink.");
     describe_counter!(
         SINK_FAILED,

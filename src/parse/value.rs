@@ -165,9 +165,10 @@ pub fn is_absent(bytes: &[u8]) -> bool {
 pub fn push_clean(buf: &mut String, bytes: &[u8], cap: usize) -> bool {
     let start = buf.len();
     // Printable ASCII (the common case) needs no per-character work.
-    let printable_ascii = bytes
-        .iter()
-        .all(|&b| b.wrapping_sub(0x20) < 0x5f || b == b'\t');
+    // A non-short-circuiting fold, so the compiler can vectorise the scan.
+    let printable_ascii = !bytes.iter().fold(false, |bad, &b| {
+        bad | (b.wrapping_sub(0x20) >= 0x5f && b != b'\t')
+    });
     match std::str::from_utf8(bytes) {
         Ok(text) if printable_ascii || !text.chars().any(is_removed) => buf.push_str(text),
         _ => {
@@ -198,7 +199,10 @@ fn is_removed(c: char) -> bool {
 /// replaced lossily; callers pass values already checked to be ASCII.
 pub fn push_lowercase(buf: &mut String, bytes: &[u8]) {
     let start = buf.len();
-    buf.push_str(&String::from_utf8_lossy(bytes));
+    match std::str::from_utf8(bytes) {
+        Ok(text) => buf.push_str(text),
+        Err(_) => buf.push_str(&String::from_utf8_lossy(bytes)),
+    }
     buf[start..].make_ascii_lowercase();
 }
 

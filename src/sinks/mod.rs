@@ -278,9 +278,21 @@ impl<'de> Deserialize<'de> for SinkConfig {
                     alert_keys.insert(key.to_string(), value);
                 }
             }
-            // An alert that cannot be delivered should reach the dead-letter
-            // file within minutes, not wait for the destination forever.
-            if !common.contains_key("max_retries") {
+            let type_name = table
+                .get("type")
+                .and_then(toml::Value::as_str)
+                .unwrap_or("");
+            if type_name == "mqtt" {
+                // MQTT mostly carries event streams (as Butler SOS's did): no
+                // suppression unless asked for, and retried until the broker is back.
+                for key in ["rate_limit_window_s", "dedupe_window_s"] {
+                    if !alert_keys.contains_key(key) {
+                        alert_keys.insert(key.into(), toml::Value::Integer(0));
+                    }
+                }
+            } else if !common.contains_key("max_retries") {
+                // An alert that cannot be delivered should reach the dead-letter
+                // file within minutes, not wait for the destination forever.
                 common.insert("max_retries".into(), toml::Value::Integer(5));
             }
         }

@@ -48,3 +48,9 @@ mod influxdb_v2;
 
 // Slack, Teams and webhook alerts: once, never lost, paced, rate-limited.
 mod slack;
+
+// Email alerts against a real SMTP server (aiosmtpd): content, TLS, AUTH, per-recipient limits.
+mod email;
+
+// MQTT against a real mosquitto: Butler and Butler SOS topics, TLS, passwords, client certificates, outages.
+mod mqtt;
