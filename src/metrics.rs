@@ -9,7 +9,10 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use metrics::{Counter, Gauge, counter, describe_counter, describe_gauge, gauge};
+use metrics::{
+    Counter, Gauge, Histogram, counter, describe_counter, describe_gauge, describe_histogram,
+    gauge, histogram,
+};
 
 use crate::event::{Event, EventType, Level, Source, TaskOutcome};
 use crate::parse::ParseError;
@@ -35,6 +38,8 @@ pub const PARSE_ERRORS: &str = "herald_parse_errors_total";
 pub const EVENTS: &str = "herald_events_total";
 /// Task events by outcome and host.
 pub const TASK_EVENTS: &str = "herald_task_events_total";
+/// Seconds from reading a datagram to its event being delivered, per sink.
+pub const EVENT_LATENCY: &str = "herald_event_latency_seconds";
 /// Events or datagrams dropped inside herald, by stage and reason.
 pub const PIPELINE_DROPPED: &str = "herald_pipeline_dropped_total";
 /// Events that matched no sink.
@@ -95,6 +100,11 @@ pub fn describe() {
         "Sense events by type, source, level and host (hosts beyond metrics.max_hosts count as \"other\")."
     );
     describe_counter!(TASK_EVENTS, "Sense task events by outcome and host.");
+    describe_histogram!(
+        EVENT_LATENCY,
+        metrics::Unit::Seconds,
+        "Time from reading a datagram to delivering its event, per sink (quantiles)."
+    );
     describe_counter!(
         crate::sinks::alert::ALERTS_SUPPRESSED,
         "Alerts not sent on purpose, by sink and reason (duplicate, rate_limited)."
@@ -211,6 +221,8 @@ pub struct SinkMetrics {
     pub queue_depth: Gauge,
     /// Queue capacity.
     pub queue_capacity: Gauge,
+    /// Receive-to-delivery latency.
+    pub latency: Histogram,
 }
 
 impl SinkMetrics {
@@ -228,7 +240,8 @@ impl SinkMetrics {
                 "sink" => sink.clone()
             ),
             queue_depth: gauge!(SINK_QUEUE_DEPTH, "sink" => sink.clone()),
-            queue_capacity: gauge!(SINK_QUEUE_CAPACITY, "sink" => sink),
+            queue_capacity: gauge!(SINK_QUEUE_CAPACITY, "sink" => sink.clone()),
+            latency: histogram!(EVENT_LATENCY, "sink" => sink),
         }
     }
 }

@@ -174,6 +174,11 @@ async fn deliver<S: Sink>(
         match sink.deliver(batch).await {
             Ok(()) => {
                 metrics.delivered.increment(batch.len() as u64);
+                let now = jiff::Timestamp::now().as_nanosecond();
+                for event in batch {
+                    let nanos = now - event.received_at.as_nanosecond();
+                    metrics.latency.record(nanos.max(0) as f64 / 1e9);
+                }
                 if attempt > 0 {
                     info!(sink = %status.name, attempts = attempt + 1, "delivery recovered");
                 }

@@ -3,7 +3,7 @@ use serde_json::Value;
 use crate::harness::{ConfigBuilder, Herald, fixture, metric_names, sample_datagrams, send};
 
 /// Every name declared in src/metrics.rs.
-const METRICS: [&str; 19] = [
+const METRICS: [&str; 20] = [
     "herald_ingest_datagrams_total",
     "herald_ingest_rejected_total",
     "herald_ingest_kernel_drops_total",
@@ -16,6 +16,7 @@ const METRICS: [&str; 19] = [
     "herald_route_unrouted_total",
     "herald_events_total",
     "herald_task_events_total",
+    "herald_event_latency_seconds",
     "herald_sink_events_delivered_total",
     "herald_sink_events_failed_total",
     "herald_sink_retries_total",
