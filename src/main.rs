@@ -314,6 +314,16 @@ fn run(path: &Path) -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     let result = runtime.block_on(async {
         let running = pipeline::start(&config)?;
+        // Histogram samples wait in buckets until drained; without a scrape they
+        // would pile up, so drain them on a timer (the exporter's "upkeep").
+        let upkeep = metrics.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                upkeep.run_upkeep();
+            }
+        });
         if config.http.enabled {
             let listener = tokio::net::TcpListener::bind(config.http.listen)
                 .await

@@ -43,15 +43,18 @@ pub fn bind(addr: SocketAddr, receive_buffer_bytes: usize) -> io::Result<Bound> 
         socket.set_only_v6(false)?;
     }
     // Best effort: a smaller buffer still works, and the granted size is reported.
-    let _ = socket.set_recv_buffer_size(receive_buffer_bytes);
+    // SO_RCVBUFFORCE (root or CAP_NET_ADMIN) is not capped by net.core.rmem_max;
+    // either way the kernel doubles the value for its own bookkeeping.
     #[cfg(target_os = "linux")]
     {
-        if socket.recv_buffer_size().unwrap_or(0) < receive_buffer_bytes {
-            let _ = linux::force_receive_buffer(&socket, receive_buffer_bytes);
+        if linux::force_receive_buffer(&socket, receive_buffer_bytes).is_err() {
+            let _ = socket.set_recv_buffer_size(receive_buffer_bytes);
         }
         // Without it we cannot see kernel drops, but we can still receive.
         let _ = linux::enable_drop_count(&socket);
     }
+    #[cfg(not(target_os = "linux"))]
+    let _ = socket.set_recv_buffer_size(receive_buffer_bytes);
     socket.bind(&addr.into())?;
     socket.set_read_timeout(Some(POLL_INTERVAL))?;
     let receive_buffer_bytes = socket.recv_buffer_size()?;
@@ -62,6 +65,15 @@ pub fn bind(addr: SocketAddr, receive_buffer_bytes: usize) -> io::Result<Bound> 
         local_addr,
         receive_buffer_bytes,
     })
+}
+
+/// How long [`Receiver::recv_batch`] waits for the first datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// Up to [`POLL_INTERVAL`] (so the thread still notices shutdown).
+    Block,
+    /// Up to this long (a short linger for more datagrams).
+    Upto(Duration),
 }
 
 /// One received datagram, borrowed from the receiver's buffers.
@@ -113,21 +125,35 @@ impl Receiver {
         }
     }
 
-    /// Waits up to [`POLL_INTERVAL`] for datagrams and calls `each` for every one
-    /// read. Returns the kernel's cumulative drop count when it reported one.
+    /// Waits as `wait` says for datagrams and calls `each` for every one read.
+    /// Returns the kernel's cumulative drop count when it reported one.
     ///
     /// # Errors
     ///
     /// Socket errors other than a timeout or an interrupted call.
-    pub fn recv_batch(&mut self, mut each: impl FnMut(Datagram<'_>)) -> io::Result<Option<u32>> {
+    pub fn recv_batch(
+        &mut self,
+        wait: Wait,
+        mut each: impl FnMut(Datagram<'_>),
+    ) -> io::Result<Option<u32>> {
         #[cfg(target_os = "linux")]
         {
-            self.batch
-                .recv(&self.socket, self.max_datagram_bytes, &mut each)
+            if let Wait::Upto(limit) = wait
+                && !linux::readable_within(&self.socket, limit)?
+            {
+                return Ok(None);
+            }
+            self.batch.recv(
+                &self.socket,
+                self.max_datagram_bytes,
+                wait != Wait::Block,
+                &mut each,
+            )
         }
         #[cfg(not(target_os = "linux"))]
         {
-            self.portable.recv_batch(&mut each)
+            // Without a cheap readiness wait, a linger is a non-blocking drain.
+            self.portable.recv_batch(wait != Wait::Block, &mut each)
         }
     }
 }
@@ -154,8 +180,15 @@ impl PortableReceiver {
         }
     }
 
-    fn recv_batch(&mut self, each: &mut impl FnMut(Datagram<'_>)) -> io::Result<Option<u32>> {
+    fn recv_batch(
+        &mut self,
+        nonblocking: bool,
+        each: &mut impl FnMut(Datagram<'_>),
+    ) -> io::Result<Option<u32>> {
         let mut result = Ok(None);
+        if nonblocking {
+            self.socket.set_nonblocking(true)?;
+        }
         for i in 0..self.batch_size {
             match self.socket.recv_from(&mut self.buffer) {
                 Ok((len, peer)) => each(Datagram {
@@ -238,6 +271,34 @@ mod linux {
         set_int_option(socket.as_raw_fd(), libc::SO_RXQ_OVFL, 1)
     }
 
+    /// Whether the socket becomes readable within `limit` (`ppoll`, so the wait
+    /// can be shorter than a millisecond).
+    pub fn readable_within(socket: &UdpSocket, limit: std::time::Duration) -> io::Result<bool> {
+        let mut poll = libc::pollfd {
+            fd: socket.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let timeout = libc::timespec {
+            tv_sec: limit.as_secs() as libc::time_t,
+            tv_nsec: limit.subsec_nanos() as libc::c_long,
+        };
+        // SAFETY: one valid pollfd and a valid timespec, no signal mask.
+        let ready = unsafe { libc::ppoll(&raw mut poll, 1, &raw const timeout, std::ptr::null()) };
+        match ready {
+            n if n > 0 => Ok(true),
+            0 => Ok(false),
+            _ => {
+                let err = io::Error::last_os_error();
+                if err.kind() == io::ErrorKind::Interrupted {
+                    Ok(false)
+                } else {
+                    Err(err)
+                }
+            }
+        }
+    }
+
     /// Room for one `u32` control message, aligned for `cmsghdr`.
     #[derive(Clone, Copy)]
     #[repr(C, align(8))]
@@ -277,6 +338,7 @@ mod linux {
             &mut self,
             socket: &UdpSocket,
             max_datagram_bytes: usize,
+            nonblocking: bool,
             each: &mut impl FnMut(Datagram<'_>),
         ) -> io::Result<Option<u32>> {
             let batch_size = self.headers.len();
@@ -305,7 +367,11 @@ mod linux {
                     socket.as_raw_fd(),
                     self.headers.as_mut_ptr(),
                     batch_size as libc::c_uint,
-                    libc::MSG_WAITFORONE,
+                    if nonblocking {
+                        libc::MSG_DONTWAIT
+                    } else {
+                        libc::MSG_WAITFORONE
+                    },
                     std::ptr::null_mut(),
                 )
             };
@@ -415,7 +481,7 @@ mod tests {
         let mut got = Vec::new();
         while got.len() < 5 {
             receiver
-                .recv_batch(|d| {
+                .recv_batch(Wait::Block, |d| {
                     got.push((
                         String::from_utf8_lossy(d.payload).into_owned(),
                         d.peer,
@@ -440,7 +506,9 @@ mod tests {
         sender.send_to(b"0123456789AB", addr).unwrap();
         let mut got = Vec::new();
         while got.len() < 2 {
-            receiver.recv_batch(|d| got.push(d.oversized)).unwrap();
+            receiver
+                .recv_batch(Wait::Block, |d| got.push(d.oversized))
+                .unwrap();
         }
         assert_eq!(got, [false, true]);
     }
@@ -455,13 +523,13 @@ mod tests {
         let mut got = Vec::new();
         while got.len() < 2 {
             receiver
-                .recv_batch(&mut |d| got.push((d.payload.len(), d.oversized)))
+                .recv_batch(false, &mut |d| got.push((d.payload.len(), d.oversized)))
                 .unwrap();
         }
         assert_eq!(got, [(5, false), (11, true)]);
         // Back to blocking (with the poll timeout) after draining.
         receiver
-            .recv_batch(&mut |_| panic!("nothing was sent"))
+            .recv_batch(false, &mut |_| panic!("nothing was sent"))
             .unwrap();
     }
 
@@ -469,7 +537,7 @@ mod tests {
     fn returns_empty_handed_after_the_poll_interval() {
         let (mut receiver, _) = receiver(100);
         let mut calls = 0;
-        receiver.recv_batch(|_| calls += 1).unwrap();
+        receiver.recv_batch(Wait::Block, |_| calls += 1).unwrap();
         assert_eq!(calls, 0);
     }
 
@@ -488,7 +556,11 @@ mod tests {
         for _ in 0..10 {
             // Datagrams queued after the overflow carry the drop count.
             sender.send_to(b"probe", bound.local_addr).unwrap();
-            if let Some(count) = receiver.recv_batch(|_| {}).unwrap().filter(|&c| c > 0) {
+            if let Some(count) = receiver
+                .recv_batch(Wait::Block, |_| {})
+                .unwrap()
+                .filter(|&c| c > 0)
+            {
                 drops = Some(count);
             }
         }
