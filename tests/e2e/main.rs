@@ -54,3 +54,6 @@ mod email;
 
 // MQTT against a real mosquitto: Butler and Butler SOS topics, TLS, passwords, client certificates, outages.
 mod mqtt;
+
+// A 100k-datagram burst: handled, and every datagram accounted for.
+mod throughput;
