@@ -45,6 +45,24 @@ samples! {
     "engine-reload-failed" => "engine_reload_failed.txt",
 }
 
+/// The event a built-in sample parses to (sender `10.0.0.5:61000`, received at
+/// the Unix epoch), for tests across the crate.
+#[cfg(test)]
+pub(crate) fn sample_event(kind: &str) -> crate::event::Event {
+    let sample = SAMPLES
+        .iter()
+        .find(|s| s.kind == kind)
+        .unwrap_or_else(|| panic!("no sample {kind}"));
+    crate::parse::Parser::new(&crate::parse::ParseConfig::default())
+        .expect("default config")
+        .parse(
+            sample.datagram,
+            "10.0.0.5:61000".parse().expect("address"),
+            jiff::Timestamp::UNIX_EPOCH,
+        )
+        .expect("samples parse")
+}
+
 /// The samples for `--kind`: one kind, or `all`.
 ///
 /// # Errors

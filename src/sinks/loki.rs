@@ -679,23 +679,13 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
-    use crate::parse::{ParseConfig, Parser};
-    use crate::send::SAMPLES;
 
     fn config(text: &str) -> LokiConfig {
         toml::from_str(text).unwrap()
     }
 
     fn event(kind: &str, sequence: u64) -> Arc<Event> {
-        let sample = SAMPLES.iter().find(|s| s.kind == kind).unwrap();
-        let mut event = Parser::new(&ParseConfig::default())
-            .unwrap()
-            .parse(
-                sample.datagram,
-                "10.0.0.5:61000".parse().unwrap(),
-                jiff::Timestamp::UNIX_EPOCH,
-            )
-            .unwrap();
+        let mut event = crate::send::sample_event(kind);
         event.sequence = sequence;
         Arc::new(event)
     }

@@ -522,19 +522,9 @@ impl<N: Notifier> Sink for AlertSink<N> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::parse::{ParseConfig, Parser};
-    use crate::send::SAMPLES;
 
     fn event(kind: &str) -> Event {
-        let sample = SAMPLES.iter().find(|s| s.kind == kind).unwrap();
-        Parser::new(&ParseConfig::default())
-            .unwrap()
-            .parse(
-                sample.datagram,
-                "10.0.0.5:1".parse().unwrap(),
-                jiff::Timestamp::UNIX_EPOCH,
-            )
-            .unwrap()
+        crate::send::sample_event(kind)
     }
 
     #[test]

@@ -335,15 +335,7 @@ mod tests {
     use crate::send::SAMPLES;
 
     fn event(kind: &str) -> Event {
-        let sample = SAMPLES.iter().find(|s| s.kind == kind).unwrap();
-        let mut event = Parser::new(&ParseConfig::default())
-            .unwrap()
-            .parse(
-                sample.datagram,
-                "10.0.0.5:61000".parse().unwrap(),
-                jiff::Timestamp::UNIX_EPOCH,
-            )
-            .unwrap();
+        let mut event = crate::send::sample_event(kind);
         event.sequence = 7;
         event
     }
