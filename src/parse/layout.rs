@@ -14,6 +14,9 @@ use super::value;
 /// Most slots any layout has (qix-perf: 26).
 pub const MAX_SLOTS: usize = 26;
 
+/// Bytes in a GUID.
+const GUID_LEN: usize = 36;
+
 /// Candidate assignments tried before giving up on shape checks.
 const MAX_CANDIDATES: usize = 600;
 
@@ -35,7 +38,7 @@ pub enum Slot {
 }
 
 impl Slot {
-    fn minimum_width(self) -> usize {
+    const fn minimum_width(self) -> usize {
         match self {
             Slot::MessageException => 2,
             _ => 1,
@@ -56,6 +59,38 @@ pub struct Layout {
     pub slots: &'static [Slot],
     /// Indexes into `slots` of the free-text slots, most likely to hold extra `;` first.
     pub free_priority: &'static [usize],
+    /// Each slot's width when no free text holds a `;` (computed from `slots`).
+    base_widths: [usize; MAX_SLOTS],
+    /// Whether any slot is [`Slot::Required`] (computed from `slots`).
+    has_required: bool,
+}
+
+impl Layout {
+    const fn new(
+        event_type: EventType,
+        source: Source,
+        outcome: Option<TaskOutcome>,
+        slots: &'static [Slot],
+        free_priority: &'static [usize],
+    ) -> Layout {
+        let mut base_widths = [0; MAX_SLOTS];
+        let mut has_required = false;
+        let mut i = 0;
+        while i < slots.len() {
+            base_widths[i] = slots[i].minimum_width();
+            has_required |= matches!(slots[i], Slot::Required(_));
+            i += 1;
+        }
+        Layout {
+            event_type,
+            source,
+            outcome,
+            slots,
+            free_priority,
+            base_widths,
+            has_required,
+        }
+    }
 }
 
 use Field as F;
@@ -181,62 +216,46 @@ static ENGINE_RELOAD_FAILED: [Slot; 9] = [
 ];
 
 const fn log(source: Source, slots: &'static [Slot], free: &'static [usize]) -> Layout {
-    Layout {
-        event_type: EventType::Log,
-        source,
-        outcome: None,
-        slots,
-        free_priority: free,
-    }
+    Layout::new(EventType::Log, source, None, slots, free)
 }
 
 const fn task(outcome: TaskOutcome) -> Layout {
-    Layout {
-        event_type: EventType::Task,
-        source: Source::Scheduler,
-        outcome: Some(outcome),
-        slots: &TASK,
-        // The message is last and most often holds a `;`; then the task name.
-        free_priority: &[10, 2, 3],
-    }
+    // The message is last and most often holds a `;`; then the task name.
+    Layout::new(
+        EventType::Task,
+        Source::Scheduler,
+        Some(outcome),
+        &TASK,
+        &[10, 2, 3],
+    )
 }
 
 static LAYOUT_ENGINE: Layout = log(Source::Engine, &ENGINE, &[8]);
 static LAYOUT_PROXY: Layout = log(Source::Proxy, &PROXY, &[8]);
 static LAYOUT_REPOSITORY: Layout = log(Source::Repository, &PROXY, &[8]);
 static LAYOUT_SCHEDULER: Layout = log(Source::Scheduler, &SCHEDULER, &[8, 12, 13]);
-static LAYOUT_QIX_PERF: Layout = Layout {
-    event_type: EventType::QixPerf,
-    source: Source::Engine,
-    outcome: None,
-    slots: &QIX_PERF,
-    free_priority: &[],
-};
-static LAYOUT_SESSION: Layout = Layout {
-    event_type: EventType::Session,
-    source: Source::Proxy,
-    outcome: None,
-    slots: &USER_EVENT,
-    free_priority: &[7],
-};
-static LAYOUT_CONNECTION: Layout = Layout {
-    event_type: EventType::Connection,
-    source: Source::Proxy,
-    outcome: None,
-    slots: &USER_EVENT,
-    free_priority: &[7],
-};
+static LAYOUT_QIX_PERF: Layout =
+    Layout::new(EventType::QixPerf, Source::Engine, None, &QIX_PERF, &[]);
+static LAYOUT_SESSION: Layout =
+    Layout::new(EventType::Session, Source::Proxy, None, &USER_EVENT, &[7]);
+static LAYOUT_CONNECTION: Layout = Layout::new(
+    EventType::Connection,
+    Source::Proxy,
+    None,
+    &USER_EVENT,
+    &[7],
+);
 static LAYOUT_TASK_FAILED: Layout = task(TaskOutcome::Failed);
 static LAYOUT_TASK_ABORTED: Layout = task(TaskOutcome::Aborted);
 static LAYOUT_TASK_SUCCESS: Layout = task(TaskOutcome::Success);
 static LAYOUT_TASK_DISTRIBUTE: Layout = task(TaskOutcome::Distribute);
-static LAYOUT_ENGINE_RELOAD_FAILED: Layout = Layout {
-    event_type: EventType::EngineReloadFailed,
-    source: Source::Engine,
-    outcome: None,
-    slots: &ENGINE_RELOAD_FAILED,
-    free_priority: &[8],
-};
+static LAYOUT_ENGINE_RELOAD_FAILED: Layout = Layout::new(
+    EventType::EngineReloadFailed,
+    Source::Engine,
+    None,
+    &ENGINE_RELOAD_FAILED,
+    &[8],
+);
 
 /// Every tag herald accepts (matched case-insensitively) and its layout.
 pub static TAGS: [(&str, &Layout); 17] = [
@@ -270,16 +289,33 @@ impl Layout {
 
     /// Pieces the layout has when no free-text field contains `;`.
     pub fn minimum_pieces(&self) -> usize {
-        self.slots.iter().map(|slot| slot.minimum_width()).sum()
+        self.base_widths.iter().sum()
     }
 
     /// Each slot's width when there are no extra pieces.
     pub fn base_widths(&self) -> [usize; MAX_SLOTS] {
-        let mut widths = [0; MAX_SLOTS];
-        for (width, slot) in widths.iter_mut().zip(self.slots) {
-            *width = slot.minimum_width();
+        self.base_widths
+    }
+
+    /// Most bytes that derived fields may add to an event's text beyond the
+    /// datagram's own, under `widths`: `user_full` built from the directory and
+    /// id pieces (plus the `\`), qix-perf `activity`, and a user event's `app_id`
+    /// copied (lower-cased) out of its Context.
+    pub fn derived_bytes(&self, widths: &[usize; MAX_SLOTS], pieces: &[(usize, usize)]) -> usize {
+        let mut bytes = match self.event_type {
+            EventType::QixPerf => "system".len(),
+            EventType::Session | EventType::Connection => GUID_LEN,
+            _ => 0,
+        };
+        let mut piece = 0;
+        for (slot, &width) in self.slots.iter().zip(widths) {
+            if let Slot::Fixed(F::UserDirectory | F::UserId) = slot {
+                let (start, end) = pieces[piece];
+                bytes += end - start + 1;
+            }
+            piece += width;
         }
-        widths
+        bytes
     }
 
     /// Calls `try_widths` with each way of giving `extra` pieces to the free slots,
@@ -392,6 +428,9 @@ impl Layout {
         pieces: &[(usize, usize)],
         datagram: &[u8],
     ) -> Result<(), ParseError> {
+        if !self.has_required {
+            return Ok(());
+        }
         let mut piece = 0;
         for (slot, &width) in self.slots.iter().zip(widths) {
             let (start, end) = pieces[piece];
@@ -444,13 +483,21 @@ fn fixed_shape_fits(field: Field, bytes: &[u8]) -> bool {
     }
 }
 
+/// Where `needle` (not empty) first occurs in `haystack`.
+///
+/// For the short texts searched here, finding the needle's first byte with
+/// `memchr` and comparing the rest beats building a substring searcher per call.
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    memchr::memchr_iter(needle[0], haystack).find(|&at| haystack[at..].starts_with(needle))
+}
+
 /// `app_id` from a Context such as `/app/<guid>?reloaduri=...`.
 fn derive_app_id(event: &mut EventBuilder) {
     let Some((start, end)) = event.range(F::Context) else {
         return;
     };
     let context = &event.buffer()[start..end];
-    let Some(at) = memchr::memmem::find(context.as_bytes(), b"/app/") else {
+    let Some(at) = find(context.as_bytes(), b"/app/") else {
         return;
     };
     let guid_start = at + "/app/".len();
@@ -478,7 +525,7 @@ fn derive_user_agent(event: &mut EventBuilder) {
     let Some(message) = event.get(F::Message) else {
         return;
     };
-    let Some(at) = message.find("UserAgent:") else {
+    let Some(at) = find(message.as_bytes(), b"UserAgent:") else {
         return;
     };
     let after = &message[at + "UserAgent:".len()..];
@@ -545,6 +592,8 @@ mod tests {
         assert!(Layout::for_tag(b"/QSEOW-ENGINE/").is_some());
         assert!(Layout::for_tag(b"/Scheduler-Task-Success//").is_some());
         assert!(Layout::for_tag(b"/qseow-printing/").is_none());
+        assert!(Layout::for_tag(b"/qseow-engine").is_none());
+        assert!(Layout::for_tag(b"").is_none());
     }
 
     #[test]

@@ -9,7 +9,14 @@
 //!
 //! The parser is pure: no I/O, no logging, no metrics. It allocates one text
 //! buffer per event and nothing else (the split positions live in a scratch
-//! vector reused across datagrams). Rejecting junk allocates nothing.
+//! vector reused across datagrams); rejecting junk allocates nothing.
+//! `tests/alloc.rs` counts this.
+//!
+//! It is also the hot path, so it reads each datagram in few passes: one to
+//! find the `;`, one to check that the text is clean (valid UTF-8 without
+//! control characters, the norm), then the checks on each fixed field. Clean
+//! text is copied into the event's buffer whole, once, and every field points
+//! into that copy; only text that needs cleaning is cleaned field by field.
 
 pub mod layout;
 pub mod value;
@@ -209,25 +216,32 @@ impl Parser {
         if datagram.is_empty() {
             return Err(ParseError::Empty);
         }
-        let tag_end = memchr::memchr(b';', datagram).unwrap_or(datagram.len());
+        self.split(datagram);
+        let (_, tag_end) = self.pieces[0];
         let layout = Layout::for_tag(&datagram[..tag_end]).ok_or(ParseError::UnknownTag)?;
-
-        self.pieces.clear();
-        let mut start = 0;
-        for end in memchr::memchr_iter(b';', datagram) {
-            self.pieces.push((start, end));
-            start = end + 1;
-        }
-        self.pieces.push((start, datagram.len()));
-
         let widths = self.assign(layout, datagram)?;
+
+        // The event's one allocation: room for the datagram's text plus whatever
+        // derived fields append, so the buffer never grows (unless cleaning
+        // invalid UTF-8 makes the text longer).
+        let capacity = datagram.len() + layout.derived_bytes(&widths, &self.pieces);
         let mut event = EventBuilder::new(
             layout.event_type,
             layout.source,
             sender,
             received_at,
-            datagram.len() + 16,
+            capacity,
         );
+        // Clean text (the norm) is copied whole, once; fields then point into it.
+        let clean = value::clean_text(datagram);
+        if let Some(text) = clean {
+            event.buffer().push_str(text);
+        }
+        let input = Input {
+            bytes: datagram,
+            mirrored: clean.is_some(),
+        };
+
         let mut piece = 0;
         for (slot, &width) in layout.slots.iter().zip(widths.iter()) {
             let (first, last) = (piece, piece + width - 1);
@@ -235,22 +249,16 @@ impl Parser {
             match *slot {
                 Slot::MessageException => {
                     let split = exception_start(datagram, &self.pieces[first..=last]);
-                    self.text(
-                        &mut event,
-                        Field::Message,
-                        datagram,
-                        first,
-                        first + split - 1,
-                    );
+                    self.text(&mut event, Field::Message, &input, first, first + split - 1);
                     self.text(
                         &mut event,
                         Field::ExceptionMessage,
-                        datagram,
+                        &input,
                         first + split,
                         last,
                     );
                 }
-                _ => self.slot(&mut event, *slot, datagram, first, last)?,
+                _ => self.slot(&mut event, *slot, &input, first, last),
             }
         }
         if let Some(outcome) = layout.outcome {
@@ -260,6 +268,33 @@ impl Parser {
         layout.derive(&mut event);
         self.stamp(&mut event);
         Ok(event.build())
+    }
+
+    /// Splits `datagram` at every `;` into `self.pieces` (start and end of each
+    /// piece, separators excluded).
+    fn split(&mut self, datagram: &[u8]) {
+        self.pieces.clear();
+        let mut start = 0;
+        // Eight bytes at a time: a word without a `;` costs a few instructions,
+        // and the separators in a word are visited by their bits.
+        let (words, tail) = datagram.as_chunks::<8>();
+        for (i, word) in words.iter().enumerate() {
+            let mut found = value::bytes_equal(u64::from_le_bytes(*word), b';');
+            while found != 0 {
+                let end = i * 8 + (found.trailing_zeros() / 8) as usize;
+                self.pieces.push((start, end));
+                start = end + 1;
+                found &= found - 1;
+            }
+        }
+        let tail_start = words.len() * 8;
+        for (i, &b) in tail.iter().enumerate() {
+            if b == b';' {
+                self.pieces.push((start, tail_start + i));
+                start = tail_start + i + 1;
+            }
+        }
+        self.pieces.push((start, datagram.len()));
     }
 
     /// Decides how many pieces each slot takes.
@@ -323,75 +358,92 @@ impl Parser {
     }
 
     /// Fills one fixed or free slot from pieces `first..=last`.
-    fn slot(
-        &self,
-        event: &mut EventBuilder,
-        slot: Slot,
-        datagram: &[u8],
-        first: usize,
-        last: usize,
-    ) -> Result<(), ParseError> {
-        let bytes = span(datagram, &self.pieces, first, last);
+    fn slot(&self, event: &mut EventBuilder, slot: Slot, input: &Input, first: usize, last: usize) {
+        let (start, end) = (self.pieces[first].0, self.pieces[last].1);
+        let bytes = &input.bytes[start..end];
         match slot {
             Slot::Tag => {
-                let start = event.mark();
-                value::push_clean(event.buffer(), bytes, self.max_field_bytes);
-                event.commit_tag(start);
+                // The tag is not a field: cutting it (possible only with a field cap
+                // shorter than the tag) does not set `truncated`.
+                let (start, end, _cut) = self.put(event, input, start, end, self.max_field_bytes);
+                event.commit_tag(start, end);
             }
             Slot::Level => {
                 if !value::is_absent(bytes) {
                     match Level::parse(bytes.trim_ascii()) {
                         Some(level) => event.level(Some(level)),
-                        None => self.value(event, Field::Level, bytes, false),
+                        None => self.value(event, Field::Level, input, start, end, false),
                     }
                 }
             }
-            Slot::Fixed(field) | Slot::Required(field) => self.field(event, field, bytes),
-            Slot::Free(field) => self.text(event, field, datagram, first, last),
+            Slot::Fixed(field) | Slot::Required(field) => {
+                self.field(event, field, input, start, end);
+            }
+            Slot::Free(field) => self.text(event, field, input, first, last),
             Slot::MessageException => unreachable!("handled by the caller"),
         }
-        Ok(())
     }
 
-    /// Stores a typed field, checking its kind.
-    fn field(&self, event: &mut EventBuilder, field: Field, bytes: &[u8]) {
+    /// Stores a typed field from datagram bytes `start..end`, checking its kind.
+    fn field(
+        &self,
+        event: &mut EventBuilder,
+        field: Field,
+        input: &Input,
+        start: usize,
+        end: usize,
+    ) {
+        let bytes = &input.bytes[start..end];
         if value::is_absent(bytes) {
             return;
         }
         match field.kind() {
-            FieldKind::Text => self.value(event, field, bytes, true),
+            FieldKind::Text => self.value(event, field, input, start, end, true),
             FieldKind::Guid | FieldKind::GuidOrText => {
                 if value::is_guid(bytes) {
-                    let start = event.mark();
-                    value::push_lowercase(event.buffer(), bytes);
-                    event.commit(field, start, true);
+                    let (start, end) = self.put_lowercase(event, input, start, end);
+                    event.commit_range(field, start, end, true);
                 } else {
                     let valid = field.kind() == FieldKind::GuidOrText;
-                    self.value(event, field, bytes, valid);
+                    self.value(event, field, input, start, end, valid);
                 }
             }
             FieldKind::Integer | FieldKind::Decimal => {
                 let integer = field.kind() == FieldKind::Integer;
                 let trimmed = bytes.trim_ascii();
                 if value::is_json_number(trimmed, integer) {
-                    let start = event.mark();
+                    let lead = bytes.len() - bytes.trim_ascii_start().len();
+                    let number_start = start + lead;
                     // A JSON number is ASCII; lower-casing only touches an `E`.
-                    value::push_lowercase(event.buffer(), trimmed);
-                    event.commit(field, start, true);
+                    let (start, end) = self.put_lowercase(
+                        event,
+                        input,
+                        number_start,
+                        number_start + trimmed.len(),
+                    );
+                    event.commit_range(field, start, end, true);
                 } else {
-                    self.value(event, field, bytes, false);
+                    self.value(event, field, input, start, end, false);
                 }
             }
         }
     }
 
     /// Stores cleaned text, capped at the field cap.
-    fn value(&self, event: &mut EventBuilder, field: Field, bytes: &[u8], valid: bool) {
-        let start = event.mark();
-        if value::push_clean(event.buffer(), bytes, self.max_field_bytes) {
+    fn value(
+        &self,
+        event: &mut EventBuilder,
+        field: Field,
+        input: &Input,
+        start: usize,
+        end: usize,
+        valid: bool,
+    ) {
+        let (start, end, cut) = self.put(event, input, start, end, self.max_field_bytes);
+        if cut {
             event.truncated();
         }
-        event.commit(field, start, valid);
+        event.commit_range(field, start, end, valid);
     }
 
     /// Stores free text spanning pieces `first..=last` (semicolons included).
@@ -399,22 +451,69 @@ impl Parser {
         &self,
         event: &mut EventBuilder,
         field: Field,
-        datagram: &[u8],
+        input: &Input,
         first: usize,
         last: usize,
     ) {
         if first > last {
             return;
         }
-        let bytes = span(datagram, &self.pieces, first, last);
-        if value::is_absent(bytes) {
+        let (start, end) = (self.pieces[first].0, self.pieces[last].1);
+        if value::is_absent(&input.bytes[start..end]) {
             return;
         }
-        let start = event.mark();
-        if value::push_clean(event.buffer(), bytes, self.max_text_bytes) {
+        let (start, end, cut) = self.put(event, input, start, end, self.max_text_bytes);
+        if cut {
             event.truncated();
         }
-        event.commit(field, start, true);
+        event.commit_range(field, start, end, true);
+    }
+
+    /// Puts datagram bytes `start..end` into the event's text as clean text cut
+    /// to at most `cap` bytes; says where in the text it sits and whether it was cut.
+    fn put(
+        &self,
+        event: &mut EventBuilder,
+        input: &Input,
+        start: usize,
+        end: usize,
+        cap: usize,
+    ) -> (usize, usize, bool) {
+        if input.mirrored {
+            let cut_end = value::capped_end(input.bytes, start, end, cap);
+            (start, cut_end, cut_end < end)
+        } else {
+            let mark = event.mark();
+            let cut = value::push_clean(event.buffer(), &input.bytes[start..end], cap);
+            (mark, event.mark(), cut)
+        }
+    }
+
+    /// Like [`Parser::put`] for an ASCII value (a GUID or a number), lower-cased
+    /// and never cut.
+    fn put_lowercase(
+        &self,
+        event: &mut EventBuilder,
+        input: &Input,
+        start: usize,
+        end: usize,
+    ) -> (usize, usize) {
+        if input.mirrored {
+            // Values are mostly lower case already: a read-only scan (which
+            // vectorises) is cheaper than rewriting them.
+            let bytes = &input.bytes[start..end];
+            if bytes
+                .iter()
+                .fold(false, |upper, b| upper | b.is_ascii_uppercase())
+            {
+                event.buffer()[start..end].make_ascii_lowercase();
+            }
+            (start, end)
+        } else {
+            let mark = event.mark();
+            value::push_lowercase(event.buffer(), &input.bytes[start..end]);
+            (mark, event.mark())
+        }
     }
 
     /// Sets `time` from the best timestamp the event has.
@@ -432,7 +531,7 @@ impl Parser {
         };
         for ts in [iso, local].into_iter().flatten() {
             if let Some(offset) = ts.offset
-                && let Ok(instant) = offset.to_timestamp(ts.datetime)
+                && let Some(instant) = ts.instant()
             {
                 event.time(EventTime { instant, offset }, TimeSource::Event);
                 return;
@@ -462,15 +561,20 @@ impl Parser {
     }
 }
 
+/// The datagram being parsed, and how its values reach the event's text.
+struct Input<'a> {
+    /// The datagram, without its trailing newline.
+    bytes: &'a [u8],
+    /// Whether the datagram was clean text and was copied whole into the event's
+    /// text first, so that its byte offsets are the text's and a value is stored
+    /// by pointing at it. Otherwise each value is cleaned and appended.
+    mirrored: bool,
+}
+
 /// Strips one trailing `\r\n` or `\n` (added by test tools such as `nc`).
 fn strip_newline(datagram: &[u8]) -> &[u8] {
     let datagram = datagram.strip_suffix(b"\n").unwrap_or(datagram);
     datagram.strip_suffix(b"\r").unwrap_or(datagram)
-}
-
-/// The bytes of pieces `first..=last`, including the separators between them.
-fn span<'a>(datagram: &'a [u8], pieces: &[(usize, usize)], first: usize, last: usize) -> &'a [u8] {
-    &datagram[pieces[first].0..pieces[last].1]
 }
 
 /// Where the exception starts within a message+exception group of pieces

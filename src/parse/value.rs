@@ -1,53 +1,101 @@
-//! Small nom parsers and checks for the values inside fields: GUIDs, numbers,
-//! both Sense timestamp forms, .NET exception headers; and the text cleaning every
-//! field goes through (lossy UTF-8, control characters removed, length caps).
+//! Checks and readers for the values inside fields: GUIDs, numbers, both Sense
+//! timestamp forms, .NET exception headers; and the text cleaning every field
+//! goes through (lossy UTF-8, control characters removed, length caps).
 //!
 //! Everything here works on borrowed bytes and allocates nothing; the only
-//! output is what [`push_clean`] appends to the event's own buffer.
+//! output is what [`push_clean`] and [`push_lowercase`] append to the event's own
+//! buffer. The readers are hand-written byte scanners: they run several times
+//! per datagram, so they avoid parser-combinator overhead and read fixed
+//! positions where the format has them.
 
+use jiff::Timestamp;
 use jiff::civil::{Date, DateTime, Time};
 use jiff::tz::Offset;
-use nom::branch::alt;
-use nom::bytes::complete::{tag, take_while_m_n, take_while1};
-use nom::character::complete::one_of;
-use nom::combinator::{all_consuming, opt};
-use nom::{IResult, Parser};
 
 /// Whether `bytes` is a GUID (`8-4-4-4-12` hex digits, either case).
 pub fn is_guid(bytes: &[u8]) -> bool {
-    bytes.len() == 36
-        && bytes.iter().enumerate().all(|(i, &b)| match i {
-            8 | 13 | 18 | 23 => b == b'-',
-            _ => b.is_ascii_hexdigit(),
-        })
+    /// Where the dashes are.
+    const DASH: [bool; 36] = {
+        let mut dash = [false; 36];
+        dash[8] = true;
+        dash[13] = true;
+        dash[18] = true;
+        dash[23] = true;
+        dash
+    };
+    let Ok(bytes) = <&[u8; 36]>::try_from(bytes) else {
+        return false;
+    };
+    // Branch-free over a fixed length, which the compiler unrolls: several times
+    // cheaper than an early-exit loop that branches on the position.
+    bytes.iter().zip(DASH).fold(true, |ok, (&b, dash)| {
+        let hex = (b.wrapping_sub(b'0') < 10) | ((b | 0x20).wrapping_sub(b'a') < 6);
+        ok & ((dash & (b == b'-')) | (!dash & hex))
+    })
 }
 
-/// Whether `bytes` is a JSON number in canonical form (what we can copy verbatim).
+/// A word with 0x80 in each byte where `word` has `byte`, and 0 in the others.
+///
+/// The classic zero-byte test, in its exact form: masking off each byte's top bit
+/// before adding keeps carries from crossing into the next byte.
+#[inline]
+pub(super) fn bytes_equal(word: u64, byte: u8) -> u64 {
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    let x = word ^ (u64::from(byte) * 0x0101_0101_0101_0101);
+    !(((x & LOW7) + LOW7) | x | LOW7)
+}
+
+/// How many ASCII digits `bytes` starts with.
+fn leading_digits(bytes: &[u8]) -> usize {
+    bytes
+        .iter()
+        .position(|b| !b.is_ascii_digit())
+        .unwrap_or(bytes.len())
+}
+
+/// `bytes` without its leading run of ASCII digits, when there is at least one.
+fn skip_digits(bytes: &[u8]) -> Option<&[u8]> {
+    match leading_digits(bytes) {
+        0 => None,
+        n => Some(&bytes[n..]),
+    }
+}
+
+/// Whether `bytes` is a JSON number in canonical form (what we can copy verbatim):
+/// `-?(0|[1-9][0-9]*)`, followed (unless `integer_only`) by an optional
+/// `.[0-9]+` and an optional `[eE][+-]?[0-9]+`.
 pub fn is_json_number(bytes: &[u8], integer_only: bool) -> bool {
-    fn digits(input: &[u8]) -> IResult<&[u8], &[u8]> {
-        take_while1(|b: u8| b.is_ascii_digit()).parse(input)
+    let unsigned = bytes.strip_prefix(b"-").unwrap_or(bytes);
+    let int_len = leading_digits(unsigned);
+    // No leading zeros: `0` alone, or a non-zero digit first.
+    if int_len == 0 || (unsigned[0] == b'0' && int_len > 1) {
+        return false;
     }
-    fn nonzero_int(input: &[u8]) -> IResult<&[u8], &[u8]> {
-        let (rest, _) = one_of("123456789").parse(input)?;
-        let (rest, _) = opt(digits).parse(rest)?;
-        Ok((rest, &input[..input.len() - rest.len()]))
+    let rest = &unsigned[int_len..];
+    if integer_only {
+        return rest.is_empty();
     }
-    let int_part = alt((tag(&b"0"[..]), nonzero_int));
-    let parsed: IResult<&[u8], _> = if integer_only {
-        all_consuming((opt(tag(&b"-"[..])), int_part))
-            .parse(bytes)
-            .map(|(r, _)| (r, ()))
-    } else {
-        all_consuming((
-            opt(tag(&b"-"[..])),
-            int_part,
-            opt((tag(&b"."[..]), digits)),
-            opt((one_of("eE"), opt(one_of("+-")), digits)),
-        ))
-        .parse(bytes)
-        .map(|(r, _)| (r, ()))
+    let rest = match rest.strip_prefix(b".") {
+        Some(fraction) => match skip_digits(fraction) {
+            Some(rest) => rest,
+            None => return false,
+        },
+        None => rest,
     };
-    parsed.is_ok()
+    let rest = match rest {
+        [b'e' | b'E', exponent @ ..] => {
+            let exponent = match exponent {
+                [b'+' | b'-', digits @ ..] => digits,
+                _ => exponent,
+            };
+            match skip_digits(exponent) {
+                Some(rest) => rest,
+                None => return false,
+            }
+        }
+        _ => rest,
+    };
+    rest.is_empty()
 }
 
 /// A timestamp read from a Sense field, with its offset when it carried one.
@@ -59,77 +107,116 @@ pub struct SenseTimestamp {
     pub offset: Option<Offset>,
 }
 
+impl SenseTimestamp {
+    /// The instant, when the timestamp has an offset and the instant is within
+    /// [`Timestamp`]'s range. Equal to `offset.to_timestamp(datetime)`, computed
+    /// with plain arithmetic.
+    pub fn instant(&self) -> Option<Timestamp> {
+        let offset = self.offset?;
+        let dt = self.datetime;
+        let days = days_from_civil(
+            i64::from(dt.year()),
+            i64::from(dt.month()),
+            i64::from(dt.day()),
+        );
+        let seconds = days * 86_400
+            + i64::from(dt.hour()) * 3600
+            + i64::from(dt.minute()) * 60
+            + i64::from(dt.second())
+            - i64::from(offset.seconds());
+        Timestamp::new(seconds, dt.subsec_nanosecond()).ok()
+    }
+}
+
+/// Days from 1970-01-01 to a date of the proleptic Gregorian calendar
+/// (Howard Hinnant's `days_from_civil`).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let month_from_march = (month + 9) % 12;
+    let day_of_year = (153 * month_from_march + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
 /// Reads either Sense timestamp form, tolerating their common variants:
 ///
 /// * `%longIso8601date`: `20211109T153726.028+0200` (also `-0500`, `+02:00`, `Z`);
 /// * `%date`: `2021-11-09 15:37:26,028` (also `.` for `,`, `T` for the space, an offset).
 ///
-/// Returns `None` for anything else, including impossible dates.
+/// Exactly: `YYYY-MM-DD[T ]hh:mm:ss`, with no `-` or `:` at all when the fifth
+/// byte is a digit (the compact form); then optionally `[.,]` and 1 to 9 digits;
+/// then optionally `Z` or `[+-]hh[:][mm]`; then nothing. Returns `None` for
+/// anything else, including impossible dates and offsets beyond ±25:59:59.
 pub fn timestamp(bytes: &[u8]) -> Option<SenseTimestamp> {
-    fn num(n: usize) -> impl Fn(&[u8]) -> IResult<&[u8], i32> {
-        move |input| {
-            let (rest, digits) = take_while_m_n(n, n, |b: u8| b.is_ascii_digit()).parse(input)?;
-            let value = digits
-                .iter()
-                .fold(0i32, |acc, &d| acc * 10 + i32::from(d - b'0'));
-            Ok((rest, value))
-        }
-    }
-    fn sep<'a>(options: &'static str, compact: bool) -> impl Fn(&'a [u8]) -> IResult<&'a [u8], ()> {
-        move |input| {
-            if compact {
-                Ok((input, ()))
-            } else {
-                one_of(options).parse(input).map(|(rest, _)| (rest, ()))
-            }
-        }
-    }
-    fn fraction(input: &[u8]) -> IResult<&[u8], i32> {
-        let (rest, _) = one_of(".,").parse(input)?;
-        let (rest, digits) = take_while_m_n(1, 9, |b: u8| b.is_ascii_digit()).parse(rest)?;
-        let nanos = digits
-            .iter()
-            .chain(std::iter::repeat(&b'0'))
-            .take(9)
-            .fold(0i32, |acc, &d| acc * 10 + i32::from(d - b'0'));
-        Ok((rest, nanos))
-    }
-    fn offset(input: &[u8]) -> IResult<&[u8], i32> {
-        alt((
-            |i| tag(&b"Z"[..]).parse(i).map(|(r, _)| (r, 0)),
-            |i| {
-                let (r, sign) = one_of("+-").parse(i)?;
-                let (r, hours) = num(2)(r)?;
-                let (r, _) = opt(tag(&b":"[..])).parse(r)?;
-                let (r, minutes) = opt(num(2)).parse(r)?;
-                let total = hours * 3600 + minutes.unwrap_or(0) * 60;
-                Ok((r, if sign == '-' { -total } else { total }))
-            },
-        ))
-        .parse(input)
-    }
-
+    // The date and time of day sit at fixed positions: where the 14 digits of
+    // `YYYYMMDDhhmmss` are, and what separates them.
+    const COMPACT: [usize; 14] = [0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 13, 14];
+    const SEPARATED: [usize; 14] = [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18];
     let compact = bytes.get(4).is_some_and(u8::is_ascii_digit);
-    let (_, (year, _, month, _, day, _, hour, _, minute, _, second, nanos, offset)) =
-        all_consuming((
-            num(4),
-            sep("-", compact),
-            num(2),
-            sep("-", compact),
-            num(2),
-            one_of("T "),
-            num(2),
-            sep(":", compact),
-            num(2),
-            sep(":", compact),
-            num(2),
-            opt(fraction),
-            opt(offset),
-        ))
-        .parse(bytes)
-        .ok()?;
-    let date = Date::new(year as i16, month as i8, day as i8).ok()?;
-    let time = Time::new(hour as i8, minute as i8, second as i8, nanos.unwrap_or(0)).ok()?;
+    let (head, mut rest) = bytes.split_at_checked(if compact { 15 } else { 19 })?;
+    let separators_ok = if compact {
+        matches!(head[8], b'T' | b' ')
+    } else {
+        head[4] == b'-'
+            && head[7] == b'-'
+            && matches!(head[10], b'T' | b' ')
+            && head[13] == b':'
+            && head[16] == b':'
+    };
+    let mut digits = [0; 14];
+    let mut digits_ok = true;
+    for (digit, &at) in digits
+        .iter_mut()
+        .zip(if compact { &COMPACT } else { &SEPARATED })
+    {
+        digits_ok &= head[at].is_ascii_digit();
+        *digit = i32::from(head[at].wrapping_sub(b'0'));
+    }
+    if !(separators_ok && digits_ok) {
+        return None;
+    }
+    let number = |from: usize, to: usize| digits[from..to].iter().fold(0, |n, &d| n * 10 + d);
+
+    let mut nanos = 0;
+    if let [b'.' | b',', fraction @ ..] = rest {
+        let count = leading_digits(fraction).min(9);
+        if count == 0 {
+            return None;
+        }
+        let value = fraction[..count]
+            .iter()
+            .fold(0, |n, &d| n * 10 + i32::from(d - b'0'));
+        nanos = value * 10_i32.pow(9 - count as u32);
+        rest = &fraction[count..];
+    }
+    let offset = match rest {
+        [] => None,
+        [b'Z'] => Some(0),
+        [sign @ (b'+' | b'-'), hh @ ..] => {
+            let (hours, minutes) = match hh {
+                [h1, h2] => (two_digits(*h1, *h2)?, 0),
+                [h1, h2, b':'] => (two_digits(*h1, *h2)?, 0),
+                [h1, h2, m1, m2] | [h1, h2, b':', m1, m2] => {
+                    (two_digits(*h1, *h2)?, two_digits(*m1, *m2)?)
+                }
+                _ => return None,
+            };
+            let total = hours * 3600 + minutes * 60;
+            Some(if *sign == b'-' { -total } else { total })
+        }
+        _ => return None,
+    };
+
+    let date = Date::new(number(0, 4) as i16, number(4, 6) as i8, number(6, 8) as i8).ok()?;
+    let time = Time::new(
+        number(8, 10) as i8,
+        number(10, 12) as i8,
+        number(12, 14) as i8,
+        nanos,
+    )
+    .ok()?;
     let offset = match offset {
         Some(seconds) => Some(Offset::from_seconds(seconds).ok()?),
         None => None,
@@ -138,6 +225,12 @@ pub fn timestamp(bytes: &[u8]) -> Option<SenseTimestamp> {
         datetime: date.to_datetime(time),
         offset,
     })
+}
+
+/// Two ASCII digits as a number.
+fn two_digits(tens: u8, ones: u8) -> Option<i32> {
+    (tens.is_ascii_digit() && ones.is_ascii_digit())
+        .then(|| i32::from(tens - b'0') * 10 + i32::from(ones - b'0'))
 }
 
 /// Whether a piece of text starts like a .NET exception header
@@ -158,20 +251,31 @@ pub fn is_absent(bytes: &[u8]) -> bool {
     bytes.is_empty() || bytes == b"(null)"
 }
 
+/// Whether a byte is printable ASCII or a tab: text that needs no cleaning.
+fn is_plain(b: u8) -> bool {
+    // One compare for 0x20..=0x7e (0x7f, DEL, is a control character).
+    b.wrapping_sub(0x20) < 0x5f || b == b'\t'
+}
+
+/// `bytes` as text, when it is already clean: valid UTF-8 with no control
+/// characters other than tab.
+pub fn clean_text(bytes: &[u8]) -> Option<&str> {
+    // Printable ASCII (the common case) needs no per-character work.
+    // A non-short-circuiting fold, so the compiler can vectorise the scan.
+    let plain = bytes.iter().fold(true, |plain, &b| plain & is_plain(b));
+    let text = std::str::from_utf8(bytes).ok()?;
+    (plain || !text.chars().any(is_removed)).then_some(text)
+}
+
 /// Appends `bytes` to `buf` as clean text and returns whether it had to be cut.
 ///
 /// Invalid UTF-8 becomes U+FFFD, control characters other than tab are removed, and
 /// the appended text is cut (on a character boundary) to at most `cap` bytes.
 pub fn push_clean(buf: &mut String, bytes: &[u8], cap: usize) -> bool {
     let start = buf.len();
-    // Printable ASCII (the common case) needs no per-character work.
-    // A non-short-circuiting fold, so the compiler can vectorise the scan.
-    let printable_ascii = !bytes.iter().fold(false, |bad, &b| {
-        bad | (b.wrapping_sub(0x20) >= 0x5f && b != b'\t')
-    });
-    match std::str::from_utf8(bytes) {
-        Ok(text) if printable_ascii || !text.chars().any(is_removed) => buf.push_str(text),
-        _ => {
+    match clean_text(bytes) {
+        Some(text) => buf.push_str(text),
+        None => {
             for chunk in bytes.utf8_chunks() {
                 buf.extend(chunk.valid().chars().filter(|&c| !is_removed(c)));
                 if !chunk.invalid().is_empty() {
@@ -180,15 +284,24 @@ pub fn push_clean(buf: &mut String, bytes: &[u8], cap: usize) -> bool {
             }
         }
     }
-    if buf.len() - start <= cap {
-        return false;
-    }
-    let mut end = start + cap;
-    while !buf.is_char_boundary(end) {
-        end -= 1;
-    }
+    let full = buf.len();
+    let end = capped_end(buf.as_bytes(), start, full, cap);
     buf.truncate(end);
-    true
+    end < full
+}
+
+/// Where text `start..end` of `text` (UTF-8) ends once cut to at most `cap`
+/// bytes on a character boundary (`end` itself when it fits).
+pub(super) fn capped_end(text: &[u8], start: usize, end: usize, cap: usize) -> usize {
+    if end - start <= cap {
+        return end;
+    }
+    let mut cut = start + cap;
+    // A character starts at any byte that is not a continuation byte (0b10xx_xxxx).
+    while cut > start && text[cut] & 0xc0 == 0x80 {
+        cut -= 1;
+    }
+    cut
 }
 
 fn is_removed(c: char) -> bool {
@@ -218,6 +331,10 @@ mod tests {
         assert!(!is_guid(b"e7af59a0c243-480d-9571-08727551a66f0"));
         assert!(!is_guid(b"g7af59a0-c243-480d-9571-08727551a66f"));
         assert!(!is_guid(b""));
+        assert!(!is_guid(b"e7af59a0-c243-480d-9571_08727551a66f"));
+        assert!(!is_guid(b"e7af59a0-c243-480d-9571-08727551a66g"));
+        assert!(!is_guid(b"e7af59a0-c243-480d-9571-08727551a6-f"));
+        assert!(!is_guid(b"e7af59a0-c243-480d-9571-08727551a66\xc3"));
     }
 
     #[test]
@@ -232,6 +349,15 @@ mod tests {
         assert!(!is_json_number(b"NaN", false));
         assert!(!is_json_number(b"1.", false));
         assert!(!is_json_number(b"", false));
+        assert!(is_json_number(b"-0.5E-3", false));
+        assert!(is_json_number(b"0e0", false));
+        assert!(!is_json_number(b"-", false));
+        assert!(!is_json_number(b"1e", false));
+        assert!(!is_json_number(b"1e+", false));
+        assert!(!is_json_number(b".5", false));
+        assert!(!is_json_number(b"1.5.5", false));
+        assert!(!is_json_number(b"--1", true));
+        assert!(!is_json_number(b"1 ", true));
     }
 
     #[test]
@@ -264,6 +390,76 @@ mod tests {
         assert_eq!(timestamp(b"20211309T153726.028+0200"), None);
         assert_eq!(timestamp(b"20211109T153726.028+0200x"), None);
         assert_eq!(timestamp(b"yesterday"), None);
+    }
+
+    #[test]
+    fn timestamp_variants_are_read() {
+        for (text, offset) in [
+            ("20211109T153726+0200", Some(7200)),
+            ("20211109 153726.028", None),
+            ("2021-11-09T15:37:26", None),
+            ("2021-11-09 15:37:26.1+02:", Some(7200)),
+            ("2021-11-09 15:37:26.123456789Z", Some(0)),
+            ("2024-02-29 00:00:00", None),
+            ("2021-11-09 15:37:26+0230", Some(9000)),
+            ("2021-11-09 15:37:26-25:59", Some(-93_540)),
+            ("2021-11-09 15:37:26+0099", Some(5940)),
+        ] {
+            let ts = timestamp(text.as_bytes()).unwrap_or_else(|| panic!("{text}"));
+            assert_eq!(ts.offset.map(|o| o.seconds()), offset, "{text}");
+        }
+        let ts = timestamp(b"20211109T153726.5").unwrap();
+        assert_eq!(ts.datetime.subsec_nanosecond(), 500_000_000);
+    }
+
+    #[test]
+    fn timestamp_near_misses_are_rejected() {
+        for text in [
+            "2021-11-09 15:37:26.",
+            "2021-11-09 15:37:26.1234567890",
+            "2021-11-09 15:37:26+0",
+            "2021-11-09 15:37:26+02:3",
+            "2021-11-09 15:37:26+023",
+            "2021-11-09 15:37:26+02:300",
+            "2021-11-09 15:37:60",
+            "2021-11-09 24:00:00",
+            "2023-02-29 00:00:00",
+            "2021-11-09 15:37:26+2600",
+            "2021-11-0915:37:26",
+            "2021-11-09 15:37",
+            "20211109T15:37:26",
+            "2021-11-09x15:37:26",
+            "2021-11-09 15:37:26z",
+            "2021-11-09 15:37:26 ",
+            "2021-1-09 15:37:26",
+            "",
+        ] {
+            assert_eq!(timestamp(text.as_bytes()), None, "{text}");
+        }
+    }
+
+    #[test]
+    fn instant_agrees_with_jiff() {
+        for text in [
+            "20211109T153726.028+0200",
+            "00000101T000000.001-2559",
+            "19691231T235959.999+0000",
+            "99991230T220000.999999999Z",
+            "99991231T235959.999-0100",
+            "99991231T235959.999+2559",
+            "2024-02-29 12:00:00+05:45",
+        ] {
+            let ts = timestamp(text.as_bytes()).unwrap();
+            let offset = ts.offset.unwrap();
+            assert_eq!(
+                ts.instant(),
+                offset.to_timestamp(ts.datetime).ok(),
+                "{text}"
+            );
+        }
+        // Out of range: the instant would be after jiff's maximum.
+        assert_eq!(timestamp(b"99991231T235959-0100").unwrap().instant(), None);
+        assert_eq!(timestamp(b"2021-11-09 15:37:26").unwrap().instant(), None);
     }
 
     #[test]
