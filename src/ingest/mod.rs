@@ -279,6 +279,11 @@ impl ReceiveLoop {
             accepted.clear();
             let now = Instant::now();
             if self.receive(socket::Wait::Block, &mut arena, &mut accepted, now) == 0 {
+                // Idle: drops at the end of a burst have no later datagram to
+                // report them, so ask the socket.
+                if let Some(drops) = self.receiver.kernel_drops() {
+                    self.count_kernel_drops(drops);
+                }
                 continue;
             }
             let deadline = now + LINGER;

@@ -158,6 +158,21 @@ impl Receiver {
     }
 }
 
+impl Receiver {
+    /// The kernel's cumulative drop count for the socket, asked directly; `None`
+    /// where the system cannot say.
+    pub fn kernel_drops(&self) -> Option<u32> {
+        #[cfg(target_os = "linux")]
+        {
+            linux::drop_count_now(&self.socket)
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            None
+        }
+    }
+}
+
 /// The receive loop for systems without `recvmmsg` (Windows): one `recv_from` per
 /// datagram, draining what is queued without blocking after the first. Compiled
 /// everywhere so its tests run on Linux too.
@@ -269,6 +284,29 @@ mod linux {
     /// `SO_RXQ_OVFL`: every datagram carries the socket's cumulative drop count.
     pub fn enable_drop_count(socket: &Socket) -> io::Result<()> {
         set_int_option(socket.as_raw_fd(), libc::SO_RXQ_OVFL, 1)
+    }
+
+    /// `SO_MEMINFO` (include/uapi/asm-generic/socket.h; the same on x86-64 and
+    /// arm64): the socket's memory counters, `SK_MEMINFO_DROPS` among them.
+    const SO_MEMINFO: libc::c_int = 55;
+
+    /// The socket's cumulative drop count, read directly (`SO_MEMINFO`), for when
+    /// no datagram arrives to carry it (drops at the end of a burst).
+    pub fn drop_count_now(socket: &UdpSocket) -> Option<u32> {
+        let mut info = [0u32; 16];
+        let mut len = std::mem::size_of_val(&info) as libc::socklen_t;
+        // SAFETY: `info` is writable for `len` bytes; the kernel writes at most that.
+        let rc = unsafe {
+            libc::getsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                SO_MEMINFO,
+                info.as_mut_ptr().cast(),
+                &raw mut len,
+            )
+        };
+        let drops = libc::SK_MEMINFO_DROPS as usize;
+        (rc == 0 && len as usize > drops * 4).then(|| info[drops])
     }
 
     /// Whether the socket becomes readable within `limit` (`ppoll`, so the wait
@@ -565,5 +603,11 @@ mod tests {
             }
         }
         assert!(drops.is_some_and(|count| count > 0), "drops: {drops:?}");
+        assert!(
+            receiver
+                .kernel_drops()
+                .is_some_and(|now| now >= drops.unwrap_or(0)),
+            "SO_MEMINFO reports at least as many drops as the control messages"
+        );
     }
 }
