@@ -464,6 +464,22 @@ struct Outcome {
     peak_rss_mib: f64,
 }
 
+/// Appends one run's line to the log (and shows it while the bench runs).
+fn log_run(log: &mut String, name: &str, what: &str, run: &Run) {
+    let _ = writeln!(
+        log,
+        "{name}: {what} {:.0}/s achieved {:.0}/s sent {} received {} kernel drops {} app drops {} cpu {:.2}s",
+        run.rate,
+        run.achieved,
+        run.sent,
+        run.received,
+        run.kernel_drops,
+        run.app_drops,
+        run.cpu_seconds
+    );
+    eprintln!("{}", log.lines().last().unwrap_or(""));
+}
+
 fn measure(target: &dyn Target, datagrams: &[Vec<u8>], seconds: f64, log: &mut String) -> Outcome {
     let mut good = Run::default();
     let mut bad: Option<Run> = None;
@@ -471,19 +487,7 @@ fn measure(target: &dyn Target, datagrams: &[Vec<u8>], seconds: f64, log: &mut S
     let mut sender_bound = false;
     loop {
         let result = run(target, datagrams, rate, seconds);
-        let _ = writeln!(
-            log,
-            "{}: rate {:.0}/s achieved {:.0}/s sent {} received {} kernel drops {} app drops {} cpu {:.2}s",
-            target.name(),
-            rate,
-            result.achieved,
-            result.sent,
-            result.received,
-            result.kernel_drops,
-            result.app_drops,
-            result.cpu_seconds
-        );
-        eprintln!("{}", log.lines().last().unwrap_or(""));
+        log_run(log, target.name(), "rate", &result);
         if result.lossless() {
             good = result;
             if result.achieved < rate * 0.9 {
@@ -503,18 +507,7 @@ fn measure(target: &dyn Target, datagrams: &[Vec<u8>], seconds: f64, log: &mut S
         for _ in 0..3 {
             let rate = (low.rate.max(1.0) + high.rate) / 2.0;
             let result = run(target, datagrams, rate, seconds);
-            let _ = writeln!(
-                log,
-                "{}: rate {:.0}/s achieved {:.0}/s sent {} received {} kernel drops {} app drops {}",
-                target.name(),
-                rate,
-                result.achieved,
-                result.sent,
-                result.received,
-                result.kernel_drops,
-                result.app_drops
-            );
-            eprintln!("{}", log.lines().last().unwrap_or(""));
+            log_run(log, target.name(), "rate", &result);
             if result.lossless() {
                 low = result;
             } else {
@@ -532,17 +525,7 @@ fn measure(target: &dyn Target, datagrams: &[Vec<u8>], seconds: f64, log: &mut S
     });
     let overload = (good.rate > 0.0).then(|| run(target, datagrams, good.achieved * 2.0, seconds));
     if let Some(over) = overload {
-        let _ = writeln!(
-            log,
-            "{}: overload {:.0}/s achieved {:.0}/s sent {} received {} kernel drops {} app drops {}",
-            target.name(),
-            over.rate,
-            over.achieved,
-            over.sent,
-            over.received,
-            over.kernel_drops,
-            over.app_drops
-        );
+        log_run(log, target.name(), "overload", &over);
     }
     Outcome {
         name: target.name().to_string(),
