@@ -71,7 +71,7 @@ pub fn describe() {
     );
     describe_counter!(
         INGEST_KERNEL_DROPS,
-        "Datagrams the kernel dropped because the receive buffer was full (SO_RXQ_OVFL)."
+        "Datagrams the kernel dropped because the receive buffer was full (SO_MEMINFO)."
     );
     describe_gauge!(
         INGEST_RECEIVE_BUFFER,

@@ -194,6 +194,9 @@ pub struct AllowlistReader {
     shared: Arc<SharedAllowlist>,
     generation: u64,
     current: Arc<Allowlist>,
+    /// The last sender looked up and the answer: a Sense node sends runs of
+    /// datagrams, so most checks repeat the previous one.
+    last: Option<(IpAddr, bool)>,
 }
 
 impl AllowlistReader {
@@ -205,6 +208,7 @@ impl AllowlistReader {
             shared,
             generation,
             current,
+            last: None,
         }
     }
 
@@ -214,12 +218,20 @@ impl AllowlistReader {
         if generation != self.generation {
             self.generation = generation;
             self.current = self.shared.load();
+            self.last = None;
         }
     }
 
     /// Whether `ip` may send.
-    pub fn permits(&self, ip: IpAddr) -> bool {
-        self.current.permits(ip)
+    pub fn permits(&mut self, ip: IpAddr) -> bool {
+        match self.last {
+            Some((last, verdict)) if last == ip => verdict,
+            _ => {
+                let verdict = self.current.permits(ip);
+                self.last = Some((ip, verdict));
+                verdict
+            }
+        }
     }
 }
 
@@ -319,5 +331,16 @@ mod tests {
         shared.replace(list(&["192.168.0.0/16"]));
         reader.refresh();
         assert!(reader.permits(ip));
+    }
+
+    #[test]
+    fn a_remembered_verdict_only_answers_for_the_same_sender() {
+        let shared = Arc::new(SharedAllowlist::new(list(&["10.0.0.0/8"])));
+        let mut reader = AllowlistReader::new(shared);
+        let (inside, outside) = ("10.1.2.3".parse().unwrap(), "11.1.2.3".parse().unwrap());
+        for _ in 0..2 {
+            assert!(reader.permits(inside));
+            assert!(!reader.permits(outside));
+        }
     }
 }

@@ -10,6 +10,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -147,11 +148,19 @@ fn ignore_missing(err: io::Error) -> io::Result<()> {
     }
 }
 
+/// Least time between two `fdatasync` calls of a file sink. Each batch is written
+/// to the file at once (a crash of herald loses nothing written); syncing to disk
+/// after every batch would stall the sink under load for little gain, so it
+/// happens when the queue runs dry, at most this often, and when the sink stops.
+const SYNC_INTERVAL: Duration = Duration::from_secs(1);
+
 /// The `file` sink.
 #[derive(Debug)]
 pub struct FileSink {
     file: RotatingFile,
     buffer: Vec<u8>,
+    last_sync: Instant,
+    unsynced: bool,
 }
 
 impl FileSink {
@@ -164,6 +173,8 @@ impl FileSink {
         Ok(FileSink {
             file: RotatingFile::open(&config.path, config.max_bytes, config.max_files)?,
             buffer: Vec::with_capacity(64 * 1024),
+            last_sync: Instant::now(),
+            unsynced: false,
         })
     }
 }
@@ -175,13 +186,29 @@ impl Sink for FileSink {
             event.write_json(&mut self.buffer);
             self.buffer.push(b'\n');
         }
+        self.unsynced = true;
         let (file, buffer) = (&mut self.file, &self.buffer);
         tokio::task::block_in_place(|| file.append(buffer)).map_err(SinkError::io)
     }
 
     async fn flush(&mut self) -> Result<(), SinkError> {
+        if !self.unsynced || self.last_sync.elapsed() < SYNC_INTERVAL {
+            return Ok(());
+        }
+        self.last_sync = Instant::now();
+        self.unsynced = false;
         let file = &mut self.file;
         tokio::task::block_in_place(|| file.sync()).map_err(SinkError::io)
+    }
+}
+
+impl Drop for FileSink {
+    fn drop(&mut self) {
+        if self.unsynced
+            && let Err(err) = self.file.sync()
+        {
+            tracing::warn!(path = %self.file.path.display(), %err, "final sync of the event file failed");
+        }
     }
 }
 
