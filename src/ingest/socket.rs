@@ -5,9 +5,9 @@
 //! the socket for the kernel's drop count (`SO_MEMINFO`), which the receive loop
 //! does once per hand-off rather than paying for a control message on every
 //! datagram (`SO_RXQ_OVFL` cost about 4 % of herald's CPU at high rates).
-//! Elsewhere (Windows servers) a plain `recv_from` loop does the same job one datagram per call. Each buffer is one
-//! byte longer than `max_datagram_bytes`, so an oversized datagram is detected
-//! rather than silently cut. This module knows nothing of allowlists or parsing.
+//! Elsewhere (Windows servers) a plain `recv_from` loop does the same job one
+//! datagram per call. Each buffer is one byte longer than `max_datagram_bytes`,
+//! so an oversized datagram is detected rather than silently cut. This module knows nothing of allowlists or parsing.
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
