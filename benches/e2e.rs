@@ -149,7 +149,7 @@ trait Target {
     /// Empties the receiver's output file between runs, as log rotation would.
     /// Without it every run writes into never-used memory: on a virtual machine
     /// the first touch of a page-cache page is slow, and a file grown to many
-    /// GiB made later runs cost up to 1.7× the CPU per event of earlier ones.
+    /// GiB made later runs cost 1.7–1.9× the CPU per event of earlier ones.
     fn recycle_output(&self) {}
 }
 

@@ -4,7 +4,7 @@
 //! with `recvmmsg` into buffers allocated once; [`Receiver::kernel_drops`] asks
 //! the socket for the kernel's drop count (`SO_MEMINFO`), which the receive loop
 //! does once per hand-off rather than paying for a control message on every
-//! datagram (`SO_RXQ_OVFL` cost about 4 % of herald's CPU at high rates).
+//! datagram (`SO_RXQ_OVFL` cost 3–4 % of herald's CPU at high rates).
 //! Elsewhere (Windows servers) a plain `recv_from` loop does the same job one
 //! datagram per call. Each buffer is one byte longer than `max_datagram_bytes`,
 //! so an oversized datagram is detected rather than silently cut. This module knows nothing of allowlists or parsing.
