@@ -758,7 +758,8 @@ fn main() {
          by rsyslog, delivered by herald's sink) and the kernel dropped none \
          (`/proc/net/udp`). CPU is the receiver process's user + system time during the \
          zero-loss run. Latency is herald's `herald_event_latency_seconds` (read to \
-         delivered).\n\n## Runs\n\n```text\n{log}```\n",
+         delivered). Each run starts with the receiver's output file emptied, as log \
+         rotation would leave it.\n\n## Runs\n\n```text\n{log}```\n",
         machine(),
         datagrams.len(),
         lengths.iter().min().unwrap_or(&0),
