@@ -313,8 +313,8 @@ struct Rsyslog {
     child: Child,
     port: u16,
     out: PathBuf,
-    /// Lines counted so far: (in emptied files, in the current file up to `.1`
-    /// bytes), so each poll reads only what is new.
+    /// (lines in files emptied earlier, bytes of the current file read so far,
+    /// lines in those bytes), so each poll reads only what is new.
     counted: Cell<(u64, u64, u64)>,
     _dir: tempfile::TempDir,
 }
@@ -435,6 +435,11 @@ struct Run {
 }
 
 impl Run {
+    /// The receiver's CPU time per handled datagram, in µs.
+    fn cpu_per_event_us(&self) -> f64 {
+        self.cpu_seconds / self.received.max(1) as f64 * 1e6
+    }
+
     fn lossless(&self) -> bool {
         self.received >= self.sent && self.kernel_drops == 0 && self.app_drops == 0
     }
@@ -576,7 +581,6 @@ fn measure(target: &dyn Target, datagrams: &[Vec<u8>], seconds: f64, log: &mut S
 /// CPU µs per event of `a` and `b` at the highest doubling step both handled
 /// without loss: (rate, a's, b's).
 fn cpu_at_same_rate(a: &Outcome, b: &Outcome) -> Option<(f64, f64, f64)> {
-    let per_event = |r: &Run| r.cpu_seconds / r.received.max(1) as f64 * 1e6;
     a.ladder
         .iter()
         .rev()
@@ -585,7 +589,7 @@ fn cpu_at_same_rate(a: &Outcome, b: &Outcome) -> Option<(f64, f64, f64)> {
             b.ladder
                 .iter()
                 .find(|y| y.lossless() && y.rate == x.rate)
-                .map(|y| (x.rate, per_event(x), per_event(y)))
+                .map(|y| (x.rate, x.cpu_per_event_us(), y.cpu_per_event_us()))
         })
 }
 
@@ -659,19 +663,12 @@ fn main() {
         );
         rss
     };
-    let rsyslog_missing = match Rsyslog::start() {
-        Some(rsyslog) => {
-            outcomes.push(measure(&rsyslog, &datagrams, seconds, &mut log));
-            false
-        }
-        None => true,
-    };
+    if let Some(rsyslog) = Rsyslog::start() {
+        outcomes.push(measure(&rsyslog, &datagrams, seconds, &mut log));
+    }
 
     let baseline = outcomes[0].zero_loss.achieved.max(1.0);
-    let rsyslog_cpu = outcomes
-        .iter()
-        .find(|o| o.name.starts_with("rsyslog"))
-        .map(|o| o.zero_loss.cpu_seconds / o.zero_loss.received.max(1) as f64);
+    let rsyslog = outcomes.iter().find(|o| o.name.starts_with("rsyslog"));
     let mut table = String::new();
     let _ = writeln!(
         table,
@@ -681,7 +678,7 @@ fn main() {
     for o in &outcomes {
         let z = o.zero_loss;
         let cpu_pct = z.cpu_seconds / z.seconds.max(0.001) * 100.0;
-        let per_event = z.cpu_seconds / z.received.max(1) as f64 * 1e6;
+        let per_event = z.cpu_per_event_us();
         let over = o.overload.map_or("-".to_string(), |r| {
             format!(
                 "{} / {} / {} / {}",
@@ -709,28 +706,18 @@ fn main() {
             latency
         );
     }
-    if rsyslog_missing {
+    if rsyslog.is_none() {
         let _ = writeln!(
             table,
             "| rsyslog | not installed (apt-get install rsyslog) | | | | | | |"
         );
     }
     let comparison = match (
-        rsyslog_cpu,
+        rsyslog,
         outcomes.iter().find(|o| o.name.contains("file sink")),
     ) {
-        (Some(rsyslog_per_event), Some(herald)) => {
-            let herald_per_event =
-                herald.zero_loss.cpu_seconds / herald.zero_loss.received.max(1) as f64;
-            let rsyslog_rate = outcomes
-                .iter()
-                .find(|o| o.name.starts_with("rsyslog"))
-                .map_or(1.0, |o| o.zero_loss.achieved.max(1.0));
-            let same_rate = outcomes
-                .iter()
-                .find(|o| o.name.starts_with("rsyslog"))
-                .and_then(|rsyslog| cpu_at_same_rate(herald, rsyslog))
-                .map_or(String::new(), |(rate, h, r)| {
+        (Some(rsyslog), Some(herald)) => {
+            let same_rate = cpu_at_same_rate(herald, rsyslog).map_or(String::new(), |(rate, h, r)| {
                     format!(
                         " At the same rate ({rate:.0}/s, the highest step both handled without loss) \
                          herald (file sink) used {h:.2} µs and rsyslog {r:.2} µs of CPU per event: {:.2}×.",
@@ -740,8 +727,9 @@ fn main() {
             format!(
                 "herald (file sink) uses {:.2}× rsyslog's CPU time per event (each at its own zero-loss rate), \
                  and takes {:.2}× rsyslog's zero-loss rate.{same_rate}\n\n",
-                herald_per_event / rsyslog_per_event.max(1e-12),
-                herald.zero_loss.achieved / rsyslog_rate
+                herald.zero_loss.cpu_per_event_us()
+                    / rsyslog.zero_loss.cpu_per_event_us().max(1e-12),
+                herald.zero_loss.achieved / rsyslog.zero_loss.achieved.max(1.0)
             )
         }
         _ => String::new(),
