@@ -103,7 +103,7 @@ pub fn describe() {
     describe_histogram!(
         EVENT_LATENCY,
         metrics::Unit::Seconds,
-        "Time from reading a datagram to delivering its event, per sink (quantiles)."
+        "Time from reading a datagram to delivering its event, per sink (quantiles; one event in 16 is sampled by sinks that batch)."
     );
     describe_counter!(
         crate::sinks::alert::ALERTS_SUPPRESSED,
@@ -221,7 +221,7 @@ pub struct SinkMetrics {
     pub queue_depth: Gauge,
     /// Queue capacity.
     pub queue_capacity: Gauge,
-    /// Receive-to-delivery latency.
+    /// Receive-to-delivery latency (sampled, see the sink driver).
     pub latency: Histogram,
 }
 

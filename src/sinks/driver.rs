@@ -116,6 +116,7 @@ pub async fn run<S: Sink>(
     let mut batch: Vec<Arc<Event>> = Vec::with_capacity(max);
     let mut deadline: Option<Instant> = None;
     let mut dirty = false;
+    let mut latency = LatencySampler::new(max);
     loop {
         while batch.len() < max {
             match queue.pop() {
@@ -127,7 +128,7 @@ pub async fn run<S: Sink>(
         let closed = queue.is_closed();
         let due = deadline.is_some_and(|d| Instant::now() >= d);
         if !batch.is_empty() && (batch.len() >= max || closed || due) {
-            deliver(&mut sink, &status, &config, &dead, &batch).await;
+            deliver(&mut sink, &status, &config, &dead, &batch, &mut latency).await;
             batch.clear();
             deadline = None;
             dirty = true;
@@ -167,6 +168,7 @@ async fn deliver<S: Sink>(
     config: &DeliveryConfig,
     dead: &DeadLetters,
     batch: &[Arc<Event>],
+    latency: &mut LatencySampler,
 ) {
     let metrics = status.queue.metrics();
     let mut attempt = 0u32;
@@ -174,11 +176,7 @@ async fn deliver<S: Sink>(
         match sink.deliver(batch).await {
             Ok(()) => {
                 metrics.delivered.increment(batch.len() as u64);
-                let now = jiff::Timestamp::now().as_nanosecond();
-                for event in batch {
-                    let nanos = now - event.received_at.as_nanosecond();
-                    metrics.latency.record(nanos.max(0) as f64 / 1e9);
-                }
+                latency.record(batch, &metrics.latency);
                 if attempt > 0 {
                     info!(sink = %status.name, attempts = attempt + 1, "delivery recovered");
                 }
@@ -223,6 +221,51 @@ async fn deliver<S: Sink>(
                 }
                 return;
             }
+        }
+    }
+}
+
+/// Picks which delivered events have their latency recorded.
+///
+/// Recording a sample costs more than everything else the driver does per
+/// event (the histogram appends to a shared lock-free bucket), so sinks that
+/// batch record one event in [`LatencySampler::EVERY`]: enough for stable
+/// quantiles at any rate where the cost matters. Sinks that deliver one event
+/// at a time (alerts) record every event. The stride runs on across batches,
+/// so every position in a batch is sampled alike.
+#[derive(Debug)]
+struct LatencySampler {
+    every: usize,
+    /// Events to skip before the next sample.
+    skip: usize,
+}
+
+impl LatencySampler {
+    /// One event in this many is recorded by a batching sink.
+    const EVERY: usize = 16;
+
+    fn new(batch_max_events: usize) -> LatencySampler {
+        LatencySampler {
+            every: batch_max_events.clamp(1, Self::EVERY),
+            skip: 0,
+        }
+    }
+
+    /// Positions in a batch of `len` events to sample, carrying the stride on.
+    fn positions(&mut self, len: usize) -> std::iter::StepBy<std::ops::Range<usize>> {
+        let first = self.skip;
+        let taken = len.saturating_sub(first).div_ceil(self.every);
+        // The next sample is `every` after the last one taken here.
+        self.skip = (first + taken * self.every).saturating_sub(len);
+        (first.min(len)..len).step_by(self.every)
+    }
+
+    /// Records the receive-to-now latency of the sampled events of `batch`.
+    fn record(&mut self, batch: &[Arc<Event>], histogram: &metrics::Histogram) {
+        let now = jiff::Timestamp::now().as_nanosecond();
+        for index in self.positions(batch.len()) {
+            let nanos = now - batch[index].received_at.as_nanosecond();
+            histogram.record(nanos.max(0) as f64 / 1e9);
         }
     }
 }
@@ -388,6 +431,25 @@ mod tests {
         let outcome = drive(1, true, None, 6, 2).await;
         assert_eq!(outcome.delivered, [2]);
         assert_eq!(outcome.calls, 2);
+    }
+
+    #[test]
+    fn latency_sampling_takes_every_sixteenth_event_across_batches() {
+        let mut sampler = LatencySampler::new(1000);
+        let mut taken = Vec::new();
+        let mut offset = 0;
+        for len in [10, 10, 20, 0, 1, 40] {
+            taken.extend(sampler.positions(len).map(|i| offset + i));
+            offset += len;
+        }
+        assert_eq!(taken, [0, 16, 32, 48, 64, 80]);
+    }
+
+    #[test]
+    fn latency_sampling_takes_every_event_of_a_sink_that_sends_one_at_a_time() {
+        let mut sampler = LatencySampler::new(1);
+        let taken: Vec<usize> = (0..3).flat_map(|_| sampler.positions(1)).collect();
+        assert_eq!(taken, [0, 0, 0]);
     }
 
     #[test]
