@@ -346,6 +346,19 @@ pub struct Event {
     tag: Span,
     text: String,
     spans: [Span; Field::COUNT],
+    /// Bit `f` set: field `f` is in `spans` as [`SpanState::Value`]; lets the
+    /// encoder visit only the fields present instead of every span.
+    values: u64,
+    /// Bit `f` set: field `f` is in `spans` as [`SpanState::Raw`].
+    raws: u64,
+}
+
+// The field masks have one bit per field.
+const _: () = assert!(Field::COUNT <= 64);
+
+/// The bit of `field` in [`Event`]'s field masks.
+fn field_bit(field: Field) -> u64 {
+    1 << field as u32
 }
 
 impl Event {
@@ -414,21 +427,19 @@ impl Event {
         }
         // Host and level are written above; a level that is not a known level
         // is only ever stored raw.
-        for &field in &Field::ALL[2..] {
+        let mut rest = self.values & !(field_bit(Field::Host) | field_bit(Field::Level));
+        while rest != 0 {
+            let field = Field::ALL[rest.trailing_zeros() as usize];
+            rest &= rest - 1;
             let span = self.spans[field as usize];
-            match span.state {
-                SpanState::Absent | SpanState::Raw => {}
-                SpanState::Value => {
-                    let value = &self.text[span.start as usize..span.end as usize];
-                    out.extend_from_slice(field.json_key());
-                    match field.kind() {
-                        // The parser only stores numbers that are valid JSON.
-                        FieldKind::Integer | FieldKind::Decimal => {
-                            out.extend_from_slice(value.as_bytes());
-                        }
-                        _ => json_string(out, value),
-                    }
+            let value = &self.text[span.start as usize..span.end as usize];
+            out.extend_from_slice(field.json_key());
+            match field.kind() {
+                // The parser only stores numbers that are valid JSON.
+                FieldKind::Integer | FieldKind::Decimal => {
+                    out.extend_from_slice(value.as_bytes());
                 }
+                _ => json_string(out, value),
             }
         }
         if !self.categories.is_empty() {
@@ -445,7 +456,7 @@ impl Event {
             }
             out.push(b'}');
         }
-        if self.spans.iter().any(|span| span.state == SpanState::Raw) {
+        if self.raws != 0 {
             out.extend_from_slice(b",\"raw_fields\":{");
             let mut first = true;
             for &field in Field::ALL {
@@ -506,6 +517,8 @@ impl EventBuilder {
                 tag: Span::default(),
                 text: String::with_capacity(capacity),
                 spans: [Span::default(); Field::COUNT],
+                values: 0,
+                raws: 0,
             },
         }
     }
@@ -532,15 +545,27 @@ impl EventBuilder {
         if end == start {
             return;
         }
-        self.event.spans[field as usize] = Span {
+        let state = if valid {
+            SpanState::Value
+        } else {
+            SpanState::Raw
+        };
+        self.set_span(field, start, end, state);
+    }
+
+    /// Points `field` at `start..end` of the buffer in `state`, keeping the
+    /// field masks in step with the spans.
+    fn set_span(&mut self, field: Field, start: usize, end: usize, state: SpanState) {
+        let event = &mut self.event;
+        event.spans[field as usize] = Span {
             start: start as u32,
             end: end as u32,
-            state: if valid {
-                SpanState::Value
-            } else {
-                SpanState::Raw
-            },
+            state,
         };
+        let bit = field_bit(field);
+        let is = |wanted: SpanState| u64::from(state == wanted) * bit;
+        event.values = (event.values & !bit) | is(SpanState::Value);
+        event.raws = (event.raws & !bit) | is(SpanState::Raw);
     }
 
     /// Records text `start..end` of the buffer as the tag.
@@ -571,11 +596,7 @@ impl EventBuilder {
 
     /// Points `field` at an existing part of the buffer (`start..end`).
     pub fn copy_range(&mut self, field: Field, start: usize, end: usize) {
-        self.event.spans[field as usize] = Span {
-            start: start as u32,
-            end: end as u32,
-            state: SpanState::Value,
-        };
+        self.set_span(field, start, end, SpanState::Value);
     }
 
     /// The raw span of a valid field, as byte offsets into the buffer.
