@@ -36,7 +36,7 @@ use crate::sinks::alert::email::Email;
 use crate::sinks::alert::mqtt::Mqtt;
 use crate::sinks::alert::slack::Slack;
 use crate::sinks::alert::teams::Teams;
-use crate::sinks::alert::webhook::Webhook;
+use crate::sinks::alert::webhook::{Webhook, WebhookBatchSink};
 use crate::sinks::alert::{AlertSink, Notifier};
 use crate::sinks::driver::{self, SinkStatus};
 use crate::sinks::file::FileSink;
@@ -243,6 +243,11 @@ pub fn start(config: &Config) -> Result<Running, PipelineError> {
                 let notifier =
                     Teams::new(teams).map_err(|err| sink_error(std::io::Error::other(err)))?;
                 let sink = alert_sink(name, notifier, sink).map_err(sink_error)?;
+                sink_tasks.spawn(driver::run(sink, status.clone(), delivery, dead));
+            }
+            SinkKind::Webhook(webhook) if webhook.body.batches() => {
+                let sink = WebhookBatchSink::new(webhook)
+                    .map_err(|err| sink_error(std::io::Error::other(err)))?;
                 sink_tasks.spawn(driver::run(sink, status.clone(), delivery, dead));
             }
             SinkKind::Webhook(webhook) => {

@@ -153,6 +153,7 @@ impl SinkKind {
     pub fn delivery_defaults(&self) -> (usize, u64) {
         match self {
             SinkKind::Influxdb(_) | SinkKind::Loki(_) => (5000, 1000),
+            SinkKind::Webhook(webhook) if webhook.body.batches() => (500, 1000),
             SinkKind::File(_) | SinkKind::Stdout(_) | SinkKind::Null(_) => (1000, 200),
             // One alert per delivery, sent at once.
             SinkKind::Slack(_)
@@ -267,10 +268,15 @@ impl<'de> Deserialize<'de> for SinkConfig {
                 "missing `type`; set type = \"file\", \"stdout\", \"influxdb\", \"loki\", \"slack\", \"teams\", \"webhook\", \"mqtt\", \"email\" or \"null\"",
             ));
         }
-        let is_alert = table
-            .get("type")
-            .and_then(toml::Value::as_str)
-            .is_some_and(|t| ALERT_TYPES.contains(&t));
+        let type_name = table.get("type").and_then(toml::Value::as_str);
+        // A webhook with `body = "array"` or `"ndjson"` forwards batches of events
+        // rather than alerts; an unknown `body` is left for its own error.
+        let webhook_batches = type_name == Some("webhook")
+            && table
+                .get("body")
+                .and_then(toml::Value::as_str)
+                .is_some_and(|body| ["array", "ndjson"].contains(&body));
+        let is_alert = type_name.is_some_and(|t| ALERT_TYPES.contains(&t)) && !webhook_batches;
         let mut alert_keys = toml::Table::new();
         if is_alert {
             for key in alert::ALERT_KEYS {
@@ -297,11 +303,11 @@ impl<'de> Deserialize<'de> for SinkConfig {
             }
         }
         let kind = SinkKind::deserialize(toml::Value::Table(table)).map_err(|err| {
+            let alert_keys = alert::ALERT_KEYS.map(|k| format!("`{k}`")).join(", ");
             let alert_note = if is_alert {
-                format!(
-                    ", and alert sinks take {}",
-                    alert::ALERT_KEYS.map(|k| format!("`{k}`")).join(", ")
-                )
+                format!(", and alert sinks take {alert_keys}")
+            } else if webhook_batches {
+                format!(", and {alert_keys} apply only to a webhook with body = \"event\" (alerts)")
             } else {
                 String::new()
             };
@@ -426,6 +432,39 @@ match = { types = ["task"] }
     fn an_unknown_sink_type_is_named() {
         let err = toml::from_str::<SinkConfig>("type = \"kafka\"").unwrap_err();
         assert!(err.to_string().contains("kafka"), "{err}");
+    }
+
+    #[test]
+    fn a_batching_webhook_is_not_an_alert_sink_and_batches_by_default() {
+        let config: SinkConfig = toml::from_str(
+            "type = \"webhook\"\nurl = \"https://collector.example/in\"\nbody = \"ndjson\"",
+        )
+        .unwrap();
+        assert!(config.alert.is_none());
+        assert_eq!(config.delivery.batch_max_events, 500);
+        assert_eq!(config.delivery.flush_interval_ms, 1000);
+        assert_eq!(
+            config.delivery.max_retries, None,
+            "retried until the collector is back"
+        );
+        let alerting: SinkConfig =
+            toml::from_str("type = \"webhook\"\nurl = \"https://hooks.example/x\"").unwrap();
+        assert!(alerting.alert.is_some());
+        assert_eq!(alerting.delivery.batch_max_events, 1);
+    }
+
+    #[test]
+    fn alert_keys_on_a_batching_webhook_say_they_need_body_event() {
+        let err = toml::from_str::<SinkConfig>(
+            "type = \"webhook\"\nurl = \"https://collector.example/in\"\nbody = \"array\"\ndedupe_window_s = 60",
+        )
+        .unwrap_err();
+        let message = err.to_string();
+        assert!(
+            message.contains("unknown field `dedupe_window_s`"),
+            "{message}"
+        );
+        assert!(message.contains("body = \"event\""), "{message}");
     }
 
     #[test]

@@ -49,6 +49,9 @@ mod influxdb_v2;
 // Slack, Teams and webhook alerts: once, never lost, paced, rate-limited.
 mod slack;
 
+// Webhooks that forward batches of events (JSON arrays, NDJSON), signed and retried.
+mod webhook;
+
 // Email alerts against a real SMTP server (aiosmtpd): content, TLS, AUTH, per-recipient limits.
 mod email;
 

@@ -2,11 +2,19 @@
 //! custom headers and an optional HMAC-SHA256 signature of the body so the
 //! receiver can check it came from herald.
 //!
+//! `body` chooses what one request carries. `event` (the default) sends one event
+//! per request as an alert, under the alert rules of [`super::AlertSink`]
+//! (de-duplication, rate limit, pacing). `array` and `ndjson` forward every
+//! matching event in batches of up to `batch_max_events`, as one JSON array or as
+//! one event per line ([`WebhookBatchSink`]); the alert rules do not apply there,
+//! and a failed batch is retried whole like any batching sink's.
+//!
 //! The signature header is `X-Herald-Signature: sha256=<hex>` over the exact
 //! body bytes, keyed with `hmac_secret`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use hmac::{Hmac, KeyInit, Mac};
 use serde::{Deserialize, Serialize};
@@ -15,8 +23,8 @@ use sha2::Sha256;
 use super::{Notifier, Rendered};
 use crate::event::Event;
 use crate::secret::Secret;
-use crate::sinks::SinkError;
 use crate::sinks::transport::{self, HttpClientConfig};
+use crate::sinks::{Sink, SinkError};
 
 /// Settings of a `webhook` sink.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -27,6 +35,9 @@ pub struct WebhookConfig {
     /// `POST` (default) or `PUT`.
     #[serde(default)]
     pub method: WebhookMethod,
+    /// What one request carries: `event` (default), `array` or `ndjson`.
+    #[serde(default)]
+    pub body: WebhookBody,
     /// Extra request headers, e.g. `{ "X-Api-Key" = "${HOOK_KEY}" }` (values are secrets).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, Secret>,
@@ -52,6 +63,42 @@ pub enum WebhookMethod {
     Put,
 }
 
+/// What one webhook request carries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookBody {
+    /// One event's JSON object, sent as an alert.
+    #[default]
+    Event,
+    /// A JSON array of the events of a batch (`application/json`).
+    Array,
+    /// The events of a batch, one JSON object per line (`application/x-ndjson`).
+    Ndjson,
+}
+
+impl WebhookBody {
+    /// Whether requests carry batches of events rather than one alert.
+    pub fn batches(self) -> bool {
+        self != WebhookBody::Event
+    }
+
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebhookBody::Event => "event",
+            WebhookBody::Array => "array",
+            WebhookBody::Ndjson => "ndjson",
+        }
+    }
+
+    fn content_type(self) -> &'static str {
+        match self {
+            WebhookBody::Event | WebhookBody::Array => "application/json",
+            WebhookBody::Ndjson => "application/x-ndjson",
+        }
+    }
+}
+
 /// The signature header's value for `body`.
 pub fn signature(key: &[u8], body: &[u8]) -> String {
     // HMAC takes a key of any length.
@@ -72,7 +119,6 @@ pub fn signature(key: &[u8], body: &[u8]) -> String {
 pub struct Webhook {
     client: reqwest::Client,
     config: WebhookConfig,
-    body: Vec<u8>,
 }
 
 impl Webhook {
@@ -93,39 +139,93 @@ impl Webhook {
         Ok(Webhook {
             client,
             config: config.clone(),
-            body: Vec::with_capacity(4096),
         })
     }
-}
 
-impl Notifier for Webhook {
-    async fn notify(&mut self, event: &Event, _rendered: &Rendered) -> Result<(), SinkError> {
-        self.body.clear();
-        event.write_json(&mut self.body);
+    /// Sends one request with `body`, signed when a key is set.
+    async fn send(&self, body: Vec<u8>) -> Result<(), SinkError> {
         let url = self.config.url.expose();
         let mut request = match self.config.method {
             WebhookMethod::Post => self.client.post(url),
             WebhookMethod::Put => self.client.put(url),
         }
-        .header(reqwest::header::CONTENT_TYPE, "application/json");
+        .header(
+            reqwest::header::CONTENT_TYPE,
+            self.config.body.content_type(),
+        );
         for (name, value) in &self.config.headers {
             request = request.header(name.as_str(), value.expose());
         }
         if let Some(key) = &self.config.hmac_secret {
             request = request.header(
                 "X-Herald-Signature",
-                signature(key.expose().as_bytes(), &self.body),
+                signature(key.expose().as_bytes(), &body),
             );
         }
-        let response = request
-            .body(self.body.clone())
-            .send()
-            .await
-            .map_err(|err| transport::redact(transport::network_error(&err), &self.config.url))?;
+        let response =
+            request.body(body).send().await.map_err(|err| {
+                transport::redact(transport::network_error(&err), &self.config.url)
+            })?;
         transport::check(response)
             .await
             .map(drop)
             .map_err(|err| transport::redact(err, &self.config.url))
+    }
+}
+
+impl Notifier for Webhook {
+    async fn notify(&mut self, event: &Event, _rendered: &Rendered) -> Result<(), SinkError> {
+        let mut body = Vec::with_capacity(2048);
+        event.write_json(&mut body);
+        self.send(body).await
+    }
+}
+
+/// A webhook that forwards batches of events (`body = "array"` or `"ndjson"`).
+#[derive(Debug)]
+pub struct WebhookBatchSink {
+    webhook: Webhook,
+}
+
+impl WebhookBatchSink {
+    /// Builds the client (no I/O).
+    ///
+    /// # Errors
+    ///
+    /// As [`Webhook::new`], and when `body` is `event` (that is an alert sink).
+    pub fn new(config: &WebhookConfig) -> Result<WebhookBatchSink, String> {
+        if !config.body.batches() {
+            return Err(format!(
+                "body = \"{}\" sends alerts, not batches",
+                config.body.as_str()
+            ));
+        }
+        Ok(WebhookBatchSink {
+            webhook: Webhook::new(config)?,
+        })
+    }
+}
+
+impl Sink for WebhookBatchSink {
+    async fn deliver(&mut self, batch: &[Arc<Event>]) -> Result<(), SinkError> {
+        let mut body = Vec::with_capacity(batch.len() * 1024 + 2);
+        let array = self.webhook.config.body == WebhookBody::Array;
+        if array {
+            body.push(b'[');
+        }
+        for (i, event) in batch.iter().enumerate() {
+            if array && i > 0 {
+                body.push(b',');
+            }
+            event.write_json(&mut body);
+            if !array {
+                body.push(b'\n');
+            }
+        }
+        if array {
+            body.push(b']');
+        }
+        self.webhook.send(body).await
     }
 }
 

@@ -1,0 +1,112 @@
+//! The webhook sink in its batching modes (`body = "array"` and `"ndjson"`),
+//! against the in-process stub: every matching event forwarded, in batches,
+//! signed, and a failed batch retried whole. The alert mode (`body = "event"`)
+//! is checked with the other alert sinks in `slack.rs`.
+
+use serde_json::Value;
+
+use crate::harness::{ConfigBuilder, DEADLINE, Herald, send};
+use crate::http_stub::{Request, Stub};
+
+/// A failed-task datagram; `n` varies the task name. Every one carries the same
+/// execution id, which an alert sink would de-duplicate.
+fn task_failure(n: usize) -> Vec<u8> {
+    format!(
+        "/scheduler-reload-failed/;pro2-win1;Reload {n};Sales;LAB\\goran;dec2a02a-1680-44ef-8dc2-e2bfb180af87;e7af59a0-c243-480d-9571-08727551a66f;2021-02-16 09:24:59,099;INFO;14a81bf5-f81c-4047-b1a1-000000000001;Max retries reached"
+    )
+    .into_bytes()
+}
+
+fn batching_herald(stub: &Stub, body: &str, extra: &str) -> Herald {
+    Herald::start(
+        &ConfigBuilder::new()
+            .extra(&format!(
+                "[sinks.forward]\ntype = \"webhook\"\nurl = \"{}/ingest\"\nbody = \"{body}\"\nhmac_secret = \"s3cret\"\nflush_interval_ms = 100\nretry_initial_ms = 100\n{extra}",
+                stub.url()
+            ))
+            .build(),
+    )
+}
+
+/// The task names in `events`, in order.
+fn task_names(events: &[Value]) -> Vec<String> {
+    events
+        .iter()
+        .map(|event| event["task_name"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+fn assert_signed(request: &Request) {
+    let expected = herald::sinks::alert::webhook::signature(b"s3cret", &request.body);
+    assert_eq!(
+        request.header("x-herald-signature"),
+        Some(expected.as_str())
+    );
+}
+
+#[test]
+fn a_batching_webhook_forwards_every_event_as_json_arrays_of_at_most_batch_max_events() {
+    let stub = Stub::start();
+    stub.set_default(200, &[], "");
+    let mut herald = batching_herald(&stub, "array", "batch_max_events = 10");
+    let datagrams: Vec<Vec<u8>> = (0..25).map(task_failure).collect();
+    let refs: Vec<&[u8]> = datagrams.iter().map(Vec::as_slice).collect();
+    send("127.0.0.1", herald.udp, &refs);
+    herald.wait_for("all 25 delivered", |h| {
+        h.metric("herald_sink_events_delivered_total", &[("sink", "forward")]) == 25.0
+    });
+    let requests = stub.requests();
+    let mut events = Vec::new();
+    for request in &requests {
+        assert_eq!(request.method, "POST");
+        assert_eq!(request.path, "/ingest");
+        assert_eq!(request.header("content-type"), Some("application/json"));
+        assert_signed(request);
+        let batch = request.body_json();
+        let batch = batch.as_array().expect("the body is a JSON array");
+        assert!(
+            (1..=10).contains(&batch.len()),
+            "{} events in one request",
+            batch.len()
+        );
+        events.extend(batch.iter().cloned());
+    }
+    assert!(requests.len() >= 3, "{} requests", requests.len());
+    let expected: Vec<String> = (0..25).map(|n| format!("Reload {n}")).collect();
+    // An alert sink would have suppressed all but one: they share an execution id.
+    assert_eq!(task_names(&events), expected, "every event, in order");
+}
+
+#[test]
+fn an_ndjson_webhook_sends_one_event_per_line_and_retries_a_failed_batch_whole() {
+    let stub = Stub::start();
+    stub.push_response(503, &[], "busy");
+    stub.set_default(204, &[], "");
+    let mut herald = batching_herald(&stub, "ndjson", "");
+    let datagrams: Vec<Vec<u8>> = (0..5).map(task_failure).collect();
+    let refs: Vec<&[u8]> = datagrams.iter().map(Vec::as_slice).collect();
+    send("127.0.0.1", herald.udp, &refs);
+    herald.wait_for("all 5 delivered", |h| {
+        h.metric("herald_sink_events_delivered_total", &[("sink", "forward")]) == 5.0
+    });
+    let requests = stub.wait_for_requests(2, DEADLINE);
+    assert_eq!(
+        requests[0].body, requests[1].body,
+        "the refused batch is sent again as it was"
+    );
+    let last = requests.last().expect("two requests");
+    assert_eq!(last.header("content-type"), Some("application/x-ndjson"));
+    assert_signed(last);
+    let text = last.body_text();
+    assert!(text.ends_with('\n'), "every line ends with a newline");
+    let events: Vec<Value> = text
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("each line is one JSON event"))
+        .collect();
+    let expected: Vec<String> = (0..5).map(|n| format!("Reload {n}")).collect();
+    assert_eq!(task_names(&events), expected);
+    assert_eq!(
+        herald.metric("herald_sink_retries_total", &[("sink", "forward")]),
+        1.0
+    );
+}
