@@ -36,7 +36,7 @@ use serde::ser::{SerializeMap as _, SerializeSeq as _, SerializeTuple as _};
 use serde::{Deserialize, Serialize, Serializer};
 
 use super::influxdb::schema::timestamp_ns;
-use super::transport::{self, HttpClientConfig};
+use super::transport;
 use super::{Sink, SinkError};
 use crate::event::{Event, Field, Level, TaskOutcome};
 use crate::secret::Secret;
@@ -269,11 +269,9 @@ impl LokiConfig {
         Ok(())
     }
 
-    fn http(&self) -> HttpClientConfig {
-        HttpClientConfig {
-            timeout_ms: self.timeout_ms,
-            tls_ca_file: self.tls_ca_file.clone(),
-        }
+    /// An HTTP client with this sink's timeout and extra CAs.
+    fn client(&self) -> Result<reqwest::Client, String> {
+        transport::client(self.timeout_ms, self.tls_ca_file.as_deref())
     }
 
     fn base(&self) -> &str {
@@ -307,7 +305,7 @@ impl LokiConfig {
 ///
 /// A message naming the problem and how to fix it.
 pub async fn check_connection(config: &LokiConfig) -> Result<String, String> {
-    let client = transport::client(&config.http())?;
+    let client = config.client()?;
     let base = config.base();
     let unreachable = |err: reqwest::Error| {
         format!(
@@ -380,7 +378,7 @@ impl LokiSink {
     /// When the URL or the TLS settings are unusable.
     pub fn new(config: &LokiConfig) -> Result<LokiSink, String> {
         Ok(LokiSink {
-            client: transport::client(&config.http())?,
+            client: config.client()?,
             url: config.push_url()?,
             config: Arc::new(config.clone()),
             body: Vec::with_capacity(1 << 20),

@@ -9,7 +9,7 @@
 //! Network errors and timeouts are retried.
 
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::Once;
 use std::time::Duration;
 
@@ -17,53 +17,32 @@ use flate2::Compression;
 use flate2::write::GzEncoder;
 use reqwest::StatusCode;
 use reqwest::header::RETRY_AFTER;
-use serde::{Deserialize, Serialize};
 
 use super::SinkError;
-
-/// Connection settings shared by HTTP sinks.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HttpClientConfig {
-    /// Whole-request timeout, in milliseconds.
-    #[serde(default = "default_timeout_ms")]
-    pub timeout_ms: u64,
-    /// Extra CA certificates (PEM) to trust besides the system's, for servers
-    /// with an internal CA. Certificate verification is always on.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tls_ca_file: Option<PathBuf>,
-}
 
 /// The request timeout every HTTP sink uses unless configured: 10 s.
 pub fn default_timeout_ms() -> u64 {
     10_000
 }
 
-impl Default for HttpClientConfig {
-    fn default() -> Self {
-        HttpClientConfig {
-            timeout_ms: default_timeout_ms(),
-            tls_ca_file: None,
-        }
-    }
-}
-
-/// Builds an HTTP client with TLS verification on.
+/// Builds an HTTP client with TLS verification on: `timeout_ms` for a whole
+/// request, and the system's CAs plus those in `tls_ca_file` (PEM), for servers
+/// with an internal CA. Every HTTP sink's config has these two keys.
 ///
 /// # Errors
 ///
 /// When the CA file cannot be read or parsed, or the TLS stack cannot start.
-pub fn client(config: &HttpClientConfig) -> Result<reqwest::Client, String> {
+pub fn client(timeout_ms: u64, tls_ca_file: Option<&Path>) -> Result<reqwest::Client, String> {
     static PROVIDER: Once = Once::new();
     PROVIDER.call_once(|| {
         // Another part of the process may have installed one already; either is fine.
         let _ = rustls::crypto::ring::default_provider().install_default();
     });
     let mut builder = reqwest::Client::builder()
-        .timeout(Duration::from_millis(config.timeout_ms))
-        .connect_timeout(Duration::from_millis(config.timeout_ms.min(5_000)))
+        .timeout(Duration::from_millis(timeout_ms))
+        .connect_timeout(Duration::from_millis(timeout_ms.min(5_000)))
         .user_agent(concat!("herald/", env!("CARGO_PKG_VERSION")));
-    if let Some(path) = &config.tls_ca_file {
+    if let Some(path) = tls_ca_file {
         let pem = std::fs::read(path)
             .map_err(|err| format!("cannot read tls_ca_file {}: {err}", path.display()))?;
         let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|err| {
@@ -235,6 +214,6 @@ mod tests {
 
     #[test]
     fn the_client_builds_with_verification_on() {
-        client(&HttpClientConfig::default()).unwrap();
+        client(default_timeout_ms(), None).unwrap();
     }
 }

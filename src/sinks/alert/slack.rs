@@ -14,7 +14,7 @@ use super::{Notifier, Rendered, cut};
 use crate::event::Event;
 use crate::secret::Secret;
 use crate::sinks::SinkError;
-use crate::sinks::transport::{self, HttpClientConfig};
+use crate::sinks::transport;
 
 /// Settings of a `slack` sink.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -149,10 +149,7 @@ impl Slack {
     ///
     /// When the TLS settings are unusable.
     pub fn new(config: &SlackConfig) -> Result<Slack, String> {
-        let client = transport::client(&HttpClientConfig {
-            timeout_ms: config.timeout_ms,
-            tls_ca_file: config.tls_ca_file.clone(),
-        })?;
+        let client = transport::client(config.timeout_ms, config.tls_ca_file.as_deref())?;
         Ok(Slack {
             client,
             url: config.webhook_url.clone(),

@@ -23,7 +23,7 @@ use sha2::Sha256;
 use super::{Notifier, Rendered};
 use crate::event::Event;
 use crate::secret::Secret;
-use crate::sinks::transport::{self, HttpClientConfig};
+use crate::sinks::transport;
 use crate::sinks::{Sink, SinkError};
 
 /// Settings of a `webhook` sink.
@@ -132,10 +132,7 @@ impl Webhook {
             reqwest::header::HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| format!("headers: {name:?} is not a valid header name"))?;
         }
-        let client = transport::client(&HttpClientConfig {
-            timeout_ms: config.timeout_ms,
-            tls_ca_file: config.tls_ca_file.clone(),
-        })?;
+        let client = transport::client(config.timeout_ms, config.tls_ca_file.as_deref())?;
         Ok(Webhook {
             client,
             config: config.clone(),

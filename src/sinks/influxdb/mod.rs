@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::transport::{self, HttpClientConfig};
+use super::transport;
 use super::{Sink, SinkError};
 use crate::event::Event;
 use crate::secret::Secret;
@@ -120,11 +120,9 @@ impl InfluxdbConfig {
         Ok(())
     }
 
-    fn http(&self) -> HttpClientConfig {
-        HttpClientConfig {
-            timeout_ms: self.timeout_ms,
-            tls_ca_file: self.tls_ca_file.clone(),
-        }
+    /// An HTTP client with this sink's timeout and extra CAs.
+    fn client(&self) -> Result<reqwest::Client, String> {
+        transport::client(self.timeout_ms, self.tls_ca_file.as_deref())
     }
 
     fn base(&self) -> &str {
@@ -194,7 +192,7 @@ impl InfluxdbSink {
     /// When the URL or the TLS settings are unusable.
     pub fn new(config: &InfluxdbConfig) -> Result<InfluxdbSink, String> {
         Ok(InfluxdbSink {
-            client: transport::client(&config.http())?,
+            client: config.client()?,
             url: config.write_url()?,
             config: Arc::new(config.clone()),
             body: Vec::with_capacity(1 << 20),
@@ -291,7 +289,7 @@ impl Sink for InfluxdbSink {
 ///
 /// A message naming the problem and how to fix it.
 pub async fn check_connection(config: &InfluxdbConfig) -> Result<String, String> {
-    let client = transport::client(&config.http())?;
+    let client = config.client()?;
     let base = config.base();
     let unreachable = |err: reqwest::Error| {
         format!(
