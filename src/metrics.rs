@@ -103,7 +103,7 @@ pub fn describe() {
     describe_histogram!(
         EVENT_LATENCY,
         metrics::Unit::Seconds,
-        "Time from reading a datagram to delivering its event, per sink (quantiles; one event in 16 is sampled by sinks that batch)."
+        "Time from reading a datagram to delivering its event, per sink (quantiles; one event in 17 is sampled by sinks that batch)."
     );
     describe_counter!(
         crate::sinks::alert::ALERTS_SUPPRESSED,

@@ -231,8 +231,10 @@ async fn deliver<S: Sink>(
 /// event (the histogram appends to a shared lock-free bucket), so sinks that
 /// batch record one event in [`LatencySampler::EVERY`]: enough for stable
 /// quantiles at any rate where the cost matters. Sinks that deliver one event
-/// at a time (alerts) record every event. The stride runs on across batches,
-/// so every position in a batch is sampled alike.
+/// at a time (alerts) record every event. The stride runs on across batches
+/// and is prime, so it shares no factor with usual batch sizes and the sampled
+/// position moves through the batch instead of always taking its oldest event
+/// (which waited longest).
 #[derive(Debug)]
 struct LatencySampler {
     every: usize,
@@ -242,11 +244,15 @@ struct LatencySampler {
 
 impl LatencySampler {
     /// One event in this many is recorded by a batching sink.
-    const EVERY: usize = 16;
+    const EVERY: usize = 17;
 
     fn new(batch_max_events: usize) -> LatencySampler {
         LatencySampler {
-            every: batch_max_events.clamp(1, Self::EVERY),
+            every: if batch_max_events <= 1 {
+                1
+            } else {
+                Self::EVERY
+            },
             skip: 0,
         }
     }
@@ -434,7 +440,7 @@ mod tests {
     }
 
     #[test]
-    fn latency_sampling_takes_every_sixteenth_event_across_batches() {
+    fn latency_sampling_takes_every_seventeenth_event_across_batches() {
         let mut sampler = LatencySampler::new(1000);
         let mut taken = Vec::new();
         let mut offset = 0;
@@ -442,7 +448,19 @@ mod tests {
             taken.extend(sampler.positions(len).map(|i| offset + i));
             offset += len;
         }
-        assert_eq!(taken, [0, 16, 32, 48, 64, 80]);
+        assert_eq!(taken, [0, 17, 34, 51, 68]);
+    }
+
+    #[test]
+    fn latency_sampling_moves_through_full_batches_instead_of_always_taking_the_oldest() {
+        let mut sampler = LatencySampler::new(8);
+        let positions: std::collections::BTreeSet<usize> =
+            (0..17).flat_map(|_| sampler.positions(8)).collect();
+        assert_eq!(
+            positions.len(),
+            8,
+            "every position of the batch: {positions:?}"
+        );
     }
 
     #[test]

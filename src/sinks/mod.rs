@@ -306,7 +306,11 @@ impl<'de> Deserialize<'de> for SinkConfig {
             let alert_keys = alert::ALERT_KEYS.map(|k| format!("`{k}`")).join(", ");
             let alert_note = if is_alert {
                 format!(", and alert sinks take {alert_keys}")
-            } else if webhook_batches {
+            } else if webhook_batches
+                && alert::ALERT_KEYS
+                    .iter()
+                    .any(|k| err.message().contains(&format!("unknown field `{k}`")))
+            {
                 format!(", and {alert_keys} apply only to a webhook with body = \"event\" (alerts)")
             } else {
                 String::new()
@@ -465,6 +469,13 @@ match = { types = ["task"] }
             "{message}"
         );
         assert!(message.contains("body = \"event\""), "{message}");
+        let err = toml::from_str::<SinkConfig>("type = \"webhook\"\nbody = \"array\"").unwrap_err();
+        let message = err.to_string();
+        assert!(message.contains("missing field `url`"), "{message}");
+        assert!(
+            !message.contains("dedupe_window_s"),
+            "no alert note for another mistake: {message}"
+        );
     }
 
     #[test]
