@@ -282,22 +282,12 @@ pub enum FieldKind {
     Decimal,
 }
 
-/// Where a field's value sits in the event's text buffer, and how to read it.
+/// Where a field's value sits in the event's text buffer. Whether the field has
+/// a value at all, and whether it is valid, is in [`Event`]'s field masks.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Span {
     start: u32,
     end: u32,
-    state: SpanState,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-enum SpanState {
-    #[default]
-    Absent,
-    /// A valid value (text, or a number whose text is valid JSON).
-    Value,
-    /// A value that failed its kind's check; written under `raw_fields`.
-    Raw,
 }
 
 /// A category set by a categorisation rule: `name = value`, both from config.
@@ -346,10 +336,12 @@ pub struct Event {
     tag: Span,
     text: String,
     spans: [Span; Field::COUNT],
-    /// Bit `f` set: field `f` is in `spans` as [`SpanState::Value`]; lets the
-    /// encoder visit only the fields present instead of every span.
+    /// Bit `f` set: field `f` has a valid value (text, or a number whose text is
+    /// valid JSON) at `spans[f]`. The encoder visits only these fields.
     values: u64,
-    /// Bit `f` set: field `f` is in `spans` as [`SpanState::Raw`].
+    /// Bit `f` set: field `f` has a value that failed its kind's check at
+    /// `spans[f]`; written under `raw_fields`. A field is in at most one mask;
+    /// in neither, it is absent.
     raws: u64,
 }
 
@@ -364,19 +356,21 @@ fn field_bit(field: Field) -> u64 {
 impl Event {
     /// The tag exactly as received, e.g. `/qseow-proxy/`.
     pub fn tag(&self) -> &str {
-        &self.text[self.tag.start as usize..self.tag.end as usize]
+        self.text_at(self.tag)
     }
 
     /// A field's valid value, or `None` when it is absent or went to `raw_fields`.
     pub fn get(&self, field: Field) -> Option<&str> {
-        let span = self.spans[field as usize];
-        (span.state == SpanState::Value).then(|| &self.text[span.start as usize..span.end as usize])
+        (self.values & field_bit(field) != 0).then(|| self.text_at(self.spans[field as usize]))
     }
 
     /// A field's value that failed its kind's check (kept under `raw_fields`).
     pub fn raw(&self, field: Field) -> Option<&str> {
-        let span = self.spans[field as usize];
-        (span.state == SpanState::Raw).then(|| &self.text[span.start as usize..span.end as usize])
+        (self.raws & field_bit(field) != 0).then(|| self.text_at(self.spans[field as usize]))
+    }
+
+    fn text_at(&self, span: Span) -> &str {
+        &self.text[span.start as usize..span.end as usize]
     }
 
     /// The host name from the datagram.
@@ -431,8 +425,7 @@ impl Event {
         while rest != 0 {
             let field = Field::ALL[rest.trailing_zeros() as usize];
             rest &= rest - 1;
-            let span = self.spans[field as usize];
-            let value = &self.text[span.start as usize..span.end as usize];
+            let value = self.text_at(self.spans[field as usize]);
             out.extend_from_slice(field.json_key());
             match field.kind() {
                 // The parser only stores numbers that are valid JSON.
@@ -545,27 +538,20 @@ impl EventBuilder {
         if end == start {
             return;
         }
-        let state = if valid {
-            SpanState::Value
-        } else {
-            SpanState::Raw
-        };
-        self.set_span(field, start, end, state);
+        self.set_span(field, start, end, valid);
     }
 
-    /// Points `field` at `start..end` of the buffer in `state`, keeping the
-    /// field masks in step with the spans.
-    fn set_span(&mut self, field: Field, start: usize, end: usize, state: SpanState) {
+    /// Points `field` at `start..end` of the buffer, as a valid value or a raw one.
+    fn set_span(&mut self, field: Field, start: usize, end: usize, valid: bool) {
         let event = &mut self.event;
         event.spans[field as usize] = Span {
             start: start as u32,
             end: end as u32,
-            state,
         };
         let bit = field_bit(field);
-        let is = |wanted: SpanState| u64::from(state == wanted) * bit;
-        event.values = (event.values & !bit) | is(SpanState::Value);
-        event.raws = (event.raws & !bit) | is(SpanState::Raw);
+        let (value_bit, raw_bit) = if valid { (bit, 0) } else { (0, bit) };
+        event.values = (event.values & !bit) | value_bit;
+        event.raws = (event.raws & !bit) | raw_bit;
     }
 
     /// Records text `start..end` of the buffer as the tag.
@@ -573,7 +559,6 @@ impl EventBuilder {
         self.event.tag = Span {
             start: start as u32,
             end: end as u32,
-            state: SpanState::Value,
         };
     }
 
@@ -586,7 +571,7 @@ impl EventBuilder {
 
     /// Whether a field has a valid value.
     pub fn has(&self, field: Field) -> bool {
-        self.event.spans[field as usize].state == SpanState::Value
+        self.event.values & field_bit(field) != 0
     }
 
     /// A field's value so far.
@@ -596,13 +581,14 @@ impl EventBuilder {
 
     /// Points `field` at an existing part of the buffer (`start..end`).
     pub fn copy_range(&mut self, field: Field, start: usize, end: usize) {
-        self.set_span(field, start, end, SpanState::Value);
+        self.set_span(field, start, end, true);
     }
 
     /// The raw span of a valid field, as byte offsets into the buffer.
     pub fn range(&self, field: Field) -> Option<(usize, usize)> {
         let span = self.event.spans[field as usize];
-        (span.state == SpanState::Value).then_some((span.start as usize, span.end as usize))
+        self.has(field)
+            .then_some((span.start as usize, span.end as usize))
     }
 
     /// Sets the level.
