@@ -303,6 +303,11 @@ fn run(path: &Path) -> anyhow::Result<()> {
     let config = Config::load(path)?;
     init_logging(&config);
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full(herald::metrics::EVENT_LATENCY.into()),
+            &herald::metrics::LATENCY_BUCKETS,
+        )
+        .context("cannot set up metrics")?
         .install_recorder()
         .context("cannot set up metrics")?;
     herald::metrics::describe();

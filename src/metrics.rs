@@ -40,6 +40,15 @@ pub const EVENTS: &str = "herald_events_total";
 pub const TASK_EVENTS: &str = "herald_task_events_total";
 /// Seconds from reading a datagram to its event being delivered, per sink.
 pub const EVENT_LATENCY: &str = "herald_event_latency_seconds";
+/// Upper bounds (seconds) of [`EVENT_LATENCY`]'s histogram buckets: from half a
+/// millisecond (a file sink under light load) to minutes (an alert retried
+/// through an outage). A histogram rather than a summary: every sample counts
+/// (the exporter's rolling summary keeps only the newest samples of each drain),
+/// and Grafana can aggregate it across herald instances with `histogram_quantile`.
+pub const LATENCY_BUCKETS: [f64; 17] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0, 300.0,
+];
 /// Events or datagrams dropped inside herald, by stage and reason.
 pub const PIPELINE_DROPPED: &str = "herald_pipeline_dropped_total";
 /// Events that matched no sink.
@@ -103,7 +112,7 @@ pub fn describe() {
     describe_histogram!(
         EVENT_LATENCY,
         metrics::Unit::Seconds,
-        "Time from reading a datagram to delivering its event, per sink (quantiles; one event in 17 is sampled by sinks that batch)."
+        "Time from reading a datagram to delivering its event, per sink (histogram; one event in 17 is sampled by sinks that batch)."
     );
     describe_counter!(
         crate::sinks::alert::ALERTS_SUPPRESSED,

@@ -175,8 +175,9 @@ async fn deliver<S: Sink>(
     loop {
         match sink.deliver(batch).await {
             Ok(()) => {
-                metrics.delivered.increment(batch.len() as u64);
+                // Latency first: whoever sees the delivery counted sees its latency too.
                 latency.record(batch, &metrics.latency);
+                metrics.delivered.increment(batch.len() as u64);
                 if attempt > 0 {
                     info!(sink = %status.name, attempts = attempt + 1, "delivery recovered");
                 }

@@ -80,7 +80,8 @@ const KEYWORDS: [&str; 27] = [
 
 /// The names a dashboard may use, read from the source tree.
 struct Catalog {
-    /// Every `"herald_..."` string in src/metrics.rs.
+    /// Every `"herald_..."` string in src/metrics.rs, and the `_bucket`, `_sum`
+    /// and `_count` series of those declared as histograms.
     metrics: BTreeSet<String>,
     /// The `herald` entry of `MEASUREMENTS` in schema.rs.
     measurements: BTreeSet<String>,
@@ -100,7 +101,7 @@ impl Catalog {
             fields.insert(name, "Text".to_string());
         }
         Catalog {
-            metrics: herald_metric_names(&read("src/metrics.rs")),
+            metrics: herald_series_names(&read("src/metrics.rs")),
             measurements: herald_measurements(&schema),
             fields,
         }
@@ -121,6 +122,28 @@ impl Catalog {
         }
         self.fields.get(name).map(String::as_str)
     }
+}
+
+/// The metric names of [`herald_metric_names`] plus the series Prometheus
+/// exposes for each histogram (`describe_histogram!(CONST, ...)` in `source`).
+fn herald_series_names(source: &str) -> BTreeSet<String> {
+    let mut names = herald_metric_names(source);
+    for declared in source.split("describe_histogram!(").skip(1) {
+        let constant: String = declared
+            .trim_start()
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        let value = source
+            .split(&format!("pub const {constant}: &str = \""))
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap_or_else(|| panic!("no `pub const {constant}: &str` in src/metrics.rs"));
+        for suffix in ["_bucket", "_sum", "_count"] {
+            names.insert(format!("{value}{suffix}"));
+        }
+    }
+    names
 }
 
 /// Every string literal in `source` that starts with `herald_`.
@@ -708,6 +731,7 @@ fn the_names_the_checks_allow_are_read_from_the_source_and_match_the_herald_sche
         "herald_events_total",
         "herald_task_events_total",
         "herald_sink_queue_depth",
+        "herald_event_latency_seconds_bucket",
     ] {
         assert!(
             catalog.metrics.contains(metric),
