@@ -511,12 +511,35 @@ pub fn read_json_lines(path: &Path) -> Vec<Value> {
     let Ok(text) = fs::read_to_string(path) else {
         return Vec::new();
     };
-    text.lines()
+    whole_lines(&text)
+        .lines()
         .map(|line| {
             serde_json::from_str(line)
                 .unwrap_or_else(|err| panic!("{}: not JSON ({err}): {line}", path.display()))
         })
         .collect()
+}
+
+/// The complete lines of `text`: a writer may be in the middle of the last one.
+pub fn whole_lines(text: &str) -> &str {
+    &text[..text.rfind('\n').map_or(0, |end| end + 1)]
+}
+
+/// The task id the alert tests' failed-task datagrams carry.
+pub const TASK: &str = "dec2a02a-1680-44ef-8dc2-e2bfb180af87";
+
+/// Execution id number `n` of a task (a GUID ending in `n`).
+pub fn execution(n: usize) -> String {
+    format!("14a81bf5-f81c-4047-b1a1-{n:012x}")
+}
+
+/// A failed-task datagram (`/scheduler-reload-failed/`) for task `task_id` with
+/// execution `execution_id`.
+pub fn task_failure(task_name: &str, task_id: &str, execution_id: &str, message: &str) -> Vec<u8> {
+    format!(
+        "/scheduler-reload-failed/;pro2-win1;{task_name};Sales;LAB\\goran;{task_id};e7af59a0-c243-480d-9571-08727551a66f;2021-02-16 09:24:59,099;INFO;{execution_id};{message}"
+    )
+    .into_bytes()
 }
 
 /// Sends each datagram from a fresh socket bound to `from:0`; returns that

@@ -6,22 +6,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::{ConfigBuilder, DEADLINE, Herald, send};
+use crate::harness::{ConfigBuilder, DEADLINE, Herald, TASK, execution, send, task_failure};
 use crate::http_stub::Stub;
-
-/// A failed-task datagram for task `task_id` with execution `execution_id`.
-fn task_failure(task_name: &str, task_id: &str, execution_id: &str, message: &str) -> Vec<u8> {
-    format!(
-        "/scheduler-reload-failed/;pro2-win1;{task_name};Sales;LAB\\goran;{task_id};e7af59a0-c243-480d-9571-08727551a66f;2021-02-16 09:24:59,099;INFO;{execution_id};{message}"
-    )
-    .into_bytes()
-}
-
-const TASK: &str = "dec2a02a-1680-44ef-8dc2-e2bfb180af87";
-
-fn execution(n: usize) -> String {
-    format!("14a81bf5-f81c-4047-b1a1-{n:012x}")
-}
 
 fn slack_herald(stub: &Stub, extra: &str) -> Herald {
     Herald::start(

@@ -5,16 +5,18 @@
 
 use serde_json::Value;
 
-use crate::harness::{ConfigBuilder, DEADLINE, Herald, send};
+use crate::harness::{ConfigBuilder, DEADLINE, Herald, TASK, execution, send, task_failure};
 use crate::http_stub::{Request, Stub};
 
-/// A failed-task datagram; `n` varies the task name. Every one carries the same
-/// execution id, which an alert sink would de-duplicate.
-fn task_failure(n: usize) -> Vec<u8> {
-    format!(
-        "/scheduler-reload-failed/;pro2-win1;Reload {n};Sales;LAB\\goran;dec2a02a-1680-44ef-8dc2-e2bfb180af87;e7af59a0-c243-480d-9571-08727551a66f;2021-02-16 09:24:59,099;INFO;14a81bf5-f81c-4047-b1a1-000000000001;Max retries reached"
+/// Failed-task datagram `n`: `n` varies the task name. Every one carries the
+/// same execution id, which an alert sink would de-duplicate.
+fn numbered_failure(n: usize) -> Vec<u8> {
+    task_failure(
+        &format!("Reload {n}"),
+        TASK,
+        &execution(1),
+        "Max retries reached",
     )
-    .into_bytes()
 }
 
 fn batching_herald(stub: &Stub, body: &str, extra: &str) -> Herald {
@@ -49,7 +51,7 @@ fn a_batching_webhook_forwards_every_event_as_json_arrays_of_at_most_batch_max_e
     let stub = Stub::start();
     stub.set_default(200, &[], "");
     let mut herald = batching_herald(&stub, "array", "batch_max_events = 10");
-    let datagrams: Vec<Vec<u8>> = (0..25).map(task_failure).collect();
+    let datagrams: Vec<Vec<u8>> = (0..25).map(numbered_failure).collect();
     let refs: Vec<&[u8]> = datagrams.iter().map(Vec::as_slice).collect();
     send("127.0.0.1", herald.udp, &refs);
     herald.wait_for("all 25 delivered", |h| {
@@ -87,7 +89,7 @@ fn an_ndjson_webhook_sends_one_event_per_line_and_retries_a_failed_batch_whole()
     stub.push_response(503, &[], "busy");
     stub.set_default(204, &[], "");
     let mut herald = batching_herald(&stub, "ndjson", "");
-    let datagrams: Vec<Vec<u8>> = (0..5).map(task_failure).collect();
+    let datagrams: Vec<Vec<u8>> = (0..5).map(numbered_failure).collect();
     let refs: Vec<&[u8]> = datagrams.iter().map(Vec::as_slice).collect();
     send("127.0.0.1", herald.udp, &refs);
     herald.wait_for("all 5 delivered", |h| {

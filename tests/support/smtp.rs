@@ -245,8 +245,10 @@ impl SmtpServer {
     /// Everything recorded so far: `{"event": "message", ...}` for accepted
     /// messages and `{"event": "refused", "rcpt", "code"}` for refusals.
     pub fn records(&self) -> Vec<Value> {
-        std::fs::read_to_string(self.dir.path().join("messages.jsonl"))
-            .unwrap_or_default()
+        let text =
+            std::fs::read_to_string(self.dir.path().join("messages.jsonl")).unwrap_or_default();
+        // The server may be writing a line right now.
+        crate::harness::whole_lines(&text)
             .lines()
             .map(|line| serde_json::from_str(line).expect("server writes JSON lines"))
             .collect()
