@@ -124,7 +124,7 @@ pub fn describe() {
     );
     describe_counter!(
         crate::sinks::alert::email::EMAIL_RECIPIENTS_SUPPRESSED,
-        "Emails not sent to a recipient because of per_recipient_rate_limit_s."
+        "Emails not sent to a recipient because of per_recipient_rate_limit_s, per sink."
     );
     describe_counter!(SINK_DELIVERED, "Events delivered, per sink.");
     describe_counter!(

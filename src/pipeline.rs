@@ -263,8 +263,8 @@ pub fn start(config: &Config) -> Result<Running, PipelineError> {
                 sink_tasks.spawn(driver::run(sink, status.clone(), delivery, dead));
             }
             SinkKind::Email(email) => {
-                let notifier =
-                    Email::new(email).map_err(|err| sink_error(std::io::Error::other(err)))?;
+                let notifier = Email::new(name, email)
+                    .map_err(|err| sink_error(std::io::Error::other(err)))?;
                 let sink = alert_sink(name, notifier, sink).map_err(sink_error)?;
                 sink_tasks.spawn(driver::run(sink, status.clone(), delivery, dead));
             }

@@ -37,7 +37,7 @@
 //! 2. Butler's per-recipient limit (`per_recipient_rate_limit_s`, default 300): at
 //!    most one message per (task id, recipient) per window, a slot being taken
 //!    only when the server accepted that recipient's message. Suppressions are
-//!    counted in `herald_email_recipients_suppressed_total{server}`.
+//!    counted in `herald_email_recipients_suppressed_total{sink}`.
 //!
 //! With the same recipients for every alert the two agree whenever every
 //! recipient accepts, so the gate decides. The per-recipient limit matters
@@ -574,7 +574,7 @@ impl Email {
     /// # Errors
     ///
     /// `key: problem` when the settings are unusable.
-    pub fn new(config: &EmailConfig) -> Result<Email, String> {
+    pub fn new(sink: &str, config: &EmailConfig) -> Result<Email, String> {
         config
             .validate()
             .map_err(|(key, problem)| format!("{key}: {problem}"))?;
@@ -607,13 +607,8 @@ impl Email {
             .map(subject_environment)
             .transpose()?;
         let port = config.port();
-        let server = if host.contains(':') {
-            format!("[{host}]:{port}")
-        } else {
-            format!("{host}:{port}")
-        };
         Ok(Email {
-            suppressed: counter!(EMAIL_RECIPIENTS_SUPPRESSED, "server" => server),
+            suppressed: counter!(EMAIL_RECIPIENTS_SUPPRESSED, "sink" => sink.to_string()),
             host,
             port,
             security: config.security,
@@ -1042,7 +1037,8 @@ impl Notifier for Email {
 ///
 /// What is wrong and how to fix it (never the password).
 pub async fn check_connection(config: &EmailConfig) -> Result<String, String> {
-    let email = Email::new(config)?;
+    // `herald check` runs without the metrics recorder: the name counts nothing.
+    let email = Email::new("check", config)?;
     let mut conn = email.connect().await.map_err(|err| email.describe(&err))?;
     let sender = Mail::new(Some(email.from.email.clone()), Vec::new());
     match tokio::time::timeout(email.timeout, conn.command(sender)).await {
@@ -1198,7 +1194,7 @@ mod tests {
         let c = config("username = \"u\"\npassword = \"hunter2secret\"");
         assert!(!format!("{c:?}").contains("hunter2secret"));
         assert!(!toml::to_string(&c).unwrap().contains("hunter2secret"));
-        let email = Email::new(&c).unwrap();
+        let email = Email::new("test", &c).unwrap();
         assert!(!format!("{email:?}").contains("hunter2secret"));
         assert_eq!(
             email.redact("535 bad hunter2secret".into()),
@@ -1264,7 +1260,7 @@ mod tests {
 
     #[test]
     fn messages_are_7_bit_with_short_lines_even_for_long_unicode_text() {
-        let email = Email::new(&config("")).unwrap();
+        let email = Email::new("test", &config("")).unwrap();
         let text = format!(
             "Message: C:\\x \"q\" O'Brien 😀 line\r\nnext {}",
             "é".repeat(4000)
@@ -1407,10 +1403,13 @@ mod tests {
     #[tokio::test]
     async fn a_refused_recipient_is_final_and_the_others_are_not_sent_twice() {
         let fake = fake::start().await;
-        let mut email = Email::new(&local(
-            fake.port,
-            &["a@corp.local", "busy@corp.local", "unknown@corp.local"],
-        ))
+        let mut email = Email::new(
+            "test",
+            &local(
+                fake.port,
+                &["a@corp.local", "busy@corp.local", "unknown@corp.local"],
+            ),
+        )
         .unwrap();
         let event = failed_task("14a81bf5-f81c-4047-b1a1-000000000001");
         let alert = rendered(
@@ -1441,8 +1440,11 @@ mod tests {
     #[tokio::test]
     async fn a_permanent_refusal_after_partial_delivery_is_a_partial_failure() {
         let fake = fake::start().await;
-        let mut email =
-            Email::new(&local(fake.port, &["a@corp.local", "unknown@corp.local"])).unwrap();
+        let mut email = Email::new(
+            "test",
+            &local(fake.port, &["a@corp.local", "unknown@corp.local"]),
+        )
+        .unwrap();
         let alert = rendered("t", "x");
         let err = email
             .notify(&failed_task("14a81bf5-f81c-4047-b1a1-000000000002"), &alert)
@@ -1453,7 +1455,8 @@ mod tests {
         assert!(err.message.contains("delivered to a@corp.local"), "{err}");
 
         // Everyone refused: a permanent error for the event.
-        let mut only_unknown = Email::new(&local(fake.port, &["unknown@corp.local"])).unwrap();
+        let mut only_unknown =
+            Email::new("test", &local(fake.port, &["unknown@corp.local"])).unwrap();
         let err = only_unknown
             .notify(&failed_task("14a81bf5-f81c-4047-b1a1-000000000003"), &alert)
             .await
@@ -1464,7 +1467,8 @@ mod tests {
     #[tokio::test]
     async fn the_per_recipient_limit_holds_back_only_those_who_got_the_last_alert() {
         let fake = fake::start().await;
-        let mut email = Email::new(&local(fake.port, &["a@corp.local", "b@corp.local"])).unwrap();
+        let mut email =
+            Email::new("test", &local(fake.port, &["a@corp.local", "b@corp.local"])).unwrap();
         let alert = rendered("t", "x");
         email
             .notify(&failed_task("14a81bf5-f81c-4047-b1a1-000000000004"), &alert)
@@ -1502,7 +1506,7 @@ mod tests {
         let mut c = local(port, &["a@corp.local"]);
         c.username = Some("herald".into());
         c.password = Some(Secret::resolve("s3cr3t-pass").unwrap());
-        let mut email = Email::new(&c).unwrap();
+        let mut email = Email::new("test", &c).unwrap();
         let err = email
             .notify(
                 &failed_task("14a81bf5-f81c-4047-b1a1-000000000007"),
@@ -1541,7 +1545,7 @@ mod tests {
         let fake = fake::start().await;
         let mut c = local(fake.port, &["a@corp.local", "b@corp.local"]);
         c.from = "nologin@corp.local".into();
-        let mut email = Email::new(&c).unwrap();
+        let mut email = Email::new("test", &c).unwrap();
         let err = email
             .notify(
                 &failed_task("14a81bf5-f81c-4047-b1a1-000000000008"),
