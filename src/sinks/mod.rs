@@ -269,13 +269,13 @@ impl<'de> Deserialize<'de> for SinkConfig {
             ));
         }
         let type_name = table.get("type").and_then(toml::Value::as_str);
-        // A webhook with `body = "array"` or `"ndjson"` forwards batches of events
+        // A webhook whose `body` batches (`array`, `ndjson`) forwards events
         // rather than alerts; an unknown `body` is left for its own error.
         let webhook_batches = type_name == Some("webhook")
             && table
                 .get("body")
-                .and_then(toml::Value::as_str)
-                .is_some_and(|body| ["array", "ndjson"].contains(&body));
+                .and_then(|body| alert::webhook::WebhookBody::deserialize(body.clone()).ok())
+                .is_some_and(alert::webhook::WebhookBody::batches);
         let is_alert = type_name.is_some_and(|t| ALERT_TYPES.contains(&t)) && !webhook_batches;
         let mut alert_keys = toml::Table::new();
         if is_alert {

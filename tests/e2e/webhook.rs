@@ -30,6 +30,17 @@ fn batching_herald(stub: &Stub, body: &str, extra: &str) -> Herald {
     )
 }
 
+/// Sends failed-task datagrams 0..`count` and waits until the sink has
+/// delivered them all.
+fn send_and_wait_for_delivery(herald: &mut Herald, count: usize) {
+    let datagrams: Vec<Vec<u8>> = (0..count).map(numbered_failure).collect();
+    let refs: Vec<&[u8]> = datagrams.iter().map(Vec::as_slice).collect();
+    send("127.0.0.1", herald.udp, &refs);
+    herald.wait_for("every event delivered", |h| {
+        h.metric("herald_sink_events_delivered_total", &[("sink", "forward")]) == count as f64
+    });
+}
+
 /// The task names in `events`, in order.
 fn task_names(events: &[Value]) -> Vec<String> {
     events
@@ -51,12 +62,7 @@ fn a_batching_webhook_forwards_every_event_as_json_arrays_of_at_most_batch_max_e
     let stub = Stub::start();
     stub.set_default(200, &[], "");
     let mut herald = batching_herald(&stub, "array", "batch_max_events = 10");
-    let datagrams: Vec<Vec<u8>> = (0..25).map(numbered_failure).collect();
-    let refs: Vec<&[u8]> = datagrams.iter().map(Vec::as_slice).collect();
-    send("127.0.0.1", herald.udp, &refs);
-    herald.wait_for("all 25 delivered", |h| {
-        h.metric("herald_sink_events_delivered_total", &[("sink", "forward")]) == 25.0
-    });
+    send_and_wait_for_delivery(&mut herald, 25);
     let requests = stub.requests();
     let mut events = Vec::new();
     for request in &requests {
@@ -89,12 +95,7 @@ fn an_ndjson_webhook_sends_one_event_per_line_and_retries_a_failed_batch_whole()
     stub.push_response(503, &[], "busy");
     stub.set_default(204, &[], "");
     let mut herald = batching_herald(&stub, "ndjson", "");
-    let datagrams: Vec<Vec<u8>> = (0..5).map(numbered_failure).collect();
-    let refs: Vec<&[u8]> = datagrams.iter().map(Vec::as_slice).collect();
-    send("127.0.0.1", herald.udp, &refs);
-    herald.wait_for("all 5 delivered", |h| {
-        h.metric("herald_sink_events_delivered_total", &[("sink", "forward")]) == 5.0
-    });
+    send_and_wait_for_delivery(&mut herald, 5);
     let requests = stub.wait_for_requests(2, DEADLINE);
     assert_eq!(
         requests[0].body, requests[1].body,
