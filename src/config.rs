@@ -420,7 +420,7 @@ impl Config {
                     }
                 }
                 SinkKind::Webhook(webhook) => {
-                    if let Err(problem) = crate::sinks::alert::webhook::Webhook::new(webhook) {
+                    if let Err(problem) = crate::sinks::webhook::Webhook::new(webhook) {
                         return invalid(&key("headers"), problem);
                     }
                 }

@@ -28,23 +28,13 @@ use crate::event::StaticTags;
 use crate::ingest::allowlist::{AllowEntry, Resolution, SharedAllowlist, resolve};
 use crate::ingest::{self, Batch, BindError};
 use crate::metrics::{
-    ALLOWLIST_ENTRIES, ALLOWLIST_UNRESOLVED, EventCounters, HostLabels, SinkMetrics, WorkerMetrics,
+    ALLOWLIST_ENTRIES, ALLOWLIST_UNRESOLVED, EventCounters, HostLabels, WorkerMetrics,
 };
 use crate::parse::Parser;
 use crate::route::{Categoriser, Matcher, Verdict};
-use crate::sinks::alert::email::Email;
-use crate::sinks::alert::mqtt::Mqtt;
-use crate::sinks::alert::slack::Slack;
-use crate::sinks::alert::teams::Teams;
-use crate::sinks::alert::webhook::{Webhook, WebhookBatchSink};
-use crate::sinks::alert::{AlertSink, Notifier};
-use crate::sinks::driver::{self, SinkStatus};
-use crate::sinks::file::FileSink;
-use crate::sinks::influxdb::{self, InfluxdbSink};
-use crate::sinks::loki::LokiSink;
+use crate::sinks::driver::SinkStatus;
 use crate::sinks::queue::SinkQueue;
-use crate::sinks::stdout::StdoutSink;
-use crate::sinks::{NullSink, SinkConfig, SinkKind};
+use crate::sinks::{self, StartError};
 use crate::throttle::Throttle;
 
 /// Why the pipeline could not start or stop cleanly.
@@ -60,13 +50,8 @@ pub enum PipelineError {
     #[error(transparent)]
     Bind(#[from] BindError),
     /// A sink could not be set up.
-    #[error("sinks.{sink}: cannot start the sink")]
-    Sink {
-        /// The sink's name.
-        sink: String,
-        /// Why.
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Sink(#[from] StartError),
     /// The dead-letter file cannot be opened.
     #[error("dead_letter.path: cannot open the dead-letter file")]
     DeadLetter(#[source] std::io::Error),
@@ -197,103 +182,15 @@ pub fn start(config: &Config) -> Result<Running, PipelineError> {
     };
 
     let mut sink_tasks = JoinSet::new();
-    let mut statuses = Vec::new();
-    let mut routes = Vec::new();
-    for (name, sink) in &config.sinks {
-        let queue = Arc::new(SinkQueue::new(
-            sink.delivery.queue_events,
-            sink.delivery.overflow,
-            SinkMetrics::register(name),
-        ));
-        let status = Arc::new(SinkStatus::new(name, sink.kind.type_name(), queue.clone()));
-        let delivery = sink.delivery.clone();
-        let dead = dead.clone();
-        let sink_error = |source| PipelineError::Sink {
-            sink: name.clone(),
-            source,
-        };
-        match &sink.kind {
-            SinkKind::File(file) => {
-                let file = FileSink::new(file).map_err(sink_error)?;
-                sink_tasks.spawn(driver::run(file, status.clone(), delivery, dead));
-            }
-            SinkKind::Stdout(stdout) => {
-                sink_tasks.spawn(driver::run(
-                    StdoutSink::new(stdout),
-                    status.clone(),
-                    delivery,
-                    dead,
-                ));
-            }
-            SinkKind::Null(_) => {
-                sink_tasks.spawn(driver::run(NullSink, status.clone(), delivery, dead));
-            }
-            SinkKind::Influxdb(influx) => {
-                let sink = InfluxdbSink::new(influx)
-                    .map_err(|err| sink_error(std::io::Error::other(err)))?;
-                sink_tasks.spawn(driver::run(sink, status.clone(), delivery, dead));
-            }
-            SinkKind::Slack(slack) => {
-                let notifier =
-                    Slack::new(slack).map_err(|err| sink_error(std::io::Error::other(err)))?;
-                let sink = alert_sink(name, notifier, sink).map_err(sink_error)?;
-                sink_tasks.spawn(driver::run(sink, status.clone(), delivery, dead));
-            }
-            SinkKind::Teams(teams) => {
-                let notifier =
-                    Teams::new(teams).map_err(|err| sink_error(std::io::Error::other(err)))?;
-                let sink = alert_sink(name, notifier, sink).map_err(sink_error)?;
-                sink_tasks.spawn(driver::run(sink, status.clone(), delivery, dead));
-            }
-            SinkKind::Webhook(webhook) if webhook.body.batches() => {
-                let sink = WebhookBatchSink::new(webhook)
-                    .map_err(|err| sink_error(std::io::Error::other(err)))?;
-                sink_tasks.spawn(driver::run(sink, status.clone(), delivery, dead));
-            }
-            SinkKind::Webhook(webhook) => {
-                let notifier =
-                    Webhook::new(webhook).map_err(|err| sink_error(std::io::Error::other(err)))?;
-                let sink = alert_sink(name, notifier, sink).map_err(sink_error)?;
-                sink_tasks.spawn(driver::run(sink, status.clone(), delivery, dead));
-            }
-            SinkKind::Mqtt(mqtt) => {
-                let notifier =
-                    Mqtt::new(mqtt).map_err(|err| sink_error(std::io::Error::other(err)))?;
-                let sink = alert_sink(name, notifier, sink).map_err(sink_error)?;
-                sink_tasks.spawn(driver::run(sink, status.clone(), delivery, dead));
-            }
-            SinkKind::Email(email) => {
-                let notifier = Email::new(name, email)
-                    .map_err(|err| sink_error(std::io::Error::other(err)))?;
-                let sink = alert_sink(name, notifier, sink).map_err(sink_error)?;
-                sink_tasks.spawn(driver::run(sink, status.clone(), delivery, dead));
-            }
-            SinkKind::Loki(loki) => {
-                let sink =
-                    LokiSink::new(loki).map_err(|err| sink_error(std::io::Error::other(err)))?;
-                sink_tasks.spawn(driver::run(sink, status.clone(), delivery, dead));
-            }
-        }
-        // Say at start-up what is wrong with InfluxDB (read-only checks), but
-        // start anyway: the driver queues and retries until it is back. Loki's
-        // check writes (an empty push), so it only runs under `check --connect`.
-        if let SinkKind::Influxdb(influx) = &sink.kind {
-            let (check_name, influx) = (name.clone(), influx.clone());
-            tokio::spawn(async move {
-                match influxdb::check_connection(&influx).await {
-                    Ok(summary) => info!(sink = %check_name, "{summary}"),
-                    Err(problem) => {
-                        warn!(sink = %check_name, "{problem}; events are queued and retried")
-                    }
-                }
-            });
-        }
-        routes.push(Route {
+    let statuses = sinks::spawn_all(&config.sinks, &dead, &mut sink_tasks)?;
+    let routes: Vec<Route> = statuses
+        .iter()
+        .zip(config.sinks.values())
+        .map(|(status, sink)| Route {
             matcher: Matcher::new(&sink.delivery.match_),
-            queue,
-        });
-        statuses.push(status);
-    }
+            queue: status.queue.clone(),
+        })
+        .collect();
     let queues: Vec<_> = routes.iter().map(|route| route.queue.clone()).collect();
 
     let (tx, rx) = crossbeam_channel::bounded::<Batch>(config.pipeline.queue_batches);
@@ -429,17 +326,6 @@ impl Running {
         info!("shutdown complete");
         Ok(())
     }
-}
-
-/// Wraps an alert notifier with the gate and templates of its sink's config.
-fn alert_sink<N: Notifier>(
-    name: &str,
-    notifier: N,
-    sink: &SinkConfig,
-) -> Result<AlertSink<N>, std::io::Error> {
-    let config = sink.alert.clone().unwrap_or_default();
-    AlertSink::new(name, notifier, &config, sink.kind.default_pace())
-        .map_err(|(key, problem)| std::io::Error::other(format!("{key}: {problem}")))
 }
 
 /// One sink as the workers see it.

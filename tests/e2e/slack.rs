@@ -319,7 +319,7 @@ fn teams_and_webhook_sinks_get_the_same_alert_once() {
     let body = request.body_json();
     assert_eq!(body["task_name"], "Reload of Sales");
     assert_eq!(body["outcome"], "failed");
-    let expected = herald::sinks::alert::webhook::signature(b"s3cret", &request.body);
+    let expected = herald::sinks::webhook::signature(b"s3cret", &request.body);
     assert_eq!(
         request.header("x-herald-signature"),
         Some(expected.as_str())

@@ -50,7 +50,7 @@ fn task_names(events: &[Value]) -> Vec<String> {
 }
 
 fn assert_signed(request: &Request) {
-    let expected = herald::sinks::alert::webhook::signature(b"s3cret", &request.body);
+    let expected = herald::sinks::webhook::signature(b"s3cret", &request.body);
     assert_eq!(
         request.header("x-herald-signature"),
         Some(expected.as_str())

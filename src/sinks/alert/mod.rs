@@ -28,7 +28,6 @@ pub mod email;
 pub mod mqtt;
 pub mod slack;
 pub mod teams;
-pub mod webhook;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -3,7 +3,7 @@
 //! receiver can check it came from herald.
 //!
 //! `body` chooses what one request carries. `event` (the default) sends one event
-//! per request as an alert, under the alert rules of [`super::AlertSink`]
+//! per request as an alert, under the alert rules of [`super::alert::AlertSink`]
 //! (de-duplication, rate limit, pacing). `array` and `ndjson` forward every
 //! matching event in batches of up to `batch_max_events`, as one JSON array or as
 //! one event per line ([`WebhookBatchSink`]); the alert rules do not apply there,
@@ -20,7 +20,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use super::{Notifier, Rendered};
+use super::alert::{Notifier, Rendered};
 use crate::event::Event;
 use crate::secret::Secret;
 use crate::sinks::transport;
