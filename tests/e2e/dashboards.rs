@@ -2,7 +2,7 @@
 //! produces: Prometheus expressions name metrics declared in `src/metrics.rs`, and
 //! InfluxQL queries use the measurements, tags and fields of the InfluxDB sink's
 //! `herald` schema (`src/sinks/influxdb/schema.rs`, field names from
-//! `src/event.rs`). The allowed names are read from those files when the test
+//! `src/event/mod.rs`). The allowed names are read from those files when the test
 //! runs, so a renamed metric or field fails here instead of in someone's Grafana.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -85,7 +85,7 @@ struct Catalog {
     metrics: BTreeSet<String>,
     /// The `herald` entry of `MEASUREMENTS` in schema.rs.
     measurements: BTreeSet<String>,
-    /// Every event field (event.rs's `fields!` table) and the extra fields
+    /// Every event field (`event/mod.rs`'s `fields!` table) and the extra fields
     /// `write_herald` writes, with the field's kind (`Text`, `Integer`, ...).
     fields: BTreeMap<String, String>,
 }
@@ -96,7 +96,7 @@ impl Catalog {
             fs::read_to_string(repo_root().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
         };
         let schema = read("src/sinks/influxdb/schema.rs");
-        let mut fields = event_fields(&read("src/event.rs"));
+        let mut fields = event_fields(&read("src/event/mod.rs"));
         for name in herald_extra_fields(&schema) {
             fields.insert(name, "Text".to_string());
         }
@@ -173,11 +173,11 @@ fn herald_measurements(schema: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// `name -> kind` for every row `Variant => "name", Kind;` of event.rs's `fields!` table.
+/// `name -> kind` for every row `Variant => "name", Kind;` of `event/mod.rs`'s `fields!` table.
 fn event_fields(event: &str) -> BTreeMap<String, String> {
     let table = &event[event
         .find("\nfields! {")
-        .expect("the fields! table in event.rs")..];
+        .expect("the fields! table in event/mod.rs")..];
     let table = &table[..table.find("\n}").expect("the end of the fields! table")];
     table
         .lines()

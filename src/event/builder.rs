@@ -1,0 +1,157 @@
+//! [`EventBuilder`]: how the parser fills an [`Event`] field by field, appending
+//! values to the event's text buffer and pointing the field spans into it.
+//!
+//! It checks nothing itself: which values are valid is the parser's call, made
+//! with `commit`'s `valid` flag.
+
+use std::net::SocketAddr;
+
+use jiff::Timestamp;
+use jiff::tz::Offset;
+
+use super::{
+    Event, EventTime, EventType, Field, Level, Source, Span, TaskOutcome, TimeSource, field_bit,
+};
+
+/// Builds an [`Event`] field by field; used by the parser.
+#[derive(Debug)]
+pub struct EventBuilder {
+    event: Event,
+}
+
+impl EventBuilder {
+    /// Starts an event; `capacity` is a hint for the text buffer (the datagram's length).
+    pub fn new(
+        event_type: EventType,
+        source: Source,
+        sender: SocketAddr,
+        received_at: Timestamp,
+        capacity: usize,
+    ) -> EventBuilder {
+        EventBuilder {
+            event: Event {
+                event_type,
+                source,
+                level: None,
+                outcome: None,
+                time: EventTime {
+                    instant: received_at,
+                    offset: Offset::UTC,
+                },
+                time_source: TimeSource::Received,
+                received_at,
+                sender,
+                truncated: false,
+                categories: Vec::new(),
+                tags: None,
+                sequence: 0,
+                tag: Span::default(),
+                text: String::with_capacity(capacity),
+                spans: [Span::default(); Field::COUNT],
+                values: 0,
+                raws: 0,
+            },
+        }
+    }
+
+    /// The text buffer, for appending a value before [`EventBuilder::commit`].
+    pub fn buffer(&mut self) -> &mut String {
+        &mut self.event.text
+    }
+
+    /// The current end of the text buffer, to mark where a value starts.
+    pub fn mark(&self) -> usize {
+        self.event.text.len()
+    }
+
+    /// Records the text appended since `start` as `field`; `valid` false puts it
+    /// under `raw_fields`. An empty value leaves the field absent.
+    pub fn commit(&mut self, field: Field, start: usize, valid: bool) {
+        self.commit_range(field, start, self.event.text.len(), valid);
+    }
+
+    /// Records text `start..end` of the buffer as `field`; `valid` false puts it
+    /// under `raw_fields`. An empty value leaves the field absent.
+    pub fn commit_range(&mut self, field: Field, start: usize, end: usize, valid: bool) {
+        if end == start {
+            return;
+        }
+        self.set_span(field, start, end, valid);
+    }
+
+    /// Points `field` at `start..end` of the buffer, as a valid value or a raw one.
+    fn set_span(&mut self, field: Field, start: usize, end: usize, valid: bool) {
+        let event = &mut self.event;
+        event.spans[field as usize] = Span {
+            start: start as u32,
+            end: end as u32,
+        };
+        let bit = field_bit(field);
+        let (value_bit, raw_bit) = if valid { (bit, 0) } else { (0, bit) };
+        event.values = (event.values & !bit) | value_bit;
+        event.raws = (event.raws & !bit) | raw_bit;
+    }
+
+    /// Records text `start..end` of the buffer as the tag.
+    pub fn commit_tag(&mut self, start: usize, end: usize) {
+        self.event.tag = Span {
+            start: start as u32,
+            end: end as u32,
+        };
+    }
+
+    /// Sets a field to a fixed text (e.g. `activity`).
+    pub fn set_static(&mut self, field: Field, value: &str) {
+        let start = self.mark();
+        self.event.text.push_str(value);
+        self.commit(field, start, true);
+    }
+
+    /// Whether a field has a valid value.
+    pub fn has(&self, field: Field) -> bool {
+        self.event.values & field_bit(field) != 0
+    }
+
+    /// A field's value so far.
+    pub fn get(&self, field: Field) -> Option<&str> {
+        self.event.get(field)
+    }
+
+    /// Points `field` at an existing part of the buffer (`start..end`).
+    pub fn copy_range(&mut self, field: Field, start: usize, end: usize) {
+        self.set_span(field, start, end, true);
+    }
+
+    /// The raw span of a valid field, as byte offsets into the buffer.
+    pub fn range(&self, field: Field) -> Option<(usize, usize)> {
+        let span = self.event.spans[field as usize];
+        self.has(field)
+            .then_some((span.start as usize, span.end as usize))
+    }
+
+    /// Sets the level.
+    pub fn level(&mut self, level: Option<Level>) {
+        self.event.level = level;
+    }
+
+    /// Sets the task outcome.
+    pub fn outcome(&mut self, outcome: TaskOutcome) {
+        self.event.outcome = Some(outcome);
+    }
+
+    /// Sets the event time and where it came from.
+    pub fn time(&mut self, time: EventTime, source: TimeSource) {
+        self.event.time = time;
+        self.event.time_source = source;
+    }
+
+    /// Marks the event as having a cut field.
+    pub fn truncated(&mut self) {
+        self.event.truncated = true;
+    }
+
+    /// Finishes the event.
+    pub fn build(self) -> Event {
+        self.event
+    }
+}

@@ -1,0 +1,413 @@
+//! The event: the one typed shape every sink sees (see `docs/EVENTS.md`).
+//!
+//! An [`Event`] owns one text buffer holding every string field, plus a fixed table
+//! of spans into it, so building an event costs one buffer however many fields the
+//! datagram has (the parser copies a clean datagram's text in whole and points the
+//! spans into it). This file holds the types (the envelope's enums, the [`Field`]
+//! table, [`Event`] and its accessors); the JSON writer every sink shares is in
+//! `json`, and [`EventBuilder`], with which the parser fills an event, in
+//! `builder`. This module does not parse datagrams (that is [`crate::parse`]) and
+//! does not decide where events go (that is [`crate::route`]).
+
+mod builder;
+mod json;
+
+pub use builder::EventBuilder;
+pub use json::{json_string, rfc3339, write_rfc3339};
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use jiff::tz::Offset;
+use serde::{Deserialize, Serialize};
+
+/// What kind of Sense message an event came from; the JSON `type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventType {
+    /// A log4net log event from a `/qseow-<service>/` appender.
+    Log,
+    /// A QIX engine performance row (`/qseow-qix-perf/`).
+    QixPerf,
+    /// A proxy session start/stop (`/qseow-proxy-session/`).
+    Session,
+    /// A proxy connection open/close (`/qseow-proxy-connection/`).
+    Connection,
+    /// A scheduler task outcome (`/scheduler-*`).
+    Task,
+    /// An engine reload failure (`/engine-reload-failed/`).
+    EngineReloadFailed,
+}
+
+impl EventType {
+    /// Every type, in a fixed order (used for metric handles).
+    pub const ALL: [EventType; 6] = [
+        EventType::Log,
+        EventType::QixPerf,
+        EventType::Session,
+        EventType::Connection,
+        EventType::Task,
+        EventType::EngineReloadFailed,
+    ];
+
+    /// The JSON and metric-label spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Log => "log",
+            EventType::QixPerf => "qix_perf",
+            EventType::Session => "session",
+            EventType::Connection => "connection",
+            EventType::Task => "task",
+            EventType::EngineReloadFailed => "engine_reload_failed",
+        }
+    }
+}
+
+/// The Sense service an event came from; the JSON `source`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// The QIX engine.
+    Engine,
+    /// The proxy service.
+    Proxy,
+    /// The repository service.
+    Repository,
+    /// The scheduler service.
+    Scheduler,
+}
+
+impl Source {
+    /// The JSON and metric-label spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Engine => "engine",
+            Source::Proxy => "proxy",
+            Source::Repository => "repository",
+            Source::Scheduler => "scheduler",
+        }
+    }
+}
+
+/// A log4net level, ordered from least to most severe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Level {
+    /// `DEBUG`.
+    Debug,
+    /// `INFO`.
+    Info,
+    /// `WARN` (`WARNING` is read as this too).
+    Warn,
+    /// `ERROR`.
+    Error,
+    /// `FATAL`.
+    Fatal,
+}
+
+impl Level {
+    /// The upper-case spelling written to JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Debug => "DEBUG",
+            Level::Info => "INFO",
+            Level::Warn => "WARN",
+            Level::Error => "ERROR",
+            Level::Fatal => "FATAL",
+        }
+    }
+
+    /// Reads a level case-insensitively; `None` for anything else.
+    pub fn parse(text: &[u8]) -> Option<Level> {
+        const NAMES: [(&[u8], Level); 6] = [
+            (b"DEBUG", Level::Debug),
+            (b"INFO", Level::Info),
+            (b"WARN", Level::Warn),
+            (b"WARNING", Level::Warn),
+            (b"ERROR", Level::Error),
+            (b"FATAL", Level::Fatal),
+        ];
+        NAMES
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(text))
+            .map(|&(_, level)| level)
+    }
+}
+
+impl fmt::Display for Level {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a scheduler task ended, from the task event's tag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskOutcome {
+    /// `Max retries reached` and friends.
+    Failed,
+    /// `Execution State Change to Aborting`.
+    Aborted,
+    /// `Execution State Change to FinishedSuccess`.
+    Success,
+    /// A distribute task finished.
+    Distribute,
+}
+
+impl TaskOutcome {
+    /// The JSON spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskOutcome::Failed => "failed",
+            TaskOutcome::Aborted => "aborted",
+            TaskOutcome::Success => "success",
+            TaskOutcome::Distribute => "distribute",
+        }
+    }
+}
+
+/// Where an event's `time` came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimeSource {
+    /// `%longIso8601date`, which carries its own offset.
+    Event,
+    /// `%date` read in the sender's configured time zone.
+    EventLocal,
+    /// No usable event timestamp: the receive time.
+    Received,
+}
+
+impl TimeSource {
+    /// The JSON spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TimeSource::Event => "event",
+            TimeSource::EventLocal => "event_local",
+            TimeSource::Received => "received",
+        }
+    }
+}
+
+/// Declares [`Field`] with its JSON name and value kind in one table.
+macro_rules! fields {
+    ($($variant:ident => $name:literal, $kind:ident;)*) => {
+        /// A named field of an event, beyond the envelope. The order here is the
+        /// order fields are written in JSON.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[allow(missing_docs)] // each variant is documented by its JSON name
+        pub enum Field { $($variant,)* }
+
+        impl Field {
+            /// Every field, in JSON order.
+            pub const ALL: &'static [Field] = &[$(Field::$variant,)*];
+            /// How many fields there are.
+            pub const COUNT: usize = Field::ALL.len();
+
+            /// The JSON key.
+            pub fn name(self) -> &'static str {
+                match self { $(Field::$variant => $name,)* }
+            }
+
+            /// `,"key":`, ready to write (keys never need escaping).
+            fn json_key(self) -> &'static [u8] {
+                match self { $(Field::$variant => concat!(",\"", $name, "\":").as_bytes(),)* }
+            }
+
+            /// How the parser validates the field's value.
+            pub fn kind(self) -> FieldKind {
+                match self { $(Field::$variant => FieldKind::$kind,)* }
+            }
+
+            /// Looks a field up by its JSON key.
+            pub fn from_name(name: &str) -> Option<Field> {
+                match name { $($name => Some(Field::$variant),)* _ => None }
+            }
+        }
+    };
+}
+
+fields! {
+    Host => "host", Text;
+    Level => "level", Text;
+    LogRow => "log_row", Integer;
+    TsIso => "ts_iso", Text;
+    TsLocal => "ts_local", Text;
+    Subsystem => "subsystem", Text;
+    WindowsUser => "windows_user", Text;
+    TaskName => "task_name", Text;
+    AppName => "app_name", Text;
+    Command => "command", Text;
+    UserFull => "user_full", Text;
+    UserDirectory => "user_directory", Text;
+    UserId => "user_id", Text;
+    ResultCode => "result_code", Text;
+    Origin => "origin", Text;
+    Context => "context", Text;
+    ProxySessionId => "proxy_session_id", GuidOrText;
+    EngineTs => "engine_ts", Text;
+    ProcessId => "process_id", Guid;
+    EngineExeVersion => "engine_exe_version", Text;
+    ServerStarted => "server_started", Text;
+    EntryType => "entry_type", Text;
+    SessionId => "session_id", GuidOrText;
+    TaskId => "task_id", Guid;
+    AppId => "app_id", Guid;
+    ExecutionId => "execution_id", Guid;
+    RequestId => "request_id", Integer;
+    Method => "method", Text;
+    ProcessTime => "process_time", Decimal;
+    WorkTime => "work_time", Decimal;
+    LockTime => "lock_time", Decimal;
+    ValidateTime => "validate_time", Decimal;
+    TraverseTime => "traverse_time", Decimal;
+    Handle => "handle", Integer;
+    ObjectId => "object_id", Text;
+    NetRam => "net_ram", Integer;
+    PeakRam => "peak_ram", Integer;
+    ObjectType => "object_type", Text;
+    Activity => "activity", Text;
+    UserAgent => "user_agent", Text;
+    Message => "message", Text;
+    ExceptionMessage => "exception_message", Text;
+}
+
+/// How a field's value is checked and encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldKind {
+    /// Free text, written as a JSON string.
+    Text,
+    /// A GUID, lower-cased; anything else is kept in `raw_fields`.
+    Guid,
+    /// Lower-cased when GUID-shaped, else kept as text (e.g. `0`).
+    GuidOrText,
+    /// A whole number, written as a JSON number; anything else goes to `raw_fields`.
+    Integer,
+    /// A decimal number, written as a JSON number; anything else goes to `raw_fields`.
+    Decimal,
+}
+
+/// Where a field's value sits in the event's text buffer. Whether the field has
+/// a value at all, and whether it is valid, is in [`Event`]'s field masks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Span {
+    start: u32,
+    end: u32,
+}
+
+/// A category set by a categorisation rule: `name = value`, both from config.
+pub type Category = (Arc<str>, Arc<str>);
+
+/// Static tags from config, shared by every event.
+pub type StaticTags = Arc<BTreeMap<String, String>>;
+
+/// An event's own time with the UTC offset it was expressed in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventTime {
+    /// The instant.
+    pub instant: Timestamp,
+    /// The offset to display it in.
+    pub offset: Offset,
+}
+
+/// One parsed Sense event. Build it with [`EventBuilder`] (done by the parser).
+#[derive(Debug, Clone)]
+pub struct Event {
+    /// The JSON `type`.
+    pub event_type: EventType,
+    /// The JSON `source`.
+    pub source: Source,
+    /// The level, when the format has one and it is a known level.
+    pub level: Option<Level>,
+    /// For task events, how the task ended.
+    pub outcome: Option<TaskOutcome>,
+    /// The event's own time (see `time_source`).
+    pub time: EventTime,
+    /// Where `time` came from.
+    pub time_source: TimeSource,
+    /// When herald read the datagram.
+    pub received_at: Timestamp,
+    /// The datagram's sender.
+    pub sender: SocketAddr,
+    /// Whether some field was cut to its length cap.
+    pub truncated: bool,
+    /// Categories from the categorisation rules.
+    pub categories: Vec<Category>,
+    /// Static tags from config.
+    pub tags: Option<StaticTags>,
+    /// A number unique among the events of one herald run (set by the pipeline);
+    /// sinks that key points by time use it to keep same-millisecond events apart.
+    pub sequence: u64,
+    tag: Span,
+    text: String,
+    spans: [Span; Field::COUNT],
+    /// Bit `f` set: field `f` has a valid value (text, or a number whose text is
+    /// valid JSON) at `spans[f]`. The encoder visits only these fields.
+    values: u64,
+    /// Bit `f` set: field `f` has a value that failed its kind's check at
+    /// `spans[f]`; written under `raw_fields`. A field is in at most one mask;
+    /// in neither, it is absent.
+    raws: u64,
+}
+
+// The field masks have one bit per field.
+const _: () = assert!(Field::COUNT <= 64);
+
+/// The bit of `field` in [`Event`]'s field masks.
+fn field_bit(field: Field) -> u64 {
+    1 << field as u32
+}
+
+impl Event {
+    /// The tag exactly as received, e.g. `/qseow-proxy/`.
+    pub fn tag(&self) -> &str {
+        self.text_at(self.tag)
+    }
+
+    /// A field's valid value, or `None` when it is absent or went to `raw_fields`.
+    pub fn get(&self, field: Field) -> Option<&str> {
+        (self.values & field_bit(field) != 0).then(|| self.text_at(self.spans[field as usize]))
+    }
+
+    /// A field's value that failed its kind's check (kept under `raw_fields`).
+    pub fn raw(&self, field: Field) -> Option<&str> {
+        (self.raws & field_bit(field) != 0).then(|| self.text_at(self.spans[field as usize]))
+    }
+
+    fn text_at(&self, span: Span) -> &str {
+        &self.text[span.start as usize..span.end as usize]
+    }
+
+    /// The host name from the datagram.
+    pub fn host(&self) -> Option<&str> {
+        self.get(Field::Host)
+    }
+
+    /// The free-text message, when the format has one.
+    pub fn message(&self) -> Option<&str> {
+        self.get(Field::Message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn level_parses_case_insensitively_and_orders_by_severity() {
+        assert_eq!(Level::parse(b"warn"), Some(Level::Warn));
+        assert_eq!(Level::parse(b"Warning"), Some(Level::Warn));
+        assert_eq!(Level::parse(b"VERBOSE"), None);
+        assert!(Level::Fatal > Level::Error && Level::Error > Level::Warn);
+    }
+
+    #[test]
+    fn field_names_round_trip() {
+        for &field in Field::ALL {
+            assert_eq!(Field::from_name(field.name()), Some(field));
+        }
+    }
+}
