@@ -14,6 +14,7 @@
 //! * [`sinks`]: one file per destination behind [`sinks::Sink`], plus the generic
 //!   driver (batching, retries, metrics, drain).
 //! * [`pipeline`]: wires the stages with bounded queues and owns shutdown.
+//! * [`buffer`]: where a sink's queued events wait: the disk buffer's segment log.
 //! * [`deadletter`]: keeps what could not be parsed or delivered.
 //! * [`http`]: `/metrics` and `/health`.
 //! * [`config`]: the TOML file, assembled from each stage's own config.
@@ -25,6 +26,7 @@
 #![warn(missing_docs)]
 
 pub mod appenders;
+pub mod buffer;
 pub mod config;
 pub mod deadletter;
 pub mod event;
