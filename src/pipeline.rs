@@ -33,7 +33,6 @@ use crate::metrics::{
 use crate::parse::Parser;
 use crate::route::{Categoriser, Matcher, Verdict};
 use crate::sinks::alert::email::Email;
-use crate::sinks::alert::mqtt::Mqtt;
 use crate::sinks::alert::slack::Slack;
 use crate::sinks::alert::teams::Teams;
 use crate::sinks::alert::webhook::{Webhook, WebhookBatchSink};
@@ -42,6 +41,7 @@ use crate::sinks::driver::{self, SinkStatus};
 use crate::sinks::file::FileSink;
 use crate::sinks::influxdb::{self, InfluxdbSink};
 use crate::sinks::loki::LokiSink;
+use crate::sinks::mqtt::Mqtt;
 use crate::sinks::queue::SinkQueue;
 use crate::sinks::stdout::StdoutSink;
 use crate::sinks::{NullSink, SinkConfig, SinkKind};

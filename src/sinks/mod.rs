@@ -11,6 +11,7 @@ pub mod driver;
 pub mod file;
 pub mod influxdb;
 pub mod loki;
+pub mod mqtt;
 pub mod queue;
 pub mod stdout;
 pub mod transport;
@@ -123,7 +124,7 @@ pub enum SinkKind {
     /// Any HTTP endpoint, one event JSON per request (alerts).
     Webhook(alert::webhook::WebhookConfig),
     /// An MQTT broker (alerts and event streams).
-    Mqtt(alert::mqtt::MqttConfig),
+    Mqtt(mqtt::MqttConfig),
     /// Email over SMTP (alerts).
     Email(alert::email::EmailConfig),
 }
@@ -380,7 +381,7 @@ pub async fn check_connection(kind: &SinkKind) -> Option<Result<String, String>>
     match kind {
         SinkKind::Influxdb(config) => Some(influxdb::check_connection(config).await),
         SinkKind::Loki(config) => Some(loki::check_connection(config).await),
-        SinkKind::Mqtt(config) => Some(alert::mqtt::check_connection(config).await),
+        SinkKind::Mqtt(config) => Some(mqtt::check_connection(config).await),
         SinkKind::Email(config) => Some(alert::email::check_connection(config).await),
         SinkKind::File(_)
         | SinkKind::Stdout(_)
