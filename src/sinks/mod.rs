@@ -14,6 +14,7 @@ pub mod loki;
 pub mod mqtt;
 pub mod queue;
 pub mod stdout;
+pub mod tls;
 pub mod transport;
 
 use std::fmt;

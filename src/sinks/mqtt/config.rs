@@ -5,18 +5,17 @@
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::{MqttOptions, QoS, TlsConfiguration, Transport};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde::{Deserialize, Serialize};
 
 use super::PACKET_MAX;
 use super::topics::{Preset, check_topic, split_topics, topic_environment};
 use crate::secret::Secret;
+use crate::sinks::tls;
 
 /// Settings of a `mqtt` sink.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -328,117 +327,18 @@ pub(super) fn random_client_id() -> String {
     format!("herald-{:012x}", hasher.finish() & 0xffff_ffff_ffff)
 }
 
-// ---------------------------------------------------------------------------
-// TLS
-
-/// System CA bundles, as `rustls-native-certs` finds them on Unix: `SSL_CERT_FILE`,
-/// else the first of the distributions' usual places that exists.
-const SYSTEM_CA_FILES: [&str; 7] = [
-    "/etc/ssl/certs/ca-certificates.crt",
-    "/etc/pki/tls/certs/ca-bundle.crt",
-    "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
-    "/etc/ssl/ca-bundle.pem",
-    "/etc/pki/tls/cacert.pem",
-    "/etc/ssl/cert.pem",
-    "/usr/local/share/certs/ca-root-nss.crt",
-];
-
-fn system_roots() -> Vec<CertificateDer<'static>> {
-    let from_env = std::env::var_os("SSL_CERT_FILE").map(PathBuf::from);
-    let candidates = from_env
-        .into_iter()
-        .chain(SYSTEM_CA_FILES.iter().map(PathBuf::from));
-    for path in candidates {
-        if let Ok(pem) = std::fs::read(&path) {
-            return CertificateDer::pem_slice_iter(&pem)
-                .filter_map(Result::ok)
-                .collect();
-        }
-    }
-    Vec::new()
-}
-
-fn read_file(key: &'static str, path: &Path) -> Result<Vec<u8>, (&'static str, String)> {
-    std::fs::read(path).map_err(|err| (key, format!("cannot read {}: {err}", path.display())))
-}
-
-fn read_certs(
-    key: &'static str,
-    path: &Path,
-) -> Result<Vec<CertificateDer<'static>>, (&'static str, String)> {
-    let pem = read_file(key, path)?;
-    let certs = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|err| (key, format!("{} is not PEM: {err}", path.display())))?;
-    if certs.is_empty() {
-        return Err((
-            key,
-            format!(
-                "{} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
-                path.display()
-            ),
-        ));
-    }
-    Ok(certs)
-}
-
-/// The rustls client config: system CAs plus `tls_ca_file`, and the client
-/// certificate when one is configured. Verification cannot be turned off.
+/// The rustls client config for `tls = true`: the platform's CAs plus
+/// `tls_ca_file`, and the client certificate when one is configured.
+/// Verification cannot be turned off.
 fn tls_client_config(config: &MqttConfig) -> Result<rustls::ClientConfig, (&'static str, String)> {
-    // Another part of the process may have installed one already; either is fine.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add_parsable_certificates(system_roots());
-    if let Some(path) = &config.tls_ca_file {
-        for cert in read_certs("tls_ca_file", path)? {
-            roots.add(cert).map_err(|err| {
-                (
-                    "tls_ca_file",
-                    format!(
-                        "{}: a certificate is unusable as a CA: {err}",
-                        path.display()
-                    ),
-                )
-            })?;
-        }
-    }
-    if roots.is_empty() {
-        return Err((
-            "tls_ca_file",
-            "no CA to verify the broker with: the system has no CA bundle (e.g. /etc/ssl/certs/ca-certificates.crt); set tls_ca_file".into(),
-        ));
-    }
-    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|err| ("tls", format!("cannot start TLS: {err}")))?
-    .with_root_certificates(roots);
-    match (&config.tls_client_cert_file, &config.tls_client_key_file) {
-        (Some(cert_path), Some(key_path)) => {
-            let certs = read_certs("tls_client_cert_file", cert_path)?;
-            let pem = read_file("tls_client_key_file", key_path)?;
-            let key = PrivateKeyDer::from_pem_slice(&pem).map_err(|err| {
-                (
-                    "tls_client_key_file",
-                    format!(
-                        "{} holds no usable PEM private key: {err}",
-                        key_path.display()
-                    ),
-                )
-            })?;
-            builder.with_client_auth_cert(certs, key).map_err(|err| {
-                (
-                    "tls_client_key_file",
-                    format!(
-                        "{} cannot be used with tls_client_cert_file: {err}",
-                        key_path.display()
-                    ),
-                )
-            })
-        }
-        _ => Ok(builder.with_no_client_auth()),
-    }
+    let client = match (&config.tls_client_cert_file, &config.tls_client_key_file) {
+        (Some(cert_file), Some(key_file)) => Some(tls::ClientCertificate {
+            cert_file,
+            key_file,
+        }),
+        _ => None,
+    };
+    tls::client_config(config.tls_ca_file.as_deref(), client).map_err(Into::into)
 }
 
 #[cfg(test)]

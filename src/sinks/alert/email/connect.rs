@@ -4,17 +4,15 @@
 //! failures for an operator, never with the password. It sends no mail.
 
 use std::path::PathBuf;
-use std::sync::Once;
 
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{
     AsyncSmtpConnection, Certificate, TlsParameters, TlsParametersBuilder,
 };
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
 
 use super::Security;
 use super::notifier::Email;
+use crate::sinks::tls;
 
 /// Why the connection could not be set up.
 #[derive(Debug)]
@@ -33,41 +31,17 @@ pub(super) enum ConnectError {
     Timeout,
 }
 
-/// Installs rustls's ring provider once (another part of herald may have already).
-fn install_crypto_provider() {
-    static PROVIDER: Once = Once::new();
-    PROVIDER.call_once(|| {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
-}
-
 /// TLS settings for `host`, trusting `ca_file` besides the system's roots.
 pub(super) fn tls_parameters(
     host: &str,
     ca_file: Option<&PathBuf>,
 ) -> Result<TlsParameters, String> {
-    install_crypto_provider();
+    tls::install_provider();
     let mut builder = TlsParametersBuilder::new(host.to_string());
     if let Some(path) = ca_file {
-        let pem = std::fs::read(path)
-            .map_err(|err| format!("tls_ca_file: cannot read {}: {err}", path.display()))?;
-        let certs = CertificateDer::pem_slice_iter(&pem)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|err| {
-                format!(
-                    "tls_ca_file: {} is not PEM certificates: {err}",
-                    path.display()
-                )
-            })?;
-        if certs.is_empty() {
-            return Err(format!(
-                "tls_ca_file: {} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
-                path.display()
-            ));
-        }
-        for cert in certs {
+        for cert in tls::read_ca_file(path).map_err(|err| err.to_string())? {
             let cert = Certificate::from_der(cert.to_vec())
-                .map_err(|err| format!("tls_ca_file: {}: {err}", path.display()))?;
+                .map_err(|err| format!("{}: {}: {err}", tls::CA_FILE_KEY, path.display()))?;
             builder = builder.add_root_certificate(cert);
         }
     }
