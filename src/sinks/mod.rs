@@ -7,6 +7,7 @@
 //! common keys of [`SinkConfig`] plus its type's own keys.
 
 pub mod alert;
+pub mod backoff;
 pub mod driver;
 pub mod file;
 pub mod influxdb;

@@ -1,8 +1,9 @@
 //! The connection to the broker: a background task that polls rumqttc's event
-//! loop for as long as the sink lives, reconnecting with backoff and logging
-//! failures at most once per [`LOG_EVERY`], and the tracker that matches the
-//! broker's acknowledgements to the publishes waiting for them. It does not
-//! choose topics or build payloads, and it never logs the password.
+//! loop for as long as the sink lives, reconnecting with backoff (0.5 s doubling
+//! to 10 s, with jitter) and logging failures at most once per [`LOG_EVERY`],
+//! and the tracker that matches the broker's acknowledgements to the publishes
+//! waiting for them. It does not choose topics or build payloads, and it never
+//! logs the password.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,12 +15,12 @@ use tokio::sync::{Notify, oneshot};
 use tracing::{info, warn};
 
 use super::describe::Describe;
+use crate::sinks::backoff::Backoff;
 
 /// Connection errors are logged at most this often.
 pub const LOG_EVERY: Duration = Duration::from_secs(10);
-/// First and longest wait between reconnection attempts.
-const BACKOFF_MIN: Duration = Duration::from_millis(500);
-const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// Waits between reconnection attempts: from half a second up to 10 s.
+const RECONNECT: Backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
 
 /// Told the outcome of one publish.
 type Waiter = oneshot::Sender<Result<(), String>>;
@@ -106,7 +107,7 @@ pub(super) async fn connection_task(
     qos: QoS,
     describe: Describe,
 ) {
-    let mut backoff = BACKOFF_MIN;
+    let mut failed_attempts = 0u32;
     let mut last_log: Option<Instant> = None;
     let mut failures_since_log = 0u32;
     let mut last_logged: Option<String> = None;
@@ -126,7 +127,7 @@ pub(super) async fn connection_task(
         };
         match polled {
             Ok(rumqttc::Event::Incoming(Packet::ConnAck(_))) => {
-                backoff = BACKOFF_MIN;
+                failed_attempts = 0;
                 let mut tracker = shared.tracker();
                 tracker.connected = true;
                 tracker.last_error = None;
@@ -197,10 +198,10 @@ pub(super) async fn connection_task(
                     failures_since_log = 0;
                 }
                 tokio::select! {
-                    () = tokio::time::sleep(backoff) => {}
+                    () = tokio::time::sleep(RECONNECT.delay(failed_attempts)) => {}
                     () = shared.close.notified() => break,
                 }
-                backoff = (backoff * 2).min(BACKOFF_MAX);
+                failed_attempts = failed_attempts.saturating_add(1);
             }
         }
     }
