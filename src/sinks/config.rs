@@ -12,7 +12,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::queue::Overflow;
 use super::webhook::WebhookBody;
-use super::{alert, file, influxdb, loki, stdout, webhook};
+use super::{alert, file, influxdb, loki, mqtt, stdout, webhook};
 use crate::route::MatchConfig;
 
 /// The destination-specific part of a sink's config, chosen by `type`.
@@ -36,7 +36,7 @@ pub enum SinkKind {
     /// Any HTTP endpoint, one event JSON per request (alerts).
     Webhook(webhook::WebhookConfig),
     /// An MQTT broker (alerts and event streams).
-    Mqtt(alert::mqtt::MqttConfig),
+    Mqtt(mqtt::MqttConfig),
     /// Email over SMTP (alerts).
     Email(alert::email::EmailConfig),
 }

@@ -13,7 +13,7 @@
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::time::{Instant, sleep, sleep_until};
 use tracing::{error, info, warn};
@@ -280,16 +280,11 @@ impl LatencySampler {
 /// `retry_initial_ms · 2^attempt`, capped at `retry_max_ms`, with ±25 % jitter so
 /// many sinks do not retry in lockstep.
 fn backoff(config: &DeliveryConfig, attempt: u32) -> Duration {
-    let base = config
-        .retry_initial_ms
-        .saturating_mul(1u64 << attempt.min(20))
-        .min(config.retry_max_ms);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .subsec_nanos();
-    let jitter = (u64::from(nanos) % 501) as f64 / 1000.0 + 0.75; // 0.75 ..= 1.25
-    Duration::from_millis((base as f64 * jitter) as u64)
+    super::backoff::Backoff::new(
+        Duration::from_millis(config.retry_initial_ms),
+        Duration::from_millis(config.retry_max_ms),
+    )
+    .delay(attempt)
 }
 
 #[cfg(test)]

@@ -7,13 +7,16 @@
 //! common keys of [`SinkConfig`] plus its type's own keys.
 
 pub mod alert;
+pub mod backoff;
 pub mod config;
 pub mod driver;
 pub mod file;
 pub mod influxdb;
 pub mod loki;
+pub mod mqtt;
 pub mod queue;
 pub mod stdout;
+pub mod tls;
 pub mod transport;
 pub mod webhook;
 
@@ -211,7 +214,7 @@ fn spawn_one(
             start.spawn(sink, tasks);
         }
         SinkKind::Mqtt(mqtt) => {
-            let sink = alert_sink(name, alert::mqtt::Mqtt::new(mqtt)?, config)?;
+            let sink = alert_sink(name, mqtt::Mqtt::new(mqtt)?, config)?;
             start.spawn(sink, tasks);
         }
         SinkKind::Email(email) => {
@@ -239,7 +242,7 @@ pub async fn check_connection(kind: &SinkKind) -> Option<Result<String, String>>
     match kind {
         SinkKind::Influxdb(config) => Some(influxdb::check_connection(config).await),
         SinkKind::Loki(config) => Some(loki::check_connection(config).await),
-        SinkKind::Mqtt(config) => Some(alert::mqtt::check_connection(config).await),
+        SinkKind::Mqtt(config) => Some(mqtt::check_connection(config).await),
         SinkKind::Email(config) => Some(alert::email::check_connection(config).await),
         SinkKind::File(_)
         | SinkKind::Stdout(_)

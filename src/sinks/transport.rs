@@ -10,7 +10,6 @@
 
 use std::io::Write as _;
 use std::path::Path;
-use std::sync::Once;
 use std::time::Duration;
 
 use flate2::Compression;
@@ -18,7 +17,7 @@ use flate2::write::GzEncoder;
 use reqwest::StatusCode;
 use reqwest::header::RETRY_AFTER;
 
-use super::SinkError;
+use super::{SinkError, tls};
 
 /// The request timeout every HTTP sink uses unless configured: 10 s.
 pub fn default_timeout_ms() -> u64 {
@@ -26,31 +25,27 @@ pub fn default_timeout_ms() -> u64 {
 }
 
 /// Builds an HTTP client with TLS verification on: `timeout_ms` for a whole
-/// request, and the system's CAs plus those in `tls_ca_file` (PEM), for servers
-/// with an internal CA. Every HTTP sink's config has these two keys.
+/// request, and the system's CAs plus those in `tls_ca_file` (PEM, read by
+/// [`tls::read_ca_file`]), for servers with an internal CA. Every HTTP sink's
+/// config has these two keys.
 ///
 /// # Errors
 ///
-/// When the CA file cannot be read or parsed, or the TLS stack cannot start.
+/// When the CA file cannot be read or holds no certificate, or the TLS stack
+/// cannot start.
 pub fn client(timeout_ms: u64, tls_ca_file: Option<&Path>) -> Result<reqwest::Client, String> {
-    static PROVIDER: Once = Once::new();
-    PROVIDER.call_once(|| {
-        // Another part of the process may have installed one already; either is fine.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
+    tls::install_provider();
     let mut builder = reqwest::Client::builder()
         .timeout(Duration::from_millis(timeout_ms))
         .connect_timeout(Duration::from_millis(timeout_ms.min(5_000)))
         .user_agent(concat!("herald/", env!("CARGO_PKG_VERSION")));
     if let Some(path) = tls_ca_file {
-        let pem = std::fs::read(path)
-            .map_err(|err| format!("cannot read tls_ca_file {}: {err}", path.display()))?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|err| {
-            format!(
-                "tls_ca_file {} is not PEM certificates: {err}",
-                path.display()
-            )
-        })?;
+        let certs = tls::read_ca_file(path)
+            .map_err(|err| err.to_string())?
+            .iter()
+            .map(|cert| reqwest::Certificate::from_der(cert))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|err| format!("{}: {}: {err}", tls::CA_FILE_KEY, path.display()))?;
         builder = builder.tls_certs_merge(certs);
     }
     builder

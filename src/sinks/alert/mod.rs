@@ -25,7 +25,6 @@
 //! entries, and never hold more than [`MAX_KEYS`] keys.
 
 pub mod email;
-pub mod mqtt;
 pub mod slack;
 pub mod teams;
 
