@@ -10,6 +10,7 @@ pub mod alert;
 pub mod driver;
 pub mod file;
 pub mod influxdb;
+pub mod isolate;
 pub mod loki;
 pub mod queue;
 pub mod stdout;
