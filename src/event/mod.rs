@@ -5,13 +5,15 @@
 //! datagram has (the parser copies a clean datagram's text in whole and points the
 //! spans into it). This file holds the types (the envelope's enums, the [`Field`]
 //! table, [`Event`] and its accessors); the JSON writer every sink shares is in
-//! `json`, the compact encoding for buffering events on disk in [`binary`], and
-//! [`EventBuilder`], with which the parser fills an event, in `builder`. This
+//! `json`, reading that JSON back in `decode`, the compact encoding for
+//! buffering events on disk in [`binary`], and [`EventBuilder`], with which the
+//! parser fills an event, in `builder`. This
 //! module does not parse datagrams (that is [`crate::parse`]) and does not
 //! decide where events go (that is [`crate::route`]).
 
 pub mod binary;
 mod builder;
+mod decode;
 mod json;
 
 pub use binary::{BINARY_VERSION, DecodeError};
