@@ -1,4 +1,6 @@
-//! Parser throughput per kind of Sense message, and over the mixed set.
+//! Parser throughput per kind of Sense message, and over the mixed set; and
+//! the mixed set's events encoded as JSON and in the binary buffer encoding,
+//! and decoded from the latter.
 //!
 //! Run with `cargo bench --bench parse`. Figures are datagrams per second on one
 //! core (criterion's "thrpt" in elements/s).
@@ -7,6 +9,7 @@ use std::hint::black_box;
 use std::net::SocketAddr;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use herald::event::Event;
 use herald::parse::{ParseConfig, Parser};
 use herald::send::SAMPLES;
 
@@ -46,6 +49,34 @@ fn parse(c: &mut Criterion) {
                 out.push(b'\n');
             }
             black_box(out.len())
+        })
+    });
+    group.bench_function("binary_mixed", |b| {
+        b.iter(|| {
+            out.clear();
+            for event in &events {
+                event.encode_binary(&mut out);
+            }
+            black_box(out.len())
+        })
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("decode");
+    let encoded: Vec<Vec<u8>> = events
+        .iter()
+        .map(|event| {
+            let mut bytes = Vec::new();
+            event.encode_binary(&mut bytes);
+            bytes
+        })
+        .collect();
+    group.throughput(Throughput::Elements(encoded.len() as u64));
+    group.bench_function("binary_mixed", |b| {
+        b.iter(|| {
+            for bytes in &encoded {
+                let _ = black_box(Event::decode_binary(black_box(bytes)));
+            }
         })
     });
     group.finish();

@@ -5,13 +5,18 @@
 //! datagram has (the parser copies a clean datagram's text in whole and points the
 //! spans into it). This file holds the types (the envelope's enums, the [`Field`]
 //! table, [`Event`] and its accessors); the JSON writer every sink shares is in
-//! `json`, and [`EventBuilder`], with which the parser fills an event, in
-//! `builder`. This module does not parse datagrams (that is [`crate::parse`]) and
-//! does not decide where events go (that is [`crate::route`]).
+//! `json`, reading that JSON back in `decode`, the compact encoding for
+//! buffering events on disk in [`binary`], and [`EventBuilder`], with which the
+//! parser fills an event, in `builder`. This
+//! module does not parse datagrams (that is [`crate::parse`]) and does not
+//! decide where events go (that is [`crate::route`]).
 
+pub mod binary;
 mod builder;
+mod decode;
 mod json;
 
+pub use binary::{BINARY_VERSION, DecodeError};
 pub use builder::EventBuilder;
 pub use json::{json_string, rfc3339, write_rfc3339};
 
@@ -81,6 +86,14 @@ pub enum Source {
 }
 
 impl Source {
+    /// Every source, in declaration order.
+    pub const ALL: [Source; 4] = [
+        Source::Engine,
+        Source::Proxy,
+        Source::Repository,
+        Source::Scheduler,
+    ];
+
     /// The JSON and metric-label spelling.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -109,6 +122,15 @@ pub enum Level {
 }
 
 impl Level {
+    /// Every level, from least to most severe.
+    pub const ALL: [Level; 5] = [
+        Level::Debug,
+        Level::Info,
+        Level::Warn,
+        Level::Error,
+        Level::Fatal,
+    ];
+
     /// The upper-case spelling written to JSON.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -158,6 +180,14 @@ pub enum TaskOutcome {
 }
 
 impl TaskOutcome {
+    /// Every outcome, in declaration order.
+    pub const ALL: [TaskOutcome; 4] = [
+        TaskOutcome::Failed,
+        TaskOutcome::Aborted,
+        TaskOutcome::Success,
+        TaskOutcome::Distribute,
+    ];
+
     /// The JSON spelling.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -182,6 +212,13 @@ pub enum TimeSource {
 }
 
 impl TimeSource {
+    /// Every time source, in declaration order.
+    pub const ALL: [TimeSource; 3] = [
+        TimeSource::Event,
+        TimeSource::EventLocal,
+        TimeSource::Received,
+    ];
+
     /// The JSON spelling.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -392,9 +429,81 @@ impl Event {
     }
 }
 
+/// Every fixture datagram that parses, as an event with categories, tags, a
+/// sequence number and a sender and receive time of its own (one in four from
+/// an IPv6 address), named by its fixture: what the encoders' round-trip tests
+/// run over.
+#[cfg(test)]
+pub(crate) fn test_events() -> Vec<(String, Event)> {
+    static EVENTS: std::sync::OnceLock<Vec<(String, Event)>> = std::sync::OnceLock::new();
+    EVENTS
+        .get_or_init(|| {
+            let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/datagrams");
+            let mut paths: Vec<_> = std::fs::read_dir(root)
+                .unwrap()
+                .map(|entry| entry.unwrap().path())
+                .collect();
+            paths.sort();
+            let mut parser =
+                crate::parse::Parser::new(&crate::parse::ParseConfig::default()).unwrap();
+            let tags: StaticTags = Arc::new(BTreeMap::from([
+                ("env".to_string(), "prod \"eu\"".to_string()),
+                ("site".to_string(), "Göteborg".to_string()),
+            ]));
+            let mut events = Vec::new();
+            for (i, path) in paths.iter().enumerate() {
+                let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+                let sender: SocketAddr = if i % 4 == 3 {
+                    format!("[fe80::1:{i}%3]:{}", 50_000 + i).parse().unwrap()
+                } else {
+                    format!("10.0.{i}.5:{}", 61_000 + i).parse().unwrap()
+                };
+                let received_at = Timestamp::new(1_779_523_200 + i as i64, 123_456_789).unwrap();
+                let Ok(mut event) =
+                    parser.parse(&std::fs::read(path).unwrap(), sender, received_at)
+                else {
+                    continue;
+                };
+                event.sequence = 1_000_003 * i as u64;
+                event.categories = vec![
+                    (Arc::from("team"), Arc::from("bi\tnight")),
+                    (Arc::from("app"), Arc::from(name.as_str())),
+                ];
+                // Some with no tags, some with an empty map, most with tags.
+                event.tags = match i % 5 {
+                    0 => None,
+                    1 => Some(Arc::new(BTreeMap::new())),
+                    _ => Some(tags.clone()),
+                };
+                events.push((name, event));
+            }
+            events
+        })
+        .clone()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn enum_tables_list_every_variant_in_declaration_order() {
+        for (i, value) in EventType::ALL.into_iter().enumerate() {
+            assert_eq!(value as usize, i);
+        }
+        for (i, value) in Source::ALL.into_iter().enumerate() {
+            assert_eq!(value as usize, i);
+        }
+        for (i, value) in Level::ALL.into_iter().enumerate() {
+            assert_eq!(value as usize, i);
+        }
+        for (i, value) in TaskOutcome::ALL.into_iter().enumerate() {
+            assert_eq!(value as usize, i);
+        }
+        for (i, value) in TimeSource::ALL.into_iter().enumerate() {
+            assert_eq!(value as usize, i);
+        }
+    }
 
     #[test]
     fn level_parses_case_insensitively_and_orders_by_severity() {

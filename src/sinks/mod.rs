@@ -12,6 +12,7 @@ pub mod config;
 pub mod driver;
 pub mod file;
 pub mod influxdb;
+pub mod isolate;
 pub mod loki;
 pub mod mqtt;
 pub mod queue;

@@ -2,12 +2,13 @@
 //! 2.x/3.x (`/api/v2/write`), gzipped, stamped with each event's own time.
 //!
 //! When InfluxDB refuses a batch as malformed (400, 413, 422) the batch is split
-//! in halves and each half sent again, down to single lines, so only the events
-//! InfluxDB really cannot take go to the dead-letter file; points already written
-//! are rewritten identically, which InfluxDB stores once. Everything else (network
-//! errors, 5xx, 429, auth and missing-database errors) is retried by the driver.
-//! [`check_connection`] says plainly when the server, the database or bucket, or
-//! the credentials are wrong (`herald check --connect` and start-up).
+//! in halves and each half sent again ([`isolate`]), down to single lines, so
+//! only the events InfluxDB really cannot take go to the dead-letter file;
+//! points already written are rewritten identically, which InfluxDB stores
+//! once. Everything else (network errors, 5xx, 429, auth and missing-database
+//! errors) is retried by the driver. [`check_connection`] says plainly when the
+//! server, the database or bucket, or the credentials are wrong (`herald check
+//! --connect` and start-up).
 
 pub mod line;
 pub mod schema;
@@ -17,6 +18,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use super::isolate::{self, PostRange, Refusals};
 use super::transport;
 use super::{Sink, SinkError};
 use crate::event::Event;
@@ -199,9 +201,19 @@ impl InfluxdbSink {
             starts: Vec::new(),
         })
     }
+}
 
+/// What InfluxDB refuses as malformed, never to be written: a bad line (400),
+/// a body too large (413), a type conflict (422).
+const REFUSALS: Refusals = Refusals {
+    destination: "InfluxDB",
+    items: "points",
+    bad_data: &[400, 413, 422],
+};
+
+impl PostRange for InfluxdbSink {
     /// Posts the lines of events `range` (indexes into `starts`).
-    async fn post(&self, range: std::ops::Range<usize>) -> Result<(), SinkError> {
+    async fn post(&mut self, range: std::ops::Range<usize>) -> Result<(), SinkError> {
         let lines = &self.body[self.starts[range.start]..self.starts[range.end]];
         let mut request = self
             .client
@@ -222,37 +234,6 @@ impl InfluxdbSink {
             .map_err(|err| transport::network_error(&err))?;
         transport::check(response).await.map(drop)
     }
-
-    /// Sends `range`, splitting it on "bad data" answers to find the lines
-    /// InfluxDB refuses; those are added to `rejected`.
-    async fn post_isolating(
-        &self,
-        range: std::ops::Range<usize>,
-        rejected: &mut Vec<(usize, String)>,
-    ) -> Result<(), SinkError> {
-        let mut pending = vec![range];
-        while let Some(range) = pending.pop() {
-            match self.post(range.clone()).await {
-                Ok(()) => {}
-                Err(err) if is_bad_data(&err) => {
-                    if range.len() == 1 {
-                        rejected.push((range.start, err.message));
-                    } else {
-                        let middle = range.start + range.len() / 2;
-                        pending.push(middle..range.end);
-                        pending.push(range.start..middle);
-                    }
-                }
-                Err(err) => return Err(err),
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Answers that mean "this data can never be written", as opposed to "not now".
-fn is_bad_data(err: &SinkError) -> bool {
-    matches!(err.status, Some(400 | 413 | 422))
 }
 
 impl Sink for InfluxdbSink {
@@ -264,21 +245,7 @@ impl Sink for InfluxdbSink {
             schema::write(&mut self.body, event, self.config.schema, self.config.api);
         }
         self.starts.push(self.body.len());
-        let mut rejected = Vec::new();
-        self.post_isolating(0..batch.len(), &mut rejected).await?;
-        if rejected.is_empty() {
-            Ok(())
-        } else {
-            let first = rejected[0].1.clone();
-            Err(SinkError::partial(
-                format!(
-                    "InfluxDB refused {} of {} points: {first}",
-                    rejected.len(),
-                    batch.len()
-                ),
-                rejected,
-            ))
-        }
+        isolate::deliver(&REFUSALS, batch.len(), self).await
     }
 }
 

@@ -37,6 +37,7 @@ mod push;
 use std::ops::Range;
 use std::sync::Arc;
 
+use super::isolate::{self, PostRange, Refusals};
 use super::transport;
 use super::{Sink, SinkError};
 use crate::event::Event;
@@ -113,34 +114,6 @@ impl LokiSink {
         transport::check(response).await.map(drop)
     }
 
-    /// Sends `range`, splitting it on "bad data" answers to find the events Loki
-    /// refuses; those are added to `rejected`.
-    async fn post_isolating(
-        &mut self,
-        batch: &Prepared<'_>,
-        order: &mut Vec<usize>,
-        range: Range<usize>,
-        rejected: &mut Vec<(usize, String)>,
-    ) -> Result<(), SinkError> {
-        let mut pending = vec![range];
-        while let Some(range) = pending.pop() {
-            match self.post(batch, order, range.clone()).await {
-                Ok(()) => {}
-                Err(err) if is_bad_data(&err) => {
-                    if range.len() == 1 {
-                        rejected.push((range.start, err.message));
-                    } else {
-                        let middle = range.start + range.len() / 2;
-                        pending.push(middle..range.end);
-                        pending.push(range.start..middle);
-                    }
-                }
-                Err(err) => return Err(err),
-            }
-        }
-        Ok(())
-    }
-
     async fn deliver_with(
         &mut self,
         events: &[Arc<Event>],
@@ -154,29 +127,36 @@ impl LokiSink {
             order,
         } = scratch;
         let batch = Prepared::new(&config, events, lines, starts, times);
-        let mut rejected = Vec::new();
-        self.post_isolating(&batch, order, 0..events.len(), &mut rejected)
-            .await?;
-        if rejected.is_empty() {
-            Ok(())
-        } else {
-            let first = rejected[0].1.clone();
-            Err(SinkError::partial(
-                format!(
-                    "Loki refused {} of {} entries: {first}",
-                    rejected.len(),
-                    events.len()
-                ),
-                rejected,
-            ))
-        }
+        let mut posting = Posting {
+            sink: self,
+            batch: &batch,
+            order,
+        };
+        isolate::deliver(&REFUSALS, events.len(), &mut posting).await
     }
 }
 
-/// Answers that mean "this data can never be written", as opposed to "not now".
-fn is_bad_data(err: &SinkError) -> bool {
-    matches!(err.status, Some(400 | 413))
+/// A prepared batch being posted, range by range.
+struct Posting<'p, 'a> {
+    sink: &'p mut LokiSink,
+    batch: &'p Prepared<'a>,
+    /// Event indexes sorted into streams, reused for each request.
+    order: &'p mut Vec<usize>,
 }
+
+impl PostRange for Posting<'_, '_> {
+    async fn post(&mut self, range: Range<usize>) -> Result<(), SinkError> {
+        self.sink.post(self.batch, self.order, range).await
+    }
+}
+
+/// What Loki refuses as bad data, never to be stored: an entry it cannot take
+/// (400: too old, line too long, ...) or a body too large (413).
+const REFUSALS: Refusals = Refusals {
+    destination: "Loki",
+    items: "entries",
+    bad_data: &[400, 413],
+};
 
 impl Sink for LokiSink {
     async fn deliver(&mut self, batch: &[Arc<Event>]) -> Result<(), SinkError> {

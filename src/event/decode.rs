@@ -1,0 +1,430 @@
+//! Reading an event back from its JSON ([`Event::from_json`]), for sending
+//! dead-lettered events again: the inverse of [`Event::write_json`] as
+//! `docs/EVENTS.md` describes the object.
+//!
+//! It reads the envelope (`type`, `source`, `tag`, `time` with its offset,
+//! `time_source`, `received_at`, `sender`, `level`, `outcome`, `truncated`),
+//! every field by its JSON name, `raw_fields`, `categories` and `tags`, so the
+//! event it returns writes the same JSON again. A number field keeps its JSON
+//! text as it was written (which is why it reads bytes, not a parsed
+//! `serde_json::Value`, whose numbers forget their spelling); each field's kind
+//! decides whether it must be a number or a string. Errors name the key that
+//! is wrong.
+//!
+//! It does not accept what herald would not write: unknown or repeated keys, a
+//! valid `level` field (an unknown level is only ever under `raw_fields`), a
+//! number that is not in the form the parser keeps. Times are kept to the
+//! precision written (milliseconds) and `sequence`, which is not in the JSON, is
+//! 0. It does not parse datagrams (that is [`crate::parse`]).
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use jiff::tz::Offset;
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
+
+use super::{
+    Category, Event, EventTime, EventType, Field, FieldKind, Level, Source, Span, TaskOutcome,
+    TimeSource, field_bit,
+};
+use crate::parse::value::is_json_number;
+
+impl Event {
+    /// Reads an event from the JSON object [`Event::write_json`] writes (as
+    /// bytes, so that numbers keep their spelling); its `to_json()` is that
+    /// JSON again. `sequence`, which the JSON does not hold, is 0. Unknown or
+    /// repeated keys, and values of the wrong JSON type for their key, are
+    /// refused.
+    ///
+    /// # Errors
+    ///
+    /// A message naming the key that is missing or wrong and why.
+    pub fn from_json(json: &[u8]) -> Result<Event, String> {
+        if u32::try_from(json.len()).is_err() {
+            return Err("the event is larger than 4 GiB".into());
+        }
+        let members = serde_json::from_slice::<Members<'_>>(json)
+            .map_err(|err| format!("not a JSON object: {err}"))?
+            .0;
+        let mut seen = HashSet::with_capacity(members.len());
+        let mut text = String::with_capacity(json.len());
+        let mut fields = Fields::default();
+        let (mut event_type, mut source, mut tag, mut time) = (None, None, None, None);
+        let (mut time_source, mut received_at, mut sender) = (None, None, None);
+        let (mut level, mut outcome, mut truncated) = (None, None, false);
+        let (mut categories, mut tags) = (Vec::new(), None);
+        for (key, value) in &members {
+            let key = key.as_str();
+            if !seen.insert(key) {
+                return Err(format!("{key}: appears twice"));
+            }
+            match key {
+                "type" => event_type = Some(one_of(key, value, &EventType::ALL, |t| t.as_str())?),
+                "source" => source = Some(one_of(key, value, &Source::ALL, |s| s.as_str())?),
+                "tag" => tag = Some(push(&mut text, &string(key, value)?)),
+                "time" => time = Some(event_time(key, &string(key, value)?)?),
+                "time_source" => {
+                    time_source = Some(one_of(key, value, &TimeSource::ALL, |t| t.as_str())?);
+                }
+                "received_at" => {
+                    let at = string(key, value)?;
+                    received_at =
+                        Some(at.parse::<Timestamp>().map_err(|err| {
+                            format!("{key}: {at:?} is not an RFC 3339 time: {err}")
+                        })?);
+                }
+                "sender" => {
+                    let at = string(key, value)?;
+                    sender = Some(at.parse::<SocketAddr>().map_err(|_| {
+                        format!("{key}: {at:?} is not an address and port, e.g. \"10.0.0.5:61000\"")
+                    })?);
+                }
+                "level" => level = Some(one_of(key, value, &Level::ALL, |l| l.as_str())?),
+                "outcome" => outcome = Some(one_of(key, value, &TaskOutcome::ALL, |o| o.as_str())?),
+                "truncated" => {
+                    truncated = serde_json::from_str(value.get())
+                        .map_err(|_| format!("{key}: {} is not true or false", value.get()))?;
+                }
+                "categories" => categories = category_list(key, value)?,
+                "tags" => {
+                    tags = Some(Arc::new(
+                        serde_json::from_str::<BTreeMap<String, String>>(value.get()).map_err(
+                            |_| format!("{key}: is not an object of strings: {}", value.get()),
+                        )?,
+                    ));
+                }
+                "raw_fields" => {
+                    let raw = object(key, value)?;
+                    for (name, value) in &raw {
+                        let field = Field::from_name(name)
+                            .ok_or_else(|| format!("raw_fields: {name:?} is not a field"))?;
+                        let span = push(&mut text, &string(&format!("raw_fields.{name}"), value)?);
+                        fields.set(field, span, false)?;
+                    }
+                }
+                _ => {
+                    let field = Field::from_name(key)
+                        .filter(|&field| field != Field::Level)
+                        .ok_or_else(|| format!("{key}: is not a key of an event"))?;
+                    let span = match field.kind() {
+                        FieldKind::Integer | FieldKind::Decimal => {
+                            let number = value.get();
+                            let integer = field.kind() == FieldKind::Integer;
+                            if !is_json_number(number.as_bytes(), integer) {
+                                let kind = if integer {
+                                    "a whole number"
+                                } else {
+                                    "a number"
+                                };
+                                return Err(format!("{key}: {number} is not {kind}"));
+                            }
+                            push(&mut text, number)
+                        }
+                        FieldKind::Text | FieldKind::Guid | FieldKind::GuidOrText => {
+                            push(&mut text, &string(key, value)?)
+                        }
+                    };
+                    fields.set(field, span, true)?;
+                }
+            }
+        }
+        let missing = |key: &str| format!("{key}: missing");
+        let (instant, offset) = time.ok_or_else(|| missing("time"))?;
+        Ok(Event {
+            event_type: event_type.ok_or_else(|| missing("type"))?,
+            source: source.ok_or_else(|| missing("source"))?,
+            level,
+            outcome,
+            time: EventTime { instant, offset },
+            time_source: time_source.ok_or_else(|| missing("time_source"))?,
+            received_at: received_at.ok_or_else(|| missing("received_at"))?,
+            sender: sender.ok_or_else(|| missing("sender"))?,
+            truncated,
+            categories,
+            tags,
+            sequence: 0,
+            tag: tag.ok_or_else(|| missing("tag"))?,
+            text,
+            spans: fields.spans,
+            values: fields.values,
+            raws: fields.raws,
+        })
+    }
+}
+
+/// The field table being filled: spans and the two masks.
+struct Fields {
+    spans: [Span; Field::COUNT],
+    values: u64,
+    raws: u64,
+}
+
+impl Default for Fields {
+    fn default() -> Fields {
+        Fields {
+            spans: [Span::default(); Field::COUNT],
+            values: 0,
+            raws: 0,
+        }
+    }
+}
+
+impl Fields {
+    /// Records `field` at `span`, as a valid value or a raw one.
+    fn set(&mut self, field: Field, span: Span, valid: bool) -> Result<(), String> {
+        let bit = field_bit(field);
+        if (self.values | self.raws) & bit != 0 {
+            return Err(format!(
+                "{}: is both a field and under raw_fields",
+                field.name()
+            ));
+        }
+        self.spans[field as usize] = span;
+        if valid {
+            self.values |= bit;
+        } else {
+            self.raws |= bit;
+        }
+        Ok(())
+    }
+}
+
+/// Appends `value` to the text; returns where it sits (the length was checked
+/// to fit a `u32` up front: the text is never longer than the JSON).
+fn push(text: &mut String, value: &str) -> Span {
+    let start = text.len() as u32;
+    text.push_str(value);
+    Span {
+        start,
+        end: text.len() as u32,
+    }
+}
+
+/// A JSON string's value.
+fn string(key: &str, value: &RawValue) -> Result<String, String> {
+    serde_json::from_str(value.get()).map_err(|_| format!("{key}: {} is not a string", value.get()))
+}
+
+/// The variant of `table` whose `name` is the JSON string `value`.
+fn one_of<T: Copy>(
+    key: &str,
+    value: &RawValue,
+    table: &[T],
+    name: impl Fn(T) -> &'static str,
+) -> Result<T, String> {
+    let text = string(key, value)?;
+    table
+        .iter()
+        .copied()
+        .find(|&variant| name(variant) == text)
+        .ok_or_else(|| {
+            let names: Vec<&str> = table.iter().map(|&variant| name(variant)).collect();
+            format!("{key}: {text:?} is not one of {}", names.join(", "))
+        })
+}
+
+/// `time`: an RFC 3339 time with a numeric offset (`+hh:mm`, or `Z` for UTC).
+fn event_time(key: &str, text: &str) -> Result<(Timestamp, Offset), String> {
+    let problem = || format!("{key}: {text:?} is not an RFC 3339 time with an offset");
+    let instant = text.parse::<Timestamp>().map_err(|_| problem())?;
+    if text.ends_with(['Z', 'z']) {
+        return Ok((instant, Offset::UTC));
+    }
+    let offset = match text.as_bytes() {
+        [.., sign @ (b'+' | b'-'), h1, h2, b':', m1, m2]
+            if [h1, h2, m1, m2].iter().all(|b| b.is_ascii_digit()) =>
+        {
+            let digit = |b: &u8| i32::from(b - b'0');
+            let minutes = (digit(h1) * 10 + digit(h2)) * 60 + digit(m1) * 10 + digit(m2);
+            let seconds = if *sign == b'-' { -minutes } else { minutes } * 60;
+            Offset::from_seconds(seconds).map_err(|_| problem())?
+        }
+        _ => return Err(problem()),
+    };
+    Ok((instant, offset))
+}
+
+/// `categories`: name → value, in the object's order (the order rules set them).
+fn category_list(key: &str, value: &RawValue) -> Result<Vec<Category>, String> {
+    object(key, value)?
+        .iter()
+        .map(|(name, value)| {
+            let value = string(&format!("{key}.{name}"), value)?;
+            Ok((Arc::from(name.as_str()), Arc::from(value)))
+        })
+        .collect()
+}
+
+/// A JSON object's members, in order.
+fn object<'a>(key: &str, value: &'a RawValue) -> Result<Vec<(String, &'a RawValue)>, String> {
+    serde_json::from_str::<Members<'a>>(value.get())
+        .map(|members| members.0)
+        .map_err(|_| format!("{key}: {} is not an object", value.get()))
+}
+
+/// A JSON object's members in document order, values left as JSON text
+/// (a map type would sort the keys or parse the numbers).
+struct Members<'a>(Vec<(String, &'a RawValue)>);
+
+impl<'de> Deserialize<'de> for Members<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct MembersVisitor;
+
+        impl<'de> Visitor<'de> for MembersVisitor {
+            type Value = Members<'de>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Members<'de>, A::Error> {
+                let mut members = Vec::with_capacity(map.size_hint().unwrap_or(16));
+                while let Some(member) = map.next_entry::<String, &'de RawValue>()? {
+                    members.push(member);
+                }
+                Ok(Members(members))
+            }
+        }
+
+        deserializer.deserialize_map(MembersVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::test_events;
+
+    #[test]
+    fn every_fixture_event_reads_back_to_the_same_json() {
+        let events = test_events();
+        assert!(events.len() >= 25, "only {} events", events.len());
+        for (name, event) in &events {
+            let json = event.to_json();
+            let back =
+                Event::from_json(json.as_bytes()).unwrap_or_else(|err| panic!("{name}: {err}"));
+            assert_eq!(back.to_json(), json, "{name}");
+            assert_eq!(back.sequence, 0);
+            assert_eq!(back.tag(), event.tag(), "{name}");
+            for &field in Field::ALL {
+                assert_eq!(back.get(field), event.get(field), "{name} {field:?}");
+                assert_eq!(back.raw(field), event.raw(field), "{name} {field:?}");
+            }
+        }
+    }
+
+    /// The first fixture event's JSON with `key` set to `value` (JSON text), or
+    /// removed when `value` is `None`.
+    fn with(key: &str, value: Option<&str>) -> Result<Event, String> {
+        let (_, event) = &test_events()[0];
+        let mut object: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&event.to_json()).unwrap();
+        match value {
+            Some(value) => object.insert(key.into(), serde_json::from_str(value).unwrap()),
+            None => object.remove(key),
+        };
+        Event::from_json(serde_json::to_string(&object).unwrap().as_bytes())
+    }
+
+    fn error(key: &str, value: Option<&str>) -> String {
+        with(key, value)
+            .err()
+            .unwrap_or_else(|| panic!("{key} = {value:?} was accepted"))
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        for key in [
+            "type",
+            "source",
+            "tag",
+            "time",
+            "time_source",
+            "received_at",
+            "sender",
+        ] {
+            assert_eq!(error(key, None), format!("{key}: missing"));
+        }
+        // The key set, its JSON value, and the start of the error.
+        let cases = [
+            (
+                "type",
+                "\"metric\"",
+                "type: \"metric\" is not one of log, qix_perf, session, connection, task, engine_reload_failed",
+            ),
+            ("tag", "7", "tag: 7 is not a string"),
+            ("time", "\"yesterday\"", "time: \"yesterday\""),
+            ("time", "\"2024-05-19T12:03:12.114+0200\"", "time: "),
+            ("received_at", "\"noon\"", "received_at: "),
+            ("sender", "\"somewhere\"", "sender: "),
+            ("level", "\"VERBOSE\"", "level: \"VERBOSE\""),
+            ("truncated", "\"yes\"", "truncated: "),
+            ("log_row", "\"12\"", "log_row: \"12\" is not a whole number"),
+            ("log_row", "1.5", "log_row: 1.5 is not a whole number"),
+            (
+                "process_time",
+                "\"fast\"",
+                "process_time: \"fast\" is not a number",
+            ),
+            ("message", "1", "message: 1 is not a string"),
+            ("colour", "\"red\"", "colour: is not a key of an event"),
+            ("categories", "{\"a\": 1}", "categories.a: "),
+            ("categories", "[]", "categories: "),
+            ("tags", "{\"a\": 1}", "tags: "),
+            (
+                "raw_fields",
+                "{\"colour\": \"red\"}",
+                "raw_fields: \"colour\" is not a field",
+            ),
+            (
+                "raw_fields",
+                "{\"host\": \"x\"}",
+                "host: is both a field and under raw_fields",
+            ),
+        ];
+        for (key, value, expected) in cases {
+            let message = error(key, Some(value));
+            assert!(message.starts_with(expected), "{key} = {value}: {message}");
+        }
+        for json in [&b"[1]"[..], b"{", b""] {
+            let message = Event::from_json(json).unwrap_err();
+            assert!(message.starts_with("not a JSON object"), "{message}");
+        }
+    }
+
+    #[test]
+    fn a_repeated_key_is_refused() {
+        let (_, event) = &test_events()[0];
+        let json = event.to_json();
+        let twice = format!("{},\"tag\":\"x\"}}", &json[..json.len() - 1]);
+        assert_eq!(
+            Event::from_json(twice.as_bytes()).unwrap_err(),
+            "tag: appears twice"
+        );
+    }
+
+    #[test]
+    fn numbers_keep_their_spelling_and_times_their_offset() {
+        // Appended as text: a parsed JSON value would forget the spelling.
+        let (_, event) = &test_events()[0];
+        assert_eq!(event.get(Field::ProcessTime), None);
+        let json = event.to_json();
+        let json = format!("{},\"process_time\":0.0010}}", &json[..json.len() - 1]);
+        let event = Event::from_json(json.as_bytes()).unwrap();
+        assert_eq!(event.get(Field::ProcessTime), Some("0.0010"));
+        assert!(event.to_json().contains(",\"process_time\":0.0010,"));
+        let event = with("time", Some("\"2024-05-19T12:03:12.114-05:30\"")).unwrap();
+        assert_eq!(event.time.offset.seconds(), -(5 * 3600 + 30 * 60));
+        assert!(
+            event
+                .to_json()
+                .contains("\"time\":\"2024-05-19T12:03:12.114-05:30\"")
+        );
+        let event = with("time", Some("\"2024-05-19T17:33:12.114Z\"")).unwrap();
+        assert_eq!(event.time.offset, Offset::UTC);
+    }
+}
