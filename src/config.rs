@@ -30,6 +30,10 @@ pub const MAX_SINKS: usize = 64;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// Where herald keeps its state: each disk-buffered sink's buffer under
+    /// `buffer/<sink>/`. Relative to the working directory, like every path.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
     /// UDP listeners and the allowlist.
     pub ingest: IngestConfig,
     /// The metrics and health endpoint.
@@ -59,6 +63,10 @@ pub struct Config {
     /// The sinks, by name.
     #[serde(default)]
     pub sinks: BTreeMap<String, SinkConfig>,
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("data")
 }
 
 /// The HTTP endpoint serving `/metrics` and `/health`.
@@ -386,6 +394,24 @@ impl Config {
                     &key("retry_initial_ms"),
                     "must not exceed retry_max_ms".into(),
                 );
+            }
+            if let crate::buffer::BufferConfig::Disk(disk) = &delivery.buffer {
+                if disk.max_bytes < crate::buffer::MIN_DISK_BYTES {
+                    return invalid(
+                        &key("buffer.max_bytes"),
+                        format!(
+                            "{} bytes is too small for a disk buffer; use at least {} (64 KiB), e.g. 1073741824 (1 GiB)",
+                            disk.max_bytes,
+                            crate::buffer::MIN_DISK_BYTES
+                        ),
+                    );
+                }
+                if disk.sync_interval_ms == 0 {
+                    return invalid(
+                        &key("buffer.sync_interval_ms"),
+                        "must be at least 1 (500 syncs twice a second)".into(),
+                    );
+                }
             }
             if let Some(alert) = &sink.alert
                 && let Err((field, problem)) = crate::sinks::alert::Templates::new(alert)

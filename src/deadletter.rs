@@ -84,24 +84,44 @@ impl Record {
         Record { reason, line }
     }
 
-    /// An event a sink gave up on.
-    pub fn event(sink: &str, error: &str, event: &Event) -> Record {
+    /// An event a sink gave up on (`reason` [`SINK_FAILED`]), or one still
+    /// queued for a memory-buffered sink when a stop's grace period ended
+    /// ([`SHUTDOWN`]).
+    pub fn event(reason: &'static str, sink: &str, error: &str, event: &Event) -> Record {
         let mut line = Vec::with_capacity(1024);
         line.extend_from_slice(b"{\"kind\":\"event\",\"failed_at\":\"");
         write_rfc3339(&mut line, Timestamp::now(), Offset::UTC, true);
-        line.extend_from_slice(b"\",\"reason\":\"sink_failed\",\"sink\":");
+        line.extend_from_slice(b"\",\"reason\":");
+        json_string(&mut line, reason);
+        line.extend_from_slice(b",\"sink\":");
         json_string(&mut line, sink);
         line.extend_from_slice(b",\"error\":");
         json_string(&mut line, error);
         line.extend_from_slice(b",\"event\":");
         event.write_json(&mut line);
         line.extend_from_slice(b"}\n");
+        Record { reason, line }
+    }
+}
+
+impl Record {
+    /// A line of another dead-letter file, kept as it was (`herald replay`
+    /// writes what it could not send).
+    pub fn verbatim(line: &[u8]) -> Record {
+        let mut line = line.trim_ascii_end().to_vec();
+        line.push(b'\n');
         Record {
-            reason: "sink_failed",
+            reason: "replay",
             line,
         }
     }
 }
+
+/// The reason of an event a sink gave up on.
+pub const SINK_FAILED: &str = "sink_failed";
+/// The reason of an event still queued for a memory-buffered sink when a stop's
+/// grace period ended.
+pub const SHUTDOWN: &str = "shutdown";
 
 /// Standard base64 with padding.
 fn base64(out: &mut Vec<u8>, bytes: &[u8]) {
@@ -123,10 +143,46 @@ fn base64(out: &mut Vec<u8>, bytes: &[u8]) {
     }
 }
 
+/// What the writer thread receives.
+#[derive(Debug)]
+enum Message {
+    Record(Record),
+    /// Write what came before, then end.
+    Finish,
+}
+
+/// Reads standard base64 (with or without padding); `None` when it is not.
+pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    let value = |c: u8| -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32)
+    };
+    let text = text.trim_end_matches('=').as_bytes();
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    for chunk in text.chunks(4) {
+        if chunk.len() == 1 {
+            return None;
+        }
+        let mut n = 0u32;
+        for (i, &c) in chunk.iter().enumerate() {
+            n |= value(c)? << (18 - 6 * i);
+        }
+        let bytes = n.to_be_bytes();
+        out.extend_from_slice(&bytes[1..chunk.len()]);
+    }
+    Some(out)
+}
+
 /// Where producers send records. Cheap to clone; never blocks.
 #[derive(Debug, Clone)]
 pub struct DeadLetters {
-    tx: Option<Sender<Record>>,
+    tx: Option<Sender<Message>>,
     lost: Counter,
 }
 
@@ -146,9 +202,33 @@ impl DeadLetters {
             self.lost.increment(1);
             return;
         };
-        match tx.try_send(record) {
+        match tx.try_send(Message::Record(record)) {
             Ok(()) => {}
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => self.lost.increment(1),
+        }
+    }
+
+    /// Queues a record, waiting up to `patience` for room (at shutdown, when a
+    /// whole queue goes to the file at once); false when it was lost.
+    pub fn send_waiting(&self, record: Record, patience: std::time::Duration) -> bool {
+        let Some(tx) = &self.tx else {
+            self.lost.increment(1);
+            return false;
+        };
+        match tx.send_timeout(Message::Record(record), patience) {
+            Ok(()) => true,
+            Err(_) => {
+                self.lost.increment(1);
+                false
+            }
+        }
+    }
+
+    /// Tells the writer thread to end once it has written every record queued
+    /// before this call (the end of a stop; handles may outlive it).
+    pub fn finish(&self) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send_timeout(Message::Finish, std::time::Duration::from_secs(10));
         }
     }
 
@@ -180,13 +260,14 @@ pub fn start(config: &DeadLetterConfig) -> std::io::Result<(DeadLetters, JoinHan
 }
 
 /// Every reason a record can have, for registering the counters up front.
-const REASONS: [&str; 6] = [
+const REASONS: [&str; 7] = [
     "empty",
     "unknown_tag",
     "too_few_fields",
     "too_many_fields",
     "bad_guid",
-    "sink_failed",
+    SINK_FAILED,
+    SHUTDOWN,
 ];
 
 /// The per-reason counters, registered up front so `/metrics` shows them at 0.
@@ -194,7 +275,7 @@ fn register_reasons() -> [Counter; REASONS.len()] {
     REASONS.map(|reason| counter!(DEAD_LETTERS, "reason" => reason))
 }
 
-fn write_records(mut file: RotatingFile, rx: Receiver<Record>) {
+fn write_records(mut file: RotatingFile, rx: Receiver<Message>) {
     let lost = counter!(DEAD_LETTERS_LOST);
     let written = register_reasons();
     let count = |reason: &str| {
@@ -204,17 +285,29 @@ fn write_records(mut file: RotatingFile, rx: Receiver<Record>) {
             .map(|i| &written[i])
     };
     let mut buffer = Vec::new();
-    while let Ok(first) = rx.recv() {
+    let mut reasons = Vec::new();
+    let mut finished = false;
+    while !finished && let Ok(first) = rx.recv() {
         buffer.clear();
-        let mut reasons = vec![first.reason];
-        buffer.extend_from_slice(&first.line);
-        for record in rx.try_iter().take(1000) {
-            buffer.extend_from_slice(&record.line);
-            reasons.push(record.reason);
+        reasons.clear();
+        for message in std::iter::once(first).chain(rx.try_iter().take(1000)) {
+            match message {
+                Message::Record(record) => {
+                    buffer.extend_from_slice(&record.line);
+                    reasons.push(record.reason);
+                }
+                Message::Finish => {
+                    finished = true;
+                    break;
+                }
+            }
+        }
+        if buffer.is_empty() {
+            continue;
         }
         match file.append(&buffer) {
             Ok(()) => {
-                for counter in reasons.into_iter().filter_map(count) {
+                for counter in reasons.iter().filter_map(|reason| count(reason)) {
                     counter.increment(1);
                 }
             }
@@ -250,6 +343,12 @@ mod tests {
         assert_eq!(encode(b"fo"), "Zm8=");
         assert_eq!(encode(b"foo"), "Zm9v");
         assert_eq!(encode(b"\xff\xfe\x00"), "//4A");
+        for bytes in [&b""[..], b"f", b"fo", b"foo", b"foob", b"\xff\xfe\x00\x01"] {
+            assert_eq!(base64_decode(&encode(bytes)).as_deref(), Some(bytes));
+        }
+        assert_eq!(base64_decode("Zg"), Some(b"f".to_vec()));
+        assert_eq!(base64_decode("Z"), None);
+        assert_eq!(base64_decode("Z!=="), None);
     }
 
     #[test]

@@ -116,22 +116,32 @@ pub fn health(health: &Health) -> (bool, String) {
         .sinks
         .iter()
         .map(|sink| {
+            let buffer = sink.queue.buffer_status();
             let mut value = json!({
                 "type": sink.type_name,
                 "state": sink.state().as_str(),
                 "queue_depth": sink.queue.len(),
                 "queue_capacity": sink.queue.capacity(),
+                "buffer": {
+                    "type": buffer.type_name,
+                    "events": buffer.events,
+                    "bytes": buffer.bytes,
+                    "max_bytes": buffer.max_bytes,
+                },
             });
+            if let Some(error) = &buffer.error {
+                value["buffer"]["error"] = json!(error);
+            }
             if let Some(error) = sink.last_error() {
                 value["last_error"] = json!(error);
             }
             (sink.name.clone(), value)
         })
         .collect();
-    let healthy = health
-        .sinks
-        .iter()
-        .all(|sink| matches!(sink.state(), SinkState::Ok | SinkState::Stopped));
+    let healthy = health.sinks.iter().all(|sink| {
+        matches!(sink.state(), SinkState::Ok | SinkState::Stopped)
+            && sink.queue.buffer_status().error.is_none()
+    });
     let stopping = health.stopping.load(Ordering::Relaxed);
     let status = if stopping {
         "stopping"

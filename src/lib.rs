@@ -14,12 +14,12 @@
 //! * [`sinks`]: one file per destination behind [`sinks::Sink`], plus the generic
 //!   driver (batching, retries, metrics, drain).
 //! * [`pipeline`]: wires the stages with bounded queues and owns shutdown.
-//! * [`buffer`]: where a sink's queued events wait: the disk buffer's segment log.
 //! * [`deadletter`]: keeps what could not be parsed or delivered.
 //! * [`http`]: `/metrics` and `/health`.
 //! * [`config`]: the TOML file, assembled from each stage's own config.
 //! * [`metrics`]: every metric name and handle.
 //! * [`send`]: sample datagrams and the `herald send` test sender.
+//! * [`replay`]: `herald replay`, re-sending what the dead-letter file kept.
 //! * [`appenders`]: the `LocalLogConfig.xml` files that point Sense at herald.
 //! * [`secret`]: passwords and tokens from the environment or files, redacted.
 //! * [`throttle`]: keeps bad input from flooding the log.
@@ -35,6 +35,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod parse;
 pub mod pipeline;
+pub mod replay;
 pub mod route;
 pub mod secret;
 pub mod send;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use herald::config::{Config, DEFAULT_PATH, LogFormat};
-use herald::{appenders, http, pipeline, send};
+use herald::{appenders, http, pipeline, replay, send};
 use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
 
@@ -64,6 +64,31 @@ enum Command {
         #[arg(long)]
         from: Option<IpAddr>,
     },
+    /// Send what a dead-letter file kept through the sinks again, once the cause
+    /// is fixed. Events go back to the sink that gave up on them; datagrams are
+    /// parsed again and go to every sink whose match they meet. What still
+    /// fails goes to a new dead-letter file; the file read is not changed.
+    Replay {
+        /// The dead-letter file (dead_letter.path), or a rotated copy of it.
+        #[arg(long)]
+        dead_letter: PathBuf,
+        /// Send only to this sink (events that failed elsewhere go here too).
+        #[arg(long)]
+        sink: Option<String>,
+        /// Only records with this reason: sink_failed, shutdown, unknown_tag, ...
+        #[arg(long)]
+        reason: Option<String>,
+        /// Only records from this time on: an RFC 3339 time such as
+        /// 2026-12-01T08:00:00Z, or an age such as 2h or 30m.
+        #[arg(long, value_parser = parse_since)]
+        since: Option<jiff::Timestamp>,
+        /// Read, parse and route, and say what would be sent, without sending.
+        #[arg(long)]
+        dry_run: bool,
+        /// Where what still fails goes (default: <dead-letter>.replay-<time>.jsonl).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Write the LocalLogConfig.xml files that make Sense send its events to herald.
     Appenders {
         /// Host name or address of this herald server, as the Sense nodes reach it.
@@ -114,6 +139,24 @@ fn main() -> ExitCode {
                 rate,
             },
             json,
+        ),
+        Command::Replay {
+            dead_letter,
+            sink,
+            reason,
+            since,
+            dry_run,
+            out,
+        } => replay_dead_letters(
+            &config_path,
+            &replay::ReplayOptions {
+                dead_letter,
+                sink,
+                reason,
+                since,
+                dry_run,
+                out,
+            },
         ),
         Command::Appenders {
             herald,
@@ -259,6 +302,77 @@ fn send_samples(
     Ok(())
 }
 
+/// `--since`: an RFC 3339 time, or an age (`2h`) before now.
+fn parse_since(text: &str) -> Result<jiff::Timestamp, String> {
+    if let Ok(at) = text.parse::<jiff::Timestamp>() {
+        return Ok(at);
+    }
+    let age = parse_duration(text).map_err(|_| {
+        format!("{text:?} is neither a time like 2026-12-01T08:00:00Z nor an age like 2h")
+    })?;
+    let age = jiff::SignedDuration::try_from(age).map_err(|err| err.to_string())?;
+    jiff::Timestamp::now()
+        .checked_sub(age)
+        .map_err(|err| err.to_string())
+}
+
+fn replay_dead_letters(path: &Path, options: &replay::ReplayOptions) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    init_logging(&config);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("herald-async")
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let bar = indicatif::ProgressBar::new(replay::file_size(&options.dead_letter));
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} replaying {bytes}/{total_bytes} {wide_bar} {elapsed}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let summary = runtime.block_on(replay::replay(&config, options, |read| {
+        bar.set_position(read)
+    }))?;
+    bar.finish_and_clear();
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    let verb = if options.dry_run {
+        "would send"
+    } else {
+        "sent"
+    };
+    println!(
+        "{}: {} record(s) read, {} left out by --reason/--since",
+        options.dead_letter.display(),
+        summary.records,
+        summary.filtered
+    );
+    for (sink, events) in &summary.sent {
+        println!("  {verb} {events} event(s) to sinks.{sink}");
+    }
+    if summary.sent.is_empty() {
+        println!("  nothing to send");
+    }
+    if summary.unsendable > 0 {
+        println!(
+            "  {} record(s) could not be sent anywhere (not an event, a sink that no longer exists, a datagram that still does not parse, or no sink matches)",
+            summary.unsendable
+        );
+    }
+    if summary.failed > 0 {
+        println!("  {} event(s) failed again", summary.failed);
+    }
+    match &summary.out {
+        Some(out) => anyhow::bail!(
+            "{} record(s) were not delivered; they are in {}",
+            summary.failed + summary.unsendable,
+            out.display()
+        ),
+        None => Ok(()),
+    }
+}
+
 /// Reads `30s`, `2m`, `1h`, `500ms` or plain seconds.
 fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
@@ -318,6 +432,7 @@ fn run(path: &Path) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     let result = runtime.block_on(async {
+        ignore_hangup();
         let running = pipeline::start(&config)?;
         // Histogram samples wait in buckets until drained; without a scrape they
         // would pile up, so drain them on a timer (the exporter's "upkeep").
@@ -363,6 +478,28 @@ fn init_logging(config: &Config) {
     match config.log.format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
+    }
+}
+
+/// SIGHUP (a closed terminal, `systemctl reload`) would end herald at once,
+/// losing what its queues hold: it is logged and ignored instead, for the
+/// whole run. Config reload does not exist yet.
+fn ignore_hangup() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::hangup()) {
+            Ok(mut hangup) => {
+                tokio::spawn(async move {
+                    while hangup.recv().await.is_some() {
+                        warn!(
+                            "SIGHUP received and ignored: herald cannot reload its config yet; restart it to apply changes (SIGTERM stops it without losing queued events)"
+                        );
+                    }
+                });
+            }
+            Err(err) => warn!(%err, "cannot catch SIGHUP; a hangup would stop herald at once"),
+        }
     }
 }
 

@@ -63,6 +63,18 @@ pub const SINK_RETRIES: &str = "herald_sink_retries_total";
 pub const SINK_QUEUE_DEPTH: &str = "herald_sink_queue_depth";
 /// Capacity of a sink's queue.
 pub const SINK_QUEUE_CAPACITY: &str = "herald_sink_queue_capacity";
+/// Events waiting in a sink's disk buffer.
+pub const BUFFER_EVENTS: &str = "herald_buffer_events";
+/// Bytes of a sink's disk buffer on disk.
+pub const BUFFER_BYTES: &str = "herald_buffer_bytes";
+/// The most bytes a sink's disk buffer may hold.
+pub const BUFFER_MAX_BYTES: &str = "herald_buffer_max_bytes";
+/// Records of a disk buffer found damaged (torn, truncated, bit-flipped) and skipped.
+pub const BUFFER_CORRUPT: &str = "herald_buffer_corrupt_records_total";
+/// Writes to a disk buffer the disk refused (events then wait in memory).
+pub const BUFFER_WRITE_ERRORS: &str = "herald_buffer_write_errors_total";
+/// Events kept at shutdown, by sink and where (`disk_buffer`, `dead_letter`, `lost`).
+pub const SHUTDOWN_KEPT: &str = "herald_shutdown_events_total";
 /// Records written to the dead-letter file, by reason.
 pub const DEAD_LETTERS: &str = "herald_dead_letters_total";
 /// Records that could not be written to the dead-letter file.
@@ -134,6 +146,24 @@ pub fn describe() {
     describe_counter!(SINK_RETRIES, "Delivery attempts retried, per sink.");
     describe_gauge!(SINK_QUEUE_DEPTH, "Events waiting in the sink's queue.");
     describe_gauge!(SINK_QUEUE_CAPACITY, "Capacity of the sink's queue.");
+    describe_gauge!(BUFFER_EVENTS, "Events waiting in the sink's disk buffer.");
+    describe_gauge!(BUFFER_BYTES, "Bytes of the sink's disk buffer on disk.");
+    describe_gauge!(
+        BUFFER_MAX_BYTES,
+        "The most bytes the sink's disk buffer holds (buffer.max_bytes); 0 for a memory buffer."
+    );
+    describe_counter!(
+        BUFFER_CORRUPT,
+        "Records of a disk buffer found damaged (torn, truncated, bit-flipped) and skipped."
+    );
+    describe_counter!(
+        BUFFER_WRITE_ERRORS,
+        "Writes the disk refused (full, read-only, failing); those events waited in memory instead."
+    );
+    describe_counter!(
+        SHUTDOWN_KEPT,
+        "Events still queued when a stop's grace period ended, by sink and where they were kept (disk_buffer, dead_letter, lost)."
+    );
     describe_counter!(
         DEAD_LETTERS,
         "Records written to the dead-letter file, by reason."
@@ -232,6 +262,22 @@ pub struct SinkMetrics {
     pub queue_capacity: Gauge,
     /// Receive-to-delivery latency (sampled, see the sink driver).
     pub latency: Histogram,
+    /// Events in the disk buffer.
+    pub buffer_events: Gauge,
+    /// Bytes of the disk buffer.
+    pub buffer_bytes: Gauge,
+    /// The disk buffer's limit.
+    pub buffer_max_bytes: Gauge,
+    /// Damaged disk-buffer records skipped.
+    pub buffer_corrupt: Counter,
+    /// Disk-buffer writes the disk refused.
+    pub buffer_write_errors: Counter,
+    /// Events kept at shutdown in the disk buffer.
+    pub kept_on_disk: Counter,
+    /// Events written to the dead-letter file at shutdown.
+    pub kept_dead_letter: Counter,
+    /// Events lost at shutdown (no dead-letter file, or it failed).
+    pub lost_at_shutdown: Counter,
 }
 
 impl SinkMetrics {
@@ -250,7 +296,15 @@ impl SinkMetrics {
             ),
             queue_depth: gauge!(SINK_QUEUE_DEPTH, "sink" => sink.clone()),
             queue_capacity: gauge!(SINK_QUEUE_CAPACITY, "sink" => sink.clone()),
-            latency: histogram!(EVENT_LATENCY, "sink" => sink),
+            latency: histogram!(EVENT_LATENCY, "sink" => sink.clone()),
+            buffer_events: gauge!(BUFFER_EVENTS, "sink" => sink.clone()),
+            buffer_bytes: gauge!(BUFFER_BYTES, "sink" => sink.clone()),
+            buffer_max_bytes: gauge!(BUFFER_MAX_BYTES, "sink" => sink.clone()),
+            buffer_corrupt: counter!(BUFFER_CORRUPT, "sink" => sink.clone()),
+            buffer_write_errors: counter!(BUFFER_WRITE_ERRORS, "sink" => sink.clone()),
+            kept_on_disk: counter!(SHUTDOWN_KEPT, "sink" => sink.clone(), "kept" => "disk_buffer"),
+            kept_dead_letter: counter!(SHUTDOWN_KEPT, "sink" => sink.clone(), "kept" => "dead_letter"),
+            lost_at_shutdown: counter!(SHUTDOWN_KEPT, "sink" => sink, "kept" => "lost"),
         }
     }
 }

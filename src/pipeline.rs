@@ -3,13 +3,16 @@
 //!
 //! ```text
 //! ingest thread (one per socket) ──try_send──▶ bounded batch channel ──▶ worker threads
-//!   worker: parse, categorise, route ──push──▶ one bounded queue per sink ──▶ sink task
+//!   worker: parse, categorise, route ──push──▶ each sink's queue (memory or disk buffer)
+//!     ──▶ sink driver task: batch, deliver, retry, acknowledge
 //! ```
 //!
 //! Shutdown follows the data: the stop flag ends the ingest threads, whose
 //! senders drop; the workers finish the queued batches and exit; then each sink
-//! queue is closed and its driver delivers what is left and flushes. The whole
-//! drain must fit in `pipeline.shutdown_grace_ms`.
+//! queue is closed and its driver delivers what is left. When
+//! `pipeline.shutdown_grace_ms` ends first, every driver stops where it is and
+//! keeps what is left (disk buffer, or the dead-letter file for a memory
+//! buffer); [`Running::stop`] reports where.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,7 +23,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Receiver;
 use metrics::gauge;
 use tokio::task::JoinSet;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::config::{Config, EMPTY_ALLOWLIST};
 use crate::deadletter::{self, DeadLetters, Record};
@@ -32,8 +35,8 @@ use crate::metrics::{
 };
 use crate::parse::Parser;
 use crate::route::{Categoriser, Matcher, Verdict};
-use crate::sinks::driver::SinkStatus;
-use crate::sinks::queue::SinkQueue;
+use crate::sinks::driver::{SinkStatus, Stopped};
+use crate::sinks::queue::{Kept, SinkQueue, Stage};
 use crate::sinks::{self, StartError};
 use crate::throttle::Throttle;
 
@@ -58,11 +61,12 @@ pub enum PipelineError {
     /// A thread could not be started.
     #[error("cannot start a thread")]
     Thread(#[source] std::io::Error),
-    /// Draining took longer than the grace period.
+    /// A sink did not stop even after the grace period ended (a bug: every
+    /// driver stops at once then). What it held may be lost.
     #[error(
-        "shutdown did not finish within pipeline.shutdown_grace_ms ({0:?}); queued events were lost"
+        "{0} sink(s) did not stop within {1:?} of the end of pipeline.shutdown_grace_ms; what they held may be lost"
     )]
-    DrainTimeout(Duration),
+    StuckSinks(usize, Duration),
 }
 
 /// What `/health` reports, shared with the HTTP endpoint.
@@ -142,7 +146,8 @@ pub struct Running {
     workers: Vec<JoinHandle<()>>,
     refresher: Option<JoinHandle<()>>,
     queues: Vec<Arc<SinkQueue>>,
-    sink_tasks: JoinSet<()>,
+    sink_tasks: JoinSet<Stopped>,
+    dead: DeadLetters,
     dead_letter_writer: Option<JoinHandle<()>>,
     grace: Duration,
 }
@@ -182,7 +187,7 @@ pub fn start(config: &Config) -> Result<Running, PipelineError> {
     };
 
     let mut sink_tasks = JoinSet::new();
-    let statuses = sinks::spawn_all(&config.sinks, &dead, &mut sink_tasks)?;
+    let statuses = sinks::spawn_all(&config.sinks, &config.data_dir, &dead, &mut sink_tasks)?;
     let routes: Vec<Route> = statuses
         .iter()
         .zip(config.sinks.values())
@@ -203,7 +208,6 @@ pub fn start(config: &Config) -> Result<Running, PipelineError> {
         metrics: WorkerMetrics::register(),
         hosts: Arc::new(HostLabels::new(config.metrics.max_hosts)),
     });
-    drop(dead);
     let parser = Parser::new(&config.parse)
         .map_err(|err| PipelineError::Thread(std::io::Error::other(err)))?;
     let mut worker_threads = Vec::new();
@@ -277,18 +281,36 @@ pub fn start(config: &Config) -> Result<Running, PipelineError> {
         refresher,
         queues,
         sink_tasks,
+        dead,
         dead_letter_writer,
         grace: Duration::from_millis(config.pipeline.shutdown_grace_ms),
     })
 }
 
+/// What a stop did with the events still queued when its grace period ended.
+#[derive(Debug, Clone, Default)]
+pub struct StopReport {
+    /// Per sink that had something left: its name, buffer type and what was kept where.
+    pub sinks: Vec<Stopped>,
+    /// Totals over every sink.
+    pub kept: Kept,
+}
+
+/// How long after the grace period the stop waits for drivers that are
+/// already told to stop (they stop at once; this only guards against a bug).
+const STOP_SLACK: Duration = Duration::from_secs(5);
+
 impl Running {
-    /// Stops ingest, drains every queue and flushes the sinks.
+    /// Stops ingest, lets the workers finish, gives every sink the grace period
+    /// (`pipeline.shutdown_grace_ms`) to deliver what is queued, then keeps what
+    /// is left: in each disk buffer for the next start, or in the dead-letter
+    /// file (`reason="shutdown"`) for memory-buffered sinks.
     ///
     /// # Errors
     ///
-    /// [`PipelineError::DrainTimeout`] when the drain outlasts the grace period.
-    pub async fn stop(mut self) -> Result<(), PipelineError> {
+    /// [`PipelineError::StuckSinks`] when a sink's driver does not stop after
+    /// it was told to.
+    pub async fn stop(mut self) -> Result<StopReport, PipelineError> {
         self.health.stopping.store(true, Ordering::Relaxed);
         self.stop.store(true, Ordering::Relaxed);
         let grace = self.grace;
@@ -300,31 +322,80 @@ impl Running {
             .collect();
         let queues = std::mem::take(&mut self.queues);
         let mut sink_tasks = std::mem::take(&mut self.sink_tasks);
-        let drain = async move {
-            // Ingest threads come first in the list: once they are gone the
-            // workers see a closed channel, finish and exit.
-            tokio::task::spawn_blocking(move || {
-                for thread in threads {
-                    let _ = thread.join();
+        // When the grace period ends, every sink stops where it is (and a
+        // worker waiting on a full `block` queue gives up waiting).
+        let end_of_grace = {
+            let queues = queues.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(grace).await;
+                for queue in &queues {
+                    queue.abort();
                 }
             })
-            .await
-            .ok();
-            for queue in &queues {
-                queue.close();
-            }
-            while sink_tasks.join_next().await.is_some() {}
         };
-        if tokio::time::timeout(grace, drain).await.is_err() {
-            return Err(PipelineError::DrainTimeout(grace));
+        // Ingest threads come first in the list: once they are gone the
+        // workers see a closed channel, finish and exit.
+        tokio::task::spawn_blocking(move || {
+            for thread in threads {
+                let _ = thread.join();
+            }
+        })
+        .await
+        .ok();
+        for queue in &queues {
+            queue.close();
         }
+        let mut report = StopReport::default();
+        let joined = tokio::time::timeout(grace + STOP_SLACK, async {
+            while let Some(stopped) = sink_tasks.join_next().await {
+                let Ok(stopped) = stopped else { continue };
+                report.kept.disk_buffer += stopped.kept.disk_buffer;
+                report.kept.dead_letter += stopped.kept.dead_letter;
+                report.kept.lost += stopped.kept.lost;
+                if stopped.kept != Kept::default() {
+                    report.sinks.push(stopped);
+                }
+            }
+        })
+        .await;
+        end_of_grace.abort();
+        if joined.is_err() {
+            return Err(PipelineError::StuckSinks(sink_tasks.len(), STOP_SLACK));
+        }
+        // Every sink has stopped: the dead-letter writer writes what it was
+        // given and ends.
+        self.dead.finish();
         if let Some(writer) = self.dead_letter_writer.take() {
             tokio::task::spawn_blocking(move || writer.join())
                 .await
                 .ok();
         }
-        info!("shutdown complete");
-        Ok(())
+        let kept = report.kept;
+        if kept == Kept::default() {
+            info!("shutdown complete: every queued event was delivered");
+        } else {
+            for stopped in &report.sinks {
+                warn!(sink = %stopped.sink, buffer = stopped.buffer,
+                    in_disk_buffer = stopped.kept.disk_buffer,
+                    in_dead_letter_file = stopped.kept.dead_letter, lost = stopped.kept.lost,
+                    "sink still had events when the grace period ended");
+            }
+            if kept.lost > 0 {
+                error!(
+                    in_disk_buffer = kept.disk_buffer,
+                    in_dead_letter_file = kept.dead_letter,
+                    lost = kept.lost,
+                    "shutdown complete; events that memory-buffered sinks could not deliver were lost because the dead-letter file could not take them (configure [dead_letter], or use buffer = {{ type = \"disk\" }})"
+                );
+            } else {
+                info!(
+                    in_disk_buffer = kept.disk_buffer,
+                    in_dead_letter_file = kept.dead_letter,
+                    "shutdown complete; undelivered events are kept: disk buffers resume at the next start, and `herald replay` re-sends the dead-letter file"
+                );
+            }
+        }
+        Ok(report)
     }
 }
 
@@ -358,6 +429,7 @@ fn work(
     let mut sequence = index as u64;
     let mut event_counters = EventCounters::new(shared.hosts.clone());
     let mut touched = vec![false; shared.routes.len()];
+    let mut stages: Vec<Stage> = shared.routes.iter().map(|_| Stage::default()).collect();
     for batch in rx {
         for datagram in &batch.datagrams {
             match parser.parse(&datagram.bytes, datagram.peer, batch.received_at) {
@@ -375,9 +447,14 @@ fn work(
                     }
                     let event = Arc::new(event);
                     let mut routed = false;
-                    for (route, touched) in shared.routes.iter().zip(touched.iter_mut()) {
+                    for ((route, touched), stage) in shared
+                        .routes
+                        .iter()
+                        .zip(touched.iter_mut())
+                        .zip(&mut stages)
+                    {
                         if route.matcher.matches(&event) {
-                            route.queue.push(event.clone());
+                            route.queue.push(&event, stage);
                             *touched = true;
                             routed = true;
                         }
@@ -403,9 +480,14 @@ fn work(
                 }
             }
         }
-        for (route, touched) in shared.routes.iter().zip(touched.iter_mut()) {
+        for ((route, touched), stage) in shared
+            .routes
+            .iter()
+            .zip(touched.iter_mut())
+            .zip(&mut stages)
+        {
             if std::mem::take(touched) {
-                route.queue.wake();
+                route.queue.commit(stage);
             }
         }
     }

@@ -714,7 +714,12 @@ pub struct Reader {
 }
 
 impl Reader {
-    fn new(shared: Arc<Shared>, ack_file: Arc<File>, acked: u64, saved: Option<AckPoint>) -> Reader {
+    fn new(
+        shared: Arc<Shared>,
+        ack_file: Arc<File>,
+        acked: u64,
+        saved: Option<AckPoint>,
+    ) -> Reader {
         let start = match saved {
             Some(point) if point.seq == acked => point,
             _ => AckPoint {
@@ -984,7 +989,10 @@ mod tests {
         let mut staged = stage([big]);
         log.append(&mut staged, false).unwrap();
         assert!(log.drop_oldest());
-        assert_eq!(reader.next_record().unwrap().map(<[u8]>::len), Some(700 * 1024));
+        assert_eq!(
+            reader.next_record().unwrap().map(<[u8]>::len),
+            Some(700 * 1024)
+        );
         assert_eq!(reader.take_dropped(), 2);
         assert!(reader.next_record().unwrap().is_none());
     }

@@ -155,7 +155,11 @@ mod tests {
         }
         assert_eq!(
             seen,
-            [(7, b"one".to_vec()), (8, Vec::new()), (9, b"three".to_vec())]
+            [
+                (7, b"one".to_vec()),
+                (8, Vec::new()),
+                (9, b"three".to_vec())
+            ]
         );
     }
 

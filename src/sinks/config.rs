@@ -13,6 +13,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use super::queue::Overflow;
 use super::webhook::WebhookBody;
 use super::{alert, file, influxdb, loki, mqtt, stdout, webhook};
+use crate::buffer::BufferConfig;
 use crate::route::MatchConfig;
 
 /// The destination-specific part of a sink's config, chosen by `type`.
@@ -125,7 +126,12 @@ pub struct DeliveryConfig {
         skip_serializing_if = "MatchConfig::is_empty"
     )]
     pub match_: MatchConfig,
-    /// Events the sink's queue holds.
+    /// Where queued events wait: `{ type = "memory" }` (the default) or
+    /// `{ type = "disk", max_bytes = ..., sync_interval_ms = ... }`.
+    #[serde(default)]
+    pub buffer: BufferConfig,
+    /// Events the memory buffer holds (for a disk buffer: events that wait in
+    /// memory while the disk refuses writes).
     #[serde(default = "default_queue_events")]
     pub queue_events: usize,
     /// What a full queue does: `drop_oldest`, `drop_newest` or `block`.
@@ -138,9 +144,8 @@ pub struct DeliveryConfig {
     pub flush_interval_ms: u64,
     /// Retries of a failed batch before its events go to the dead-letter file.
     /// Unset (the default): keep retrying while the sink is down; new events wait
-    /// in the queue, so an outage loses nothing until the queue overflows (and
-    /// then the overflow is counted). At shutdown a sink that is still down gets
-    /// one more try per batch before its events go to the dead-letter file.
+    /// in the buffer, so an outage loses nothing until the buffer overflows (and
+    /// then the overflow is counted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_retries: Option<u32>,
     /// First retry delay, doubled each retry (with jitter), in milliseconds.
@@ -149,11 +154,15 @@ pub struct DeliveryConfig {
     /// Longest retry delay, in milliseconds.
     #[serde(default = "default_retry_max_ms")]
     pub retry_max_ms: u64,
+    /// Longest wait a destination's `Retry-After` may ask for, in milliseconds.
+    #[serde(default = "default_retry_after_max_ms")]
+    pub retry_after_max_ms: u64,
 }
 
 /// The keys of [`DeliveryConfig`], for splitting a sink table.
-const DELIVERY_KEYS: [&str; 8] = [
+const DELIVERY_KEYS: [&str; 10] = [
     "match",
+    "buffer",
     "queue_events",
     "overflow",
     "batch_max_events",
@@ -161,6 +170,7 @@ const DELIVERY_KEYS: [&str; 8] = [
     "max_retries",
     "retry_initial_ms",
     "retry_max_ms",
+    "retry_after_max_ms",
 ];
 
 fn default_queue_events() -> usize {
@@ -173,6 +183,10 @@ fn default_retry_initial_ms() -> u64 {
 
 fn default_retry_max_ms() -> u64 {
     30_000
+}
+
+fn default_retry_after_max_ms() -> u64 {
+    300_000
 }
 
 /// One `[sinks.<name>]` table: a type-specific part and the common delivery keys.

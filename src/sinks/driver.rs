@@ -4,12 +4,19 @@
 //! A batch is delivered when it reaches `batch_max_events`, when its oldest event
 //! has waited `flush_interval_ms`, or when the queue closes. A failed batch is
 //! retried with exponential backoff and jitter (honouring a destination's
-//! `retry_after`) until it goes through, or up to `max_retries` when that is set;
-//! then, or at once for a permanent error, its events go to the dead-letter file
-//! and are counted as failed. Once shutdown has begun (the queue is closed), a
-//! batch that fails is not retried again, so a dead sink cannot hold up exit. Meanwhile new
-//! events wait in the bounded queue under its overflow policy. The task ends when
-//! its queue is closed and empty, after a final flush.
+//! `Retry-After`, capped at `retry_after_max_ms`) until it goes through, or up to
+//! `max_retries` when that is set; then, or at once for a permanent error, its
+//! events go to the dead-letter file and are counted as failed. Meanwhile new
+//! events wait in the sink's buffer under its overflow policy. Only a batch that
+//! was delivered or given up on is acknowledged to the buffer, so a disk buffer
+//! re-sends at most the batch in flight after a crash.
+//!
+//! At a stop the queue closes: a retry wait ends at once, and the driver keeps
+//! delivering what is queued until the queue is empty or the grace period ends
+//! ([`Phase::Aborted`], which also cuts a delivery in flight short). Then what
+//! is left is kept ([`SinkQueue::keep`]: in the disk buffer, or in the
+//! dead-letter file as `reason="shutdown"`), and the task ends with a
+//! [`Stopped`] report saying so.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -18,9 +25,9 @@ use std::time::Duration;
 use tokio::time::{Instant, sleep, sleep_until};
 use tracing::{error, info, warn};
 
-use super::queue::SinkQueue;
+use super::queue::{Kept, Origin, Phase, SinkQueue};
 use super::{DeliveryConfig, Sink, SinkError};
-use crate::deadletter::{DeadLetters, Record};
+use crate::deadletter::{DeadLetters, Record, SINK_FAILED};
 use crate::event::Event;
 
 /// What `/health` says about a sink.
@@ -103,36 +110,59 @@ impl SinkStatus {
     }
 }
 
-/// Runs `sink` until its queue is closed and drained.
+/// How a sink's driver ended: what it left and where that is kept.
+#[derive(Debug, Clone)]
+pub struct Stopped {
+    /// The sink's name.
+    pub sink: String,
+    /// Its buffer's type (`memory`, `disk`).
+    pub buffer: &'static str,
+    /// The events still queued when it stopped, and where they went.
+    pub kept: Kept,
+}
+
+/// Runs `sink` until its queue is closed and drained, or until the stop's
+/// grace period ends ([`SinkQueue::abort`]); then keeps what is left (see
+/// [`SinkQueue::keep`]) and says where.
 pub async fn run<S: Sink>(
     mut sink: S,
     status: Arc<SinkStatus>,
     config: DeliveryConfig,
     dead: DeadLetters,
-) {
+) -> Stopped {
     let queue = status.queue.clone();
     let max = config.batch_max_events.max(1);
     let flush_interval = Duration::from_millis(config.flush_interval_ms);
     let mut batch: Vec<Arc<Event>> = Vec::with_capacity(max);
+    let mut origins: Vec<Origin> = Vec::with_capacity(max);
     let mut deadline: Option<Instant> = None;
     let mut dirty = false;
     let mut latency = LatencySampler::new(max);
-    loop {
+    while queue.phase() < Phase::Aborted {
         while batch.len() < max {
             match queue.pop() {
-                Some(event) => batch.push(event),
+                Some((event, origin)) => {
+                    batch.push(event);
+                    origins.push(origin);
+                }
                 None => break,
             }
         }
-        queue.metrics().queue_depth.set(queue.len() as f64);
+        queue.update_gauges();
         let closed = queue.is_closed();
         let due = deadline.is_some_and(|d| Instant::now() >= d);
         if !batch.is_empty() && (batch.len() >= max || closed || due) {
-            deliver(&mut sink, &status, &config, &dead, &batch, &mut latency).await;
-            batch.clear();
-            deadline = None;
-            dirty = true;
-            continue;
+            match deliver(&mut sink, &status, &config, &dead, &batch, &mut latency).await {
+                Delivered::Done => {
+                    queue.ack();
+                    batch.clear();
+                    origins.clear();
+                    deadline = None;
+                    dirty = true;
+                    continue;
+                }
+                Delivered::Aborted => break,
+            }
         }
         if batch.is_empty() {
             if dirty && queue.is_empty() {
@@ -147,18 +177,42 @@ pub async fn run<S: Sink>(
         } else if deadline.is_none() {
             deadline = Some(Instant::now() + flush_interval);
         }
-        match deadline {
-            Some(deadline) => {
-                tokio::select! {
-                    () = queue.notified() => {}
-                    () = sleep_until(deadline) => {}
-                }
-            }
-            None => queue.notified().await,
+        tokio::select! {
+            () = queue.notified() => {}
+            () = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {}
+            () = queue.reached(Phase::Aborted) => {}
         }
     }
+    if dirty && let Err(err) = sink.flush().await {
+        warn!(sink = %status.name, %err, "flush failed");
+    }
+    // Workers may still be finishing (they keep what they push from now on
+    // themselves); once they are done, the queue holds all it ever will.
+    queue.inputs_closed().await;
+    let kept = queue.keep(batch.into_iter().zip(origins).collect());
     status.set(SinkState::Stopped, None);
-    info!(sink = %status.name, "sink drained and stopped");
+    let buffer = queue.buffer_status().type_name;
+    if kept == Kept::default() {
+        info!(sink = %status.name, "sink drained and stopped");
+    } else {
+        warn!(sink = %status.name, buffer, kept_in_disk_buffer = kept.disk_buffer,
+            kept_in_dead_letter_file = kept.dead_letter, lost = kept.lost,
+            "the stop's grace period ended before the sink delivered everything");
+    }
+    Stopped {
+        sink: status.name.clone(),
+        buffer,
+        kept,
+    }
+}
+
+/// How delivering a batch ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Delivered {
+    /// Delivered, or given up on (dead-lettered): the batch is done with.
+    Done,
+    /// The stop's grace period ended first: the batch is still to deliver.
+    Aborted,
 }
 
 /// Delivers one batch with retries; gives up to the dead-letter file.
@@ -169,11 +223,17 @@ async fn deliver<S: Sink>(
     dead: &DeadLetters,
     batch: &[Arc<Event>],
     latency: &mut LatencySampler,
-) {
-    let metrics = status.queue.metrics();
+) -> Delivered {
+    let queue = &status.queue;
+    let metrics = queue.metrics();
     let mut attempt = 0u32;
     loop {
-        match sink.deliver(batch).await {
+        let result = tokio::select! {
+            biased;
+            () = queue.reached(Phase::Aborted) => return Delivered::Aborted,
+            result = sink.deliver(batch) => result,
+        };
+        match result {
             Ok(()) => {
                 // Latency first: whoever sees the delivery counted sees its latency too.
                 latency.record(batch, &metrics.latency);
@@ -182,20 +242,26 @@ async fn deliver<S: Sink>(
                     info!(sink = %status.name, attempts = attempt + 1, "delivery recovered");
                 }
                 status.set(SinkState::Ok, None);
-                return;
+                return Delivered::Done;
             }
-            Err(err)
-                if err.retryable
-                    && config.max_retries.is_none_or(|max| attempt < max)
-                    && !status.queue.is_closed() =>
-            {
-                let delay = err.retry_after.unwrap_or_else(|| backoff(config, attempt));
+            Err(err) if err.retryable && config.max_retries.is_none_or(|max| attempt < max) => {
+                let cap = Duration::from_millis(config.retry_after_max_ms);
+                let delay = err
+                    .retry_after
+                    .map_or_else(|| backoff(config, attempt), |wait| wait.min(cap));
                 attempt += 1;
                 metrics.retries.increment(1);
                 status.set(SinkState::Retrying, Some(&err));
                 warn!(sink = %status.name, %err, attempt, retry_in_ms = delay.as_millis() as u64,
                     "delivery failed; retrying");
-                sleep(delay).await;
+                // A stop wakes the wait at once: one more try before the
+                // grace period runs out, not a sleep through it.
+                let stopping = queue.is_closed();
+                tokio::select! {
+                    () = sleep(delay) => {}
+                    () = queue.reached(Phase::Closing), if !stopping => {}
+                    () = queue.reached(Phase::Aborted) => return Delivered::Aborted,
+                }
             }
             Err(err) if !err.rejected.is_empty() => {
                 // Partial failure: the rest of the batch went through.
@@ -207,10 +273,10 @@ async fn deliver<S: Sink>(
                     "the destination refused some events; they go to the dead-letter file");
                 for (index, reason) in &err.rejected {
                     if let Some(event) = batch.get(*index) {
-                        dead.send(Record::event(&status.name, reason, event));
+                        dead.send(Record::event(SINK_FAILED, &status.name, reason, event));
                     }
                 }
-                return;
+                return Delivered::Done;
             }
             Err(err) => {
                 status.set(SinkState::Failing, Some(&err));
@@ -218,9 +284,14 @@ async fn deliver<S: Sink>(
                 error!(sink = %status.name, %err, events = batch.len(), attempts = attempt + 1,
                     dead_letter = dead.is_enabled(), "giving up on a batch; its events go to the dead-letter file");
                 for event in batch {
-                    dead.send(Record::event(&status.name, &err.message, event));
+                    dead.send(Record::event(
+                        SINK_FAILED,
+                        &status.name,
+                        &err.message,
+                        event,
+                    ));
                 }
-                return;
+                return Delivered::Done;
             }
         }
     }
@@ -294,7 +365,7 @@ mod tests {
     use super::*;
     use crate::metrics::SinkMetrics;
     use crate::parse::{ParseConfig, Parser};
-    use crate::sinks::queue::Overflow;
+    use crate::sinks::queue::{Overflow, Stage};
 
     /// Fails the first `failures` deliveries, then records what it gets.
     struct Flaky {
@@ -346,28 +417,34 @@ mod tests {
         delivered: Vec<usize>,
         calls: usize,
         state: SinkState,
+        stopped: Stopped,
     }
 
     /// Runs the driver over `events` events; closes the queue once the sink has
     /// been called `close_after_calls` times, plus a moment for any call that
-    /// should not happen.
-    async fn drive(
+    /// should not happen; ends the grace period `grace` after closing.
+    async fn drive_with(
+        config: DeliveryConfig,
         failures: usize,
         permanent: bool,
-        max_retries: Option<u32>,
         events: usize,
         close_after_calls: usize,
+        grace: Duration,
+        dead: DeadLetters,
     ) -> Outcome {
         let queue = Arc::new(SinkQueue::new(
+            "test",
             100,
             Overflow::DropOldest,
             SinkMetrics::register("test"),
+            dead.clone(),
         ));
         let status = Arc::new(SinkStatus::new("test", "flaky", queue.clone()));
+        let mut stage = Stage::default();
         for _ in 0..events {
-            queue.push(event());
+            queue.push(&event(), &mut stage);
         }
-        queue.wake();
+        queue.commit(&mut stage);
         let calls = Arc::new(AtomicUsize::new(0));
         let delivered = Arc::new(Mutex::new(Vec::new()));
         let sink = Flaky {
@@ -376,24 +453,45 @@ mod tests {
             calls: calls.clone(),
             delivered: delivered.clone(),
         };
-        let task = tokio::spawn(run(
-            sink,
-            status.clone(),
-            config(max_retries),
-            DeadLetters::disabled(),
-        ));
+        let mut task = tokio::spawn(run(sink, status.clone(), config, dead));
         while calls.load(Ordering::SeqCst) < close_after_calls {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
         queue.close();
-        task.await.unwrap();
+        let stopped = match tokio::time::timeout(grace, &mut task).await {
+            Ok(stopped) => stopped.unwrap(),
+            Err(_) => {
+                queue.abort();
+                task.await.unwrap()
+            }
+        };
         let delivered = delivered.lock().unwrap().clone();
         Outcome {
             delivered,
             calls: calls.load(Ordering::SeqCst),
             state: status.state(),
+            stopped,
         }
+    }
+
+    async fn drive(
+        failures: usize,
+        permanent: bool,
+        max_retries: Option<u32>,
+        events: usize,
+        close_after_calls: usize,
+    ) -> Outcome {
+        drive_with(
+            config(max_retries),
+            failures,
+            permanent,
+            events,
+            close_after_calls,
+            Duration::from_millis(500),
+            DeadLetters::disabled(),
+        )
+        .await
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
@@ -420,12 +518,119 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
-    async fn stops_retrying_once_shutdown_begins() {
-        // The sink never recovers; closing the queue must still end the driver.
-        let outcome = drive(usize::MAX, false, None, 3, 5).await;
+    async fn a_sink_that_never_recovers_stops_at_the_end_of_the_grace_period_and_keeps_its_events()
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let (dead, writer) = crate::deadletter::start(&crate::deadletter::DeadLetterConfig {
+            path: dir.path().join("dead.jsonl"),
+            max_bytes: 0,
+            max_files: 1,
+            queue_records: 10,
+        })
+        .unwrap();
+        let outcome = drive_with(
+            config(None),
+            usize::MAX,
+            false,
+            3,
+            5,
+            Duration::from_millis(200),
+            dead.clone(),
+        )
+        .await;
         assert!(outcome.delivered.is_empty());
         assert!(outcome.calls >= 5);
         assert_eq!(outcome.state, SinkState::Stopped);
+        assert_eq!(
+            outcome.stopped.kept,
+            Kept {
+                disk_buffer: 0,
+                dead_letter: 3,
+                lost: 0
+            }
+        );
+        dead.finish();
+        drop(dead);
+        writer.join().unwrap();
+        let text = std::fs::read_to_string(dir.path().join("dead.jsonl")).unwrap();
+        assert_eq!(text.matches("\"reason\":\"shutdown\"").count(), 3, "{text}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_stop_ends_a_long_retry_wait_at_once() {
+        let mut config = config(None);
+        config.retry_initial_ms = 60_000;
+        config.retry_max_ms = 60_000;
+        let started = std::time::Instant::now();
+        let outcome = drive_with(
+            config,
+            1,
+            false,
+            3,
+            1,
+            Duration::from_secs(30),
+            DeadLetters::disabled(),
+        )
+        .await;
+        assert_eq!(
+            outcome.delivered,
+            [3],
+            "the retry right after the stop went through"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(outcome.stopped.kept, Kept::default());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn retry_after_is_capped() {
+        let mut config = config(None);
+        config.retry_after_max_ms = 20;
+        // Asks for an hour; the cap makes it 20 ms, so the retry comes quickly.
+        struct SlowDown(Arc<AtomicUsize>);
+        impl Sink for SlowDown {
+            async fn deliver(&mut self, _batch: &[Arc<Event>]) -> Result<(), SinkError> {
+                if self.0.fetch_add(1, Ordering::SeqCst) == 0 {
+                    let mut err = SinkError::retryable("429");
+                    err.retry_after = Some(Duration::from_secs(3600));
+                    return Err(err);
+                }
+                Ok(())
+            }
+        }
+        let queue = Arc::new(SinkQueue::new(
+            "capped",
+            10,
+            Overflow::DropOldest,
+            SinkMetrics::register("capped"),
+            DeadLetters::disabled(),
+        ));
+        let status = Arc::new(SinkStatus::new("capped", "slow", queue.clone()));
+        let mut stage = Stage::default();
+        queue.push(&event(), &mut stage);
+        queue.commit(&mut stage);
+        let calls = Arc::new(AtomicUsize::new(0));
+        let task = tokio::spawn(run(
+            SlowDown(calls.clone()),
+            status,
+            config,
+            DeadLetters::disabled(),
+        ));
+        let ok = tokio::time::timeout(Duration::from_secs(5), async {
+            while calls.load(Ordering::SeqCst) < 2 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        assert!(
+            ok.is_ok(),
+            "the retry waited for the Retry-After of an hour"
+        );
+        queue.close();
+        task.await.unwrap();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]

@@ -1,10 +1,12 @@
 //! Sinks: where events go. One file per destination, each behind [`Sink`].
 //!
-//! A sink only implements delivery of a batch. Everything else (its queue and
-//! overflow policy, batching, retries with backoff, metrics, health state, the
-//! dead-letter file for what it gives up on, and draining at shutdown) is the
-//! generic [`driver`]'s job, written once. Each `[sinks.<name>]` table has the
-//! common keys of [`SinkConfig`] plus its type's own keys.
+//! A sink only implements delivery of a batch. Its queue (memory or disk
+//! buffer, overflow policy, what is kept at a stop) is [`queue`]'s job; batching,
+//! retries with backoff, acknowledgement, metrics, health state and the
+//! dead-letter file for what it gives up on are the generic [`driver`]'s, written
+//! once. [`spawn_all`] is the one place every sink type is built. Each
+//! `[sinks.<name>]` table has the common keys of [`SinkConfig`] plus its type's
+//! own keys ([`config`]).
 
 pub mod alert;
 pub mod backoff;
@@ -23,6 +25,7 @@ pub mod webhook;
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,7 +37,7 @@ use crate::event::Event;
 use crate::metrics::SinkMetrics;
 use alert::{AlertSink, Notifier};
 pub use config::{DeliveryConfig, NullConfig, SinkConfig, SinkKind};
-use driver::SinkStatus;
+use driver::{SinkStatus, Stopped};
 use queue::SinkQueue;
 
 /// A destination for events.
@@ -124,27 +127,41 @@ pub struct StartError {
 }
 
 /// Builds every configured sink and starts its driver on `tasks`; the one place
-/// that knows how each `type` is built. Returns each sink's live status (with
+/// that knows how each `type` is built. A disk-buffered sink keeps its buffer
+/// in `<data_dir>/buffer/<sink name>/`. Returns each sink's live status (with
 /// its queue), in config order. Must be called inside a tokio runtime.
 ///
 /// # Errors
 ///
 /// [`StartError`] for the first sink that cannot be built (a file that cannot
-/// be opened, a template that does not compile, unusable TLS settings).
+/// be opened, a template that does not compile, unusable TLS settings, a disk
+/// buffer another process uses).
 pub fn spawn_all(
     sinks: &BTreeMap<String, SinkConfig>,
+    data_dir: &Path,
     dead: &DeadLetters,
-    tasks: &mut JoinSet<()>,
+    tasks: &mut JoinSet<Stopped>,
 ) -> Result<Vec<Arc<SinkStatus>>, StartError> {
     let mut statuses = Vec::with_capacity(sinks.len());
     for (name, config) in sinks {
-        let queue = Arc::new(SinkQueue::new(
+        let queue = SinkQueue::open(
+            name,
             config.delivery.queue_events,
             config.delivery.overflow,
+            &config.delivery.buffer,
+            &buffer_dir(data_dir, name),
             SinkMetrics::register(name),
-        ));
+            dead.clone(),
+        )
+        .map_err(|err| StartError {
+            sink: name.clone(),
+            problem: err.to_string(),
+        })?;
+        let queue = Arc::new(queue);
         let status = Arc::new(SinkStatus::new(name, config.kind.type_name(), queue));
         let start = Start {
+            state_dir: matches!(config.delivery.buffer, crate::buffer::BufferConfig::Disk(_))
+                .then(|| buffer_dir(data_dir, name)),
             status: status.clone(),
             delivery: config.delivery.clone(),
             dead: dead.clone(),
@@ -160,13 +177,20 @@ pub fn spawn_all(
 
 /// What every sink's driver is started with.
 struct Start {
+    /// Where the sink keeps state across restarts, when it has a disk buffer.
+    state_dir: Option<PathBuf>,
     status: Arc<SinkStatus>,
     delivery: DeliveryConfig,
     dead: DeadLetters,
 }
 
+/// Where the disk buffer of the sink `name` lives.
+pub fn buffer_dir(data_dir: &Path, name: &str) -> PathBuf {
+    data_dir.join("buffer").join(name)
+}
+
 impl Start {
-    fn spawn<S: Sink>(self, sink: S, tasks: &mut JoinSet<()>) {
+    fn spawn<S: Sink>(self, sink: S, tasks: &mut JoinSet<Stopped>) {
         tasks.spawn(driver::run(sink, self.status, self.delivery, self.dead));
     }
 }
@@ -176,7 +200,7 @@ fn spawn_one(
     name: &str,
     config: &SinkConfig,
     start: Start,
-    tasks: &mut JoinSet<()>,
+    tasks: &mut JoinSet<Stopped>,
 ) -> Result<(), String> {
     match &config.kind {
         SinkKind::File(file) => {
@@ -203,38 +227,48 @@ fn spawn_one(
             start.spawn(webhook::WebhookBatchSink::new(webhook)?, tasks);
         }
         SinkKind::Webhook(webhook) => {
-            let sink = alert_sink(name, webhook::Webhook::new(webhook)?, config)?;
+            let sink = alert_sink(name, webhook::Webhook::new(webhook)?, config, &start)?;
             start.spawn(sink, tasks);
         }
         SinkKind::Slack(slack) => {
-            let sink = alert_sink(name, alert::slack::Slack::new(slack)?, config)?;
+            let sink = alert_sink(name, alert::slack::Slack::new(slack)?, config, &start)?;
             start.spawn(sink, tasks);
         }
         SinkKind::Teams(teams) => {
-            let sink = alert_sink(name, alert::teams::Teams::new(teams)?, config)?;
+            let sink = alert_sink(name, alert::teams::Teams::new(teams)?, config, &start)?;
             start.spawn(sink, tasks);
         }
         SinkKind::Mqtt(mqtt) => {
-            let sink = alert_sink(name, mqtt::Mqtt::new(mqtt)?, config)?;
+            let sink = alert_sink(name, mqtt::Mqtt::new(mqtt)?, config, &start)?;
             start.spawn(sink, tasks);
         }
         SinkKind::Email(email) => {
-            let sink = alert_sink(name, alert::email::Email::new(name, email)?, config)?;
+            let sink = alert_sink(name, alert::email::Email::new(name, email)?, config, &start)?;
             start.spawn(sink, tasks);
         }
     }
     Ok(())
 }
 
-/// Wraps an alert notifier with the gate and templates of its sink's config.
+/// Wraps an alert notifier with the gate and templates of its sink's config;
+/// a disk-buffered one remembers its deliveries across restarts.
 fn alert_sink<N: Notifier>(
     name: &str,
     notifier: N,
     config: &SinkConfig,
+    start: &Start,
 ) -> Result<AlertSink<N>, String> {
     let alert = config.alert.clone().unwrap_or_default();
-    AlertSink::new(name, notifier, &alert, config.kind.default_pace())
-        .map_err(|(key, problem)| format!("{key}: {problem}"))
+    let mut sink = AlertSink::new(name, notifier, &alert, config.kind.default_pace())
+        .map_err(|(key, problem)| format!("{key}: {problem}"))?;
+    if let Some(dir) = &start.state_dir {
+        let path = dir.join("delivered");
+        if let Err(err) = sink.remember_in(&path) {
+            warn!(sink = name, path = %path.display(), %err,
+                "cannot keep the record of delivered alerts on disk; after a restart a duplicate could be sent");
+        }
+    }
+    Ok(sink)
 }
 
 /// Connects to a sink's server, if it has one, and says whether it can be used:

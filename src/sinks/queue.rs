@@ -1,25 +1,48 @@
-//! The bounded queue in front of each sink, with its overflow policy.
+//! The queue in front of each sink: its buffer (memory or disk), its overflow
+//! policy, and what happens to queued events when herald stops.
 //!
-//! Parse workers (plain threads) push; the sink's driver (a tokio task) pops. The
-//! queue is a lock-free ring ([`ArrayQueue`]); a [`Notify`] wakes the driver once
-//! per pushed batch, not per event. Every event the policy discards is counted.
+//! Parse workers (plain threads) push; the sink's driver (a tokio task) pops.
+//!
+//! * A **memory** buffer is a lock-free ring ([`ArrayQueue`]) of `queue_events`
+//!   events; a [`Notify`] wakes the driver once per pushed batch, not per event.
+//! * A **disk** buffer frames each event into the worker's [`Stage`] and
+//!   appends the whole batch to the sink's [`DiskLog`] with one write; the
+//!   driver reads events back and acknowledges each batch once the sink has
+//!   delivered it ([`SinkQueue::ack`]), so a crash loses nothing acknowledged
+//!   and re-sends at most the batch in flight. When the disk refuses a write
+//!   (full, read-only, failing) the events wait in the memory ring instead, the
+//!   failure is logged, counted and shown on `/health`, and the disk is tried
+//!   again after a while: herald never stops because of its buffer.
+//!
+//! A full buffer applies the sink's [`Overflow`] policy, and every event it
+//! discards is counted. When a stop's grace period ends ([`SinkQueue::abort`]),
+//! [`SinkQueue::keep`] puts what is still queued where the next run or a
+//! person can find it: the disk buffer keeps its own, and a memory buffer's
+//! events go to the dead-letter file (`reason="shutdown"`).
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use crossbeam_queue::ArrayQueue;
 use serde::{Deserialize, Serialize};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
+use tracing::{error, warn};
 
+use crate::buffer::disk::{Append, DiskLog, OpenError, Reader};
+use crate::buffer::{BufferConfig, record};
+use crate::deadletter::{self, DeadLetters, Record};
 use crate::event::Event;
 use crate::metrics::SinkMetrics;
+use crate::throttle::Throttle;
 
 /// What happens when a sink's queue is full.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Overflow {
-    /// Discard the oldest queued event to make room (keeps the newest data).
+    /// Discard the oldest queued events to make room (keeps the newest data;
+    /// a disk buffer discards its oldest segment file).
     #[default]
     DropOldest,
     /// Discard the incoming event.
@@ -29,32 +52,259 @@ pub enum Overflow {
     Block,
 }
 
+/// Where a stop has got to, as a sink's queue sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Phase {
+    /// Events come in.
+    Running,
+    /// No more events will come; the driver delivers what is queued.
+    Closing,
+    /// The grace period is over: stop delivering and keep what is left.
+    Aborted,
+}
+
+/// The two steps of a stop: no more input, and the end of the grace period.
+/// They come in either order (the grace period can end while the workers are
+/// still finishing).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct StopState {
+    closed: bool,
+    aborted: bool,
+}
+
+/// Where a popped event came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// The disk buffer (stays there until acknowledged).
+    Disk,
+    /// The memory ring.
+    Memory,
+}
+
+/// A worker's staging area for one sink: the events of one batch, framed for
+/// the sink's disk buffer and appended with one write by [`SinkQueue::commit`].
+/// Unused by memory-buffered sinks.
+#[derive(Debug, Default)]
+pub struct Stage {
+    bytes: Vec<u8>,
+    events: Vec<Arc<Event>>,
+}
+
+/// What [`SinkQueue::keep`] did with the events still queued at a stop.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Kept {
+    /// In the disk buffer, for the next start.
+    pub disk_buffer: u64,
+    /// Written to the dead-letter file (`reason="shutdown"`).
+    pub dead_letter: u64,
+    /// Lost: no dead-letter file is configured, or it could not take them.
+    pub lost: u64,
+}
+
+/// How long to leave a failing disk alone before writing to it again.
+const DISK_RETRY: Duration = Duration::from_secs(5);
+
 /// A sink's queue.
 #[derive(Debug)]
 pub struct SinkQueue {
+    name: String,
     ring: ArrayQueue<Arc<Event>>,
     overflow: Overflow,
     notify: Notify,
-    closed: AtomicBool,
+    stop: watch::Sender<StopState>,
+    /// What was kept outside the driver's own [`SinkQueue::keep`] (events
+    /// pushed after the grace period ended, or that a `block` push gave up on).
+    kept: Mutex<Kept>,
     metrics: SinkMetrics,
+    buffer: &'static str,
+    disk: Option<Disk>,
+    /// Why the disk buffer could not be opened, when it could not.
+    disk_unavailable: Option<String>,
+    dead: DeadLetters,
+}
+
+#[derive(Debug)]
+struct Disk {
+    log: DiskLog,
+    reader: Mutex<Reader>,
+    /// Milliseconds after `epoch` until which events go to memory because the
+    /// disk refused a write; 0 while the disk is fine.
+    failed_until: AtomicU64,
+    epoch: Instant,
+    /// The disk's last error, for `/health`.
+    error: Mutex<Option<String>>,
+    complaints: Mutex<Throttle>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// An error with its causes, on one line.
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 impl SinkQueue {
-    /// A queue of `capacity` events.
-    pub fn new(capacity: usize, overflow: Overflow, metrics: SinkMetrics) -> SinkQueue {
+    /// A memory-buffered queue of `capacity` events.
+    pub fn new(
+        name: &str,
+        capacity: usize,
+        overflow: Overflow,
+        metrics: SinkMetrics,
+        dead: DeadLetters,
+    ) -> SinkQueue {
         metrics.queue_capacity.set(capacity as f64);
+        metrics.buffer_max_bytes.set(0.0);
         SinkQueue {
+            name: name.to_string(),
             ring: ArrayQueue::new(capacity.max(1)),
             overflow,
             notify: Notify::new(),
-            closed: AtomicBool::new(false),
+            stop: watch::Sender::new(StopState::default()),
+            kept: Mutex::new(Kept::default()),
             metrics,
+            buffer: "memory",
+            disk: None,
+            disk_unavailable: None,
+            dead,
         }
     }
 
-    /// Adds an event under the overflow policy. Call [`SinkQueue::wake`] after a
-    /// batch of pushes.
-    pub fn push(&self, event: Arc<Event>) {
+    /// A queue with the buffer `config` asks for; a disk buffer lives in
+    /// `dir`. `capacity` is the memory ring (for a disk buffer: where events
+    /// wait while the disk refuses writes).
+    ///
+    /// # Errors
+    ///
+    /// [`OpenError::Locked`] when another process uses `dir`. Any other problem
+    /// with the disk is logged, counted and shown on `/health`, and the queue
+    /// keeps its events in memory for this run.
+    pub fn open(
+        name: &str,
+        capacity: usize,
+        overflow: Overflow,
+        buffer: &BufferConfig,
+        dir: &Path,
+        metrics: SinkMetrics,
+        dead: DeadLetters,
+    ) -> Result<SinkQueue, OpenError> {
+        let mut queue = SinkQueue::new(name, capacity, overflow, metrics, dead);
+        let BufferConfig::Disk(config) = buffer else {
+            return Ok(queue);
+        };
+        queue.buffer = "disk";
+        let sync = Duration::from_millis(config.sync_interval_ms);
+        let (log, reader, recovered) = match DiskLog::open(dir, config.max_bytes, sync) {
+            Ok(opened) => opened,
+            Err(err @ OpenError::Locked(_)) => return Err(err),
+            Err(err) => {
+                let problem = chain(&err);
+                error!(sink = %name, err = %problem,
+                    "cannot open the disk buffer; this run keeps the sink's events in memory, where a crash loses them");
+                queue.metrics.buffer_write_errors.increment(1);
+                queue.disk_unavailable = Some(problem);
+                return Ok(queue);
+            }
+        };
+        if recovered.records > 0 {
+            tracing::info!(sink = %name, events = recovered.records, bytes = recovered.bytes,
+                dir = %dir.display(), "resuming from the disk buffer before new events");
+        }
+        if recovered.lost > 0 {
+            warn!(sink = %name, lost = recovered.lost, dir = %dir.display(),
+                "the disk buffer's last segment had a damaged tail (a crash or power cut while writing); it was cut off and its events counted as lost");
+            queue.metrics.buffer_corrupt.increment(recovered.lost);
+        }
+        queue.metrics.buffer_max_bytes.set(log.max_bytes() as f64);
+        queue.disk = Some(Disk {
+            log,
+            reader: Mutex::new(reader),
+            failed_until: AtomicU64::new(0),
+            epoch: Instant::now(),
+            error: Mutex::new(None),
+            complaints: Mutex::new(Throttle::new(Duration::from_secs(60))),
+        });
+        queue.update_gauges();
+        Ok(queue)
+    }
+
+    /// The sink's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Adds an event under the overflow policy. Call [`SinkQueue::commit`]
+    /// with the same `stage` after a batch of pushes.
+    pub fn push(&self, event: &Arc<Event>, stage: &mut Stage) {
+        match &self.disk {
+            Some(disk) if disk.writable() => {
+                record::frame(&mut stage.bytes, |out| event.encode_binary(out));
+                stage.events.push(event.clone());
+            }
+            _ => self.push_memory(event.clone()),
+        }
+    }
+
+    /// Writes what `stage` holds to the disk buffer (if any) and wakes the driver.
+    pub fn commit(&self, stage: &mut Stage) {
+        if let Some(disk) = &self.disk
+            && !stage.events.is_empty()
+        {
+            self.append(disk, stage);
+        }
+        self.wake();
+    }
+
+    fn append(&self, disk: &Disk, stage: &mut Stage) {
+        let mut wait = Duration::from_micros(50);
+        loop {
+            // After the grace period the buffer takes what is left even when
+            // full: there is nowhere else to keep it.
+            let aborted = self.phase() == Phase::Aborted;
+            match disk.log.append(&mut stage.bytes, aborted) {
+                Ok(Append::Written) => {
+                    stage.events.clear();
+                    disk.recovered(&self.name);
+                    return;
+                }
+                Ok(Append::Full) => match self.overflow {
+                    Overflow::DropOldest if disk.log.drop_oldest() => {}
+                    Overflow::DropOldest | Overflow::DropNewest => break,
+                    Overflow::Block => {
+                        self.notify.notify_one();
+                        std::thread::sleep(wait);
+                        wait = (wait * 2).min(Duration::from_millis(10));
+                    }
+                },
+                Err(err) => {
+                    disk.failed(&self.name, &err, &self.metrics);
+                    stage.bytes.clear();
+                    for event in stage.events.drain(..) {
+                        self.push_memory(event);
+                    }
+                    return;
+                }
+            }
+        }
+        self.metrics.queue_full.increment(stage.events.len() as u64);
+        stage.events.clear();
+        stage.bytes.clear();
+    }
+
+    fn push_memory(&self, event: Arc<Event>) {
+        if self.phase() == Phase::Aborted {
+            // The driver has stopped taking events: keep it where it is safe.
+            self.keep_events(std::iter::once(event));
+            return;
+        }
         match self.overflow {
             Overflow::DropOldest => {
                 if self.ring.force_push(event).is_some() {
@@ -72,9 +322,10 @@ impl SinkQueue {
                 loop {
                     match self.ring.push(event) {
                         Ok(()) => break,
-                        Err(back) if self.closed.load(Ordering::Acquire) => {
-                            drop(back);
-                            self.metrics.queue_full.increment(1);
+                        Err(back) if self.phase() == Phase::Aborted => {
+                            // The grace period is over and the sink is not
+                            // taking events: keep this one where it is safe.
+                            self.keep_events(std::iter::once(back));
                             break;
                         }
                         Err(back) => {
@@ -91,39 +342,162 @@ impl SinkQueue {
 
     /// Wakes the driver.
     pub fn wake(&self) {
-        self.metrics.queue_depth.set(self.ring.len() as f64);
+        self.update_gauges();
         self.notify.notify_one();
     }
 
-    /// Takes the oldest event.
-    pub fn pop(&self) -> Option<Arc<Event>> {
-        self.ring.pop()
+    /// Takes the oldest event: from the disk buffer first, then memory.
+    pub fn pop(&self) -> Option<(Arc<Event>, Origin)> {
+        if let Some(disk) = &self.disk
+            && let Some(event) = self.pop_disk(disk)
+        {
+            return Some((event, Origin::Disk));
+        }
+        self.ring.pop().map(|event| (event, Origin::Memory))
     }
 
-    /// Events waiting.
+    fn pop_disk(&self, disk: &Disk) -> Option<Arc<Event>> {
+        let mut reader = lock(&disk.reader);
+        loop {
+            let decoded = match reader.next_record() {
+                Ok(Some(payload)) => Some(Event::decode_binary(payload)),
+                Ok(None) => None,
+                Err(err) => {
+                    disk.complain(
+                        &self.name,
+                        "cannot read the disk buffer; trying again",
+                        &err,
+                    );
+                    None
+                }
+            };
+            let damaged = reader.take_damaged();
+            if damaged > 0 {
+                self.metrics.buffer_corrupt.increment(damaged);
+                warn!(sink = %self.name, records = damaged,
+                    "skipped damaged records in the disk buffer (counted in herald_buffer_corrupt_records_total)");
+            }
+            self.metrics.queue_full.increment(reader.take_dropped());
+            match decoded {
+                Some(Ok(event)) => return Some(Arc::new(event)),
+                Some(Err(err)) => {
+                    self.metrics.buffer_corrupt.increment(1);
+                    warn!(sink = %self.name, %err, "skipped a disk buffer record that is not an event");
+                }
+                None => return None,
+            }
+        }
+    }
+
+    /// Says every event popped so far was delivered or given up on: a disk
+    /// buffer need not keep them any more.
+    pub fn ack(&self) {
+        if let Some(disk) = &self.disk
+            && let Err(err) = lock(&disk.reader).ack()
+        {
+            disk.complain(&self.name, "cannot record delivery in the disk buffer; those events may be sent again after a restart", &err);
+        }
+    }
+
+    /// Events waiting (memory and disk).
     pub fn len(&self) -> usize {
-        self.ring.len()
+        let on_disk = self.disk.as_ref().map_or(0, |disk| disk.log.records());
+        self.ring.len() + on_disk as usize
     }
 
     /// Whether no event is waiting.
     pub fn is_empty(&self) -> bool {
-        self.ring.is_empty()
+        self.len() == 0
     }
 
-    /// The capacity.
+    /// The memory ring's capacity.
     pub fn capacity(&self) -> usize {
         self.ring.capacity()
     }
 
-    /// Says no more events will come; the driver drains and stops.
+    /// Sets the depth gauges.
+    pub fn update_gauges(&self) {
+        self.metrics.queue_depth.set(self.len() as f64);
+        if let Some(disk) = &self.disk {
+            self.metrics.buffer_events.set(disk.log.records() as f64);
+            self.metrics.buffer_bytes.set(disk.log.bytes() as f64);
+        }
+    }
+
+    /// The buffer as `/health` shows it.
+    pub fn buffer_status(&self) -> BufferStatus {
+        match &self.disk {
+            Some(disk) => BufferStatus {
+                type_name: self.buffer,
+                events: disk.log.records(),
+                bytes: disk.log.bytes(),
+                max_bytes: disk.log.max_bytes(),
+                error: lock(&disk.error)
+                    .as_ref()
+                    .map(|err| format!("the disk refuses writes ({err}); events wait in memory")),
+            },
+            None => BufferStatus {
+                type_name: self.buffer,
+                events: self.ring.len() as u64,
+                bytes: 0,
+                max_bytes: 0,
+                error: self.disk_unavailable.as_ref().map(|err| {
+                    format!("cannot use the disk buffer ({err}); events wait in memory")
+                }),
+            },
+        }
+    }
+
+    /// Says no more events will come; the driver delivers what is queued.
     pub fn close(&self) {
-        self.closed.store(true, Ordering::Release);
+        self.stop
+            .send_if_modified(|stop| !std::mem::replace(&mut stop.closed, true));
         self.notify.notify_one();
     }
 
-    /// Whether [`SinkQueue::close`] was called.
+    /// Says the grace period is over: the driver stops delivering, and events
+    /// pushed from now on are kept at once (in the disk buffer, or the
+    /// dead-letter file) instead of queued.
+    pub fn abort(&self) {
+        self.stop
+            .send_if_modified(|stop| !std::mem::replace(&mut stop.aborted, true));
+        self.notify.notify_one();
+    }
+
+    /// Where a stop has got to.
+    pub fn phase(&self) -> Phase {
+        let stop = *self.stop.borrow();
+        if stop.aborted {
+            Phase::Aborted
+        } else if stop.closed {
+            Phase::Closing
+        } else {
+            Phase::Running
+        }
+    }
+
+    /// Whether [`SinkQueue::close`] (or [`SinkQueue::abort`]) was called.
     pub fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire)
+        self.phase() >= Phase::Closing
+    }
+
+    /// Waits until the stop reaches `phase`.
+    pub async fn reached(&self, phase: Phase) {
+        let mut rx = self.stop.subscribe();
+        let _ = rx
+            .wait_for(|stop| match phase {
+                Phase::Running => true,
+                Phase::Closing => stop.closed || stop.aborted,
+                Phase::Aborted => stop.aborted,
+            })
+            .await;
+    }
+
+    /// Waits until no more events can come ([`SinkQueue::close`]): then what
+    /// the queue holds is all it will ever hold.
+    pub async fn inputs_closed(&self) {
+        let mut rx = self.stop.subscribe();
+        let _ = rx.wait_for(|stop| stop.closed).await;
     }
 
     /// Waits for a wake-up.
@@ -134,5 +508,124 @@ impl SinkQueue {
     /// The sink's metric handles.
     pub fn metrics(&self) -> &SinkMetrics {
         &self.metrics
+    }
+
+    /// At the end of a stop: keeps `in_flight` (a batch the driver did not
+    /// deliver, with where each event came from) and everything still queued.
+    /// A disk buffer keeps its own events (unacknowledged, so they are read
+    /// again at the next start) and takes the memory ones too if the disk lets
+    /// it; the rest goes to the dead-letter file.
+    pub fn keep(&self, in_flight: Vec<(Arc<Event>, Origin)>) -> Kept {
+        let mut kept = Kept::default();
+        let mut memory: Vec<Arc<Event>> = Vec::new();
+        for (event, origin) in in_flight {
+            match origin {
+                Origin::Disk => kept.disk_buffer += 1,
+                Origin::Memory => memory.push(event),
+            }
+        }
+        while let Some(event) = self.ring.pop() {
+            memory.push(event);
+        }
+        if let Some(disk) = &self.disk {
+            // Unacknowledged, so read again at the next start: the batch in
+            // flight and everything after it.
+            kept.disk_buffer = disk.log.records();
+            if !memory.is_empty() {
+                let mut stage = Stage::default();
+                for event in &memory {
+                    record::frame(&mut stage.bytes, |out| event.encode_binary(out));
+                }
+                match disk.log.append(&mut stage.bytes, true) {
+                    Ok(_) => {
+                        kept.disk_buffer += memory.len() as u64;
+                        memory.clear();
+                    }
+                    Err(err) => disk.failed(&self.name, &err, &self.metrics),
+                }
+            }
+            disk.log.close();
+        }
+        self.keep_events(memory);
+        let elsewhere = *lock(&self.kept);
+        kept.dead_letter += elsewhere.dead_letter;
+        kept.lost += elsewhere.lost;
+        self.metrics.kept_on_disk.increment(kept.disk_buffer);
+        self.update_gauges();
+        kept
+    }
+
+    /// Writes events to the dead-letter file as `reason="shutdown"`, and
+    /// counts how many went there and how many were lost.
+    fn keep_events(&self, events: impl IntoIterator<Item = Arc<Event>>) {
+        let (mut written, mut lost) = (0, 0);
+        for event in events {
+            let record = Record::event(
+                deadletter::SHUTDOWN,
+                &self.name,
+                "still queued when the stop's grace period ended",
+                &event,
+            );
+            if self.dead.send_waiting(record, Duration::from_secs(5)) {
+                written += 1;
+            } else {
+                lost += 1;
+            }
+        }
+        self.metrics.kept_dead_letter.increment(written);
+        self.metrics.lost_at_shutdown.increment(lost);
+        let mut kept = lock(&self.kept);
+        kept.dead_letter += written;
+        kept.lost += lost;
+    }
+}
+
+/// A sink's buffer as `/health` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BufferStatus {
+    /// `memory` or `disk`.
+    pub type_name: &'static str,
+    /// Events waiting.
+    pub events: u64,
+    /// Bytes on disk.
+    pub bytes: u64,
+    /// The disk buffer's limit (0 for memory).
+    pub max_bytes: u64,
+    /// Why the disk buffer is not in use right now, if it is not.
+    pub error: Option<String>,
+}
+
+impl Disk {
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Whether to write to the disk now (it has not refused a write lately).
+    fn writable(&self) -> bool {
+        let until = self.failed_until.load(Ordering::Relaxed);
+        until == 0 || self.now_ms() >= until
+    }
+
+    fn failed(&self, sink: &str, err: &std::io::Error, metrics: &SinkMetrics) {
+        metrics.buffer_write_errors.increment(1);
+        *lock(&self.error) = Some(err.to_string());
+        let until = self.now_ms() + DISK_RETRY.as_millis() as u64;
+        if self.failed_until.swap(until.max(1), Ordering::Relaxed) == 0 {
+            error!(sink, %err, retry_s = DISK_RETRY.as_secs(),
+                "the disk buffer cannot be written; events wait in memory (lost on a crash) until it can");
+        }
+    }
+
+    fn recovered(&self, sink: &str) {
+        if self.failed_until.swap(0, Ordering::Relaxed) != 0 {
+            *lock(&self.error) = None;
+            tracing::info!(sink, "the disk buffer can be written again");
+        }
+    }
+
+    fn complain(&self, sink: &str, what: &str, err: &std::io::Error) {
+        if let Some(held_back) = lock(&self.complaints).allow(Instant::now()) {
+            warn!(sink, %err, held_back, "{what}");
+        }
     }
 }

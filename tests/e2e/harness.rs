@@ -222,6 +222,53 @@ impl Herald {
 
     /// Like [`Herald::start`] without waiting for it to come up.
     pub fn launch(config_toml: &str) -> Herald {
+        Herald::launch_in(tempfile::tempdir().expect("temp dir"), config_toml)
+    }
+
+    /// Stops this herald (it must have exited, or is killed) and starts a new
+    /// one in the same directory with `config_toml`: a restart that keeps the
+    /// data directory, dead-letter file and logs (the old log is kept as
+    /// `stderr.<n>.txt`).
+    pub fn restart(mut self, config_toml: &str) -> Herald {
+        if !self.has_exited() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        let dir = tempfile::tempdir().expect("placeholder dir");
+        let dir = std::mem::replace(&mut self.dir, dir);
+        let runs = (1..)
+            .find(|n| !dir.path().join(format!("stderr.{n}.txt")).exists())
+            .unwrap_or(1);
+        let _ = fs::rename(
+            dir.path().join("stderr.txt"),
+            dir.path().join(format!("stderr.{runs}.txt")),
+        );
+        let mut herald = Herald::launch_in(dir, config_toml);
+        let up = poll_until(Duration::from_secs(30), || {
+            herald.has_exited() || herald.try_http("GET", "/health").is_ok()
+        });
+        assert!(
+            up && !herald.has_exited(),
+            "herald did not come up again (exit: {:?})\nstderr:\n{}",
+            herald.exit,
+            herald.stderr()
+        );
+        herald
+    }
+
+    /// herald's peak resident memory so far, in bytes (Linux: VmHWM).
+    pub fn peak_rss_bytes(&self) -> u64 {
+        let status = fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("/proc/<pid>/status");
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .and_then(|kb| kb.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .expect("VmHWM in /proc/<pid>/status")
+            * 1024
+    }
+
+    fn launch_in(dir: TempDir, config_toml: &str) -> Herald {
         let config: toml::Table = toml::from_str(config_toml).expect("test config is TOML");
         let http: SocketAddr = config["http"]["listen"]
             .as_str()
@@ -237,7 +284,6 @@ impl Herald {
             .expect("ingest.listen");
         let udp: SocketAddr = first.parse().expect("ingest.listen is an address");
 
-        let dir = tempfile::tempdir().expect("temp dir");
         let config_path = dir.path().join("herald.toml");
         fs::write(&config_path, config_toml).expect("write config");
         let stdout = fs::File::create(dir.path().join("stdout.txt")).expect("stdout file");
@@ -555,13 +601,25 @@ pub fn send(from: &str, to: SocketAddr, datagrams: &[&[u8]]) -> SocketAddr {
 
 /// Runs `herald <args>` to completion.
 pub fn run_herald(args: &[&str]) -> Output {
-    Command::new(herald_bin())
+    herald_command(args).output().expect("run herald")
+}
+
+/// Runs `herald args...` in `dir` (relative paths in its config resolve there).
+pub fn run_herald_in(dir: &Path, args: &[&str]) -> Output {
+    herald_command(args)
+        .current_dir(dir)
+        .output()
+        .expect("run herald")
+}
+
+fn herald_command(args: &[&str]) -> Command {
+    let mut command = Command::new(herald_bin());
+    command
         .args(args)
         .env_remove("HERALD_LOG")
         .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run herald")
+        .stdin(Stdio::null());
+    command
 }
 
 /// A fixture: its name, datagram bytes and expected JSON.

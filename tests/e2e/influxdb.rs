@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 #[path = "../support/influxd.rs"]
-mod influxd;
+pub mod influxd;
 use influxd::Influxd;
 
 use crate::harness::{

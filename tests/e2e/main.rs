@@ -60,3 +60,6 @@ mod mqtt;
 
 // A 100k-datagram burst: handled, and every datagram accounted for.
 mod throughput;
+
+// Faults: outages, stops, restarts, kill -9, damaged buffers, a full disk, replay.
+mod faults;

@@ -98,3 +98,70 @@ fn a_busy_udp_port_stops_start_up_and_names_the_address() {
     );
     assert!(!herald.dir().join("events.jsonl").exists() || herald.events().is_empty());
 }
+
+#[test]
+fn sighup_is_logged_and_ignored_and_loses_nothing() {
+    let mut herald = Herald::start(&ConfigBuilder::new().build());
+    let samples = sample_datagrams();
+    let refs: Vec<&[u8]> = samples.iter().map(Vec::as_slice).collect();
+    crate::harness::send("127.0.0.1", herald.udp, &refs);
+    herald.wait_for_events(samples.len());
+    herald.signal(libc::SIGHUP);
+    herald.wait_for("the SIGHUP log line", |h| {
+        h.stderr().contains("SIGHUP received and ignored")
+    });
+    assert!(!herald.has_exited(), "SIGHUP ended herald");
+    crate::harness::send("127.0.0.1", herald.udp, &refs);
+    herald.wait_for_events(2 * samples.len());
+    herald.sigterm();
+    assert!(herald.wait_exit().success(), "{}", herald.stderr());
+}
+
+#[test]
+fn overflow_block_with_a_dead_sink_cannot_hold_up_a_stop() {
+    // A webhook that never answers 2xx, a tiny queue that blocks the workers:
+    // the stop still ends within the grace period and keeps every event.
+    let stub = crate::http_stub::Stub::start();
+    stub.set_default(503, &[], "down");
+    let mut herald = Herald::start(
+        &ConfigBuilder::new()
+            .extra(&format!(
+                "[pipeline]\nshutdown_grace_ms = 1500\n\n\
+                 [sinks.hook]\ntype = \"webhook\"\nurl = \"{}/in\"\nbody = \"ndjson\"\n\
+                 queue_events = 10\noverflow = \"block\"\nbatch_max_events = 5\nflush_interval_ms = 10\n\
+                 retry_initial_ms = 50\nretry_max_ms = 100\n",
+                stub.url()
+            ))
+            .build(),
+    );
+    let samples = sample_datagrams();
+    let refs: Vec<&[u8]> = samples.iter().cycle().take(60).map(Vec::as_slice).collect();
+    crate::harness::send("127.0.0.1", herald.udp, &refs);
+    herald.wait_for("the webhook being retried", |h| {
+        h.metric("herald_sink_retries_total", &[("sink", "hook")]) >= 2.0
+    });
+    let asked = std::time::Instant::now();
+    herald.sigterm();
+    assert!(herald.wait_exit().success(), "{}", herald.stderr());
+    assert!(
+        asked.elapsed() < std::time::Duration::from_secs(6),
+        "the stop took {:?}",
+        asked.elapsed()
+    );
+    // Nothing reached the hook, so all 60 are kept for it; the `events` file
+    // sink wrote what the blocked workers gave it before the grace period
+    // ended, and the rest is kept for it too.
+    let dead = herald.json_lines("dead.jsonl");
+    let kept_for = |sink: &str| {
+        dead.iter()
+            .filter(|r| r["reason"] == "shutdown" && r["sink"] == sink)
+            .count()
+    };
+    assert_eq!(kept_for("hook"), 60, "{}", herald.stderr());
+    assert_eq!(
+        herald.events().len() + kept_for("events"),
+        60,
+        "{}",
+        herald.stderr()
+    );
+}

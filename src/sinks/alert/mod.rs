@@ -25,12 +25,13 @@
 //! entries, and never hold more than [`MAX_KEYS`] keys.
 
 pub mod email;
+pub mod memory;
 pub mod slack;
 pub mod teams;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use metrics::{Counter, counter};
 use minijinja::Environment;
@@ -369,7 +370,8 @@ impl Gate {
         }
     }
 
-    fn dedupe_key(event: &Event) -> Option<(TaskOutcome, String)> {
+    /// The de-duplication key of `event`: (outcome, execution id).
+    pub fn dedupe_key(event: &Event) -> Option<(TaskOutcome, String)> {
         Some((event.outcome?, event.get(Field::ExecutionId)?.to_string()))
     }
 
@@ -421,6 +423,34 @@ impl Gate {
         }
     }
 
+    /// Takes in a delivery made `age` ago (by an earlier run).
+    pub fn remember(&mut self, key: (TaskOutcome, String), age: Duration, now: Instant) {
+        if let Some(at) = now.checked_sub(age)
+            && self.delivered.len() < MAX_KEYS
+        {
+            self.delivered.insert(key, at);
+        }
+    }
+
+    /// The deliveries still remembered, with when they happened.
+    fn remembered(
+        &self,
+        now: Instant,
+    ) -> impl Iterator<Item = (&(TaskOutcome, String), SystemTime)> {
+        let wall = SystemTime::now();
+        self.delivered.iter().map(move |(key, at)| {
+            (
+                key,
+                wall.checked_sub(now.duration_since(*at)).unwrap_or(wall),
+            )
+        })
+    }
+
+    /// The de-duplication window.
+    pub fn dedupe_window(&self) -> Duration {
+        self.dedupe_window
+    }
+
     /// How long to wait before the next message may go (and takes its token).
     pub fn pace(&mut self, now: Instant) -> Duration {
         let Some((interval, burst)) = self.pace else {
@@ -455,6 +485,7 @@ pub struct AlertSink<N> {
     templates: Templates,
     gate: Gate,
     metrics: AlertMetrics,
+    memory: Option<memory::DeliveryMemory>,
 }
 
 impl<N: Notifier> AlertSink<N> {
@@ -479,7 +510,28 @@ impl<N: Notifier> AlertSink<N> {
                 rate_limited: counter!(ALERTS_SUPPRESSED, "sink" => name.to_string(), "reason" => "rate_limited"),
                 template_errors: counter!(ALERT_TEMPLATE_ERRORS, "sink" => name.to_string()),
             },
+            memory: None,
         })
+    }
+
+    /// Keeps the de-duplication memory in the file at `path`, so that a
+    /// restart remembers what was delivered (for disk-buffered sinks, whose
+    /// events outlive a run).
+    ///
+    /// # Errors
+    ///
+    /// When the file cannot be read or written.
+    pub fn remember_in(&mut self, path: &std::path::Path) -> std::io::Result<()> {
+        if self.gate.dedupe_window().is_zero() {
+            return Ok(());
+        }
+        let (memory, recent) = memory::DeliveryMemory::open(path, self.gate.dedupe_window())?;
+        let now = Instant::now();
+        for (key, age) in recent {
+            self.gate.remember(key, age, now);
+        }
+        self.memory = Some(memory);
+        Ok(())
     }
 }
 
@@ -511,7 +563,14 @@ impl<N: Notifier> Sink for AlertSink<N> {
                 }
             };
             self.notifier.notify(event, &rendered).await?;
-            self.gate.delivered(event, &key, Instant::now());
+            let now = Instant::now();
+            self.gate.delivered(event, &key, now);
+            if let Some(memory) = &mut self.memory
+                && let Some(delivered) = Gate::dedupe_key(event)
+                && let Err(err) = memory.record(&delivered, self.gate.remembered(now))
+            {
+                warn!(sink = %self.name, %err, "cannot record a delivered alert; after a restart it could be sent again");
+            }
         }
         Ok(())
     }
