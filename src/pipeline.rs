@@ -321,6 +321,9 @@ impl Running {
             .chain(self.refresher.take())
             .collect();
         let queues = std::mem::take(&mut self.queues);
+        for queue in &queues {
+            queue.begin_stop();
+        }
         let mut sink_tasks = std::mem::take(&mut self.sink_tasks);
         // When the grace period ends, every sink stops where it is (and a
         // worker waiting on a full `block` queue gives up waiting).
@@ -359,16 +362,30 @@ impl Running {
         })
         .await;
         end_of_grace.abort();
-        if joined.is_err() {
-            return Err(PipelineError::StuckSinks(sink_tasks.len(), STOP_SLACK));
+        // A driver that panicked or hangs did not keep its queue: keep it here.
+        for queue in &queues {
+            queue.abort();
+            let kept = queue.keep(Vec::new());
+            if kept != Kept::default() {
+                report.kept.disk_buffer += kept.disk_buffer;
+                report.kept.dead_letter += kept.dead_letter;
+                report.kept.lost += kept.lost;
+                report.sinks.push(Stopped {
+                    sink: queue.name().to_string(),
+                    buffer: queue.buffer_status().type_name,
+                    kept,
+                });
+            }
         }
-        // Every sink has stopped: the dead-letter writer writes what it was
-        // given and ends.
+        // The dead-letter writer writes what it was given and ends.
         self.dead.finish();
         if let Some(writer) = self.dead_letter_writer.take() {
             tokio::task::spawn_blocking(move || writer.join())
                 .await
                 .ok();
+        }
+        if joined.is_err() {
+            return Err(PipelineError::StuckSinks(sink_tasks.len(), STOP_SLACK));
         }
         let kept = report.kept;
         if kept == Kept::default() {

@@ -223,7 +223,7 @@ pub async fn replay(
             Ok(Value::Object(record)) => Value::Object(record),
             _ => {
                 summary.unsendable += 1;
-                dead.send(Record::verbatim(&line));
+                dead.send_waiting(Record::verbatim(&line), std::time::Duration::from_secs(5));
                 continue;
             }
         };
@@ -277,7 +277,7 @@ pub async fn replay(
         };
         if delivered_to == 0 {
             summary.unsendable += 1;
-            dead.send(Record::verbatim(&line));
+            dead.send_waiting(Record::verbatim(&line), std::time::Duration::from_secs(5));
         }
     }
     for target in &mut targets {

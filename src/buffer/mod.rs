@@ -42,7 +42,8 @@ pub struct MemoryBufferConfig {}
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DiskBufferConfig {
-    /// The most bytes of segment files; then the sink's `overflow` applies.
+    /// The most bytes of events waiting to be delivered; then the sink's
+    /// `overflow` applies.
     #[serde(default = "default_max_bytes")]
     pub max_bytes: u64,
     /// Longest time written events wait to be synced to disk, in milliseconds

@@ -165,6 +165,9 @@ pub async fn run<S: Sink>(
             }
         }
         if batch.is_empty() {
+            // Nothing in flight: records the buffer skipped (damaged) since
+            // the last delivery need not be read again either.
+            queue.ack();
             if dirty && queue.is_empty() {
                 if let Err(err) = sink.flush().await {
                     warn!(sink = %status.name, %err, "flush failed");
@@ -189,7 +192,8 @@ pub async fn run<S: Sink>(
     // Workers may still be finishing (they keep what they push from now on
     // themselves); once they are done, the queue holds all it ever will.
     queue.inputs_closed().await;
-    let kept = queue.keep(batch.into_iter().zip(origins).collect());
+    let in_flight = batch.into_iter().zip(origins).collect();
+    let kept = blocking(|| queue.keep(in_flight));
     status.set(SinkState::Stopped, None);
     let buffer = queue.buffer_status().type_name;
     if kept == Kept::default() {
@@ -245,10 +249,13 @@ async fn deliver<S: Sink>(
                 return Delivered::Done;
             }
             Err(err) if err.retryable && config.max_retries.is_none_or(|max| attempt < max) => {
-                let cap = Duration::from_millis(config.retry_after_max_ms);
+                // A destination's Retry-After, within reason: never sooner than
+                // the first retry delay (a 0 would spin), never later than the cap.
+                let floor = Duration::from_millis(config.retry_initial_ms);
+                let cap = Duration::from_millis(config.retry_after_max_ms).max(floor);
                 let delay = err
                     .retry_after
-                    .map_or_else(|| backoff(config, attempt), |wait| wait.min(cap));
+                    .map_or_else(|| backoff(config, attempt), |wait| wait.clamp(floor, cap));
                 attempt += 1;
                 metrics.retries.increment(1);
                 status.set(SinkState::Retrying, Some(&err));
@@ -256,10 +263,10 @@ async fn deliver<S: Sink>(
                     "delivery failed; retrying");
                 // A stop wakes the wait at once: one more try before the
                 // grace period runs out, not a sleep through it.
-                let stopping = queue.is_closed();
+                let stopping = queue.phase() >= Phase::Stopping;
                 tokio::select! {
                     () = sleep(delay) => {}
-                    () = queue.reached(Phase::Closing), if !stopping => {}
+                    () = queue.reached(Phase::Stopping), if !stopping => {}
                     () = queue.reached(Phase::Aborted) => return Delivered::Aborted,
                 }
             }
@@ -271,11 +278,11 @@ async fn deliver<S: Sink>(
                 status.set(SinkState::Ok, Some(&err));
                 error!(sink = %status.name, %err, rejected, delivered = batch.len() - rejected,
                     "the destination refused some events; they go to the dead-letter file");
-                for (index, reason) in &err.rejected {
-                    if let Some(event) = batch.get(*index) {
-                        dead.send(Record::event(SINK_FAILED, &status.name, reason, event));
-                    }
-                }
+                let records = err.rejected.iter().filter_map(|(index, reason)| {
+                    let event = batch.get(*index)?;
+                    Some(Record::event(SINK_FAILED, &status.name, reason, event))
+                });
+                give_up(dead, records);
                 return Delivered::Done;
             }
             Err(err) => {
@@ -294,6 +301,26 @@ async fn deliver<S: Sink>(
                 return Delivered::Done;
             }
         }
+    }
+}
+
+/// Writes the records of events a sink gave up on to the dead-letter file,
+/// waiting for room: the batch is acknowledged (a disk buffer deletes it) right
+/// after, so a full dead-letter queue must not drop them silently.
+fn give_up(dead: &DeadLetters, records: impl Iterator<Item = Record>) {
+    blocking(|| {
+        for record in records {
+            dead.send_waiting(record, Duration::from_secs(5));
+        }
+    });
+}
+
+/// Runs `work`, which may block on the disk or a full channel, without
+/// holding up the other tasks of a multi-threaded runtime.
+fn blocking<T>(work: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
+        _ => work(),
     }
 }
 

@@ -21,7 +21,7 @@
 //! events go to the dead-letter file (`reason="shutdown"`).
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -57,6 +57,8 @@ pub enum Overflow {
 pub enum Phase {
     /// Events come in.
     Running,
+    /// A stop began: retry waits end, but workers may still be pushing.
+    Stopping,
     /// No more events will come; the driver delivers what is queued.
     Closing,
     /// The grace period is over: stop delivering and keep what is left.
@@ -68,6 +70,7 @@ pub enum Phase {
 /// still finishing).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct StopState {
+    stopping: bool,
     closed: bool,
     aborted: bool,
 }
@@ -112,6 +115,8 @@ pub struct SinkQueue {
     overflow: Overflow,
     notify: Notify,
     stop: watch::Sender<StopState>,
+    /// Whether [`SinkQueue::keep`] ran.
+    kept_all: AtomicBool,
     /// What was kept outside the driver's own [`SinkQueue::keep`] (events
     /// pushed after the grace period ended, or that a `block` push gave up on).
     kept: Mutex<Kept>,
@@ -169,6 +174,7 @@ impl SinkQueue {
             overflow,
             notify: Notify::new(),
             stop: watch::Sender::new(StopState::default()),
+            kept_all: AtomicBool::new(false),
             kept: Mutex::new(Kept::default()),
             metrics,
             buffer: "memory",
@@ -272,12 +278,17 @@ impl SinkQueue {
             match disk.log.append(&mut stage.bytes, aborted) {
                 Ok(Append::Written) => {
                     stage.events.clear();
-                    disk.recovered(&self.name);
+                    if disk.recovered(&self.name) {
+                        self.move_fallback_to_disk(disk);
+                    }
                     return;
                 }
                 Ok(Append::Full) => match self.overflow {
-                    Overflow::DropOldest if disk.log.drop_oldest() => {}
-                    Overflow::DropOldest | Overflow::DropNewest => break,
+                    Overflow::DropOldest => match disk.log.drop_oldest() {
+                        Some(dropped) => self.metrics.queue_full.increment(dropped),
+                        None => break,
+                    },
+                    Overflow::DropNewest => break,
                     Overflow::Block => {
                         self.notify.notify_one();
                         std::thread::sleep(wait);
@@ -297,6 +308,25 @@ impl SinkQueue {
         self.metrics.queue_full.increment(stage.events.len() as u64);
         stage.events.clear();
         stage.bytes.clear();
+    }
+
+    /// After the disk recovered: the events that waited in memory meanwhile go
+    /// to the disk too, so a crash cannot lose them now.
+    fn move_fallback_to_disk(&self, disk: &Disk) {
+        let mut stage = Stage::default();
+        while let Some(event) = self.ring.pop() {
+            record::frame(&mut stage.bytes, |out| event.encode_binary(out));
+            stage.events.push(event);
+        }
+        if stage.events.is_empty() {
+            return;
+        }
+        if let Err(err) = disk.log.append(&mut stage.bytes, true) {
+            disk.failed(&self.name, &err, &self.metrics);
+            for event in stage.events {
+                self.push_memory(event);
+            }
+        }
     }
 
     fn push_memory(&self, event: Arc<Event>) {
@@ -377,7 +407,6 @@ impl SinkQueue {
                 warn!(sink = %self.name, records = damaged,
                     "skipped damaged records in the disk buffer (counted in herald_buffer_corrupt_records_total)");
             }
-            self.metrics.queue_full.increment(reader.take_dropped());
             match decoded {
                 Some(Ok(event)) => return Some(Arc::new(event)),
                 Some(Err(err)) => {
@@ -448,6 +477,12 @@ impl SinkQueue {
         }
     }
 
+    /// Says a stop began: a driver waiting to retry tries again at once.
+    pub fn begin_stop(&self) {
+        self.stop
+            .send_if_modified(|stop| !std::mem::replace(&mut stop.stopping, true));
+    }
+
     /// Says no more events will come; the driver delivers what is queued.
     pub fn close(&self) {
         self.stop
@@ -471,6 +506,8 @@ impl SinkQueue {
             Phase::Aborted
         } else if stop.closed {
             Phase::Closing
+        } else if stop.stopping {
+            Phase::Stopping
         } else {
             Phase::Running
         }
@@ -487,6 +524,7 @@ impl SinkQueue {
         let _ = rx
             .wait_for(|stop| match phase {
                 Phase::Running => true,
+                Phase::Stopping => stop.stopping || stop.closed || stop.aborted,
                 Phase::Closing => stop.closed || stop.aborted,
                 Phase::Aborted => stop.aborted,
             })
@@ -516,6 +554,9 @@ impl SinkQueue {
     /// again at the next start) and takes the memory ones too if the disk lets
     /// it; the rest goes to the dead-letter file.
     pub fn keep(&self, in_flight: Vec<(Arc<Event>, Origin)>) -> Kept {
+        if self.kept_all.swap(true, Ordering::AcqRel) {
+            return Kept::default();
+        }
         let mut kept = Kept::default();
         let mut memory: Vec<Arc<Event>> = Vec::new();
         for (event, origin) in in_flight {
@@ -559,6 +600,8 @@ impl SinkQueue {
     /// counts how many went there and how many were lost.
     fn keep_events(&self, events: impl IntoIterator<Item = Arc<Event>>) {
         let (mut written, mut lost) = (0, 0);
+        // However many there are, the dead-letter file gets a few seconds
+        // without progress before the rest counts as lost.
         for event in events {
             let record = Record::event(
                 deadletter::SHUTDOWN,
@@ -566,7 +609,12 @@ impl SinkQueue {
                 "still queued when the stop's grace period ended",
                 &event,
             );
-            if self.dead.send_waiting(record, Duration::from_secs(5)) {
+            let patience = if lost == 0 {
+                Duration::from_secs(5)
+            } else {
+                Duration::ZERO
+            };
+            if self.dead.send_waiting(record, patience) {
                 written += 1;
             } else {
                 lost += 1;
@@ -616,11 +664,14 @@ impl Disk {
         }
     }
 
-    fn recovered(&self, sink: &str) {
-        if self.failed_until.swap(0, Ordering::Relaxed) != 0 {
-            *lock(&self.error) = None;
-            tracing::info!(sink, "the disk buffer can be written again");
+    /// Notes a successful write; true when the disk had been failing.
+    fn recovered(&self, sink: &str) -> bool {
+        if self.failed_until.swap(0, Ordering::Relaxed) == 0 {
+            return false;
         }
+        *lock(&self.error) = None;
+        tracing::info!(sink, "the disk buffer can be written again");
+        true
     }
 
     fn complain(&self, sink: &str, what: &str, err: &std::io::Error) {
