@@ -550,3 +550,37 @@ fn replay_of_a_dead_letter_file_after_the_cause_is_fixed_delivers_every_event() 
         "the file read is left as it was"
     );
 }
+
+#[test]
+fn a_disk_buffered_alert_sink_remembers_across_a_restart_what_it_delivered() {
+    let stub = Stub::start();
+    stub.set_default(200, &[], "ok");
+    let config = ConfigBuilder::new()
+        .extra(&format!(
+            "[sinks.slack]\ntype = \"slack\"\nwebhook_url = \"{}/hook\"\nmatch = {{ types = [\"task\"] }}\n\
+             pace_per_second = 0\nbuffer = {{ type = \"disk\", max_bytes = 10485760 }}\n",
+            stub.url()
+        ))
+        .build();
+    let failure = crate::harness::task_failure(
+        "Reload 1",
+        "dec2a02a-1680-44ef-8dc2-e2bfb180af87",
+        &crate::harness::execution(1),
+        "Max retries reached",
+    );
+    let mut herald = Herald::start(&config);
+    send("127.0.0.1", herald.udp, &[&failure]);
+    stub.wait_for_requests(1, Duration::from_secs(20));
+    herald.sigterm();
+    assert!(herald.wait_exit().success(), "{}", herald.stderr());
+    // Sense sends the same failure again after herald restarted.
+    let mut herald = herald.restart(&config);
+    send("127.0.0.1", herald.udp, &[&failure]);
+    herald.wait_for("the duplicate suppressed", |h| {
+        h.metric(
+            "herald_alerts_suppressed_total",
+            &[("sink", "slack"), ("reason", "duplicate")],
+        ) >= 1.0
+    });
+    assert_eq!(stub.requests().len(), 1, "one message for one failure");
+}
