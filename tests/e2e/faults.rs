@@ -467,6 +467,27 @@ fn answered_after(stub: &Stub, back: Instant) -> Vec<crate::http_stub::Request> 
         .collect()
 }
 
+/// `herald replay` of the herald's dead-letter file with its config, plus
+/// `args`; fails the test unless it succeeds, and returns what it printed.
+fn replay(herald: &Herald, args: &[&str]) -> String {
+    let mut all = vec![
+        "replay",
+        "--config",
+        "herald.toml",
+        "--dead-letter",
+        "dead.jsonl",
+    ];
+    all.extend_from_slice(args);
+    let out = run_herald_in(herald.dir(), &all);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
 #[test]
 fn replay_of_a_dead_letter_file_after_the_cause_is_fixed_delivers_every_event() {
     let Some(mut influxd) = Influxd::start() else {
@@ -489,49 +510,16 @@ fn replay_of_a_dead_letter_file_after_the_cause_is_fixed_delivers_every_event() 
     influxd.run();
     influxd.create_database("herald");
     let dead = herald.dir().join("dead.jsonl");
-    let dry = run_herald_in(
-        herald.dir(),
-        &[
-            "replay",
-            "--config",
-            "herald.toml",
-            "--dead-letter",
-            "dead.jsonl",
-            "--dry-run",
-        ],
-    );
-    let text = String::from_utf8_lossy(&dry.stdout);
+    let dry = replay(&herald, &["--dry-run"]);
     assert!(
-        dry.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&dry.stderr)
-    );
-    assert!(
-        text.contains("would send 300 event(s) to sinks.grafana"),
-        "{text}"
+        dry.contains("would send 300 event(s) to sinks.grafana"),
+        "{dry}"
     );
     assert_eq!(stored(&influxd).0, 0, "a dry run sends nothing");
-    let out = run_herald_in(
-        herald.dir(),
-        &[
-            "replay",
-            "--config",
-            "herald.toml",
-            "--dead-letter",
-            "dead.jsonl",
-            "--reason",
-            "sink_failed",
-        ],
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
+    let sent = replay(&herald, &["--reason", "sink_failed"]);
     assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        text.contains("sent 300 event(s) to sinks.grafana"),
-        "{text}"
+        sent.contains("sent 300 event(s) to sinks.grafana"),
+        "{sent}"
     );
     wait_stored(&influxd, 300, Duration::from_secs(10));
     assert_eq!(stored(&influxd), (300, 300));

@@ -570,6 +570,16 @@ mod tests {
         (from..to).map(|i| format!("record {i}")).collect()
     }
 
+    /// A closed buffer holding records 0 to 9 in one segment.
+    fn ten_records() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, _reader, _) = open(dir.path(), 1 << 30);
+        write(&log, 0, 10);
+        log.close();
+        let segment = segment_path(dir.path(), 0);
+        (dir, segment)
+    }
+
     fn open(dir: &Path, max_bytes: u64) -> (DiskLog, Reader, Recovered) {
         DiskLog::open(dir, max_bytes, Duration::from_millis(10)).unwrap()
     }
@@ -710,13 +720,7 @@ mod tests {
 
     #[test]
     fn a_damaged_last_record_is_cut_off_on_open_and_counted_once() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let (log, _reader, _) = open(dir.path(), 1 << 30);
-            write(&log, 0, 10);
-            log.close();
-        }
-        let segment = segment_path(dir.path(), 0);
+        let (dir, segment) = ten_records();
         let mut bytes = fs::read(&segment).unwrap();
         let record = bytes.len() / 10;
         bytes[record * 9 + 25] ^= 0x10; // the last record's payload
@@ -760,13 +764,7 @@ mod tests {
 
     #[test]
     fn a_torn_tail_is_cut_and_counted_on_open() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let (log, _reader, _) = open(dir.path(), 1 << 30);
-            write(&log, 0, 10);
-            log.close();
-        }
-        let segment = segment_path(dir.path(), 0);
+        let (dir, segment) = ten_records();
         let len = fs::metadata(&segment).unwrap().len();
         // Cut inside the eighth record: records 7, 8 and 9 are lost.
         let record = len / 10;
@@ -787,13 +785,7 @@ mod tests {
 
     #[test]
     fn a_flipped_bit_costs_exactly_its_record() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let (log, _reader, _) = open(dir.path(), 1 << 30);
-            write(&log, 0, 10);
-            log.close();
-        }
-        let segment = segment_path(dir.path(), 0);
+        let (dir, segment) = ten_records();
         let mut bytes = fs::read(&segment).unwrap();
         let record = bytes.len() / 10;
         for (i, at) in [(3, 6), (6, 25)] {
