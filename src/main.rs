@@ -343,7 +343,7 @@ fn replay_dead_letters(path: &Path, options: &replay::ReplayOptions) -> anyhow::
         "sent"
     };
     println!(
-        "{}: {} record(s) read, {} left out by --reason/--since",
+        "{}: {} record(s) read, {} left out by --reason, --since or a drop rule",
         options.dead_letter.display(),
         summary.records,
         summary.filtered

@@ -27,14 +27,13 @@ use tracing::{error, info, warn};
 
 use crate::config::{Config, EMPTY_ALLOWLIST};
 use crate::deadletter::{self, DeadLetters, Record};
-use crate::event::StaticTags;
 use crate::ingest::allowlist::{AllowEntry, Resolution, SharedAllowlist, resolve};
 use crate::ingest::{self, Batch, BindError};
 use crate::metrics::{
     ALLOWLIST_ENTRIES, ALLOWLIST_UNRESOLVED, EventCounters, HostLabels, WorkerMetrics,
 };
 use crate::parse::Parser;
-use crate::route::{Categoriser, Matcher, Verdict};
+use crate::route::{Enricher, Matcher, Verdict};
 use crate::sinks::driver::{SinkStatus, Stopped};
 use crate::sinks::queue::{Kept, SinkQueue, Stage};
 use crate::sinks::{self, StartError};
@@ -202,8 +201,8 @@ pub fn start(config: &Config) -> Result<Running, PipelineError> {
     let shared = Arc::new(WorkerShared {
         routes,
         // Validated with the config.
-        categoriser: Categoriser::new(&config.categorise).unwrap_or_default(),
-        tags: (!config.tags.is_empty()).then(|| Arc::new(config.tags.clone())),
+        // Validated with the config.
+        enricher: Enricher::new(&config.tags, &config.categorise).unwrap_or_default(),
         dead: dead.clone(),
         metrics: WorkerMetrics::register(),
         hosts: Arc::new(HostLabels::new(config.metrics.max_hosts)),
@@ -425,8 +424,7 @@ struct Route {
 /// What every worker shares.
 struct WorkerShared {
     routes: Vec<Route>,
-    categoriser: Categoriser,
-    tags: Option<StaticTags>,
+    enricher: Enricher,
     dead: DeadLetters,
     metrics: WorkerMetrics,
     hosts: Arc<HostLabels>,
@@ -452,13 +450,10 @@ fn work(
             match parser.parse(&datagram.bytes, datagram.peer, batch.received_at) {
                 Ok(mut event) => {
                     shared.metrics.event(event.event_type);
-                    event.tags.clone_from(&shared.tags);
                     event.sequence = sequence;
                     sequence += workers as u64;
                     event_counters.count(&event);
-                    if !shared.categoriser.is_empty()
-                        && shared.categoriser.apply(&mut event) == Verdict::Drop
-                    {
+                    if shared.enricher.apply(&mut event) == Verdict::Drop {
                         shared.metrics.rule_drops.increment(1);
                         continue;
                     }

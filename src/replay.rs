@@ -27,9 +27,9 @@ use tokio::task::JoinSet;
 use crate::buffer::BufferConfig;
 use crate::config::Config;
 use crate::deadletter::{self, DeadLetterConfig, DeadLetters, Record};
-use crate::event::{Event, StaticTags};
+use crate::event::Event;
 use crate::parse::Parser;
-use crate::route::{Categoriser, Matcher, Verdict};
+use crate::route::{Enricher, Matcher, Verdict};
 use crate::sinks::driver::SinkStatus;
 use crate::sinks::queue::{Overflow, Stage};
 use crate::sinks::{self, SinkConfig};
@@ -195,8 +195,8 @@ pub async fn replay(
 
     let mut parser =
         Parser::new(&config.parse).map_err(|err| ReplayError::Parse(err.to_string()))?;
-    let categoriser = Categoriser::new(&config.categorise).unwrap_or_default();
-    let tags: Option<StaticTags> = (!config.tags.is_empty()).then(|| Arc::new(config.tags.clone()));
+    // Validated with the config.
+    let enricher = Enricher::new(&config.tags, &config.categorise).unwrap_or_default();
     let mut summary = ReplaySummary::default();
     let mut reader = BufReader::new(file);
     let mut line = Vec::new();
@@ -255,11 +255,9 @@ pub async fn replay(
                 let parsed = datagram_event(&record, &mut parser);
                 match parsed {
                     Some(mut event) => {
-                        event.tags.clone_from(&tags);
                         event.sequence = sequence;
                         sequence += 1;
-                        if !categoriser.is_empty() && categoriser.apply(&mut event) == Verdict::Drop
-                        {
+                        if enricher.apply(&mut event) == Verdict::Drop {
                             summary.filtered += 1;
                             continue;
                         }

@@ -13,7 +13,7 @@ use memchr::memmem::Finder;
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
-use crate::event::{Category, Event, EventType, Field, Level, Source, TaskOutcome};
+use crate::event::{Category, Event, EventType, Field, Level, Source, StaticTags, TaskOutcome};
 
 /// Conditions an event must meet to reach a sink. Every condition given must hold;
 /// within a list, any entry may match. An empty table matches everything.
@@ -247,6 +247,40 @@ pub enum Verdict {
     Keep,
     /// A `drop` rule matched.
     Drop,
+}
+
+/// What every parsed event gets before routing, whether it came from a socket
+/// or from a replayed dead letter: the static `[tags]`, then categorisation.
+#[derive(Debug, Clone, Default)]
+pub struct Enricher {
+    tags: Option<StaticTags>,
+    categoriser: Categoriser,
+}
+
+impl Enricher {
+    /// Compiles the rules and shares the tags.
+    ///
+    /// # Errors
+    ///
+    /// When a regex filter does not compile.
+    pub fn new(
+        tags: &BTreeMap<String, String>,
+        categorise: &CategoriseConfig,
+    ) -> Result<Enricher, BadRegex> {
+        Ok(Enricher {
+            tags: (!tags.is_empty()).then(|| Arc::new(tags.clone())),
+            categoriser: Categoriser::new(categorise)?,
+        })
+    }
+
+    /// Tags and categorises `event`; says whether to keep it.
+    pub fn apply(&self, event: &mut Event) -> Verdict {
+        event.tags.clone_from(&self.tags);
+        if self.categoriser.is_empty() {
+            return Verdict::Keep;
+        }
+        self.categoriser.apply(event)
+    }
 }
 
 /// Compiled categorisation rules.
