@@ -7,9 +7,9 @@
 //! table, [`Event`] and its accessors); the JSON writer every sink shares is in
 //! `json`, reading that JSON back in `decode`, the compact encoding for
 //! buffering events on disk in [`binary`], and [`EventBuilder`], with which the
-//! parser fills an event, in `builder`. This
-//! module does not parse datagrams (that is [`crate::parse`]) and does not
-//! decide where events go (that is [`crate::route`]).
+//! parser fills an event, in `builder`. This module does not parse datagrams
+//! (that is [`crate::parse`]) and does not decide where events go (that is
+//! [`crate::route`]).
 
 pub mod binary;
 mod builder;

@@ -13,7 +13,7 @@
 //! This is only for destinations where posting an event again is harmless
 //! (InfluxDB rewrites a point identically, Loki drops exact duplicates): parts of
 //! a refused request may already have been stored. It does not build request
-//! bodies or send anything itself; the caller's `post` does.
+//! bodies or send anything itself; the sink's [`PostRange::post`] does.
 
 use std::ops::Range;
 
