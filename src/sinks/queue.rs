@@ -20,6 +20,7 @@
 //! person can find it: the disk buffer keeps its own, and a memory buffer's
 //! events go to the dead-letter file (`reason="shutdown"`).
 
+use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -30,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, watch};
 use tracing::{error, warn};
 
-use crate::buffer::disk::{Append, DiskLog, OpenError, Reader};
+use crate::buffer::disk::{Append, DiskLog, OpenError, Placed, Reader};
 use crate::buffer::{BufferConfig, record};
 use crate::deadletter::{self, DeadLetters, Record};
 use crate::event::Event;
@@ -91,7 +92,39 @@ pub enum Origin {
 pub struct Stage {
     bytes: Vec<u8>,
     events: Vec<Arc<Event>>,
+    /// Each framed record's size, in order.
+    sizes: Vec<u32>,
 }
+
+impl Stage {
+    fn add(&mut self, event: Arc<Event>) {
+        let before = self.bytes.len();
+        record::frame(&mut self.bytes, |out| event.encode_binary(out));
+        self.sizes.push((self.bytes.len() - before) as u32);
+        self.events.push(event);
+    }
+
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.events.clear();
+        self.sizes.clear();
+    }
+}
+
+/// An event just written to the disk buffer, kept in memory so the driver
+/// need not read it back while it keeps up: its record's number and place.
+#[derive(Debug)]
+struct Recent {
+    seq: u64,
+    segment: u64,
+    offset: u64,
+    size: u32,
+    event: Arc<Event>,
+}
+
+/// How many just-written events a disk buffer keeps in memory for its driver;
+/// when the driver is further behind, it reads them from the disk.
+const RECENT_EVENTS: usize = 8192;
 
 /// What [`SinkQueue::keep`] did with the events still queued at a stop.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -132,6 +165,8 @@ pub struct SinkQueue {
 struct Disk {
     log: DiskLog,
     reader: Mutex<Reader>,
+    /// Events just written, oldest first (see [`Recent`]).
+    recent: Mutex<VecDeque<Recent>>,
     /// Milliseconds after `epoch` until which events go to memory because the
     /// disk refused a write; 0 while the disk is fine.
     failed_until: AtomicU64,
@@ -233,6 +268,7 @@ impl SinkQueue {
         queue.disk = Some(Disk {
             log,
             reader: Mutex::new(reader),
+            recent: Mutex::new(VecDeque::with_capacity(RECENT_EVENTS)),
             failed_until: AtomicU64::new(0),
             epoch: Instant::now(),
             error: Mutex::new(None),
@@ -251,10 +287,7 @@ impl SinkQueue {
     /// with the same `stage` after a batch of pushes.
     pub fn push(&self, event: &Arc<Event>, stage: &mut Stage) {
         match &self.disk {
-            Some(disk) if disk.writable() => {
-                record::frame(&mut stage.bytes, |out| event.encode_binary(out));
-                stage.events.push(event.clone());
-            }
+            Some(disk) if disk.writable() => stage.add(event.clone()),
             _ => self.push_memory(event.clone()),
         }
     }
@@ -276,8 +309,9 @@ impl SinkQueue {
             // full: there is nowhere else to keep it.
             let aborted = self.phase() == Phase::Aborted;
             match disk.log.append(&mut stage.bytes, aborted) {
-                Ok(Append::Written) => {
-                    stage.events.clear();
+                Ok(Append::Written(placed)) => {
+                    disk.remember(placed, stage);
+                    stage.clear();
                     if disk.recovered(&self.name) {
                         self.move_fallback_to_disk(disk);
                     }
@@ -297,10 +331,10 @@ impl SinkQueue {
                 },
                 Err(err) => {
                     disk.failed(&self.name, &err, &self.metrics);
-                    stage.bytes.clear();
                     for event in stage.events.drain(..) {
                         self.push_memory(event);
                     }
+                    stage.clear();
                     return;
                 }
             }
@@ -315,8 +349,7 @@ impl SinkQueue {
     fn move_fallback_to_disk(&self, disk: &Disk) {
         let mut stage = Stage::default();
         while let Some(event) = self.ring.pop() {
-            record::frame(&mut stage.bytes, |out| event.encode_binary(out));
-            stage.events.push(event);
+            stage.add(event);
         }
         if stage.events.is_empty() {
             return;
@@ -388,6 +421,9 @@ impl SinkQueue {
 
     fn pop_disk(&self, disk: &Disk) -> Option<Arc<Event>> {
         let mut reader = lock(&disk.reader);
+        if let Some(event) = disk.take_recent(&mut reader) {
+            return Some(event);
+        }
         loop {
             let decoded = match reader.next_record() {
                 Ok(Some(payload)) => Some(Event::decode_binary(payload)),
@@ -575,7 +611,7 @@ impl SinkQueue {
             if !memory.is_empty() {
                 let mut stage = Stage::default();
                 for event in &memory {
-                    record::frame(&mut stage.bytes, |out| event.encode_binary(out));
+                    stage.add(event.clone());
                 }
                 match disk.log.append(&mut stage.bytes, true) {
                     Ok(_) => {
@@ -644,6 +680,44 @@ pub struct BufferStatus {
 }
 
 impl Disk {
+    /// Keeps the events of an append just made, for the driver.
+    fn remember(&self, placed: Placed, stage: &Stage) {
+        let mut recent = lock(&self.recent);
+        let mut offset = placed.offset;
+        for (i, (event, &size)) in stage.events.iter().zip(&stage.sizes).enumerate() {
+            if recent.len() == RECENT_EVENTS {
+                recent.pop_front();
+            }
+            recent.push_back(Recent {
+                seq: placed.first_seq + i as u64,
+                segment: placed.segment,
+                offset,
+                size,
+                event: event.clone(),
+            });
+            offset += u64::from(size);
+        }
+    }
+
+    /// The next event from memory, when the reader stands at a record just
+    /// written: the reader passes over it instead of reading and decoding it.
+    fn take_recent(&self, reader: &mut Reader) -> Option<Arc<Event>> {
+        let mut recent = lock(&self.recent);
+        while recent.front().is_some_and(|r| r.seq < reader.next_seq()) {
+            recent.pop_front();
+        }
+        let front = recent.front()?;
+        if !reader.pass_over(
+            front.seq,
+            front.segment,
+            front.offset,
+            u64::from(front.size),
+        ) {
+            return None;
+        }
+        recent.pop_front().map(|r| r.event)
+    }
+
     fn now_ms(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64
     }

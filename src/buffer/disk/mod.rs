@@ -85,10 +85,22 @@ pub struct Recovered {
 /// The result of an append.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Append {
-    /// The records are in the log.
-    Written,
+    /// The records are in the log, here.
+    Written(Placed),
     /// The log holds `max_bytes` waiting to be delivered; nothing was written.
     Full,
+}
+
+/// Where an append put its records: the first record's number, and the
+/// segment and offset where they begin (one after another, in order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Placed {
+    /// The first record's number.
+    pub first_seq: u64,
+    /// The segment they are in.
+    pub segment: u64,
+    /// The offset of the first record in it.
+    pub offset: u64,
 }
 
 /// The writing side of a disk buffer, shared by every producer.
@@ -319,7 +331,12 @@ impl DiskLog {
     /// `staged` is in the log then, and `staged` is left as it was.
     pub fn append(&self, staged: &mut Vec<u8>, ignore_limit: bool) -> io::Result<Append> {
         if staged.is_empty() {
-            return Ok(Append::Written);
+            let first_seq = self.shared.written.load(Ordering::Acquire);
+            return Ok(Append::Written(Placed {
+                first_seq,
+                segment: first_seq,
+                offset: 0,
+            }));
         }
         let shared = &*self.shared;
         let len = staged.len() as u64;
@@ -336,6 +353,14 @@ impl DiskLog {
             return Err(io::Error::other("no segment open"));
         };
         let count = record::seal(staged, first);
+        let placed = Placed {
+            first_seq: first,
+            segment: lock(&shared.segments)
+                .list
+                .back()
+                .map_or(first, |s| s.first),
+            offset: writer.size,
+        };
         if let Err(err) = (&*file).write_all(staged) {
             // Leave no half-written record behind if the file lets us; either
             // way the next append starts a fresh segment, and readers never
@@ -357,7 +382,7 @@ impl DiskLog {
         }
         drop(writer);
         staged.clear();
-        Ok(Append::Written)
+        Ok(Append::Written(placed))
     }
 
     fn rotate(&self, writer: &mut Writer, first_seq: u64) -> io::Result<()> {
@@ -554,7 +579,10 @@ mod tests {
 
     fn write(log: &DiskLog, from: usize, to: usize) {
         let mut staged = stage((from..to).map(|i| format!("record {i}")));
-        assert_eq!(log.append(&mut staged, false).unwrap(), Append::Written);
+        assert!(matches!(
+            log.append(&mut staged, false).unwrap(),
+            Append::Written(_)
+        ));
         assert!(staged.is_empty());
     }
 
@@ -611,6 +639,44 @@ mod tests {
     }
 
     #[test]
+    fn a_reader_passes_over_records_it_was_handed_and_acknowledges_them() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (log, mut reader, _) = open(dir.path(), 1 << 30);
+            let mut staged = stage(names(0, 3));
+            let sizes: Vec<u64> = names(0, 3)
+                .iter()
+                .map(|n| (record::HEADER + n.len()) as u64)
+                .collect();
+            let Append::Written(placed) = log.append(&mut staged, false).unwrap() else {
+                panic!("not written");
+            };
+            assert_eq!(placed.first_seq, 0);
+            // The first two as if from memory, the third read from disk.
+            assert!(reader.pass_over(0, placed.segment, placed.offset, sizes[0]));
+            assert!(
+                !reader.pass_over(2, placed.segment, placed.offset + sizes[0], sizes[2]),
+                "not where the reader stands"
+            );
+            assert!(reader.pass_over(1, placed.segment, placed.offset + sizes[0], sizes[1]));
+            assert_eq!(read_all(&mut reader), names(2, 3));
+            reader.ack().unwrap();
+            write(&log, 3, 5);
+            reader.pass_over(
+                3,
+                placed.segment,
+                placed.offset + sizes.iter().sum::<u64>(),
+                sizes[0],
+            );
+            reader.ack().unwrap();
+            log.close();
+        }
+        let (_log, mut reader, recovered) = open(dir.path(), 1 << 30);
+        assert_eq!(recovered.records, 1);
+        assert_eq!(read_all(&mut reader), names(4, 5));
+    }
+
+    #[test]
     fn a_second_process_cannot_open_the_same_buffer() {
         let dir = tempfile::tempdir().unwrap();
         let _first = open(dir.path(), 1 << 20);
@@ -647,7 +713,10 @@ mod tests {
         let mut staged = stage(names(5, 10));
         assert_eq!(log.append(&mut staged, false).unwrap(), Append::Full);
         assert!(!staged.is_empty(), "a refused batch is left to the caller");
-        assert_eq!(log.append(&mut staged, true).unwrap(), Append::Written);
+        assert!(matches!(
+            log.append(&mut staged, true).unwrap(),
+            Append::Written(_)
+        ));
         assert_eq!(read_all(&mut reader), names(0, 10));
     }
 
@@ -692,11 +761,8 @@ mod tests {
         for round in 0..200 {
             let mut staged =
                 stage((0..20).map(|i| format!("round {round} record {i} {}", "x".repeat(100))));
-            assert_eq!(
-                log.append(&mut staged, false).unwrap(),
-                Append::Written,
-                "round {round}"
-            );
+            let appended = log.append(&mut staged, false).unwrap();
+            assert!(matches!(appended, Append::Written(_)), "round {round}");
             assert_eq!(read_all(&mut reader).len(), 20);
             reader.ack().unwrap();
         }
@@ -710,12 +776,18 @@ mod tests {
         let (log, mut reader, _) = open(dir.path(), 64 * 1024);
         let big = "z".repeat(100 * 1024);
         let mut staged = stage([big.clone()]);
-        assert_eq!(log.append(&mut staged, false).unwrap(), Append::Written);
+        assert!(matches!(
+            log.append(&mut staged, false).unwrap(),
+            Append::Written(_)
+        ));
         let mut staged = stage([big]);
         assert_eq!(log.append(&mut staged, false).unwrap(), Append::Full);
         assert_eq!(read_all(&mut reader).len(), 1);
         reader.ack().unwrap();
-        assert_eq!(log.append(&mut staged, false).unwrap(), Append::Written);
+        assert!(matches!(
+            log.append(&mut staged, false).unwrap(),
+            Append::Written(_)
+        ));
     }
 
     #[test]

@@ -127,6 +127,17 @@ impl Chunks {
         Ok(read > 0)
     }
 
+    /// Moves the next unread byte to file offset `to`, keeping what the window
+    /// holds beyond it.
+    fn advance_to(&mut self, to: u64) {
+        let end = self.offset + self.end as u64;
+        if to >= self.position() && to <= end {
+            self.start = (to - self.offset) as usize;
+        } else {
+            self.reset(to);
+        }
+    }
+
     /// Drops the window (after moving to another file or place).
     pub fn reset(&mut self, offset: u64) {
         self.start = 0;
@@ -289,6 +300,38 @@ impl Reader {
                 }
             }
         }
+    }
+
+    /// The next record number this reader expects.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Passes over record `seq`, of `size` bytes at `offset` in `segment`,
+    /// without reading it, when the reader stands exactly there: the caller
+    /// has the record's content already (it just wrote it). False, and nothing
+    /// changes, otherwise.
+    pub fn pass_over(&mut self, seq: u64, segment: u64, offset: u64, size: u64) -> bool {
+        if seq != self.next_seq || self.shared.skip_to.load(Ordering::Acquire) > seq {
+            return false;
+        }
+        if self.segment.is_none() && !matches!(self.open_segment(), Ok(Opened::Yes)) {
+            return false;
+        }
+        match &self.segment {
+            Some((first, _)) if *first == segment && self.chunks.position() == offset => {}
+            _ => return false,
+        }
+        let end = offset + size;
+        self.chunks.advance_to(end);
+        self.next_seq = seq + 1;
+        self.position = AckPoint {
+            seq: self.next_seq,
+            segment,
+            offset: end,
+        };
+        self.shared.read_to.store(self.next_seq, Ordering::Release);
+        true
     }
 
     /// Goes on from record `seq`, at the start of the segment beginning there.
