@@ -359,6 +359,22 @@ mod tests {
         assert_eq!(names(&plain, "engine"), ["herald/log/engine"]);
     }
 
+    #[test]
+    fn tls_uses_herald_s_own_rustls_config_never_rumqttc_s_certificate_loading() {
+        // rumqttc 0.25 builds its own rustls set-up (rustls-pemfile, and
+        // rustls-webpki 0.102 with known advisories) only for
+        // TlsConfiguration::Simple; herald always hands it a finished
+        // ClientConfig, which verifies through rustls-platform-verifier and
+        // rustls-webpki 0.103. The dependency audit relies on this.
+        let options = config("tls = true").options("herald-test".into()).unwrap();
+        assert!(matches!(
+            options.transport(),
+            Transport::Tls(TlsConfiguration::Rustls(_))
+        ));
+        let plain = config("").options("herald-test".into()).unwrap();
+        assert!(matches!(plain.transport(), Transport::Tcp));
+    }
+
     fn invalid(extra: &str) -> (&'static str, String) {
         match toml::from_str::<MqttConfig>(extra) {
             Ok(c) => c.validate().unwrap_err(),
