@@ -79,6 +79,15 @@ pub struct HttpConfig {
     /// Set to `false` to serve nothing.
     #[serde(default = "default_true")]
     pub enabled: bool,
+    /// Bearer token clients must send (`Authorization: Bearer <token>`) for
+    /// `/health`, and for `/metrics` unless `metrics_public`. Required when
+    /// `listen` is not a loopback address. A secret: write `"${HERALD_HTTP_TOKEN}"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<crate::secret::Secret>,
+    /// Whether `/metrics` is served without the token (Prometheus scrapers often
+    /// send none).
+    #[serde(default = "default_true")]
+    pub metrics_public: bool,
 }
 
 fn default_http_listen() -> SocketAddr {
@@ -94,6 +103,8 @@ impl Default for HttpConfig {
         HttpConfig {
             listen: default_http_listen(),
             enabled: true,
+            token: None,
+            metrics_public: true,
         }
     }
 }
@@ -301,6 +312,28 @@ impl Config {
             return invalid(
                 "ingest.recv_batch",
                 "use 1 to 1024 (64 is a good value)".into(),
+            );
+        }
+        if self.http.enabled && !self.http.listen.ip().is_loopback() && self.http.token.is_none() {
+            return invalid(
+                "http.listen",
+                format!(
+                    "{} can be reached from other machines, and /health shows every sink's state and last error; \
+                     set http.token = \"${{HERALD_HTTP_TOKEN}}\" (clients then send Authorization: Bearer <token>), \
+                     or listen on 127.0.0.1",
+                    self.http.listen
+                ),
+            );
+        }
+        if self
+            .http
+            .token
+            .as_ref()
+            .is_some_and(|t| t.expose().len() < 16)
+        {
+            return invalid(
+                "http.token",
+                "is shorter than 16 characters; use a long random value, e.g. from `openssl rand -hex 32`".into(),
             );
         }
         if ingest.allow_refresh_seconds == 0 {

@@ -1,9 +1,13 @@
 //! The HTTP endpoint: `GET /metrics` (Prometheus text) and `GET /health` (JSON).
 //!
 //! A deliberately small HTTP/1.1 server: one request per connection, GET only,
-//! request head capped at 8 KiB and read within 5 s, so a stuck or hostile client
-//! cannot hold resources. It binds loopback by default (`http.listen`). It serves
-//! nothing else; sinks that need HTTP use their own clients.
+//! request head capped at 8 KiB and read within 5 s, the answer written within
+//! 5 s, and at most [`MAX_CONNECTIONS`] connections at once (more are closed at
+//! once), so stuck or hostile clients cannot hold resources. It binds loopback by
+//! default (`http.listen`); with `http.token` set, `/health` (and `/metrics`
+//! unless `http.metrics_public`) needs `Authorization: Bearer <token>`, compared
+//! in constant time. It serves nothing else; sinks that need HTTP use their own
+//! clients.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -13,13 +17,18 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tracing::debug;
 
 use crate::pipeline::Health;
+use crate::secret::Secret;
 use crate::sinks::driver::SinkState;
 
 const MAX_REQUEST_BYTES: usize = 8 * 1024;
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections served at once; further ones are closed without an answer.
+pub const MAX_CONNECTIONS: usize = 4096;
 
 /// What the endpoint serves from.
 #[derive(Clone)]
@@ -28,13 +37,22 @@ pub struct HttpState {
     pub metrics: PrometheusHandle,
     /// Feeds `/health`.
     pub health: Arc<Health>,
+    /// The bearer token, when one is configured.
+    pub token: Option<Secret>,
+    /// Whether `/metrics` is served without the token.
+    pub metrics_public: bool,
 }
 
 /// Serves connections until the task is dropped.
 pub async fn serve(listener: TcpListener, state: HttpState) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let Ok((stream, peer)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            debug!(%peer, "too many http connections; closing this one");
             continue;
         };
         let state = state.clone();
@@ -42,6 +60,7 @@ pub async fn serve(listener: TcpListener, state: HttpState) {
             if let Err(err) = handle(stream, &state).await {
                 debug!(%peer, %err, "http connection ended with an error");
             }
+            drop(slot);
         });
     }
 }
@@ -71,14 +90,56 @@ async fn handle(mut stream: TcpStream, state: &HttpState) -> std::io::Result<()>
     } else {
         ("400 Bad Request", "text/plain", "bad request\n".to_string())
     };
+    let challenge = if status.starts_with("401") {
+        "WWW-Authenticate: Bearer\r\n"
+    } else {
+        ""
+    };
     let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{challenge}Connection: close\r\n\r\n",
         body.len()
     );
-    stream.write_all(head.as_bytes()).await?;
-    stream.write_all(body.as_bytes()).await?;
-    stream.shutdown().await
+    tokio::time::timeout(WRITE_TIMEOUT, async {
+        stream.write_all(head.as_bytes()).await?;
+        stream.write_all(body.as_bytes()).await?;
+        stream.shutdown().await
+    })
+    .await
+    .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
 }
+
+/// Whether the request carries the configured token (or none is configured).
+fn authorised(request: &[u8], token: Option<&Secret>) -> bool {
+    let Some(token) = token else {
+        return true;
+    };
+    let head = String::from_utf8_lossy(request);
+    let sent = head
+        .split("\r\n")
+        .skip(1)
+        .filter_map(|line| line.split_once(':'))
+        .find(|(name, _)| name.trim().eq_ignore_ascii_case("authorization"))
+        .and_then(|(_, value)| {
+            let value = value.trim();
+            let (scheme, credentials) = value.split_once(' ')?;
+            scheme
+                .eq_ignore_ascii_case("bearer")
+                .then(|| credentials.trim())
+        });
+    sent.is_some_and(|sent| same_bytes(sent.as_bytes(), token.expose().as_bytes()))
+}
+
+/// Compares in time that depends only on the lengths.
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    let differ = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(differ) == 0 && a.len() == b.len()
+}
+
+const UNAUTHORISED: (&str, &str, &str) = (
+    "401 Unauthorized",
+    "text/plain",
+    "send Authorization: Bearer <http.token>\n",
+);
 
 fn respond(request: &[u8], state: &HttpState) -> (&'static str, &'static str, String) {
     let line_end = memchr::memchr(b'\r', request).unwrap_or(request.len());
@@ -86,7 +147,14 @@ fn respond(request: &[u8], state: &HttpState) -> (&'static str, &'static str, St
     let mut parts = line.split(' ');
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let path = target.split('?').next().unwrap_or("");
+    let authorised = authorised(request, state.token.as_ref());
     match (method, path) {
+        ("GET", "/metrics") if !authorised && !state.metrics_public => {
+            (UNAUTHORISED.0, UNAUTHORISED.1, UNAUTHORISED.2.into())
+        }
+        ("GET", "/health") if !authorised => {
+            (UNAUTHORISED.0, UNAUTHORISED.1, UNAUTHORISED.2.into())
+        }
         ("GET", "/metrics") => (
             "200 OK",
             "text/plain; version=0.0.4; charset=utf-8",

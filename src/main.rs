@@ -452,6 +452,8 @@ fn run(path: &Path) -> anyhow::Result<()> {
             let state = http::HttpState {
                 metrics,
                 health: running.health.clone(),
+                token: config.http.token.clone(),
+                metrics_public: config.http.metrics_public,
             };
             tokio::spawn(http::serve(listener, state));
         }

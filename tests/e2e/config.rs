@@ -92,6 +92,40 @@ fn check_command_refuses_an_empty_allowlist_and_says_how_to_open_it() {
 }
 
 #[test]
+fn check_refuses_an_http_endpoint_beyond_loopback_without_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("open.toml");
+    fs::write(
+        &path,
+        format!("{MINIMAL}\n[http]\nlisten = \"0.0.0.0:9995\"\n"),
+    )
+    .unwrap();
+    let (ok, stdout, stderr) = check(&path);
+    assert!(!ok, "check accepted an open endpoint:\n{stdout}");
+    assert!(stderr.contains("http.listen"), "{stderr}");
+    assert!(stderr.contains("http.token"), "{stderr}");
+    fs::write(
+        &path,
+        format!("{MINIMAL}\n[http]\nlisten = \"0.0.0.0:9995\"\ntoken = \"short\"\n"),
+    )
+    .unwrap();
+    let (ok, _, stderr) = check(&path);
+    assert!(!ok);
+    assert!(stderr.contains("http.token"), "{stderr}");
+    fs::write(
+        &path,
+        format!("{MINIMAL}\n[http]\nlisten = \"0.0.0.0:9995\"\ntoken = \"0123456789abcdef0123\"\n"),
+    )
+    .unwrap();
+    let (ok, stdout, stderr) = check(&path);
+    assert!(ok, "{stderr}");
+    assert!(
+        !stdout.contains("0123456789abcdef0123"),
+        "the token is shown:\n{stdout}"
+    );
+}
+
+#[test]
 fn a_secret_from_an_unset_variable_is_named_and_a_set_one_is_redacted() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("slack.toml");

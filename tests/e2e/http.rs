@@ -242,3 +242,39 @@ fn assert_every_metric_is_listed(text: &str) {
         "missing from /metrics: {missing:?}\n{text}"
     );
 }
+
+#[test]
+fn a_token_guards_health_and_if_asked_metrics() {
+    use crate::harness::{http_request_with, poll_until};
+    let token = "0123456789abcdef0123";
+    let config = ConfigBuilder::new().build().replacen(
+        "[http]\n",
+        &format!("[http]\ntoken = \"{token}\"\nmetrics_public = false\n"),
+        1,
+    );
+    let herald = Herald::launch(&config);
+    let bearer = format!("Authorization: Bearer {token}\r\n");
+    let get = |path: &str, headers: &str| {
+        http_request_with(herald.http, "GET", path, headers).unwrap_or((0, String::new()))
+    };
+    assert!(
+        poll_until(std::time::Duration::from_secs(30), || get(
+            "/health", &bearer
+        )
+        .0 == 200),
+        "{}",
+        herald.stderr()
+    );
+    assert_eq!(get("/health", "").0, 401);
+    assert_eq!(
+        get("/health", "Authorization: Bearer 0123456789abcdef0124\r\n").0,
+        401
+    );
+    assert_eq!(get("/health", "Authorization: Basic x\r\n").0, 401);
+    assert_eq!(get("/metrics", "").0, 401);
+    let (status, body) = get("/metrics", &format!("authorization: bearer {token}\r\n"));
+    assert_eq!(status, 200);
+    assert!(body.contains("herald_ingest_datagrams_total"));
+    let (_, refused) = get("/health", "");
+    assert!(!refused.contains(token));
+}
