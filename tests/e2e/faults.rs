@@ -120,20 +120,9 @@ fn an_influxdb_outage_of_a_minute_under_steady_load_loses_nothing_and_stores_eac
 
 #[test]
 fn kill_9_with_events_in_the_disk_buffer_loses_nothing_after_a_restart() {
-    let Some(mut influxd) = Influxd::start() else {
+    let Some((mut herald, mut influxd, config)) = buffered_while_down(3000) else {
         return;
     };
-    influxd.create_database("herald");
-    influxd.stop();
-    let config = influx_config(
-        &influxd,
-        DISK,
-        "retry_initial_ms = 200\nretry_max_ms = 1000",
-    )
-    .build();
-    let mut herald = Herald::start(&config);
-    send_events(herald.udp, 0, 3000);
-    herald.wait_for("3000 events in the disk buffer", |h| buffered(h) >= 3000.0);
     herald.signal(libc::SIGKILL);
     herald.wait_exit();
 
@@ -235,9 +224,9 @@ fn sigterm_during_a_long_outage_puts_a_memory_buffer_in_the_dead_letter_file() {
     assert!(shutdown.iter().all(|r| r["sink"] == "grafana"));
 }
 
-/// Stops a herald whose InfluxDB is down, leaving `n` events in its buffer;
-/// returns it (exited) and the buffer's segment files.
-fn buffer_with_events(n: u64) -> Option<(Herald, Influxd, String, Vec<PathBuf>)> {
+/// A herald with a disk-buffered InfluxDB sink whose server is down, holding
+/// events 0..n in its buffer (`None` without influxd).
+fn buffered_while_down(n: u64) -> Option<(Herald, Influxd, String)> {
     let mut influxd = Influxd::start()?;
     influxd.create_database("herald");
     influxd.stop();
@@ -249,7 +238,16 @@ fn buffer_with_events(n: u64) -> Option<(Herald, Influxd, String, Vec<PathBuf>)>
     .build();
     let mut herald = Herald::start(&config);
     send_events(herald.udp, 0, n);
-    herald.wait_for("the events in the disk buffer", |h| buffered(h) >= n as f64);
+    herald.wait_for(&format!("{n} events in the disk buffer"), |h| {
+        buffered(h) >= n as f64
+    });
+    Some((herald, influxd, config))
+}
+
+/// Stops a herald whose InfluxDB is down, leaving `n` events in its buffer;
+/// returns it (exited) and the buffer's segment files.
+fn buffer_with_events(n: u64) -> Option<(Herald, Influxd, String, Vec<PathBuf>)> {
+    let (mut herald, influxd, config) = buffered_while_down(n)?;
     herald.sigterm();
     assert!(herald.wait_exit().success(), "{}", herald.stderr());
     let segments = segments(&herald.dir().join("data/buffer/grafana"));
