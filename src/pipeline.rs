@@ -351,9 +351,7 @@ impl Running {
         let joined = tokio::time::timeout(grace + STOP_SLACK, async {
             while let Some(stopped) = sink_tasks.join_next().await {
                 let Ok(stopped) = stopped else { continue };
-                report.kept.disk_buffer += stopped.kept.disk_buffer;
-                report.kept.dead_letter += stopped.kept.dead_letter;
-                report.kept.lost += stopped.kept.lost;
+                report.kept += stopped.kept;
                 if stopped.kept != Kept::default() {
                     report.sinks.push(stopped);
                 }
@@ -366,9 +364,7 @@ impl Running {
             queue.abort();
             let kept = queue.keep(Vec::new());
             if kept != Kept::default() {
-                report.kept.disk_buffer += kept.disk_buffer;
-                report.kept.dead_letter += kept.dead_letter;
-                report.kept.lost += kept.lost;
+                report.kept += kept;
                 report.sinks.push(Stopped {
                     sink: queue.name().to_string(),
                     buffer: queue.buffer_status().type_name,

@@ -137,6 +137,14 @@ pub struct Kept {
     pub lost: u64,
 }
 
+impl std::ops::AddAssign for Kept {
+    fn add_assign(&mut self, other: Kept) {
+        self.disk_buffer += other.disk_buffer;
+        self.dead_letter += other.dead_letter;
+        self.lost += other.lost;
+    }
+}
+
 /// How long to leave a failing disk alone before writing to it again.
 const DISK_RETRY: Duration = Duration::from_secs(5);
 
@@ -324,9 +332,7 @@ impl SinkQueue {
                     },
                     Overflow::DropNewest => break,
                     Overflow::Block => {
-                        self.notify.notify_one();
-                        std::thread::sleep(wait);
-                        wait = (wait * 2).min(Duration::from_millis(10));
+                        self.wait_for_room(&mut wait);
                     }
                 },
                 Err(err) => {
@@ -393,14 +399,20 @@ impl SinkQueue {
                         }
                         Err(back) => {
                             event = back;
-                            self.notify.notify_one();
-                            std::thread::sleep(wait);
-                            wait = (wait * 2).min(Duration::from_millis(10));
+                            self.wait_for_room(&mut wait);
                         }
                     }
                 }
             }
         }
+    }
+
+    /// Under `overflow = "block"`: wakes the driver and sleeps `wait`, which
+    /// doubles each time up to 10 ms.
+    fn wait_for_room(&self, wait: &mut Duration) {
+        self.notify.notify_one();
+        std::thread::sleep(*wait);
+        *wait = (*wait * 2).min(Duration::from_millis(10));
     }
 
     /// Wakes the driver.
@@ -624,9 +636,7 @@ impl SinkQueue {
             disk.log.close();
         }
         self.keep_events(memory);
-        let elsewhere = *lock(&self.kept);
-        kept.dead_letter += elsewhere.dead_letter;
-        kept.lost += elsewhere.lost;
+        kept += *lock(&self.kept);
         self.metrics.kept_on_disk.increment(kept.disk_buffer);
         self.update_gauges();
         kept
