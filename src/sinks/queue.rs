@@ -122,9 +122,12 @@ struct Recent {
     event: Arc<Event>,
 }
 
-/// How many just-written events a disk buffer keeps in memory for its driver;
-/// when the driver is further behind, it reads them from the disk.
+/// How many just-written events a disk buffer keeps in memory for its driver,
+/// and how many bytes of records they may stand for (an event in memory is
+/// about the size of its record); when the driver is further behind, it reads
+/// them from the disk.
 const RECENT_EVENTS: usize = 8192;
+const RECENT_BYTES: u64 = 8 * 1024 * 1024;
 
 /// What [`SinkQueue::keep`] did with the events still queued at a stop.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -173,8 +176,8 @@ pub struct SinkQueue {
 struct Disk {
     log: DiskLog,
     reader: Mutex<Reader>,
-    /// Events just written, oldest first (see [`Recent`]).
-    recent: Mutex<VecDeque<Recent>>,
+    /// Events just written, oldest first (see [`Recent`]), and their records' bytes.
+    recent: Mutex<(VecDeque<Recent>, u64)>,
     /// Milliseconds after `epoch` until which events go to memory because the
     /// disk refused a write; 0 while the disk is fine.
     failed_until: AtomicU64,
@@ -276,7 +279,7 @@ impl SinkQueue {
         queue.disk = Some(Disk {
             log,
             reader: Mutex::new(reader),
-            recent: Mutex::new(VecDeque::with_capacity(RECENT_EVENTS)),
+            recent: Mutex::new((VecDeque::with_capacity(RECENT_EVENTS), 0)),
             failed_until: AtomicU64::new(0),
             epoch: Instant::now(),
             error: Mutex::new(None),
@@ -692,11 +695,14 @@ pub struct BufferStatus {
 impl Disk {
     /// Keeps the events of an append just made, for the driver.
     fn remember(&self, placed: Placed, stage: &Stage) {
-        let mut recent = lock(&self.recent);
+        let mut guard = lock(&self.recent);
+        let (recent, bytes) = &mut *guard;
         let mut offset = placed.offset;
         for (i, (event, &size)) in stage.events.iter().zip(&stage.sizes).enumerate() {
-            if recent.len() == RECENT_EVENTS {
-                recent.pop_front();
+            while recent.len() >= RECENT_EVENTS
+                || (*bytes + u64::from(size) > RECENT_BYTES && !recent.is_empty())
+            {
+                Self::forget_oldest(recent, bytes);
             }
             recent.push_back(Recent {
                 seq: placed.first_seq + i as u64,
@@ -705,16 +711,24 @@ impl Disk {
                 size,
                 event: event.clone(),
             });
+            *bytes += u64::from(size);
             offset += u64::from(size);
         }
+    }
+
+    fn forget_oldest(recent: &mut VecDeque<Recent>, bytes: &mut u64) -> Option<Recent> {
+        let oldest = recent.pop_front()?;
+        *bytes -= u64::from(oldest.size);
+        Some(oldest)
     }
 
     /// The next event from memory, when the reader stands at a record just
     /// written: the reader passes over it instead of reading and decoding it.
     fn take_recent(&self, reader: &mut Reader) -> Option<Arc<Event>> {
-        let mut recent = lock(&self.recent);
+        let mut guard = lock(&self.recent);
+        let (recent, bytes) = &mut *guard;
         while recent.front().is_some_and(|r| r.seq < reader.next_seq()) {
-            recent.pop_front();
+            Self::forget_oldest(recent, bytes);
         }
         let front = recent.front()?;
         if !reader.pass_over(
@@ -725,7 +739,7 @@ impl Disk {
         ) {
             return None;
         }
-        recent.pop_front().map(|r| r.event)
+        Self::forget_oldest(recent, bytes).map(|r| r.event)
     }
 
     fn now_ms(&self) -> u64 {
