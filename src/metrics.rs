@@ -330,16 +330,28 @@ impl HostLabels {
         }
     }
 
-    /// The label for `host`, admitting it if there is room.
-    fn admit(&self, host: &str) -> Option<String> {
-        let label: String = host.chars().take(MAX_HOST_LABEL).collect();
+    /// Admits `label` (a host name already cut by [`host_label`]) if it is
+    /// known or there is room; false when it counts as `"other"`.
+    fn admit(&self, label: &str) -> bool {
         let mut admitted = self.admitted.lock().unwrap_or_else(PoisonError::into_inner);
-        if admitted.contains(&label) || admitted.len() < self.max {
-            admitted.insert(label.clone());
-            Some(label)
-        } else {
-            None
+        if admitted.contains(label) {
+            return true;
         }
+        if admitted.len() < self.max {
+            admitted.insert(label.to_string());
+            return true;
+        }
+        false
+    }
+}
+
+/// A host name cut to [`MAX_HOST_LABEL`] characters: the label, and the key
+/// every per-host map uses, so names that differ only beyond the cut share one
+/// entry (no memory grows with the names a sender makes up).
+fn host_label(host: &str) -> &str {
+    match host.char_indices().nth(MAX_HOST_LABEL) {
+        Some((end, _)) => &host[..end],
+        None => host,
     }
 }
 
@@ -415,17 +427,19 @@ impl EventCounters {
             self.unknown.count(event);
             return;
         };
-        if let Some(counters) = self.by_host.get_mut(host) {
+        let label = host_label(host);
+        if let Some(counters) = self.by_host.get_mut(label) {
             counters.count(event);
             return;
         }
-        match self.hosts.admit(host) {
-            Some(label) => self
-                .by_host
-                .entry(host.to_string())
-                .or_insert_with(|| HostCounters::new(label))
-                .count(event),
-            None => self.other.count(event),
+        // Only admitted labels get an entry: at most `metrics.max_hosts`.
+        if self.hosts.admit(label) {
+            self.by_host
+                .entry(label.to_string())
+                .or_insert_with(|| HostCounters::new(label.to_string()))
+                .count(event);
+        } else {
+            self.other.count(event);
         }
     }
 }
@@ -444,17 +458,40 @@ mod tests {
     #[test]
     fn host_labels_admit_the_first_hosts_then_say_other() {
         let hosts = HostLabels::new(2);
-        assert_eq!(hosts.admit("a").as_deref(), Some("a"));
-        assert_eq!(hosts.admit("b").as_deref(), Some("b"));
-        assert_eq!(hosts.admit("c"), None);
-        assert_eq!(hosts.admit("a").as_deref(), Some("a"));
+        assert!(hosts.admit("a"));
+        assert!(hosts.admit("b"));
+        assert!(!hosts.admit("c"));
+        assert!(hosts.admit("a"));
     }
 
     #[test]
-    fn overlong_host_names_are_cut() {
-        let hosts = HostLabels::new(5);
+    fn overlong_host_names_are_cut_on_a_character_boundary() {
+        assert_eq!(host_label(&"x".repeat(200)).len(), MAX_HOST_LABEL);
+        let wide = "é".repeat(100);
+        assert_eq!(host_label(&wide).chars().count(), MAX_HOST_LABEL);
+        assert_eq!(host_label("short"), "short");
+    }
+
+    #[test]
+    fn names_differing_beyond_the_cut_share_one_entry() {
+        let mut counters = EventCounters::new(Arc::new(HostLabels::new(50)));
+        let mut parser = crate::parse::Parser::new(&crate::parse::ParseConfig::default()).unwrap();
+        let fixture = include_str!("../fixtures/datagrams/engine_error.txt").trim_end();
+        let prefix = "h".repeat(MAX_HOST_LABEL);
+        for i in 0..500 {
+            let datagram = fixture.replace(";pro2-win1;", &format!(";{prefix}{i};"));
+            let event = parser
+                .parse(
+                    datagram.as_bytes(),
+                    "127.0.0.1:1".parse().unwrap(),
+                    jiff::Timestamp::UNIX_EPOCH,
+                )
+                .unwrap();
+            counters.count(&event);
+        }
+        assert_eq!(counters.by_host.len(), 1);
         assert_eq!(
-            hosts.admit(&"x".repeat(200)).map(|l| l.len()),
+            counters.by_host.keys().next().map(String::len),
             Some(MAX_HOST_LABEL)
         );
     }

@@ -150,8 +150,19 @@ impl EventBuilder {
         self.event.truncated = true;
     }
 
-    /// Finishes the event.
-    pub fn build(self) -> Event {
+    /// Finishes the event. When the text buffer is much larger than the values
+    /// kept (a long datagram whose text was cut, or a buffer sized for the whole
+    /// datagram), the values are copied into a buffer of their own size, so a
+    /// queued event holds only what the sinks need.
+    pub fn build(mut self) -> Event {
+        let used = self.event.used_text_bytes();
+        if self.event.text.capacity() > used.saturating_mul(2) + COMPACT_SLACK {
+            self.event.compact(used);
+        }
         self.event
     }
 }
+
+/// Unused text-buffer bytes an event may keep without being compacted (the
+/// separators and skipped fields of an ordinary datagram stay well under it).
+const COMPACT_SLACK: usize = 1024;

@@ -418,6 +418,60 @@ impl Event {
         &self.text[span.start as usize..span.end as usize]
     }
 
+    /// The spans in use: the tag's and every field's that has a value.
+    fn spans_in_use(&self) -> impl Iterator<Item = Span> + '_ {
+        let present = self.values | self.raws;
+        std::iter::once(self.tag).chain(
+            Field::ALL
+                .iter()
+                .filter(move |&&field| present & field_bit(field) != 0)
+                .map(|&field| self.spans[field as usize]),
+        )
+    }
+
+    /// Bytes of text the event's values use (a value shared by two fields
+    /// counts twice).
+    fn used_text_bytes(&self) -> usize {
+        self.spans_in_use()
+            .map(|span| (span.end - span.start) as usize)
+            .sum()
+    }
+
+    /// Copies the values into a text buffer of `used` bytes and points the
+    /// spans into it.
+    fn compact(&mut self, used: usize) {
+        let mut text = String::with_capacity(used);
+        let moved = |span: Span, text: &mut String| {
+            let start = text.len();
+            text.push_str(&self.text[span.start as usize..span.end as usize]);
+            Span {
+                start: start as u32,
+                end: text.len() as u32,
+            }
+        };
+        let tag = moved(self.tag, &mut text);
+        let present = self.values | self.raws;
+        let mut spans = [Span::default(); Field::COUNT];
+        for &field in Field::ALL {
+            if present & field_bit(field) != 0 {
+                spans[field as usize] = moved(self.spans[field as usize], &mut text);
+            }
+        }
+        self.tag = tag;
+        self.spans = spans;
+        self.text = text;
+    }
+
+    /// About how much memory the event holds, in bytes: what queue byte
+    /// budgets count.
+    pub fn memory_bytes(&self) -> usize {
+        // The Arc the pipeline shares it in adds two counters.
+        std::mem::size_of::<Event>()
+            + 2 * std::mem::size_of::<usize>()
+            + self.text.capacity()
+            + self.categories.capacity() * std::mem::size_of::<Category>()
+    }
+
     /// The host name from the datagram.
     pub fn host(&self) -> Option<&str> {
         self.get(Field::Host)

@@ -212,6 +212,29 @@ fn long_message_is_cut_and_flagged() {
 }
 
 #[test]
+fn an_event_cut_from_a_long_datagram_keeps_only_what_it_uses() {
+    // A 60 KB message cut to the default 16 KiB: the queued event must not
+    // hold the whole datagram.
+    let fixture = include_str!("../../fixtures/datagrams/engine_error.txt").trim_end();
+    let long = "x".repeat(60_000);
+    let datagram = fixture.replace("could not be opened: file not found", &long);
+    let event = parse(datagram.as_bytes()).unwrap();
+    assert!(event.truncated);
+    assert_eq!(event.message().map(str::len), Some(16 * 1024));
+    assert!(
+        event.memory_bytes() < 16 * 1024 + 4096,
+        "{} bytes",
+        event.memory_bytes()
+    );
+    // What the event says is unchanged by keeping less: it reads like the
+    // event of a datagram whose message was that long to begin with.
+    let exact = parse(datagram.replace(&long, &long[..16 * 1024]).as_bytes()).unwrap();
+    let mut expected = json(&exact);
+    expected["truncated"] = Value::Bool(true);
+    assert_eq!(json(&event), expected);
+}
+
+#[test]
 fn unknown_level_is_kept_raw() {
     let event =
         parse(b"/qseow-engine/;1;20240519T120312.114+0200;;VERBOSE;h;S;U;m;;;;;;;;;;").unwrap();
