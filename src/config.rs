@@ -119,6 +119,10 @@ pub struct PipelineConfig {
     /// Batches (one socket read each) waiting for a worker before new ones are dropped.
     #[serde(default = "default_queue_batches")]
     pub queue_batches: usize,
+    /// Bytes of datagrams waiting for a worker before new ones are dropped
+    /// (the same drop, counted the same way, as a full `queue_batches`).
+    #[serde(default = "default_queue_bytes")]
+    pub queue_bytes: u64,
     /// How long shutdown may take to drain queues and flush sinks, in milliseconds.
     #[serde(default = "default_shutdown_grace_ms")]
     pub shutdown_grace_ms: u64,
@@ -132,6 +136,10 @@ fn default_queue_batches() -> usize {
     4096
 }
 
+fn default_queue_bytes() -> u64 {
+    64 * 1024 * 1024
+}
+
 fn default_shutdown_grace_ms() -> u64 {
     10_000
 }
@@ -141,6 +149,7 @@ impl Default for PipelineConfig {
         PipelineConfig {
             workers: default_workers(),
             queue_batches: default_queue_batches(),
+            queue_bytes: default_queue_bytes(),
             shutdown_grace_ms: default_shutdown_grace_ms(),
         }
     }
@@ -357,6 +366,14 @@ impl Config {
         if self.pipeline.queue_batches == 0 {
             return invalid("pipeline.queue_batches", "must be at least 1".into());
         }
+        if self.pipeline.queue_bytes < MIN_QUEUE_BYTES {
+            return invalid(
+                "pipeline.queue_bytes",
+                format!(
+                    "must be at least {MIN_QUEUE_BYTES} (1 MiB); the default is 67108864 (64 MiB)"
+                ),
+            );
+        }
         if let Err(err) = crate::parse::Parser::new(&self.parse) {
             let key = self
                 .parse
@@ -418,6 +435,14 @@ impl Config {
             let delivery = &sink.delivery;
             if delivery.queue_events == 0 {
                 return invalid(&key("queue_events"), "must be at least 1".into());
+            }
+            if delivery.queue_bytes < MIN_QUEUE_BYTES {
+                return invalid(
+                    &key("queue_bytes"),
+                    format!(
+                        "must be at least {MIN_QUEUE_BYTES} (1 MiB); the default is 134217728 (128 MiB)"
+                    ),
+                );
             }
             if delivery.batch_max_events == 0 {
                 return invalid(&key("batch_max_events"), "must be at least 1".into());
@@ -543,6 +568,10 @@ fn expand_value(value: &mut toml::Value, path: &str) -> Result<(), (String, Stri
 fn is_reference(text: &str) -> bool {
     (text.starts_with("${") && text.ends_with('}')) || text.starts_with("file:")
 }
+
+/// The smallest byte budget a queue may have: room for a few of the largest
+/// datagrams.
+pub const MIN_QUEUE_BYTES: u64 = 1024 * 1024;
 
 /// The fix for an empty or unusable allowlist.
 pub const EMPTY_ALLOWLIST: &str = "the allowlist is empty, so herald would accept no datagram. \

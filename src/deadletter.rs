@@ -4,11 +4,13 @@
 //! datagrams that did not parse (raw bytes as base64 plus an escaped preview, the
 //! sender and the reason) and events a sink gave up on (the event, the sink and its
 //! error). Producers hand records to [`DeadLetters::send`], which never blocks; a
-//! writer thread appends them to a [`RotatingFile`]. When no file is configured,
-//! or the writer's queue is full, the record is counted as lost.
+//! writer thread appends them to a [`RotatingFile`]. The writer's queue is
+//! bounded in records (`queue_records`) and bytes (`queue_bytes`); when no file
+//! is configured, or the queue is full, the record is counted as lost.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
@@ -18,6 +20,7 @@ use metrics::{Counter, counter};
 use serde::{Deserialize, Serialize};
 use tracing::error;
 
+use crate::budget::ByteBudget;
 use crate::event::{Event, json_string, write_rfc3339};
 use crate::metrics::{DEAD_LETTERS, DEAD_LETTERS_LOST};
 use crate::sinks::file::RotatingFile;
@@ -37,6 +40,10 @@ pub struct DeadLetterConfig {
     /// Records waiting to be written before new ones are counted as lost.
     #[serde(default = "default_queue_records")]
     pub queue_records: usize,
+    /// Bytes of records waiting to be written before new ones are counted as
+    /// lost (a record of a 64 KB datagram is about 150 KB).
+    #[serde(default = "default_queue_bytes")]
+    pub queue_bytes: u64,
 }
 
 fn default_max_bytes() -> u64 {
@@ -49,6 +56,10 @@ fn default_max_files() -> u32 {
 
 fn default_queue_records() -> usize {
     10_000
+}
+
+fn default_queue_bytes() -> u64 {
+    16 * 1024 * 1024
 }
 
 /// One line for the dead-letter file, already encoded.
@@ -183,6 +194,8 @@ pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
 #[derive(Debug, Clone)]
 pub struct DeadLetters {
     tx: Option<Sender<Message>>,
+    /// The bytes of the records queued for the writer.
+    budget: Arc<ByteBudget>,
     lost: Counter,
 }
 
@@ -192,6 +205,7 @@ impl DeadLetters {
         let _ = register_reasons();
         DeadLetters {
             tx: None,
+            budget: Arc::new(ByteBudget::new(0)),
             lost: counter!(DEAD_LETTERS_LOST),
         }
     }
@@ -202,9 +216,17 @@ impl DeadLetters {
             self.lost.increment(1);
             return;
         };
+        let size = record.line.len() as u64;
+        if !self.budget.try_take(size) {
+            self.lost.increment(1);
+            return;
+        }
         match tx.try_send(Message::Record(record)) {
             Ok(()) => {}
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => self.lost.increment(1),
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.budget.release(size);
+                self.lost.increment(1);
+            }
         }
     }
 
@@ -215,9 +237,20 @@ impl DeadLetters {
             self.lost.increment(1);
             return false;
         };
-        match tx.send_timeout(Message::Record(record), patience) {
+        let size = record.line.len() as u64;
+        let deadline = std::time::Instant::now() + patience;
+        while !self.budget.try_take(size) {
+            if std::time::Instant::now() >= deadline {
+                self.lost.increment(1);
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match tx.send_timeout(Message::Record(record), left) {
             Ok(()) => true,
             Err(_) => {
+                self.budget.release(size);
                 self.lost.increment(1);
                 false
             }
@@ -247,12 +280,15 @@ impl DeadLetters {
 pub fn start(config: &DeadLetterConfig) -> std::io::Result<(DeadLetters, JoinHandle<()>)> {
     let file = RotatingFile::open(&config.path, config.max_bytes, config.max_files)?;
     let (tx, rx) = crossbeam_channel::bounded(config.queue_records.max(1));
+    let budget = Arc::new(ByteBudget::new(config.queue_bytes));
+    let writer_budget = budget.clone();
     let handle = std::thread::Builder::new()
         .name("dead letters".into())
-        .spawn(move || write_records(file, rx))?;
+        .spawn(move || write_records(file, rx, &writer_budget))?;
     Ok((
         DeadLetters {
             tx: Some(tx),
+            budget,
             lost: counter!(DEAD_LETTERS_LOST),
         },
         handle,
@@ -275,7 +311,10 @@ fn register_reasons() -> [Counter; REASONS.len()] {
     REASONS.map(|reason| counter!(DEAD_LETTERS, "reason" => reason))
 }
 
-fn write_records(mut file: RotatingFile, rx: Receiver<Message>) {
+/// The writer appends at most about this many bytes of records at once.
+const WRITE_CHUNK_BYTES: usize = 1024 * 1024;
+
+fn write_records(mut file: RotatingFile, rx: Receiver<Message>, budget: &ByteBudget) {
     let lost = counter!(DEAD_LETTERS_LOST);
     let written = register_reasons();
     let count = |reason: &str| {
@@ -287,10 +326,17 @@ fn write_records(mut file: RotatingFile, rx: Receiver<Message>) {
     let mut buffer = Vec::new();
     let mut reasons = Vec::new();
     let mut finished = false;
-    while !finished && let Ok(first) = rx.recv() {
+    let mut pending: Option<Message> = None;
+    while !finished && let Some(first) = pending.take().or_else(|| rx.recv().ok()) {
         buffer.clear();
         reasons.clear();
         for message in std::iter::once(first).chain(rx.try_iter().take(1000)) {
+            if buffer.len() >= WRITE_CHUNK_BYTES {
+                // Keep the rest queued (and counted in the budget) for the
+                // next write.
+                pending = Some(message);
+                break;
+            }
             match message {
                 Message::Record(record) => {
                     buffer.extend_from_slice(&record.line);
@@ -305,6 +351,8 @@ fn write_records(mut file: RotatingFile, rx: Receiver<Message>) {
         if buffer.is_empty() {
             continue;
         }
+        // The records are out of the queue: their bytes are the writer's now.
+        budget.release(buffer.len() as u64);
         match file.append(&buffer) {
             Ok(()) => {
                 for counter in reasons.iter().filter_map(|reason| count(reason)) {
@@ -368,6 +416,29 @@ mod tests {
     }
 
     #[test]
+    fn queued_records_are_bounded_in_bytes() {
+        let (tx, rx) = crossbeam_channel::bounded(1000);
+        let dead = DeadLetters {
+            tx: Some(tx),
+            budget: Arc::new(ByteBudget::new(200_000)),
+            lost: counter!(DEAD_LETTERS_LOST),
+        };
+        let garbage = vec![0x01u8; 65_507];
+        for _ in 0..10 {
+            dead.send(Record::datagram(
+                Timestamp::UNIX_EPOCH,
+                "127.0.0.1:5000".parse().unwrap(),
+                "unknown_tag",
+                "unknown tag",
+                &garbage,
+            ));
+        }
+        let queued: Vec<_> = rx.try_iter().collect();
+        assert!(!queued.is_empty() && queued.len() < 10, "{}", queued.len());
+        assert!(dead.budget.used() <= 200_000 + 500_000);
+    }
+
+    #[test]
     fn records_reach_the_file_and_the_thread_ends_with_its_handles() {
         let dir = tempfile::tempdir().unwrap();
         let config = DeadLetterConfig {
@@ -375,6 +446,7 @@ mod tests {
             max_bytes: default_max_bytes(),
             max_files: 1,
             queue_records: 10,
+            queue_bytes: default_queue_bytes(),
         };
         let (dead, writer) = start(&config).unwrap();
         dead.send(Record::datagram(

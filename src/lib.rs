@@ -23,9 +23,11 @@
 //! * [`appenders`]: the `LocalLogConfig.xml` files that point Sense at herald.
 //! * [`secret`]: passwords and tokens from the environment or files, redacted.
 //! * [`throttle`]: keeps bad input from flooding the log.
+//! * [`budget`]: byte budgets for the queues that hold what the network sent.
 #![warn(missing_docs)]
 
 pub mod appenders;
+pub mod budget;
 pub mod buffer;
 pub mod config;
 pub mod deadletter;

@@ -63,6 +63,10 @@ pub const SINK_RETRIES: &str = "herald_sink_retries_total";
 pub const SINK_QUEUE_DEPTH: &str = "herald_sink_queue_depth";
 /// Capacity of a sink's queue.
 pub const SINK_QUEUE_CAPACITY: &str = "herald_sink_queue_capacity";
+/// Bytes of the events in a sink's memory queue.
+pub const SINK_QUEUE_BYTES: &str = "herald_sink_queue_bytes";
+/// The most bytes of events a sink's memory queue may hold.
+pub const SINK_QUEUE_MAX_BYTES: &str = "herald_sink_queue_max_bytes";
 /// Events waiting in a sink's disk buffer.
 pub const BUFFER_EVENTS: &str = "herald_buffer_events";
 /// Bytes of a sink's disk buffer on disk.
@@ -260,6 +264,10 @@ pub struct SinkMetrics {
     pub queue_depth: Gauge,
     /// Queue capacity.
     pub queue_capacity: Gauge,
+    /// Bytes of the events in the memory queue.
+    pub queue_bytes: Gauge,
+    /// The memory queue's byte budget.
+    pub queue_max_bytes: Gauge,
     /// Receive-to-delivery latency (sampled, see the sink driver).
     pub latency: Histogram,
     /// Events in the disk buffer.
@@ -296,6 +304,8 @@ impl SinkMetrics {
             ),
             queue_depth: gauge!(SINK_QUEUE_DEPTH, "sink" => sink.clone()),
             queue_capacity: gauge!(SINK_QUEUE_CAPACITY, "sink" => sink.clone()),
+            queue_bytes: gauge!(SINK_QUEUE_BYTES, "sink" => sink.clone()),
+            queue_max_bytes: gauge!(SINK_QUEUE_MAX_BYTES, "sink" => sink.clone()),
             latency: histogram!(EVENT_LATENCY, "sink" => sink.clone()),
             buffer_events: gauge!(BUFFER_EVENTS, "sink" => sink.clone()),
             buffer_bytes: gauge!(BUFFER_BYTES, "sink" => sink.clone()),

@@ -25,6 +25,7 @@ use metrics::gauge;
 use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
+use crate::budget::ByteBudget;
 use crate::config::{Config, EMPTY_ALLOWLIST};
 use crate::deadletter::{self, DeadLetters, Record};
 use crate::ingest::allowlist::{AllowEntry, Resolution, SharedAllowlist, resolve};
@@ -198,14 +199,15 @@ pub fn start(config: &Config) -> Result<Running, PipelineError> {
     let queues: Vec<_> = routes.iter().map(|route| route.queue.clone()).collect();
 
     let (tx, rx) = crossbeam_channel::bounded::<Batch>(config.pipeline.queue_batches);
+    let handoff = Arc::new(ByteBudget::new(config.pipeline.queue_bytes));
     let shared = Arc::new(WorkerShared {
         routes,
-        // Validated with the config.
         // Validated with the config.
         enricher: Enricher::new(&config.tags, &config.categorise).unwrap_or_default(),
         dead: dead.clone(),
         metrics: WorkerMetrics::register(),
         hosts: Arc::new(HostLabels::new(config.metrics.max_hosts)),
+        handoff: handoff.clone(),
     });
     let parser = Parser::new(&config.parse)
         .map_err(|err| PipelineError::Thread(std::io::Error::other(err)))?;
@@ -243,6 +245,7 @@ pub fn start(config: &Config) -> Result<Running, PipelineError> {
                 &config.ingest,
                 allowlist.clone(),
                 tx.clone(),
+                handoff.clone(),
                 stop.clone(),
             )
             .map_err(PipelineError::Thread)?,
@@ -424,6 +427,9 @@ struct WorkerShared {
     dead: DeadLetters,
     metrics: WorkerMetrics,
     hosts: Arc<HostLabels>,
+    /// The ingest hand-off's byte budget: a worker gives a batch's bytes back
+    /// once it is done with the batch.
+    handoff: Arc<ByteBudget>,
 }
 
 /// A parse/route worker: runs until every ingest thread is gone and the channel is empty.
@@ -498,6 +504,7 @@ fn work(
                 route.queue.commit(stage);
             }
         }
+        shared.handoff.release(batch.bytes);
     }
 }
 

@@ -155,6 +155,7 @@ pub async fn replay(
             max_bytes: 0,
             max_files: 1,
             queue_records: 10_000,
+            queue_bytes: 16 * 1024 * 1024,
         })
         .map_err(|source| ReplayError::Out {
             path: out_path.clone(),

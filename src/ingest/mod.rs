@@ -22,6 +22,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Deserializer, Serialize};
 use tracing::{error, info, warn};
 
+use crate::budget::ByteBudget;
 use crate::metrics::IngestMetrics;
 use crate::throttle::{KeyedThrottle, Throttle};
 use allowlist::{AllowlistReader, SharedAllowlist};
@@ -89,6 +90,9 @@ pub struct Batch {
     pub received_at: Timestamp,
     /// The datagrams.
     pub datagrams: Vec<Received>,
+    /// The bytes it holds, taken from the hand-off's [`ByteBudget`]; whoever
+    /// is done with the batch gives them back.
+    pub bytes: u64,
 }
 
 /// One accepted datagram.
@@ -164,6 +168,7 @@ pub fn spawn(
     config: &IngestConfig,
     allowlist: Arc<SharedAllowlist>,
     tx: Sender<Batch>,
+    budget: Arc<ByteBudget>,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<JoinHandle<()>> {
     let metrics = IngestMetrics::register(&listener.name);
@@ -181,6 +186,7 @@ pub fn spawn(
                 receiver,
                 allowlist: AllowlistReader::new(allowlist),
                 tx,
+                budget,
                 metrics,
                 kernel_drops_seen: 0,
                 denied_log: KeyedThrottle::new(Duration::from_secs(60), 1024),
@@ -197,6 +203,7 @@ struct ReceiveLoop {
     receiver: socket::Receiver,
     allowlist: AllowlistReader,
     tx: Sender<Batch>,
+    budget: Arc<ByteBudget>,
     metrics: IngestMetrics,
     kernel_drops_seen: u32,
     denied_log: KeyedThrottle<std::net::IpAddr>,
@@ -292,6 +299,11 @@ impl ReceiveLoop {
                 continue;
             }
             let buffer = arena.split().freeze();
+            let bytes = (buffer.len() + accepted.len() * std::mem::size_of::<Received>()) as u64;
+            if !self.budget.try_take(bytes) {
+                self.behind(accepted.len(), now);
+                continue;
+            }
             let batch = Batch {
                 received_at: Timestamp::now(),
                 datagrams: accepted
@@ -301,20 +313,26 @@ impl ReceiveLoop {
                         peer,
                     })
                     .collect(),
+                bytes,
             };
             match self.tx.try_send(batch) {
                 Ok(()) => {}
                 Err(TrySendError::Full(batch)) => {
-                    self.metrics
-                        .queue_full
-                        .increment(batch.datagrams.len() as u64);
-                    if let Some(held_back) = self.queue_full_log.allow(now) {
-                        warn!(listener = %self.name, dropped = batch.datagrams.len(), held_back,
-                            "parse workers are behind; dropped datagrams (raise pipeline.queue_batches or pipeline.workers)");
-                    }
+                    self.budget.release(batch.bytes);
+                    self.behind(batch.datagrams.len(), now);
                 }
                 Err(TrySendError::Disconnected(_)) => return,
             }
+        }
+    }
+
+    /// Counts (and logs, throttled) a batch dropped because the hand-off to
+    /// the parse workers is full, in batches or in bytes.
+    fn behind(&mut self, dropped: usize, now: Instant) {
+        self.metrics.queue_full.increment(dropped as u64);
+        if let Some(held_back) = self.queue_full_log.allow(now) {
+            warn!(listener = %self.name, dropped, held_back,
+                "parse workers are behind; dropped datagrams (raise pipeline.workers, pipeline.queue_batches or pipeline.queue_bytes)");
         }
     }
 

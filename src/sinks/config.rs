@@ -134,6 +134,10 @@ pub struct DeliveryConfig {
     /// memory while the disk refuses writes).
     #[serde(default = "default_queue_events")]
     pub queue_events: usize,
+    /// Bytes of events the memory buffer holds (whichever of `queue_events`
+    /// and `queue_bytes` is reached first makes the buffer full).
+    #[serde(default = "default_queue_bytes")]
+    pub queue_bytes: u64,
     /// What a full queue does: `drop_oldest`, `drop_newest` or `block`.
     #[serde(default)]
     pub overflow: Overflow,
@@ -160,10 +164,11 @@ pub struct DeliveryConfig {
 }
 
 /// The keys of [`DeliveryConfig`], for splitting a sink table.
-const DELIVERY_KEYS: [&str; 10] = [
+const DELIVERY_KEYS: [&str; 11] = [
     "match",
     "buffer",
     "queue_events",
+    "queue_bytes",
     "overflow",
     "batch_max_events",
     "flush_interval_ms",
@@ -175,6 +180,10 @@ const DELIVERY_KEYS: [&str; 10] = [
 
 fn default_queue_events() -> usize {
     100_000
+}
+
+fn default_queue_bytes() -> u64 {
+    128 * 1024 * 1024
 }
 
 fn default_retry_initial_ms() -> u64 {

@@ -121,6 +121,12 @@ pub struct Stopped {
     pub kept: Kept,
 }
 
+/// The most bytes of events (as [`Event::memory_bytes`] counts them) one batch
+/// takes from the queue: a batch is delivered when it reaches this or
+/// `batch_max_events`, so a batch of long events cannot hold much memory
+/// outside the queue's own budget.
+pub const BATCH_MAX_BYTES: usize = 8 * 1024 * 1024;
+
 /// Runs `sink` until its queue is closed and drained, or until the stop's
 /// grace period ends ([`SinkQueue::abort`]); then keeps what is left (see
 /// [`SinkQueue::keep`]) and says where.
@@ -135,13 +141,15 @@ pub async fn run<S: Sink>(
     let flush_interval = Duration::from_millis(config.flush_interval_ms);
     let mut batch: Vec<Arc<Event>> = Vec::with_capacity(max);
     let mut origins: Vec<Origin> = Vec::with_capacity(max);
+    let mut batch_bytes = 0usize;
     let mut deadline: Option<Instant> = None;
     let mut dirty = false;
     let mut latency = LatencySampler::new(max);
     while queue.phase() < Phase::Aborted {
-        while batch.len() < max {
+        while batch.len() < max && batch_bytes < BATCH_MAX_BYTES {
             match queue.pop() {
                 Some((event, origin)) => {
+                    batch_bytes += event.memory_bytes();
                     batch.push(event);
                     origins.push(origin);
                 }
@@ -151,12 +159,14 @@ pub async fn run<S: Sink>(
         queue.update_gauges();
         let closed = queue.is_closed();
         let due = deadline.is_some_and(|d| Instant::now() >= d);
-        if !batch.is_empty() && (batch.len() >= max || closed || due) {
+        let full = batch.len() >= max || batch_bytes >= BATCH_MAX_BYTES;
+        if !batch.is_empty() && (full || closed || due) {
             match deliver(&mut sink, &status, &config, &dead, &batch, &mut latency).await {
                 Delivered::Done => {
                     queue.ack();
                     batch.clear();
                     origins.clear();
+                    batch_bytes = 0;
                     deadline = None;
                     dirty = true;
                     continue;
@@ -392,7 +402,7 @@ mod tests {
     use super::*;
     use crate::metrics::SinkMetrics;
     use crate::parse::{ParseConfig, Parser};
-    use crate::sinks::queue::{Overflow, Stage};
+    use crate::sinks::queue::{Capacity, Overflow, Stage};
 
     /// Fails the first `failures` deliveries, then records what it gets.
     struct Flaky {
@@ -461,7 +471,10 @@ mod tests {
     ) -> Outcome {
         let queue = Arc::new(SinkQueue::new(
             "test",
-            100,
+            Capacity {
+                events: 100,
+                bytes: 1 << 30,
+            },
             Overflow::DropOldest,
             SinkMetrics::register("test"),
             dead.clone(),
@@ -553,6 +566,7 @@ mod tests {
             max_bytes: 0,
             max_files: 1,
             queue_records: 10,
+            queue_bytes: 16 * 1024 * 1024,
         })
         .unwrap();
         let outcome = drive_with(
@@ -630,7 +644,10 @@ mod tests {
         }
         let queue = Arc::new(SinkQueue::new(
             "capped",
-            10,
+            Capacity {
+                events: 10,
+                bytes: 1 << 30,
+            },
             Overflow::DropOldest,
             SinkMetrics::register("capped"),
             DeadLetters::disabled(),

@@ -93,15 +93,43 @@ impl RotatingFile {
         Ok(())
     }
 
-    /// Appends `bytes` (whole lines), rotating first if they would not fit.
+    /// Appends `bytes` (whole lines). Lines that would take the file past
+    /// `max_bytes` go to the next file: the file rotates between lines, so it
+    /// never passes `max_bytes` except by a single line longer than that,
+    /// which gets a file of its own.
     ///
     /// # Errors
     ///
     /// When writing or rotating fails; the next call tries to reopen the file.
-    pub fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
-        if self.max_bytes > 0 && self.size > 0 && self.size + bytes.len() as u64 > self.max_bytes {
-            self.rotate()?;
+    /// Lines before the failure may have been written.
+    pub fn append(&mut self, mut bytes: &[u8]) -> io::Result<()> {
+        while !bytes.is_empty() {
+            let take = match self.room() {
+                Some(room) if bytes.len() as u64 > room => {
+                    // `room` is below `bytes.len()`, so it fits in usize.
+                    match memchr::memrchr(b'\n', &bytes[..room as usize]) {
+                        Some(end) => end + 1,
+                        None if self.size > 0 => {
+                            self.rotate()?;
+                            continue;
+                        }
+                        None => memchr::memchr(b'\n', bytes).map_or(bytes.len(), |end| end + 1),
+                    }
+                }
+                _ => bytes.len(),
+            };
+            self.write(&bytes[..take])?;
+            bytes = &bytes[take..];
         }
+        Ok(())
+    }
+
+    /// Bytes that still fit before the file must rotate; `None`: no limit.
+    fn room(&self) -> Option<u64> {
+        (self.max_bytes > 0).then(|| self.max_bytes.saturating_sub(self.size))
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
         if self.file.is_none() {
             self.reopen()?;
         }
@@ -274,6 +302,50 @@ mod tests {
         assert_eq!(read("events.jsonl.1"), "cccccc\n");
         assert_eq!(read("events.jsonl.2"), "bbbbbb\n");
         assert!(!dir.path().join("sub/events.jsonl.3").exists());
+    }
+
+    #[test]
+    fn one_large_write_rotates_between_lines_and_stays_within_max_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dead.jsonl");
+        let mut file = RotatingFile::open(&path, 100, 50).unwrap();
+        let lines: Vec<String> = (0..40)
+            .map(|i| format!("line {i:02} {}\n", "x".repeat(i % 17)))
+            .collect();
+        // A line longer than max_bytes on its own, in the middle.
+        let long = format!("{}\n", "L".repeat(250));
+        let mut batch = lines[..20].concat();
+        batch.push_str(&long);
+        batch.push_str(&lines[20..].concat());
+        file.append(batch.as_bytes()).unwrap();
+        let mut files: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .collect();
+        // Oldest first: the highest number is the oldest, the live file newest.
+        files.sort_by_key(|p| {
+            std::cmp::Reverse(
+                p.extension()
+                    .and_then(|e| e.to_str())
+                    .and_then(|e| e.parse::<u32>().ok())
+                    .unwrap_or(0),
+            )
+        });
+        let mut seen = String::new();
+        for path in &files {
+            let text = fs::read_to_string(path).unwrap();
+            assert!(text.ends_with('\n'), "{} ends mid-line", path.display());
+            if text != long {
+                assert!(
+                    text.len() <= 100,
+                    "{}: {} bytes",
+                    path.display(),
+                    text.len()
+                );
+            }
+            seen.push_str(&text);
+        }
+        assert_eq!(seen, batch, "every line exactly once, in order");
     }
 
     fn sink(dir: &Path, sync_interval_ms: u64) -> FileSink {

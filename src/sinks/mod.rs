@@ -38,7 +38,7 @@ use crate::metrics::SinkMetrics;
 use alert::{AlertSink, Notifier};
 pub use config::{DeliveryConfig, NullConfig, SinkConfig, SinkKind};
 use driver::{SinkStatus, Stopped};
-use queue::SinkQueue;
+use queue::{Capacity, SinkQueue};
 
 /// A destination for events.
 pub trait Sink: Send + 'static {
@@ -146,7 +146,10 @@ pub fn spawn_all(
     for (name, config) in sinks {
         let queue = SinkQueue::open(
             name,
-            config.delivery.queue_events,
+            Capacity {
+                events: config.delivery.queue_events,
+                bytes: config.delivery.queue_bytes,
+            },
             config.delivery.overflow,
             &config.delivery.buffer,
             &buffer_dir(data_dir, name),

@@ -4,7 +4,9 @@
 //! Parse workers (plain threads) push; the sink's driver (a tokio task) pops.
 //!
 //! * A **memory** buffer is a lock-free ring ([`ArrayQueue`]) of `queue_events`
-//!   events; a [`Notify`] wakes the driver once per pushed batch, not per event.
+//!   events holding at most `queue_bytes` ([`ByteBudget`]; an event counts
+//!   [`Event::memory_bytes`]); a [`Notify`] wakes the driver once per pushed
+//!   batch, not per event.
 //! * A **disk** buffer frames each event into the worker's [`Stage`] and
 //!   appends the whole batch to the sink's [`DiskLog`] with one write; the
 //!   driver reads events back and acknowledges each batch once the sink has
@@ -31,6 +33,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, watch};
 use tracing::{error, warn};
 
+use crate::budget::ByteBudget;
 use crate::buffer::disk::{Append, DiskLog, OpenError, Placed, Reader};
 use crate::buffer::{BufferConfig, record};
 use crate::deadletter::{self, DeadLetters, Record};
@@ -148,6 +151,15 @@ impl std::ops::AddAssign for Kept {
     }
 }
 
+/// How much a sink's memory buffer holds: events, and bytes of events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capacity {
+    /// Events (`queue_events`).
+    pub events: usize,
+    /// Bytes, as [`Event::memory_bytes`] counts them (`queue_bytes`).
+    pub bytes: u64,
+}
+
 /// How long to leave a failing disk alone before writing to it again.
 const DISK_RETRY: Duration = Duration::from_secs(5);
 
@@ -156,6 +168,8 @@ const DISK_RETRY: Duration = Duration::from_secs(5);
 pub struct SinkQueue {
     name: String,
     ring: ArrayQueue<Arc<Event>>,
+    /// The bytes of the events in `ring`.
+    budget: ByteBudget,
     overflow: Overflow,
     notify: Notify,
     stop: watch::Sender<StopState>,
@@ -204,19 +218,21 @@ fn chain(err: &dyn std::error::Error) -> String {
 }
 
 impl SinkQueue {
-    /// A memory-buffered queue of `capacity` events.
+    /// A memory-buffered queue of `capacity`.
     pub fn new(
         name: &str,
-        capacity: usize,
+        capacity: Capacity,
         overflow: Overflow,
         metrics: SinkMetrics,
         dead: DeadLetters,
     ) -> SinkQueue {
-        metrics.queue_capacity.set(capacity as f64);
+        metrics.queue_capacity.set(capacity.events as f64);
+        metrics.queue_max_bytes.set(capacity.bytes as f64);
         metrics.buffer_max_bytes.set(0.0);
         SinkQueue {
             name: name.to_string(),
-            ring: ArrayQueue::new(capacity.max(1)),
+            ring: ArrayQueue::new(capacity.events.max(1)),
+            budget: ByteBudget::new(capacity.bytes),
             overflow,
             notify: Notify::new(),
             stop: watch::Sender::new(StopState::default()),
@@ -241,7 +257,7 @@ impl SinkQueue {
     /// keeps its events in memory for this run.
     pub fn open(
         name: &str,
-        capacity: usize,
+        capacity: Capacity,
         overflow: Overflow,
         buffer: &BufferConfig,
         dir: &Path,
@@ -357,7 +373,7 @@ impl SinkQueue {
     /// to the disk too, so a crash cannot lose them now.
     fn move_fallback_to_disk(&self, disk: &Disk) {
         let mut stage = Stage::default();
-        while let Some(event) = self.ring.pop() {
+        while let Some(event) = self.ring_pop() {
             stage.add(event);
         }
         if stage.events.is_empty() {
@@ -377,14 +393,29 @@ impl SinkQueue {
             self.keep_events(std::iter::once(event));
             return;
         }
+        let size = event.memory_bytes() as u64;
         match self.overflow {
             Overflow::DropOldest => {
-                if self.ring.force_push(event).is_some() {
+                // Make room in bytes by dropping the oldest; if the ring is
+                // empty meanwhile (the driver took them), the event fits.
+                while !self.budget.try_take(size) {
+                    if self.ring_pop().is_some() {
+                        self.metrics.queue_full.increment(1);
+                    } else {
+                        self.budget.take(size);
+                        break;
+                    }
+                }
+                if let Some(oldest) = self.ring.force_push(event) {
+                    self.budget.release(oldest.memory_bytes() as u64);
                     self.metrics.queue_full.increment(1);
                 }
             }
             Overflow::DropNewest => {
-                if self.ring.push(event).is_err() {
+                if !self.budget.try_take(size) {
+                    self.metrics.queue_full.increment(1);
+                } else if self.ring.push(event).is_err() {
+                    self.budget.release(size);
                     self.metrics.queue_full.increment(1);
                 }
             }
@@ -392,22 +423,32 @@ impl SinkQueue {
                 let mut event = event;
                 let mut wait = Duration::from_micros(50);
                 loop {
-                    match self.ring.push(event) {
-                        Ok(()) => break,
-                        Err(back) if self.phase() == Phase::Aborted => {
-                            // The grace period is over and the sink is not
-                            // taking events: keep this one where it is safe.
-                            self.keep_events(std::iter::once(back));
-                            break;
-                        }
-                        Err(back) => {
-                            event = back;
-                            self.wait_for_room(&mut wait);
+                    if self.phase() == Phase::Aborted {
+                        // The grace period is over and the sink is not
+                        // taking events: keep this one where it is safe.
+                        self.keep_events(std::iter::once(event));
+                        break;
+                    }
+                    if self.budget.try_take(size) {
+                        match self.ring.push(event) {
+                            Ok(()) => break,
+                            Err(back) => {
+                                self.budget.release(size);
+                                event = back;
+                            }
                         }
                     }
+                    self.wait_for_room(&mut wait);
                 }
             }
         }
+    }
+
+    /// Takes the oldest event of the memory ring, giving its bytes back.
+    fn ring_pop(&self) -> Option<Arc<Event>> {
+        let event = self.ring.pop()?;
+        self.budget.release(event.memory_bytes() as u64);
+        Some(event)
     }
 
     /// Under `overflow = "block"`: wakes the driver and sleeps `wait`, which
@@ -431,7 +472,7 @@ impl SinkQueue {
         {
             return Some((event, Origin::Disk));
         }
-        self.ring.pop().map(|event| (event, Origin::Memory))
+        self.ring_pop().map(|event| (event, Origin::Memory))
     }
 
     fn pop_disk(&self, disk: &Disk) -> Option<Arc<Event>> {
@@ -498,6 +539,7 @@ impl SinkQueue {
     /// Sets the depth gauges.
     pub fn update_gauges(&self) {
         self.metrics.queue_depth.set(self.len() as f64);
+        self.metrics.queue_bytes.set(self.budget.used() as f64);
         if let Some(disk) = &self.disk {
             self.metrics.buffer_events.set(disk.log.records() as f64);
             self.metrics.buffer_bytes.set(disk.log.bytes() as f64);
@@ -616,7 +658,7 @@ impl SinkQueue {
                 Origin::Memory => memory.push(event),
             }
         }
-        while let Some(event) = self.ring.pop() {
+        while let Some(event) = self.ring_pop() {
             memory.push(event);
         }
         if let Some(disk) = &self.disk {
@@ -776,5 +818,82 @@ impl Disk {
         if let Some(held_back) = lock(&self.complaints).allow(Instant::now()) {
             warn!(sink, %err, held_back, "{what}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queue(overflow: Overflow, events: usize, bytes: u64) -> SinkQueue {
+        SinkQueue::new(
+            "budget",
+            Capacity { events, bytes },
+            overflow,
+            SinkMetrics::register("budget"),
+            DeadLetters::disabled(),
+        )
+    }
+
+    /// Events numbered by `sequence`, each `size` bytes as the budget counts.
+    fn events(count: u64) -> (Vec<Arc<Event>>, u64) {
+        let template = crate::send::sample_event("engine");
+        let size = template.memory_bytes() as u64;
+        let events = (0..count)
+            .map(|sequence| {
+                let mut event = template.clone();
+                event.sequence = sequence;
+                Arc::new(event)
+            })
+            .collect();
+        (events, size)
+    }
+
+    fn push_all(queue: &SinkQueue, events: &[Arc<Event>]) {
+        let mut stage = Stage::default();
+        for event in events {
+            queue.push(event, &mut stage);
+        }
+        queue.commit(&mut stage);
+    }
+
+    fn drain(queue: &SinkQueue) -> Vec<u64> {
+        std::iter::from_fn(|| queue.pop().map(|(event, _)| event.sequence)).collect()
+    }
+
+    #[test]
+    fn drop_oldest_keeps_the_newest_that_fit_in_bytes() {
+        let (events, size) = events(50);
+        let queue = queue(Overflow::DropOldest, 1000, 10 * size);
+        push_all(&queue, &events);
+        assert!(queue.budget.used() <= 10 * size);
+        assert_eq!(drain(&queue), (40..50).collect::<Vec<_>>());
+        assert_eq!(queue.budget.used(), 0);
+    }
+
+    #[test]
+    fn drop_newest_keeps_the_oldest_that_fit_in_bytes() {
+        let (events, size) = events(50);
+        let queue = queue(Overflow::DropNewest, 1000, 10 * size);
+        push_all(&queue, &events);
+        assert_eq!(drain(&queue), (0..10).collect::<Vec<_>>());
+        assert_eq!(queue.budget.used(), 0);
+    }
+
+    #[test]
+    fn the_event_count_still_binds_when_events_are_small() {
+        let (events, size) = events(50);
+        let queue = queue(Overflow::DropOldest, 5, 1000 * size);
+        push_all(&queue, &events);
+        assert_eq!(drain(&queue), (45..50).collect::<Vec<_>>());
+        assert_eq!(queue.budget.used(), 0);
+    }
+
+    #[test]
+    fn an_event_larger_than_the_budget_still_gets_through_alone() {
+        let (events, size) = events(3);
+        let queue = queue(Overflow::DropOldest, 10, size / 2);
+        push_all(&queue, &events);
+        assert_eq!(drain(&queue), vec![2]);
     }
 }

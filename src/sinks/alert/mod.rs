@@ -49,6 +49,19 @@ pub const ALERT_TEMPLATE_ERRORS: &str = "herald_alert_template_errors_total";
 /// Most keys the de-duplication and rate-limit tables hold.
 pub const MAX_KEYS: usize = 10_000;
 
+/// Rate-limit keys are rendered from event fields, which a sender controls, so
+/// the tables keep a keyed hash of each key: an entry has a fixed size however
+/// long the key is, and a sender cannot pick keys that collide.
+#[derive(Debug, Default)]
+pub struct SlotHasher(std::hash::RandomState);
+
+impl SlotHasher {
+    /// The table key for `key`.
+    pub fn slot(&self, key: &str) -> u64 {
+        std::hash::BuildHasher::hash_one(&self.0, key)
+    }
+}
+
 /// The keys every alert sink takes, besides its own and the delivery keys.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -345,7 +358,8 @@ pub struct Gate {
     dedupe_window: Duration,
     rate_window: Duration,
     delivered: HashMap<(TaskOutcome, String), Instant>,
-    slots: HashMap<String, Instant>,
+    slots: HashMap<u64, Instant>,
+    hasher: SlotHasher,
     pace: Option<(Duration, u32)>,
     tokens: f64,
     refilled: Instant,
@@ -359,6 +373,7 @@ impl Gate {
             rate_window: Duration::from_secs(config.rate_limit_window_s),
             delivered: HashMap::new(),
             slots: HashMap::new(),
+            hasher: SlotHasher::default(),
             pace: (pace_per_second > 0.0).then(|| {
                 (
                     Duration::from_secs_f64(1.0 / pace_per_second),
@@ -390,7 +405,7 @@ impl Gate {
             && !key.is_empty()
             && self
                 .slots
-                .get(key)
+                .get(&self.hasher.slot(key))
                 .is_some_and(|at| now.duration_since(*at) < self.rate_window)
         {
             return Some(Suppressed::RateLimited);
@@ -418,7 +433,7 @@ impl Gate {
                 self.slots.retain(|_, at| now.duration_since(*at) < window);
             }
             if self.slots.len() < MAX_KEYS {
-                self.slots.insert(key.to_string(), now);
+                self.slots.insert(self.hasher.slot(key), now);
             }
         }
     }

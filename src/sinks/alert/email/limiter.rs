@@ -5,14 +5,16 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use super::super::MAX_KEYS;
+use super::super::{MAX_KEYS, SlotHasher};
 
 /// At most one message per (key, recipient) per window; a slot is taken only
-/// by an accepted message. Holds at most [`MAX_KEYS`] slots.
+/// by an accepted message. Holds at most [`MAX_KEYS`] slots, each keyed by the
+/// key's hash and the recipient (from config).
 #[derive(Debug)]
 pub(super) struct RecipientLimiter {
     window: Duration,
-    pub(super) slots: HashMap<(String, String), Instant>,
+    pub(super) slots: HashMap<(u64, String), Instant>,
+    hasher: SlotHasher,
 }
 
 impl RecipientLimiter {
@@ -20,6 +22,7 @@ impl RecipientLimiter {
         RecipientLimiter {
             window,
             slots: HashMap::new(),
+            hasher: SlotHasher::default(),
         }
     }
 
@@ -27,7 +30,7 @@ impl RecipientLimiter {
         !self.window.is_zero()
             && self
                 .slots
-                .get(&(key.to_string(), recipient.to_string()))
+                .get(&(self.hasher.slot(key), recipient.to_string()))
                 .is_some_and(|at| now.duration_since(*at) < self.window)
     }
 
@@ -41,7 +44,7 @@ impl RecipientLimiter {
         }
         if self.slots.len() < MAX_KEYS {
             self.slots
-                .insert((key.to_string(), recipient.to_string()), now);
+                .insert((self.hasher.slot(key), recipient.to_string()), now);
         }
     }
 }
