@@ -76,7 +76,8 @@ mod tests {
         assert_eq!(budget.used(), 100);
         budget.release(60);
         assert!(budget.try_take(50));
-        assert!(!budget.try_take(1));
+        assert!(!budget.try_take(11));
+        assert!(budget.try_take(10));
     }
 
     #[test]
