@@ -22,24 +22,26 @@
 //! person can find it: the disk buffer keeps its own, and a memory buffer's
 //! events go to the dead-letter file (`reason="shutdown"`).
 
-use std::collections::VecDeque;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crossbeam_queue::ArrayQueue;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, watch};
 use tracing::{error, warn};
 
+mod disk;
+
+use disk::Disk;
+
 use crate::budget::ByteBudget;
-use crate::buffer::disk::{Append, DiskLog, OpenError, Placed, Reader};
+use crate::buffer::disk::{Append, DiskLog, OpenError};
 use crate::buffer::{BufferConfig, record};
 use crate::deadletter::{self, DeadLetters, Record};
 use crate::event::Event;
 use crate::metrics::SinkMetrics;
-use crate::throttle::Throttle;
 
 /// What happens when a sink's queue is full.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,24 +116,6 @@ impl Stage {
     }
 }
 
-/// An event just written to the disk buffer, kept in memory so the driver
-/// need not read it back while it keeps up: its record's number and place.
-#[derive(Debug)]
-struct Recent {
-    seq: u64,
-    segment: u64,
-    offset: u64,
-    size: u32,
-    event: Arc<Event>,
-}
-
-/// How many just-written events a disk buffer keeps in memory for its driver,
-/// and how many bytes of records they may stand for (an event in memory is
-/// about the size of its record); when the driver is further behind, it reads
-/// them from the disk.
-const RECENT_EVENTS: usize = 8192;
-const RECENT_BYTES: u64 = 8 * 1024 * 1024;
-
 /// What [`SinkQueue::keep`] did with the events still queued at a stop.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Kept {
@@ -160,9 +144,6 @@ pub struct Capacity {
     pub bytes: u64,
 }
 
-/// How long to leave a failing disk alone before writing to it again.
-const DISK_RETRY: Duration = Duration::from_secs(5);
-
 /// A sink's queue.
 #[derive(Debug)]
 pub struct SinkQueue {
@@ -184,21 +165,6 @@ pub struct SinkQueue {
     /// Why the disk buffer could not be opened, when it could not.
     disk_unavailable: Option<String>,
     dead: DeadLetters,
-}
-
-#[derive(Debug)]
-struct Disk {
-    log: DiskLog,
-    reader: Mutex<Reader>,
-    /// Events just written, oldest first (see [`Recent`]), and their records' bytes.
-    recent: Mutex<(VecDeque<Recent>, u64)>,
-    /// Milliseconds after `epoch` until which events go to memory because the
-    /// disk refused a write; 0 while the disk is fine.
-    failed_until: AtomicU64,
-    epoch: Instant,
-    /// The disk's last error, for `/health`.
-    error: Mutex<Option<String>>,
-    complaints: Mutex<Throttle>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -292,15 +258,7 @@ impl SinkQueue {
             queue.metrics.buffer_corrupt.increment(recovered.lost);
         }
         queue.metrics.buffer_max_bytes.set(log.max_bytes() as f64);
-        queue.disk = Some(Disk {
-            log,
-            reader: Mutex::new(reader),
-            recent: Mutex::new((VecDeque::with_capacity(RECENT_EVENTS), 0)),
-            failed_until: AtomicU64::new(0),
-            epoch: Instant::now(),
-            error: Mutex::new(None),
-            complaints: Mutex::new(Throttle::new(Duration::from_secs(60))),
-        });
+        queue.disk = Some(Disk::new(log, reader));
         queue.update_gauges();
         Ok(queue)
     }
@@ -734,166 +692,5 @@ pub struct BufferStatus {
     pub error: Option<String>,
 }
 
-impl Disk {
-    /// Keeps the events of an append just made, for the driver.
-    fn remember(&self, placed: Placed, stage: &Stage) {
-        let mut guard = lock(&self.recent);
-        let (recent, bytes) = &mut *guard;
-        let mut offset = placed.offset;
-        for (i, (event, &size)) in stage.events.iter().zip(&stage.sizes).enumerate() {
-            while recent.len() >= RECENT_EVENTS
-                || (*bytes + u64::from(size) > RECENT_BYTES && !recent.is_empty())
-            {
-                Self::forget_oldest(recent, bytes);
-            }
-            recent.push_back(Recent {
-                seq: placed.first_seq + i as u64,
-                segment: placed.segment,
-                offset,
-                size,
-                event: event.clone(),
-            });
-            *bytes += u64::from(size);
-            offset += u64::from(size);
-        }
-    }
-
-    fn forget_oldest(recent: &mut VecDeque<Recent>, bytes: &mut u64) -> Option<Recent> {
-        let oldest = recent.pop_front()?;
-        *bytes -= u64::from(oldest.size);
-        Some(oldest)
-    }
-
-    /// The next event from memory, when the reader stands at a record just
-    /// written: the reader passes over it instead of reading and decoding it.
-    fn take_recent(&self, reader: &mut Reader) -> Option<Arc<Event>> {
-        let mut guard = lock(&self.recent);
-        let (recent, bytes) = &mut *guard;
-        while recent.front().is_some_and(|r| r.seq < reader.next_seq()) {
-            Self::forget_oldest(recent, bytes);
-        }
-        let front = recent.front()?;
-        if !reader.pass_over(
-            front.seq,
-            front.segment,
-            front.offset,
-            u64::from(front.size),
-        ) {
-            return None;
-        }
-        Self::forget_oldest(recent, bytes).map(|r| r.event)
-    }
-
-    fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
-    }
-
-    /// Whether to write to the disk now (it has not refused a write lately).
-    fn writable(&self) -> bool {
-        let until = self.failed_until.load(Ordering::Relaxed);
-        until == 0 || self.now_ms() >= until
-    }
-
-    fn failed(&self, sink: &str, err: &std::io::Error, metrics: &SinkMetrics) {
-        metrics.buffer_write_errors.increment(1);
-        *lock(&self.error) = Some(err.to_string());
-        let until = self.now_ms() + DISK_RETRY.as_millis() as u64;
-        if self.failed_until.swap(until.max(1), Ordering::Relaxed) == 0 {
-            error!(sink, %err, retry_s = DISK_RETRY.as_secs(),
-                "the disk buffer cannot be written; events wait in memory (lost on a crash) until it can");
-        }
-    }
-
-    /// Notes a successful write; true when the disk had been failing.
-    fn recovered(&self, sink: &str) -> bool {
-        if self.failed_until.swap(0, Ordering::Relaxed) == 0 {
-            return false;
-        }
-        *lock(&self.error) = None;
-        tracing::info!(sink, "the disk buffer can be written again");
-        true
-    }
-
-    fn complain(&self, sink: &str, what: &str, err: &std::io::Error) {
-        if let Some(held_back) = lock(&self.complaints).allow(Instant::now()) {
-            warn!(sink, %err, held_back, "{what}");
-        }
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn queue(overflow: Overflow, events: usize, bytes: u64) -> SinkQueue {
-        SinkQueue::new(
-            "budget",
-            Capacity { events, bytes },
-            overflow,
-            SinkMetrics::register("budget"),
-            DeadLetters::disabled(),
-        )
-    }
-
-    /// Events numbered by `sequence`, each `size` bytes as the budget counts.
-    fn events(count: u64) -> (Vec<Arc<Event>>, u64) {
-        let template = crate::send::sample_event("engine");
-        let size = template.memory_bytes() as u64;
-        let events = (0..count)
-            .map(|sequence| {
-                let mut event = template.clone();
-                event.sequence = sequence;
-                Arc::new(event)
-            })
-            .collect();
-        (events, size)
-    }
-
-    fn push_all(queue: &SinkQueue, events: &[Arc<Event>]) {
-        let mut stage = Stage::default();
-        for event in events {
-            queue.push(event, &mut stage);
-        }
-        queue.commit(&mut stage);
-    }
-
-    fn drain(queue: &SinkQueue) -> Vec<u64> {
-        std::iter::from_fn(|| queue.pop().map(|(event, _)| event.sequence)).collect()
-    }
-
-    #[test]
-    fn drop_oldest_keeps_the_newest_that_fit_in_bytes() {
-        let (events, size) = events(50);
-        let queue = queue(Overflow::DropOldest, 1000, 10 * size);
-        push_all(&queue, &events);
-        assert!(queue.budget.used() <= 10 * size);
-        assert_eq!(drain(&queue), (40..50).collect::<Vec<_>>());
-        assert_eq!(queue.budget.used(), 0);
-    }
-
-    #[test]
-    fn drop_newest_keeps_the_oldest_that_fit_in_bytes() {
-        let (events, size) = events(50);
-        let queue = queue(Overflow::DropNewest, 1000, 10 * size);
-        push_all(&queue, &events);
-        assert_eq!(drain(&queue), (0..10).collect::<Vec<_>>());
-        assert_eq!(queue.budget.used(), 0);
-    }
-
-    #[test]
-    fn the_event_count_still_binds_when_events_are_small() {
-        let (events, size) = events(50);
-        let queue = queue(Overflow::DropOldest, 5, 1000 * size);
-        push_all(&queue, &events);
-        assert_eq!(drain(&queue), (45..50).collect::<Vec<_>>());
-        assert_eq!(queue.budget.used(), 0);
-    }
-
-    #[test]
-    fn an_event_larger_than_the_budget_still_gets_through_alone() {
-        let (events, size) = events(3);
-        let queue = queue(Overflow::DropOldest, 10, size / 2);
-        push_all(&queue, &events);
-        assert_eq!(drain(&queue), vec![2]);
-    }
-}
+mod tests;
