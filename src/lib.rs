@@ -22,7 +22,8 @@
 //! * [`replay`]: `herald replay`, re-sending what the dead-letter file kept.
 //! * [`appenders`]: the `LocalLogConfig.xml` files that point Sense at herald.
 //! * [`secret`]: passwords and tokens from the environment or files, redacted.
-//! * [`throttle`]: keeps bad input from flooding the log.
+//! * [`throttle`]: keeps repeating conditions from flooding the log.
+//! * [`flood`]: logs datagrams herald could not use within one global budget.
 //! * [`budget`]: byte budgets for the queues that hold what the network sent.
 #![warn(missing_docs)]
 
@@ -32,6 +33,7 @@ pub mod buffer;
 pub mod config;
 pub mod deadletter;
 pub mod event;
+pub mod flood;
 pub mod http;
 pub mod ingest;
 pub mod metrics;

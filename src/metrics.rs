@@ -187,6 +187,8 @@ pub struct IngestMetrics {
     pub not_allowed: Counter,
     /// Refused: longer than `max_datagram_bytes`.
     pub oversized: Counter,
+    /// Refused: over `max_datagrams_per_source_per_second`.
+    pub rate_limited: Counter,
     /// Dropped: the hand-off queue to the parse workers was full.
     pub queue_full: Counter,
     /// Dropped by the kernel.
@@ -204,6 +206,7 @@ impl IngestMetrics {
             datagrams: counter!(INGEST_DATAGRAMS, "listener" => listener.clone()),
             not_allowed: rejected("not_allowed"),
             oversized: rejected("oversized"),
+            rate_limited: rejected("rate_limited"),
             queue_full: counter!(PIPELINE_DROPPED, "stage" => "ingest", "reason" => "queue_full"),
             kernel_drops: counter!(INGEST_KERNEL_DROPS, "listener" => listener.clone()),
             receive_buffer: gauge!(INGEST_RECEIVE_BUFFER, "listener" => listener),

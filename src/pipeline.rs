@@ -28,6 +28,7 @@ use tracing::{error, info, warn};
 use crate::budget::ByteBudget;
 use crate::config::{Config, EMPTY_ALLOWLIST};
 use crate::deadletter::{self, DeadLetters, Record};
+use crate::flood::{FloodLog, Tally, Unused};
 use crate::ingest::allowlist::{AllowEntry, Resolution, SharedAllowlist, resolve};
 use crate::ingest::{self, Batch, BindError};
 use crate::metrics::{
@@ -38,7 +39,6 @@ use crate::route::{Enricher, Matcher, Verdict};
 use crate::sinks::driver::{SinkStatus, Stopped};
 use crate::sinks::queue::{Kept, SinkQueue, Stage};
 use crate::sinks::{self, StartError};
-use crate::throttle::Throttle;
 
 /// Why the pipeline could not start or stop cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -440,7 +440,7 @@ fn work(
     index: usize,
     workers: usize,
 ) {
-    let mut bad_log = Throttle::new(Duration::from_secs(10));
+    let mut unusable = Tally::default();
     // Worker i numbers its events i, i + workers, i + 2·workers, ...: unique
     // across workers without a shared counter.
     let mut sequence = index as u64;
@@ -479,11 +479,13 @@ fn work(
                 }
                 Err(err) => {
                     shared.metrics.error(&err);
-                    if let Some(held_back) = bad_log.allow(Instant::now()) {
-                        warn!(sender = %datagram.peer, reason = err.reason(), %err,
-                            preview = %preview(&datagram.bytes), held_back,
-                            "dropping a datagram that is not a Sense event (kept in the dead-letter file when one is configured)");
-                    }
+                    unusable.note(Unused::Unparsable, datagram.peer, || {
+                        format!(
+                            "{}: {err}; starts {:?}",
+                            err.reason(),
+                            preview(&datagram.bytes)
+                        )
+                    });
                     shared.dead.send(Record::datagram(
                         batch.received_at,
                         datagram.peer,
@@ -505,6 +507,9 @@ fn work(
             }
         }
         shared.handoff.release(batch.bytes);
+        if !unusable.is_empty() {
+            FloodLog::global().report("parse", &mut unusable, Instant::now());
+        }
     }
 }
 

@@ -1,12 +1,10 @@
-//! Log throttling, so a flood of bad datagrams cannot flood the log.
-//!
-//! [`Throttle`] lets one line through per interval and counts what it held back;
-//! [`KeyedThrottle`] does the same per key (e.g. per sender address) with a bounded
-//! number of keys. Counters are not throttled: every event is still counted by the
-//! caller. Not thread-safe by design: each thread owns its throttles.
+//! Log throttling: [`Throttle`] lets one line through per interval and counts
+//! what it held back, for conditions that repeat (a full queue, a failing
+//! disk). Not thread-safe by design: each thread owns its throttles. Lines
+//! about datagrams herald could not use (which a sender controls) go through
+//! the one global budget in [`crate::flood`] instead. Counters are never
+//! throttled: the caller counts every occurrence.
 
-use std::collections::HashMap;
-use std::hash::Hash;
 use std::time::{Duration, Instant};
 
 /// Lets one log line through per interval.
@@ -43,44 +41,6 @@ impl Throttle {
     }
 }
 
-/// One [`Throttle`] per key, remembering at most `capacity` keys.
-#[derive(Debug)]
-pub struct KeyedThrottle<K> {
-    interval: Duration,
-    capacity: usize,
-    keys: HashMap<K, Throttle>,
-}
-
-impl<K: Hash + Eq> KeyedThrottle<K> {
-    /// A keyed throttle; when more than `capacity` keys are seen within one
-    /// interval, the oldest are forgotten (they may log once more).
-    pub fn new(interval: Duration, capacity: usize) -> KeyedThrottle<K> {
-        KeyedThrottle {
-            interval,
-            capacity: capacity.max(1),
-            keys: HashMap::new(),
-        }
-    }
-
-    /// Like [`Throttle::allow`], for `key`.
-    pub fn allow(&mut self, key: K, now: Instant) -> Option<u64> {
-        if self.keys.len() >= self.capacity && !self.keys.contains_key(&key) {
-            let interval = self.interval;
-            self.keys.retain(|_, t| {
-                t.last
-                    .is_some_and(|last| now.duration_since(last) < interval)
-            });
-            if self.keys.len() >= self.capacity {
-                self.keys.clear();
-            }
-        }
-        self.keys
-            .entry(key)
-            .or_insert_with(|| Throttle::new(self.interval))
-            .allow(now)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,24 +53,5 @@ mod tests {
         assert_eq!(throttle.allow(start + Duration::from_secs(1)), None);
         assert_eq!(throttle.allow(start + Duration::from_secs(2)), None);
         assert_eq!(throttle.allow(start + Duration::from_secs(61)), Some(2));
-    }
-
-    #[test]
-    fn keys_are_throttled_independently() {
-        let mut throttle = KeyedThrottle::new(Duration::from_secs(60), 10);
-        let now = Instant::now();
-        assert_eq!(throttle.allow("a", now), Some(0));
-        assert_eq!(throttle.allow("b", now), Some(0));
-        assert_eq!(throttle.allow("a", now), None);
-    }
-
-    #[test]
-    fn key_memory_stays_bounded() {
-        let mut throttle = KeyedThrottle::new(Duration::from_secs(60), 4);
-        let now = Instant::now();
-        for key in 0..100 {
-            throttle.allow(key, now);
-        }
-        assert!(throttle.keys.len() <= 4);
     }
 }

@@ -8,6 +8,7 @@
 //! the loss into the kernel, where fewer people look.
 
 pub mod allowlist;
+pub mod limit;
 pub mod socket;
 
 use std::net::SocketAddr;
@@ -23,9 +24,11 @@ use serde::{Deserialize, Deserializer, Serialize};
 use tracing::{error, info, warn};
 
 use crate::budget::ByteBudget;
+use crate::flood::{FloodLog, Tally, Unused};
 use crate::metrics::IngestMetrics;
-use crate::throttle::{KeyedThrottle, Throttle};
+use crate::throttle::Throttle;
 use allowlist::{AllowlistReader, SharedAllowlist};
+use limit::SourceLimiter;
 
 /// Where and how log4net datagrams are received.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -51,6 +54,11 @@ pub struct IngestConfig {
     /// Datagrams read per system call.
     #[serde(default = "default_recv_batch")]
     pub recv_batch: usize,
+    /// Most datagrams accepted per sender address per second (per listening
+    /// socket); more are dropped and counted as `rate_limited`. 0 (the
+    /// default): no limit.
+    #[serde(default)]
+    pub max_datagrams_per_source_per_second: u32,
 }
 
 fn default_allow_refresh_seconds() -> u64 {
@@ -177,6 +185,7 @@ pub fn spawn(
         .set(listener.bound.receive_buffer_bytes as f64);
     let batch_size = config.recv_batch;
     let max = config.max_datagram_bytes;
+    let per_source = config.max_datagrams_per_source_per_second;
     std::thread::Builder::new()
         .name(format!("ingest {}", listener.name))
         .spawn(move || {
@@ -189,8 +198,9 @@ pub fn spawn(
                 budget,
                 metrics,
                 kernel_drops_seen: 0,
-                denied_log: KeyedThrottle::new(Duration::from_secs(60), 1024),
-                oversized_log: Throttle::new(Duration::from_secs(60)),
+                limiter: (per_source > 0).then(|| SourceLimiter::new(per_source)),
+                unused: Tally::default(),
+                next_tick: Instant::now(),
                 queue_full_log: Throttle::new(Duration::from_secs(10)),
                 kernel_drops_log: Throttle::new(Duration::from_secs(10)),
             };
@@ -206,8 +216,11 @@ struct ReceiveLoop {
     budget: Arc<ByteBudget>,
     metrics: IngestMetrics,
     kernel_drops_seen: u32,
-    denied_log: KeyedThrottle<std::net::IpAddr>,
-    oversized_log: Throttle,
+    limiter: Option<SourceLimiter>,
+    /// The refusals of the current read, for the flood log.
+    unused: Tally,
+    /// When the flood log's summary is next looked at.
+    next_tick: Instant,
     queue_full_log: Throttle,
     kernel_drops_log: Throttle,
 }
@@ -227,8 +240,10 @@ const HANDOFF_MAX: usize = 1024;
 
 impl ReceiveLoop {
     /// Reads one `recvmmsg` batch (waiting as `wait` says), refusing oversized
-    /// datagrams and senders outside the allowlist, and appends the rest to
-    /// `arena`/`accepted`. Returns how many datagrams were read.
+    /// datagrams, senders outside the allowlist and senders over their rate
+    /// limit, and appends the rest to `arena`/`accepted`. Refusals are
+    /// counted, and logged within the flood log's budget once per read.
+    /// Returns how many datagrams were read.
     fn receive(
         &mut self,
         wait: socket::Wait,
@@ -238,12 +253,11 @@ impl ReceiveLoop {
     ) -> usize {
         let mut received = 0usize;
         let ReceiveLoop {
-            name,
             receiver,
             allowlist,
             metrics,
-            denied_log,
-            oversized_log,
+            limiter,
+            unused,
             ..
         } = self;
         let result = receiver.recv_batch(wait, |datagram| {
@@ -252,18 +266,19 @@ impl ReceiveLoop {
             let peer = SocketAddr::new(datagram.peer.ip().to_canonical(), datagram.peer.port());
             if datagram.oversized {
                 metrics.oversized.increment(1);
-                if let Some(held_back) = oversized_log.allow(now) {
-                    warn!(listener = %name, sender = %peer, held_back,
-                        "dropped datagram over ingest.max_datagram_bytes");
-                }
+                unused.note(Unused::Oversized, peer, String::new);
                 return;
             }
             if !allowlist.permits(peer.ip()) {
                 metrics.not_allowed.increment(1);
-                if let Some(held_back) = denied_log.allow(peer.ip(), now) {
-                    warn!(listener = %name, sender = %peer, held_back,
-                        "refused datagram from a sender not in ingest.allow");
-                }
+                unused.note(Unused::NotAllowed, peer, String::new);
+                return;
+            }
+            if let Some(limiter) = limiter
+                && !limiter.admit(peer.ip(), now)
+            {
+                metrics.rate_limited.increment(1);
+                unused.note(Unused::RateLimited, peer, String::new);
                 return;
             }
             let start = arena.len();
@@ -271,6 +286,9 @@ impl ReceiveLoop {
             accepted.push((start, arena.len(), peer));
         });
         self.metrics.datagrams.increment(received as u64);
+        if !self.unused.is_empty() {
+            FloodLog::global().report(&self.name, &mut self.unused, now);
+        }
         if let Err(err) = result {
             error!(listener = %self.name, %err, "receive failed; retrying");
             std::thread::sleep(socket::POLL_INTERVAL);
@@ -290,6 +308,12 @@ impl ReceiveLoop {
             // (drops at the end of a burst show up then).
             if let Some(drops) = self.receiver.kernel_drops() {
                 self.count_kernel_drops(drops);
+            }
+            // The flood log's summary is due even when nothing is refused
+            // any more.
+            if now >= self.next_tick {
+                FloodLog::global().tick(now);
+                self.next_tick = now + Duration::from_secs(1);
             }
             if first == 0 {
                 continue;
