@@ -135,7 +135,7 @@ impl TopSources {
 
     fn take_top(&mut self, n: usize) -> Vec<(IpAddr, u64)> {
         let mut entries = std::mem::take(&mut self.entries);
-        entries.sort_by(|a, b| b.1.cmp(&a.1));
+        entries.sort_by_key(|&(_, n)| std::cmp::Reverse(n));
         entries.truncate(n);
         entries
     }
