@@ -238,6 +238,10 @@ const LINGER: Duration = Duration::from_micros(1000);
 /// Most datagrams handed to the workers at once.
 const HANDOFF_MAX: usize = 1024;
 
+/// Most bytes of datagrams handed to the workers at once (without it, 1,024
+/// datagrams of 64 KB would make one 64 MiB batch).
+const HANDOFF_MAX_BYTES: usize = 4 * 1024 * 1024;
+
 impl ReceiveLoop {
     /// Reads one `recvmmsg` batch (waiting as `wait` says), refusing oversized
     /// datagrams, senders outside the allowlist and senders over their rate
@@ -360,7 +364,8 @@ impl ReceiveLoop {
         }
     }
 
-    /// Collects more datagrams until `deadline` or [`HANDOFF_MAX`]: reads again at
+    /// Collects more datagrams until `deadline`, [`HANDOFF_MAX`] or
+    /// [`HANDOFF_MAX_BYTES`]: reads again at
     /// once while reads come back full, otherwise sleeps out the linger once and
     /// takes what has queued up meanwhile.
     fn linger(
@@ -374,7 +379,7 @@ impl ReceiveLoop {
         let full = self.receiver.batch_size();
         let mut slept = false;
         let mut last_read = first_read;
-        while accepted.len() < HANDOFF_MAX {
+        while accepted.len() < HANDOFF_MAX && arena.len() < HANDOFF_MAX_BYTES {
             if last_read < full {
                 if slept {
                     break;
