@@ -506,8 +506,10 @@ impl Config {
 
 /// Replaces every string that is exactly `${VAR}` with the variable's value and
 /// every string starting with `file:` with that file's contents (trailing newline
-/// stripped), so any value can stay out of the config file. Secrets are still
-/// redacted wherever they are shown, because their fields have the secret type.
+/// stripped), so any value can stay out of the config file. This is the only
+/// place references are resolved, once: a value read here is never taken for a
+/// reference again. Secrets are still redacted wherever they are shown, because
+/// their fields have the secret type.
 fn expand_strings(table: &mut toml::Table, prefix: &str) -> Result<(), (String, String)> {
     for (key, value) in table.iter_mut() {
         let path = if prefix.is_empty() {
@@ -650,6 +652,42 @@ path = "data/events.jsonl"
             err.to_string()
                 .contains("ingest.allow[0]: environment variable HERALD_TEST_NOT_SET is not set"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn an_environment_value_starting_with_file_is_the_value_not_a_path() {
+        // SAFETY: only this test uses these variables.
+        unsafe {
+            std::env::set_var("HERALD_TEST_FILE_LIKE_SECRET", "file:/no/such/s3cret-value");
+            std::env::set_var(
+                "HERALD_TEST_FILE_LIKE_REF",
+                "${HERALD_TEST_FILE_LIKE_SECRET}",
+            );
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("hook");
+        std::fs::write(&file, "${HERALD_TEST_FILE_LIKE_SECRET}\n").unwrap();
+        let text = format!(
+            "{MINIMAL}\n[sinks.hook]\ntype = \"webhook\"\nurl = \"http://hooks.corp/x\"\n\
+             hmac_secret = \"${{HERALD_TEST_FILE_LIKE_SECRET}}\"\n\
+             headers = {{ X-Ref = \"${{HERALD_TEST_FILE_LIKE_REF}}\", X-File = \"file:{}\" }}\n",
+            file.display()
+        );
+        let config = load(&text).unwrap();
+        let SinkKind::Webhook(hook) = &config.sinks["hook"].kind else {
+            panic!("webhook sink")
+        };
+        let secret = |s: &Option<crate::secret::Secret>| s.as_ref().unwrap().expose().to_string();
+        assert_eq!(secret(&hook.hmac_secret), "file:/no/such/s3cret-value");
+        // Neither an environment value nor a file's contents is resolved again.
+        assert_eq!(
+            hook.headers["X-Ref"].expose(),
+            "${HERALD_TEST_FILE_LIKE_SECRET}"
+        );
+        assert_eq!(
+            hook.headers["X-File"].expose(),
+            "${HERALD_TEST_FILE_LIKE_SECRET}"
         );
     }
 

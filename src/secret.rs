@@ -2,9 +2,11 @@
 //!
 //! A [`Secret`] is written in config as a literal, as `${ENV_VAR}` (read from the
 //! environment) or as `file:/path/to/file` (read from a file, trailing newline
-//! stripped), so it never has to sit in the config file. Its value is resolved when
-//! the config is loaded and is never shown: `Debug`, `Display` and `Serialize` (what
-//! `herald check` prints) all write `"<redacted>"`.
+//! stripped), so it never has to sit in the config file. The reference is resolved
+//! once, by [`Secret::resolve`], when the config is loaded: a value read from the
+//! environment or a file is taken as it is, never resolved again (an environment
+//! value starting with `file:` is not a path). A secret is never shown: `Debug`,
+//! `Display` and `Serialize` (what `herald check` prints) all write `"<redacted>"`.
 
 use std::fmt;
 
@@ -71,10 +73,13 @@ impl Serialize for Secret {
     }
 }
 
+/// Takes the value as it is: the config loader has already resolved `${VAR}` and
+/// `file:` references, and resolving again would read an environment value that
+/// starts with `file:` as a path.
 impl<'de> Deserialize<'de> for Secret {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        Secret::resolve(&text).map_err(serde::de::Error::custom)
+        let value = String::deserialize(deserializer)?;
+        Ok(Secret { value })
     }
 }
 
@@ -102,6 +107,14 @@ mod tests {
         std::fs::write(&path, "abc\r\n").unwrap();
         let secret = Secret::resolve(&format!("file:{}", path.display())).unwrap();
         assert_eq!(secret.expose(), "abc");
+    }
+
+    #[test]
+    fn deserialising_takes_the_value_as_it_is() {
+        let secret: Secret = serde_json::from_str("\"file:/etc/passwd\"").unwrap();
+        let other: Secret = serde_json::from_str("\"${HOME}\"").unwrap();
+        assert_eq!(secret.expose(), "file:/etc/passwd");
+        assert_eq!(other.expose(), "${HOME}");
     }
 
     #[test]
