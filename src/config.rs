@@ -415,6 +415,11 @@ impl Config {
                     "sink names may only use letters, digits, `_` and `-`".into(),
                 );
             }
+            if let Some((field, url)) = sink.kind.http_url()
+                && let Err(problem) = crate::sinks::transport::check_url(url)
+            {
+                return invalid(&key(field), problem);
+            }
             let delivery = &sink.delivery;
             if delivery.queue_events == 0 {
                 return invalid(&key("queue_events"), "must be at least 1".into());
@@ -689,6 +694,29 @@ path = "data/events.jsonl"
             hook.headers["X-File"].expose(),
             "${HERALD_TEST_FILE_LIKE_SECRET}"
         );
+    }
+
+    #[test]
+    fn http_sink_urls_are_checked_and_the_key_named_without_the_url() {
+        for (sink, field) in [
+            ("type = \"webhook\"\nurl", "url"),
+            ("type = \"slack\"\nwebhook_url", "webhook_url"),
+            ("type = \"teams\"\nwebhook_url", "webhook_url"),
+            ("type = \"loki\"\nurl", "url"),
+            ("type = \"influxdb\"\ndatabase = \"d\"\nurl", "url"),
+        ] {
+            for url in [
+                "ftp://files.corp/t0ken-abc",
+                "ht!tp://bad url/t0ken-abc",
+                "hooks.corp/t0ken-abc",
+            ] {
+                let text = format!("{MINIMAL}\n[sinks.out]\n{sink} = \"{url}\"\n");
+                let err = load(&text).unwrap_err().to_string();
+                assert!(err.contains(&format!("sinks.out.{field}: ")), "{err}");
+                assert!(err.contains("http"), "{err}");
+                assert!(!err.contains("t0ken-abc"), "{err}");
+            }
+        }
     }
 
     #[test]

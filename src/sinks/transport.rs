@@ -7,6 +7,8 @@
 //! because they are fixed by an operator (a token, a database) rather than by
 //! changing the data; any other 4xx is permanent and carries the server's message.
 //! Network errors and timeouts are retried.
+//!
+//! Every sink URL is checked when the config is loaded ([`check_url`]).
 
 use std::io::Write as _;
 use std::path::Path;
@@ -51,6 +53,37 @@ pub fn client(timeout_ms: u64, tls_ca_file: Option<&Path>) -> Result<reqwest::Cl
     builder
         .build()
         .map_err(|err| format!("cannot start the HTTP client: {err}"))
+}
+
+/// Parses an HTTP sink's URL: http or https, with a host, no spaces.
+///
+/// # Errors
+///
+/// What is wrong and the fix, without the URL itself (it may hold a token).
+pub fn check_url(text: &str) -> Result<reqwest::Url, String> {
+    const EXAMPLE: &str = "e.g. \"https://host:port/path\"";
+    if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "contains a space or a control character; write the URL without them (a space in a path is %20), {EXAMPLE}"
+        ));
+    }
+    let url = reqwest::Url::parse(text).map_err(|err| {
+        format!("is not a URL ({err}); write it in full, with http:// or https://, {EXAMPLE}")
+    })?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(if text.contains("://") {
+            format!(
+                "uses {}://; herald sends over http or https only, {EXAMPLE}",
+                url.scheme()
+            )
+        } else {
+            format!("is not a full URL; write it with http:// or https://, {EXAMPLE}")
+        });
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("has no host; {EXAMPLE}"));
+    }
+    Ok(url)
 }
 
 /// Removes a secret URL from an error message (reqwest puts the URL in its errors).
@@ -205,6 +238,25 @@ mod tests {
             "partial write: field type conflict"
         );
         assert_eq!(summarise("  plain text\n"), "plain text");
+    }
+
+    #[test]
+    fn urls_are_checked_without_showing_them() {
+        assert!(check_url("HTTPS://prod.logic.azure.com:443/workflows/x?sig=abc").is_ok());
+        assert!(check_url("HTTP://127.0.0.1:8086").is_ok());
+        for (url, expected) in [
+            ("ftp://files.corp/secret-token", "uses ftp://"),
+            ("ht!tp://bad url", "contains a space"),
+            ("ht!tp://bad-url/secret-token", "is not a URL"),
+            ("db:8086", "is not a full URL"),
+            ("hooks.slack.com/services/secret-token", "is not a URL"),
+            ("https://", "is not a URL"),
+        ] {
+            let problem = check_url(url).unwrap_err();
+            assert!(problem.contains(expected), "{url}: {problem}");
+            assert!(!problem.contains("secret-token"), "{url}: {problem}");
+            assert!(problem.contains("https://host:port/path"), "{problem}");
+        }
     }
 
     #[test]
