@@ -5,11 +5,17 @@
 //! in every message; `herald check` adds the checks that need the machine
 //! (resolving allowlist host names). Every struct denies unknown keys, so a typo
 //! stops start-up with the list of valid keys instead of being ignored.
+//!
+//! Loading also builds the config's [`Redactor`]: every secret's value and the
+//! secret parts of every HTTP sink's URL. Validation messages and the effective
+//! config (`herald check`) pass through it; the command installs it for every
+//! other output ([`crate::redact`]).
 
 use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -17,6 +23,7 @@ use crate::deadletter::DeadLetterConfig;
 use crate::ingest::IngestConfig;
 use crate::ingest::allowlist::AllowEntry;
 use crate::parse::ParseConfig;
+use crate::redact::Redactor;
 use crate::route::{CategoriseConfig, Categoriser};
 use crate::sinks::{SinkConfig, SinkKind};
 
@@ -63,6 +70,9 @@ pub struct Config {
     /// The sinks, by name.
     #[serde(default)]
     pub sinks: BTreeMap<String, SinkConfig>,
+    /// Removes this config's secrets from output; built by [`Config::from_toml`].
+    #[serde(skip)]
+    redactor: Arc<Redactor>,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -266,19 +276,50 @@ impl Config {
             key,
             problem,
         })?;
-        let config = match Config::deserialize(toml::Value::Table(table)) {
+        let (config, secrets) =
+            crate::secret::collect(|| Config::deserialize(toml::Value::Table(table)));
+        let mut config = match config {
             Ok(config) => config,
             // Reading the text again gives the same error with its line and column.
             Err(err) => return Err(syntax(toml::from_str::<Config>(text).err().unwrap_or(err))),
         };
+        let redactor = config
+            .build_redactor(&secrets)
+            .map_err(|problem| ConfigError::Invalid {
+                path: path.to_path_buf(),
+                key: "sinks".into(),
+                problem,
+            })?;
+        config.redactor = Arc::new(redactor);
         config
             .validate()
             .map_err(|(key, problem)| ConfigError::Invalid {
                 path: path.to_path_buf(),
                 key,
-                problem,
+                problem: config.redactor.redact(&problem).into_owned(),
             })?;
         Ok(config)
+    }
+
+    /// The redactor for the values `secrets` (every [`crate::secret::Secret`]
+    /// read) and the URL of every HTTP sink.
+    fn build_redactor(&self, secrets: &[String]) -> Result<Redactor, String> {
+        let mut builder = Redactor::builder();
+        for value in secrets {
+            builder.secret(value);
+        }
+        for sink in self.sinks.values() {
+            if let Some((_, url)) = sink.kind.http_url() {
+                builder.url(url);
+            }
+        }
+        builder.build()
+    }
+
+    /// What removes this config's secrets from output; the command installs it
+    /// with [`crate::redact::install`].
+    pub fn redactor(&self) -> Arc<Redactor> {
+        self.redactor.clone()
     }
 
     /// Checks what types alone cannot; returns the key and the problem.
@@ -502,10 +543,12 @@ impl Config {
         Ok(())
     }
 
-    /// The effective config (defaults filled in) as TOML, for `herald check`.
+    /// The effective config (defaults filled in) as TOML, for `herald check`:
+    /// secrets as `<redacted>`, URLs with their secret parts redacted.
     pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self)
-            .unwrap_or_else(|err| format!("# cannot show the config: {err}\n"))
+        let text = toml::to_string_pretty(self)
+            .unwrap_or_else(|err| format!("# cannot show the config: {err}\n"));
+        self.redactor.redact(&text).into_owned()
     }
 }
 
@@ -694,6 +737,14 @@ path = "data/events.jsonl"
             hook.headers["X-File"].expose(),
             "${HERALD_TEST_FILE_LIKE_SECRET}"
         );
+        let shown = config.to_toml();
+        assert!(!shown.contains("s3cret-value"), "{shown}");
+        assert!(
+            config
+                .redactor()
+                .redact("x file:/no/such/s3cret-value")
+                .contains("<redacted>")
+        );
     }
 
     #[test]
@@ -717,6 +768,28 @@ path = "data/events.jsonl"
                 assert!(!err.contains("t0ken-abc"), "{err}");
             }
         }
+    }
+
+    #[test]
+    fn the_effective_config_shows_urls_with_their_secrets_redacted() {
+        let text = format!(
+            "{MINIMAL}\n[sinks.db]\ntype = \"influxdb\"\nurl = \"HTTP://herald:pw@db.corp:8086\"\n\
+             database = \"d\"\n\n[sinks.logs]\ntype = \"loki\"\n\
+             url = \"https://gw.corp/loki?api_key=k3y-123456\"\n"
+        );
+        let shown = load(&text).unwrap().to_toml();
+        assert!(
+            shown.contains("url = \"http://herald:<redacted>@db.corp:8086\""),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("url = \"https://gw.corp/loki?api_key=<redacted>\""),
+            "{shown}"
+        );
+        assert!(
+            !shown.contains(":pw@") && !shown.contains("k3y-123456"),
+            "{shown}"
+        );
     }
 
     #[test]

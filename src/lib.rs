@@ -22,6 +22,7 @@
 //! * [`replay`]: `herald replay`, re-sending what the dead-letter file kept.
 //! * [`appenders`]: the `LocalLogConfig.xml` files that point Sense at herald.
 //! * [`secret`]: passwords and tokens from the environment or files, redacted.
+//! * [`redact`]: removes every known secret value from all that herald writes out.
 //! * [`throttle`]: keeps bad input from flooding the log.
 #![warn(missing_docs)]
 
@@ -35,6 +36,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod parse;
 pub mod pipeline;
+pub mod redact;
 pub mod replay;
 pub mod route;
 pub mod secret;

@@ -59,8 +59,9 @@ impl SinkKind {
         }
     }
 
-    /// The key and value of the URL an HTTP sink sends to, checked when the
-    /// config is loaded. This is the one list of HTTP URLs in the config.
+    /// The key and value of the URL an HTTP sink sends to: checked when the
+    /// config is loaded, and its secret parts known to the redactor. This is
+    /// the one list of HTTP URLs in the config.
     pub fn http_url(&self) -> Option<(&'static str, &str)> {
         match self {
             SinkKind::Influxdb(influx) => Some(("url", &influx.url)),

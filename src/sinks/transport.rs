@@ -8,7 +8,10 @@
 //! changing the data; any other 4xx is permanent and carries the server's message.
 //! Network errors and timeouts are retried.
 //!
-//! Every sink URL is checked when the config is loaded ([`check_url`]).
+//! Every error message made here passes through [`crate::redact`], so a URL the
+//! HTTP client prints (normalised: lower-case scheme, no default port) or a
+//! server echoing a token never carries a secret out. URLs are checked when the
+//! config is loaded ([`check_url`]).
 
 use std::io::Write as _;
 use std::path::Path;
@@ -86,14 +89,7 @@ pub fn check_url(text: &str) -> Result<reqwest::Url, String> {
     Ok(url)
 }
 
-/// Removes a secret URL from an error message (reqwest puts the URL in its errors).
-pub fn redact(mut err: SinkError, url: &crate::secret::Secret) -> SinkError {
-    err.message = err.message.replace(url.expose(), crate::secret::REDACTED);
-    err
-}
-
-/// POSTs a JSON body to a secret URL (a webhook) and checks the answer; the URL
-/// never appears in the error.
+/// POSTs a JSON body to a webhook and checks the answer.
 ///
 /// # Errors
 ///
@@ -109,11 +105,8 @@ pub async fn post_json(
         .body(body)
         .send()
         .await
-        .map_err(|err| redact(network_error(&err), url))?;
-    check(response)
-        .await
-        .map(drop)
-        .map_err(|err| redact(err, url))
+        .map_err(|err| network_error(&err))?;
+    check(response).await.map(drop)
 }
 
 /// Gzips a request body.
@@ -124,7 +117,8 @@ pub fn gzip(body: &[u8]) -> Vec<u8> {
     encoder.finish().unwrap_or_default()
 }
 
-/// A network-level failure (no response): always worth retrying.
+/// A network-level failure (no response): always worth retrying. The message
+/// (with the URL the client prints) is redacted.
 pub fn network_error(err: &reqwest::Error) -> SinkError {
     let mut message = err.to_string();
     let mut source = std::error::Error::source(err);
@@ -133,10 +127,11 @@ pub fn network_error(err: &reqwest::Error) -> SinkError {
         message.push_str(&cause.to_string());
         source = cause.source();
     }
-    SinkError::retryable(message)
+    SinkError::retryable(crate::redact::string(message))
 }
 
-/// Reads a response: `Ok(body)` for 2xx, else the error the rules above give.
+/// Reads a response: `Ok(body)` for 2xx, else the error the rules above give
+/// (with the server's message redacted: servers may echo the URL).
 ///
 /// # Errors
 ///
@@ -152,7 +147,11 @@ pub async fn check(response: reqwest::Response) -> Result<String, SinkError> {
     if status.is_success() {
         return Ok(body);
     }
-    let message = format!("HTTP {}: {}", status.as_u16(), summarise(&body));
+    let message = format!(
+        "HTTP {}: {}",
+        status.as_u16(),
+        crate::redact::text(&summarise(&body))
+    );
     let retryable = matches!(
         status,
         StatusCode::REQUEST_TIMEOUT
