@@ -5,11 +5,17 @@
 //! in every message; `herald check` adds the checks that need the machine
 //! (resolving allowlist host names). Every struct denies unknown keys, so a typo
 //! stops start-up with the list of valid keys instead of being ignored.
+//!
+//! Loading also builds the config's [`Redactor`]: every secret's value and the
+//! secret parts of every HTTP sink's URL. Validation messages and the effective
+//! config (`herald check`) pass through it; the command installs it for every
+//! other output ([`crate::redact`]).
 
 use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -17,6 +23,7 @@ use crate::deadletter::DeadLetterConfig;
 use crate::ingest::IngestConfig;
 use crate::ingest::allowlist::AllowEntry;
 use crate::parse::ParseConfig;
+use crate::redact::Redactor;
 use crate::route::{CategoriseConfig, Categoriser};
 use crate::sinks::{SinkConfig, SinkKind};
 
@@ -63,6 +70,9 @@ pub struct Config {
     /// The sinks, by name.
     #[serde(default)]
     pub sinks: BTreeMap<String, SinkConfig>,
+    /// Removes this config's secrets from output; built by [`Config::from_toml`].
+    #[serde(skip)]
+    redactor: Arc<Redactor>,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -275,19 +285,50 @@ impl Config {
             key,
             problem,
         })?;
-        let config = match Config::deserialize(toml::Value::Table(table)) {
+        let (config, secrets) =
+            crate::secret::collect(|| Config::deserialize(toml::Value::Table(table)));
+        let mut config = match config {
             Ok(config) => config,
             // Reading the text again gives the same error with its line and column.
             Err(err) => return Err(syntax(toml::from_str::<Config>(text).err().unwrap_or(err))),
         };
+        let redactor = config
+            .build_redactor(&secrets)
+            .map_err(|problem| ConfigError::Invalid {
+                path: path.to_path_buf(),
+                key: "sinks".into(),
+                problem,
+            })?;
+        config.redactor = Arc::new(redactor);
         config
             .validate()
             .map_err(|(key, problem)| ConfigError::Invalid {
                 path: path.to_path_buf(),
                 key,
-                problem,
+                problem: config.redactor.redact(&problem).into_owned(),
             })?;
         Ok(config)
+    }
+
+    /// The redactor for the values `secrets` (every [`crate::secret::Secret`]
+    /// read) and the URL of every HTTP sink.
+    fn build_redactor(&self, secrets: &[String]) -> Result<Redactor, String> {
+        let mut builder = Redactor::builder();
+        for value in secrets {
+            builder.secret(value);
+        }
+        for sink in self.sinks.values() {
+            if let Some((_, url)) = sink.kind.http_url() {
+                builder.url(url);
+            }
+        }
+        builder.build()
+    }
+
+    /// What removes this config's secrets from output; the command installs it
+    /// with [`crate::redact::install`].
+    pub fn redactor(&self) -> Arc<Redactor> {
+        self.redactor.clone()
     }
 
     /// Checks what types alone cannot; returns the key and the problem.
@@ -432,6 +473,11 @@ impl Config {
                     "sink names may only use letters, digits, `_` and `-`".into(),
                 );
             }
+            if let Some((field, url)) = sink.kind.http_url()
+                && let Err(problem) = crate::sinks::transport::check_url(url)
+            {
+                return invalid(&key(field), problem);
+            }
             let delivery = &sink.delivery;
             if delivery.queue_events == 0 {
                 return invalid(&key("queue_events"), "must be at least 1".into());
@@ -522,17 +568,21 @@ impl Config {
         Ok(())
     }
 
-    /// The effective config (defaults filled in) as TOML, for `herald check`.
+    /// The effective config (defaults filled in) as TOML, for `herald check`:
+    /// secrets as `<redacted>`, URLs with their secret parts redacted.
     pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self)
-            .unwrap_or_else(|err| format!("# cannot show the config: {err}\n"))
+        let text = toml::to_string_pretty(self)
+            .unwrap_or_else(|err| format!("# cannot show the config: {err}\n"));
+        self.redactor.redact(&text).into_owned()
     }
 }
 
 /// Replaces every string that is exactly `${VAR}` with the variable's value and
 /// every string starting with `file:` with that file's contents (trailing newline
-/// stripped), so any value can stay out of the config file. Secrets are still
-/// redacted wherever they are shown, because their fields have the secret type.
+/// stripped), so any value can stay out of the config file. This is the only
+/// place references are resolved, once: a value read here is never taken for a
+/// reference again. Secrets are still redacted wherever they are shown, because
+/// their fields have the secret type.
 fn expand_strings(table: &mut toml::Table, prefix: &str) -> Result<(), (String, String)> {
     for (key, value) in table.iter_mut() {
         let path = if prefix.is_empty() {
@@ -679,6 +729,95 @@ path = "data/events.jsonl"
             err.to_string()
                 .contains("ingest.allow[0]: environment variable HERALD_TEST_NOT_SET is not set"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn an_environment_value_starting_with_file_is_the_value_not_a_path() {
+        // SAFETY: only this test uses these variables.
+        unsafe {
+            std::env::set_var("HERALD_TEST_FILE_LIKE_SECRET", "file:/no/such/s3cret-value");
+            std::env::set_var(
+                "HERALD_TEST_FILE_LIKE_REF",
+                "${HERALD_TEST_FILE_LIKE_SECRET}",
+            );
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("hook");
+        std::fs::write(&file, "${HERALD_TEST_FILE_LIKE_SECRET}\n").unwrap();
+        let text = format!(
+            "{MINIMAL}\n[sinks.hook]\ntype = \"webhook\"\nurl = \"http://hooks.corp/x\"\n\
+             hmac_secret = \"${{HERALD_TEST_FILE_LIKE_SECRET}}\"\n\
+             headers = {{ X-Ref = \"${{HERALD_TEST_FILE_LIKE_REF}}\", X-File = \"file:{}\" }}\n",
+            file.display()
+        );
+        let config = load(&text).unwrap();
+        let SinkKind::Webhook(hook) = &config.sinks["hook"].kind else {
+            panic!("webhook sink")
+        };
+        let secret = |s: &Option<crate::secret::Secret>| s.as_ref().unwrap().expose().to_string();
+        assert_eq!(secret(&hook.hmac_secret), "file:/no/such/s3cret-value");
+        // Neither an environment value nor a file's contents is resolved again.
+        assert_eq!(
+            hook.headers["X-Ref"].expose(),
+            "${HERALD_TEST_FILE_LIKE_SECRET}"
+        );
+        assert_eq!(
+            hook.headers["X-File"].expose(),
+            "${HERALD_TEST_FILE_LIKE_SECRET}"
+        );
+        let shown = config.to_toml();
+        assert!(!shown.contains("s3cret-value"), "{shown}");
+        assert!(
+            config
+                .redactor()
+                .redact("x file:/no/such/s3cret-value")
+                .contains("<redacted>")
+        );
+    }
+
+    #[test]
+    fn http_sink_urls_are_checked_and_the_key_named_without_the_url() {
+        for (sink, field) in [
+            ("type = \"webhook\"\nurl", "url"),
+            ("type = \"slack\"\nwebhook_url", "webhook_url"),
+            ("type = \"teams\"\nwebhook_url", "webhook_url"),
+            ("type = \"loki\"\nurl", "url"),
+            ("type = \"influxdb\"\ndatabase = \"d\"\nurl", "url"),
+        ] {
+            for url in [
+                "ftp://files.corp/t0ken-abc",
+                "ht!tp://bad url/t0ken-abc",
+                "hooks.corp/t0ken-abc",
+            ] {
+                let text = format!("{MINIMAL}\n[sinks.out]\n{sink} = \"{url}\"\n");
+                let err = load(&text).unwrap_err().to_string();
+                assert!(err.contains(&format!("sinks.out.{field}: ")), "{err}");
+                assert!(err.contains("http"), "{err}");
+                assert!(!err.contains("t0ken-abc"), "{err}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_effective_config_shows_urls_with_their_secrets_redacted() {
+        let text = format!(
+            "{MINIMAL}\n[sinks.db]\ntype = \"influxdb\"\nurl = \"HTTP://herald:pw@db.corp:8086\"\n\
+             database = \"d\"\n\n[sinks.logs]\ntype = \"loki\"\n\
+             url = \"https://gw.corp/loki?api_key=k3y-123456\"\n"
+        );
+        let shown = load(&text).unwrap().to_toml();
+        assert!(
+            shown.contains("url = \"http://herald:<redacted>@db.corp:8086\""),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("url = \"https://gw.corp/loki?api_key=<redacted>\""),
+            "{shown}"
+        );
+        assert!(
+            !shown.contains(":pw@") && !shown.contains("k3y-123456"),
+            "{shown}"
         );
     }
 

@@ -97,7 +97,7 @@ impl Record {
 
     /// An event a sink gave up on (`reason` [`SINK_FAILED`]), or one still
     /// queued for a memory-buffered sink when a stop's grace period ended
-    /// ([`SHUTDOWN`]).
+    /// ([`SHUTDOWN`]). The error is redacted ([`crate::redact`]).
     pub fn event(reason: &'static str, sink: &str, error: &str, event: &Event) -> Record {
         let mut line = Vec::with_capacity(1024);
         line.extend_from_slice(b"{\"kind\":\"event\",\"failed_at\":\"");
@@ -107,7 +107,7 @@ impl Record {
         line.extend_from_slice(b",\"sink\":");
         json_string(&mut line, sink);
         line.extend_from_slice(b",\"error\":");
-        json_string(&mut line, error);
+        json_string(&mut line, &crate::redact::text(error));
         line.extend_from_slice(b",\"event\":");
         event.write_json(&mut line);
         line.extend_from_slice(b"}\n");

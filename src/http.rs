@@ -179,6 +179,7 @@ fn respond(request: &[u8], state: &HttpState) -> (&'static str, &'static str, St
 }
 
 /// The `/health` document, and whether herald is healthy (every sink delivering).
+/// Error texts are redacted ([`crate::redact`]).
 pub fn health(health: &Health) -> (bool, String) {
     let sinks: serde_json::Map<String, serde_json::Value> = health
         .sinks
@@ -198,10 +199,10 @@ pub fn health(health: &Health) -> (bool, String) {
                 },
             });
             if let Some(error) = &buffer.error {
-                value["buffer"]["error"] = json!(error);
+                value["buffer"]["error"] = json!(crate::redact::text(error));
             }
             if let Some(error) = sink.last_error() {
-                value["last_error"] = json!(error);
+                value["last_error"] = json!(crate::redact::text(&error));
             }
             (sink.name.clone(), value)
         })

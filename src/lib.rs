@@ -22,6 +22,7 @@
 //! * [`replay`]: `herald replay`, re-sending what the dead-letter file kept.
 //! * [`appenders`]: the `LocalLogConfig.xml` files that point Sense at herald.
 //! * [`secret`]: passwords and tokens from the environment or files, redacted.
+//! * [`redact`]: removes every known secret value from all that herald writes out.
 //! * [`throttle`]: keeps repeating conditions from flooding the log.
 //! * [`flood`]: logs datagrams herald could not use within one global budget.
 //! * [`budget`]: byte budgets for the queues that hold what the network sent.
@@ -39,6 +40,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod parse;
 pub mod pipeline;
+pub mod redact;
 pub mod replay;
 pub mod route;
 pub mod secret;

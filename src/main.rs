@@ -1,5 +1,9 @@
 //! The `herald` command: argument parsing, logging and metrics set-up, and the
 //! exit code. Everything else lives in the library.
+//!
+//! A command that loads a config installs its redactor first ([`load`]); from
+//! then on every log line, every line printed about the config and the final
+//! error pass through it ([`herald::redact`]).
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -9,7 +13,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use herald::config::{Config, DEFAULT_PATH, LogFormat};
-use herald::{appenders, http, pipeline, replay, send};
+use herald::{appenders, http, pipeline, redact, replay, send};
 use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
 
@@ -177,14 +181,26 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("herald: {err:#}");
+            say(&format!("herald: {err:#}"));
             ExitCode::FAILURE
         }
     }
 }
 
-fn check(path: &Path, connect: bool) -> anyhow::Result<()> {
+/// Loads the config and installs its redactor for everything herald writes out.
+fn load(path: &Path) -> anyhow::Result<Config> {
     let config = Config::load(path)?;
+    redact::install(config.redactor());
+    Ok(config)
+}
+
+/// Prints a line on standard error, redacted.
+fn say(line: &str) {
+    eprintln!("{}", redact::text(line));
+}
+
+fn check(path: &Path, connect: bool) -> anyhow::Result<()> {
+    let config = load(path)?;
     let resolution = pipeline::resolve_allowlist(&config.ingest.allow)?.resolution;
     println!(
         "# herald: effective configuration of {} (defaults filled in)",
@@ -192,11 +208,11 @@ fn check(path: &Path, connect: bool) -> anyhow::Result<()> {
     );
     print!("{}", config.to_toml());
     for host in &resolution.unresolved {
-        eprintln!(
+        say(&format!(
             "herald: warning: ingest.allow: host name {host:?} does not resolve; its datagrams will be refused until it does"
-        );
+        ));
     }
-    eprintln!(
+    say(&format!(
         "herald: {} is valid: {} listener(s), {} allowlist entr{} after resolving, {} sink(s)",
         path.display(),
         config.ingest.listen.len(),
@@ -207,7 +223,7 @@ fn check(path: &Path, connect: bool) -> anyhow::Result<()> {
             "ies"
         },
         config.sinks.len()
-    );
+    ));
     if connect {
         check_connections(&config)?;
     }
@@ -226,10 +242,10 @@ fn check_connections(config: &Config) -> anyhow::Result<()> {
             continue;
         };
         match result {
-            Ok(summary) => eprintln!("herald: sinks.{name}: ok: {summary}"),
+            Ok(summary) => say(&format!("herald: sinks.{name}: ok: {summary}")),
             Err(problem) => {
                 problems += 1;
-                eprintln!("herald: sinks.{name}: {problem}");
+                say(&format!("herald: sinks.{name}: {problem}"));
             }
         }
     }
@@ -317,7 +333,7 @@ fn parse_since(text: &str) -> Result<jiff::Timestamp, String> {
 }
 
 fn replay_dead_letters(path: &Path, options: &replay::ReplayOptions) -> anyhow::Result<()> {
-    let config = Config::load(path)?;
+    let config = load(path)?;
     init_logging(&config);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -414,7 +430,7 @@ fn write_appenders(target: &appenders::Target, out: &Path) -> anyhow::Result<()>
 }
 
 fn run(path: &Path) -> anyhow::Result<()> {
-    let config = Config::load(path)?;
+    let config = load(path)?;
     init_logging(&config);
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .set_buckets_for_metric(
@@ -476,7 +492,7 @@ fn init_logging(config: &Config) {
         .unwrap_or_else(|| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(redact::RedactingWriter::new(std::io::stderr));
     match config.log.format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),

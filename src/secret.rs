@@ -2,10 +2,17 @@
 //!
 //! A [`Secret`] is written in config as a literal, as `${ENV_VAR}` (read from the
 //! environment) or as `file:/path/to/file` (read from a file, trailing newline
-//! stripped), so it never has to sit in the config file. Its value is resolved when
-//! the config is loaded and is never shown: `Debug`, `Display` and `Serialize` (what
-//! `herald check` prints) all write `"<redacted>"`.
+//! stripped), so it never has to sit in the config file. The reference is resolved
+//! once, by [`Secret::resolve`], when the config is loaded: a value read from the
+//! environment or a file is taken as it is, never resolved again (an environment
+//! value starting with `file:` is not a path). A secret is never shown: `Debug`,
+//! `Display` and `Serialize` (what `herald check` prints) all write `"<redacted>"`.
+//!
+//! Keeping the value out of everything else herald writes is [`crate::redact`]'s
+//! job: the config loader collects every secret deserialised ([`collect`]) and
+//! hands the values to the redactor.
 
+use std::cell::RefCell;
 use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -71,11 +78,35 @@ impl Serialize for Secret {
     }
 }
 
+/// Takes the value as it is: the config loader has already resolved `${VAR}` and
+/// `file:` references, and resolving again would read an environment value that
+/// starts with `file:` as a path.
 impl<'de> Deserialize<'de> for Secret {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        Secret::resolve(&text).map_err(serde::de::Error::custom)
+        let value = String::deserialize(deserializer)?;
+        COLLECTED.with(|collected| {
+            if let Some(values) = collected.borrow_mut().as_mut() {
+                values.push(value.clone());
+            }
+        });
+        Ok(Secret { value })
     }
+}
+
+thread_local! {
+    /// The values of the secrets deserialised inside [`collect`] on this thread.
+    static COLLECTED: RefCell<Option<Vec<String>>> = const { RefCell::new(None) };
+}
+
+/// Runs `load` and returns its result with the value of every [`Secret`] it
+/// deserialised (on this thread), so that none can be missed by the redactor.
+pub fn collect<T>(load: impl FnOnce() -> T) -> (T, Vec<String>) {
+    let outer = COLLECTED.with(|collected| collected.replace(Some(Vec::new())));
+    let result = load();
+    let values = COLLECTED
+        .with(|collected| collected.replace(outer))
+        .unwrap_or_default();
+    (result, values)
 }
 
 #[cfg(test)]
@@ -102,6 +133,21 @@ mod tests {
         std::fs::write(&path, "abc\r\n").unwrap();
         let secret = Secret::resolve(&format!("file:{}", path.display())).unwrap();
         assert_eq!(secret.expose(), "abc");
+    }
+
+    #[test]
+    fn deserialising_takes_the_value_as_it_is_and_collects_it() {
+        let ((secret, other), values) = collect(|| {
+            let secret: Secret = serde_json::from_str("\"file:/etc/passwd\"").unwrap();
+            let other: Secret = serde_json::from_str("\"${HOME}\"").unwrap();
+            (secret, other)
+        });
+        assert_eq!(secret.expose(), "file:/etc/passwd");
+        assert_eq!(other.expose(), "${HOME}");
+        assert_eq!(values, ["file:/etc/passwd", "${HOME}"]);
+        // Outside `collect`, nothing is kept.
+        let _: Secret = serde_json::from_str("\"x\"").unwrap();
+        assert_eq!(collect(|| ()).1, Vec::<String>::new());
     }
 
     #[test]

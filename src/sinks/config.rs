@@ -59,6 +59,20 @@ impl SinkKind {
         }
     }
 
+    /// The key and value of the URL an HTTP sink sends to: checked when the
+    /// config is loaded, and its secret parts known to the redactor. This is
+    /// the one list of HTTP URLs in the config.
+    pub fn http_url(&self) -> Option<(&'static str, &str)> {
+        match self {
+            SinkKind::Influxdb(influx) => Some(("url", &influx.url)),
+            SinkKind::Loki(loki) => Some(("url", &loki.url)),
+            SinkKind::Slack(slack) => Some(("webhook_url", slack.webhook_url.expose())),
+            SinkKind::Teams(teams) => Some(("webhook_url", teams.webhook_url.expose())),
+            SinkKind::Webhook(webhook) => Some(("url", webhook.url.expose())),
+            _ => None,
+        }
+    }
+
     /// Whether the sink sends alerts: one message per event under the rules of
     /// [`alert::AlertSink`] (de-duplication, rate limits, pacing, templates),
     /// taking the [`alert::AlertConfig`] keys. This is the one place that decides.

@@ -7,6 +7,11 @@
 //! because they are fixed by an operator (a token, a database) rather than by
 //! changing the data; any other 4xx is permanent and carries the server's message.
 //! Network errors and timeouts are retried.
+//!
+//! Every error message made here passes through [`crate::redact`], so a URL the
+//! HTTP client prints (normalised: lower-case scheme, no default port) or a
+//! server echoing a token never carries a secret out. URLs are checked when the
+//! config is loaded ([`check_url`]).
 
 use std::io::Write as _;
 use std::path::Path;
@@ -53,14 +58,38 @@ pub fn client(timeout_ms: u64, tls_ca_file: Option<&Path>) -> Result<reqwest::Cl
         .map_err(|err| format!("cannot start the HTTP client: {err}"))
 }
 
-/// Removes a secret URL from an error message (reqwest puts the URL in its errors).
-pub fn redact(mut err: SinkError, url: &crate::secret::Secret) -> SinkError {
-    err.message = err.message.replace(url.expose(), crate::secret::REDACTED);
-    err
+/// Parses an HTTP sink's URL: http or https, with a host, no spaces.
+///
+/// # Errors
+///
+/// What is wrong and the fix, without the URL itself (it may hold a token).
+pub fn check_url(text: &str) -> Result<reqwest::Url, String> {
+    const EXAMPLE: &str = "e.g. \"https://host:port/path\"";
+    if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "contains a space or a control character; write the URL without them (a space in a path is %20), {EXAMPLE}"
+        ));
+    }
+    let url = reqwest::Url::parse(text).map_err(|err| {
+        format!("is not a URL ({err}); write it in full, with http:// or https://, {EXAMPLE}")
+    })?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(if text.contains("://") {
+            format!(
+                "uses {}://; herald sends over http or https only, {EXAMPLE}",
+                url.scheme()
+            )
+        } else {
+            format!("is not a full URL; write it with http:// or https://, {EXAMPLE}")
+        });
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("has no host; {EXAMPLE}"));
+    }
+    Ok(url)
 }
 
-/// POSTs a JSON body to a secret URL (a webhook) and checks the answer; the URL
-/// never appears in the error.
+/// POSTs a JSON body to a webhook and checks the answer.
 ///
 /// # Errors
 ///
@@ -76,11 +105,8 @@ pub async fn post_json(
         .body(body)
         .send()
         .await
-        .map_err(|err| redact(network_error(&err), url))?;
-    check(response)
-        .await
-        .map(drop)
-        .map_err(|err| redact(err, url))
+        .map_err(|err| network_error(&err))?;
+    check(response).await.map(drop)
 }
 
 /// Gzips a request body.
@@ -91,7 +117,8 @@ pub fn gzip(body: &[u8]) -> Vec<u8> {
     encoder.finish().unwrap_or_default()
 }
 
-/// A network-level failure (no response): always worth retrying.
+/// A network-level failure (no response): always worth retrying. The message
+/// (with the URL the client prints) is redacted.
 pub fn network_error(err: &reqwest::Error) -> SinkError {
     let mut message = err.to_string();
     let mut source = std::error::Error::source(err);
@@ -100,10 +127,11 @@ pub fn network_error(err: &reqwest::Error) -> SinkError {
         message.push_str(&cause.to_string());
         source = cause.source();
     }
-    SinkError::retryable(message)
+    SinkError::retryable(crate::redact::string(message))
 }
 
-/// Reads a response: `Ok(body)` for 2xx, else the error the rules above give.
+/// Reads a response: `Ok(body)` for 2xx, else the error the rules above give
+/// (with the server's message redacted: servers may echo the URL).
 ///
 /// # Errors
 ///
@@ -119,7 +147,11 @@ pub async fn check(response: reqwest::Response) -> Result<String, SinkError> {
     if status.is_success() {
         return Ok(body);
     }
-    let message = format!("HTTP {}: {}", status.as_u16(), summarise(&body));
+    let message = format!(
+        "HTTP {}: {}",
+        status.as_u16(),
+        crate::redact::text(&summarise(&body))
+    );
     let retryable = matches!(
         status,
         StatusCode::REQUEST_TIMEOUT
@@ -205,6 +237,25 @@ mod tests {
             "partial write: field type conflict"
         );
         assert_eq!(summarise("  plain text\n"), "plain text");
+    }
+
+    #[test]
+    fn urls_are_checked_without_showing_them() {
+        assert!(check_url("HTTPS://prod.logic.azure.com:443/workflows/x?sig=abc").is_ok());
+        assert!(check_url("HTTP://127.0.0.1:8086").is_ok());
+        for (url, expected) in [
+            ("ftp://files.corp/secret-token", "uses ftp://"),
+            ("ht!tp://bad url", "contains a space"),
+            ("ht!tp://bad-url/secret-token", "is not a URL"),
+            ("db:8086", "is not a full URL"),
+            ("hooks.slack.com/services/secret-token", "is not a URL"),
+            ("https://", "is not a URL"),
+        ] {
+            let problem = check_url(url).unwrap_err();
+            assert!(problem.contains(expected), "{url}: {problem}");
+            assert!(!problem.contains("secret-token"), "{url}: {problem}");
+            assert!(problem.contains("https://host:port/path"), "{problem}");
+        }
     }
 
     #[test]

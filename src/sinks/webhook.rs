@@ -159,14 +159,12 @@ impl Webhook {
                 signature(key.expose().as_bytes(), &body),
             );
         }
-        let response =
-            request.body(body).send().await.map_err(|err| {
-                transport::redact(transport::network_error(&err), &self.config.url)
-            })?;
-        transport::check(response)
+        let response = request
+            .body(body)
+            .send()
             .await
-            .map(drop)
-            .map_err(|err| transport::redact(err, &self.config.url))
+            .map_err(|err| transport::network_error(&err))?;
+        transport::check(response).await.map(drop)
     }
 }
 

@@ -198,7 +198,14 @@ impl Herald {
     /// Writes `config_toml` to a fresh temp dir, starts herald there and waits
     /// until `/health` answers.
     pub fn start(config_toml: &str) -> Herald {
-        let mut herald = Herald::launch(config_toml);
+        Herald::start_with_env(config_toml, &[])
+    }
+
+    /// Like [`Herald::start`], with extra environment variables (for `${VAR}`
+    /// values in the config).
+    pub fn start_with_env(config_toml: &str, env: &[(&str, &str)]) -> Herald {
+        let mut herald =
+            Herald::launch_in(tempfile::tempdir().expect("temp dir"), config_toml, env);
         let up = poll_until(Duration::from_secs(30), || {
             if herald.has_exited() {
                 return true;
@@ -222,7 +229,7 @@ impl Herald {
 
     /// Like [`Herald::start`] without waiting for it to come up.
     pub fn launch(config_toml: &str) -> Herald {
-        Herald::launch_in(tempfile::tempdir().expect("temp dir"), config_toml)
+        Herald::launch_in(tempfile::tempdir().expect("temp dir"), config_toml, &[])
     }
 
     /// Stops this herald (it must have exited, or is killed) and starts a new
@@ -243,7 +250,7 @@ impl Herald {
             dir.path().join("stderr.txt"),
             dir.path().join(format!("stderr.{runs}.txt")),
         );
-        let mut herald = Herald::launch_in(dir, config_toml);
+        let mut herald = Herald::launch_in(dir, config_toml, &[]);
         let up = poll_until(Duration::from_secs(30), || {
             herald.has_exited() || herald.try_http("GET", "/health").is_ok()
         });
@@ -268,7 +275,7 @@ impl Herald {
             * 1024
     }
 
-    fn launch_in(dir: TempDir, config_toml: &str) -> Herald {
+    fn launch_in(dir: TempDir, config_toml: &str, env: &[(&str, &str)]) -> Herald {
         let config: toml::Table = toml::from_str(config_toml).expect("test config is TOML");
         let http: SocketAddr = config["http"]["listen"]
             .as_str()
@@ -295,6 +302,7 @@ impl Herald {
             .current_dir(dir.path())
             .env_remove("HERALD_LOG")
             .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr)

@@ -63,3 +63,6 @@ mod throughput;
 
 // Faults: outages, stops, restarts, kill -9, damaged buffers, a full disk, replay.
 mod faults;
+
+// Secrets never leave: no secret in the log, /health, the dead-letter file or `herald check`.
+mod secrets;

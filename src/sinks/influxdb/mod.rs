@@ -75,21 +75,12 @@ fn default_true() -> bool {
 
 impl InfluxdbConfig {
     /// Checks the keys that depend on `api`; returns the key and the problem.
+    /// (`url` is checked with every HTTP sink's, by the config loader.)
     ///
     /// # Errors
     ///
     /// `(key, problem)` for the first thing wrong.
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
-        if !reqwest::Url::parse(&self.url).is_ok_and(|url| matches!(url.scheme(), "http" | "https"))
-        {
-            return Err((
-                "url",
-                format!(
-                    "{:?} is not an http(s) URL; e.g. \"http://127.0.0.1:8086\"",
-                    self.url
-                ),
-            ));
-        }
         match self.api {
             Api::V1 => {
                 if self.database.as_deref().is_none_or(str::is_empty) {
@@ -424,13 +415,6 @@ mod tests {
         assert_eq!(v2.validate().unwrap_err().0, "token");
         let mixed = config("url = \"http://db\"\ndatabase = \"d\"\ntoken = \"t\"");
         assert_eq!(mixed.validate().unwrap_err().0, "api");
-        assert_eq!(
-            config("url = \"db:8086\"\ndatabase = \"d\"")
-                .validate()
-                .unwrap_err()
-                .0,
-            "url"
-        );
     }
 
     #[test]

@@ -123,25 +123,14 @@ fn valid_label_name(name: &str) -> bool {
 }
 
 impl LokiConfig {
-    /// Checks the keys; returns the key and the problem.
+    /// Checks the keys; returns the key and the problem. (Whether `url` is
+    /// an http or https URL is checked with every HTTP sink's, by the config
+    /// loader.)
     ///
     /// # Errors
     ///
     /// `(key, problem)` for the first thing wrong.
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
-        let url = reqwest::Url::parse(&self.url).ok();
-        if !url
-            .as_ref()
-            .is_some_and(|url| matches!(url.scheme(), "http" | "https") && url.has_host())
-        {
-            return Err((
-                "url",
-                format!(
-                    "{:?} is not an http(s) URL; e.g. \"http://127.0.0.1:3100\"",
-                    self.url
-                ),
-            ));
-        }
         if self.base().ends_with(PUSH_PATH) {
             return Err((
                 "url",
@@ -315,11 +304,6 @@ mod tests {
 
     #[test]
     fn validation_names_the_key_and_the_fix() {
-        let (key, message) = problem("url = \"loki:3100\"");
-        assert_eq!(key, "url");
-        assert!(message.contains("http://127.0.0.1:3100"), "{message}");
-        let (key, message) = problem("url = \"ftp://loki\"");
-        assert_eq!(key, "url", "{message}");
         let (key, message) = problem("url = \"http://loki:3100/loki/api/v1/push\"");
         assert_eq!(key, "url");
         assert!(message.contains("\"http://loki:3100\""), "{message}");

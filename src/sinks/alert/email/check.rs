@@ -31,7 +31,7 @@ pub async fn check_connection(config: &EmailConfig) -> Result<String, String> {
             } else {
                 "check `from`: servers often accept only their own domains, or the logged-in user's address"
             };
-            return Err(email.redact(format!(
+            return Err(crate::redact::string(format!(
                 "the SMTP server {} does not accept mail from {}: {}; {hint}",
                 email.server(),
                 email.from.email,

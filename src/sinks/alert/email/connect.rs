@@ -148,7 +148,7 @@ impl Email {
                 )
             }
         };
-        self.redact(message)
+        crate::redact::string(message)
     }
 }
 

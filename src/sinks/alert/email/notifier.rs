@@ -22,7 +22,7 @@ use super::connect::{error_text, needs_login, tls_parameters};
 use super::limiter::RecipientLimiter;
 use super::{EMAIL_RECIPIENTS_SUPPRESSED, EmailConfig, Security};
 use crate::event::{Event, Field};
-use crate::secret::{REDACTED, Secret};
+use crate::secret::Secret;
 use crate::sinks::SinkError;
 
 /// Where one recipient stands for the event being delivered.
@@ -149,16 +149,6 @@ impl Email {
         }
     }
 
-    /// Removes the password from a message (no server should echo it; belt and braces).
-    pub(super) fn redact(&self, message: String) -> String {
-        match &self.credentials {
-            Some((_, password)) if !password.expose().is_empty() => {
-                message.replace(password.expose(), REDACTED)
-            }
-            _ => message,
-        }
-    }
-
     /// Subject, text and HTML for an alert.
     fn content(&self, event: &Event, rendered: &Rendered) -> Content {
         let subject = match &self.subject {
@@ -265,7 +255,7 @@ impl Email {
                 }
                 Ok(Err(err)) if needs_login(&err) => {
                     // Not about this recipient: the server wants a login first.
-                    let reason = self.redact(format!(
+                    let reason = crate::redact::string(format!(
                         "{}; the server wants a login: set username and password",
                         error_text(&err)
                     ));
@@ -275,16 +265,19 @@ impl Email {
                     return retry;
                 }
                 Ok(Err(err)) if err.is_permanent() => {
-                    let reason = self.redact(error_text(&err));
+                    let reason = crate::redact::string(error_text(&err));
                     warn!(recipient = %address, %reason, "email: the SMTP server refused the message for good");
                     self.set(index, Recipient::Refused(reason));
                 }
                 Ok(Err(err)) if err.is_transient() => {
-                    retry.push(format!("{address}: {}", self.redact(error_text(&err))));
+                    retry.push(format!(
+                        "{address}: {}",
+                        crate::redact::string(error_text(&err))
+                    ));
                 }
                 Ok(Err(err)) => {
                     // The connection broke: everyone left waits for the retry.
-                    let reason = self.redact(error_text(&err));
+                    let reason = crate::redact::string(error_text(&err));
                     for &rest in &pending[n..] {
                         retry.push(format!("{}: {reason}", self.to[rest].email));
                     }
@@ -410,10 +403,6 @@ mod tests {
         assert!(!toml::to_string(&c).unwrap().contains("hunter2secret"));
         let email = Email::new("test", &c).unwrap();
         assert!(!format!("{email:?}").contains("hunter2secret"));
-        assert_eq!(
-            email.redact("535 bad hunter2secret".into()),
-            "535 bad <redacted>"
-        );
     }
 
     #[test]
