@@ -265,13 +265,22 @@ impl Herald {
 
     /// herald's peak resident memory so far, in bytes (Linux: VmHWM).
     pub fn peak_rss_bytes(&self) -> u64 {
+        self.memory_status("VmHWM:")
+    }
+
+    /// herald's resident memory now, in bytes (Linux: VmRSS).
+    pub fn rss_bytes(&self) -> u64 {
+        self.memory_status("VmRSS:")
+    }
+
+    fn memory_status(&self, key: &str) -> u64 {
         let status = fs::read_to_string(format!("/proc/{}/status", self.child.id()))
             .expect("/proc/<pid>/status");
         status
             .lines()
-            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .find_map(|line| line.strip_prefix(key))
             .and_then(|kb| kb.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .expect("VmHWM in /proc/<pid>/status")
+            .unwrap_or_else(|| panic!("{key} in /proc/<pid>/status"))
             * 1024
     }
 
