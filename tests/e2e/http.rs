@@ -3,7 +3,7 @@ use serde_json::Value;
 use crate::harness::{ConfigBuilder, Herald, fixture, metric_names, sample_datagrams, send};
 
 /// Every name declared in src/metrics.rs.
-const METRICS: [&str; 26] = [
+const METRICS: [&str; 28] = [
     "herald_ingest_datagrams_total",
     "herald_ingest_rejected_total",
     "herald_ingest_kernel_drops_total",
@@ -22,6 +22,8 @@ const METRICS: [&str; 26] = [
     "herald_sink_retries_total",
     "herald_sink_queue_depth",
     "herald_sink_queue_capacity",
+    "herald_sink_queue_bytes",
+    "herald_sink_queue_max_bytes",
     "herald_buffer_events",
     "herald_buffer_bytes",
     "herald_buffer_max_bytes",
