@@ -150,6 +150,14 @@ pub fn describe() {
     describe_counter!(SINK_RETRIES, "Delivery attempts retried, per sink.");
     describe_gauge!(SINK_QUEUE_DEPTH, "Events waiting in the sink's queue.");
     describe_gauge!(SINK_QUEUE_CAPACITY, "Capacity of the sink's queue.");
+    describe_gauge!(
+        SINK_QUEUE_BYTES,
+        "Bytes of the events in the sink's memory queue."
+    );
+    describe_gauge!(
+        SINK_QUEUE_MAX_BYTES,
+        "The most bytes of events the sink's memory queue may hold (queue_bytes)."
+    );
     describe_gauge!(BUFFER_EVENTS, "Events waiting in the sink's disk buffer.");
     describe_gauge!(BUFFER_BYTES, "Bytes of the sink's disk buffer on disk.");
     describe_gauge!(
