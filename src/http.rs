@@ -9,6 +9,7 @@
 //! in constant time. It serves nothing else; sinks that need HTTP use their own
 //! clients.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -16,7 +17,7 @@ use std::time::Duration;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::Semaphore;
 use tracing::debug;
 
@@ -29,6 +30,31 @@ const READ_TIMEOUT: Duration = Duration::from_secs(5);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connections served at once; further ones are closed without an answer.
 pub const MAX_CONNECTIONS: usize = 4096;
+/// Connections the kernel may hold for the accept loop (Linux caps it at
+/// `net.core.somaxconn`, 4096 by default). The usual 128 overflows when a burst
+/// of clients connects while the loop is busy for a few milliseconds, and a
+/// client whose connection attempt is dropped waits a second before retrying.
+const LISTEN_BACKLOG: u32 = 1024;
+
+/// Binds the endpoint's listener on `addr`, with room for a burst of
+/// connections ([`LISTEN_BACKLOG`]).
+///
+/// # Errors
+///
+/// When the socket cannot be made or bound (address in use, not permitted).
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    // What the standard library's bind does too: a restarted herald can bind
+    // again while its old connections linger in TIME_WAIT.
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
 
 /// What the endpoint serves from.
 #[derive(Clone)]
@@ -235,4 +261,33 @@ pub fn health(health: &Health) -> (bool, String) {
         "sinks": sinks,
     });
     (healthy && !stopping, format!("{body:#}\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_listener_holds_a_burst_of_connections_before_they_are_accepted() {
+        let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        // The kernel caps the backlog at net.core.somaxconn.
+        let somaxconn = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .ok()
+            .and_then(|text| text.trim().parse::<usize>().ok())
+            .unwrap_or(LISTEN_BACKLOG as usize);
+        let burst = (LISTEN_BACKLOG as usize).min(somaxconn);
+        // Nothing accepts: each connection waits in the backlog. Beyond it, the
+        // kernel drops the attempt and connect waits a second or more to retry.
+        let connected = tokio::task::spawn_blocking(move || {
+            (0..burst)
+                .map(|_| std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)))
+                .collect::<Result<Vec<_>, _>>()
+                .map(|streams| streams.len())
+        })
+        .await
+        .unwrap();
+        assert_eq!(connected.unwrap(), burst);
+        drop(listener);
+    }
 }

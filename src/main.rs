@@ -14,7 +14,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use herald::config::{Config, DEFAULT_PATH, LogFormat};
 use herald::{appenders, http, pipeline, redact, replay, send};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 use tracing_subscriber::EnvFilter;
 
 /// Receives Qlik Sense log4net UDP events and routes them to files, metrics and alerts.
@@ -432,6 +432,7 @@ fn write_appenders(target: &appenders::Target, out: &Path) -> anyhow::Result<()>
 fn run(path: &Path) -> anyhow::Result<()> {
     let config = load(path)?;
     init_logging(&config);
+    raise_open_file_limit();
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .set_buckets_for_metric(
             metrics_exporter_prometheus::Matcher::Full(herald::metrics::EVENT_LATENCY.into()),
@@ -461,8 +462,7 @@ fn run(path: &Path) -> anyhow::Result<()> {
             }
         });
         if config.http.enabled {
-            let listener = tokio::net::TcpListener::bind(config.http.listen)
-                .await
+            let listener = http::bind(config.http.listen)
                 .with_context(|| format!("cannot serve HTTP on {} (http.listen)", config.http.listen))?;
             info!(listen = %listener.local_addr()?, "serving /metrics and /health");
             let state = http::HttpState {
@@ -498,6 +498,48 @@ fn init_logging(config: &Config) {
         LogFormat::Text => builder.init(),
     }
 }
+
+/// Raises the soft limit on open files to the hard limit. Every HTTP client,
+/// sink connection and buffer segment holds a descriptor, and the usual soft
+/// limit of 1,024 is below what the HTTP endpoint alone may hold
+/// ([`http::MAX_CONNECTIONS`]). systemd, for one, starts services with a soft
+/// limit of 1,024 under a much higher hard limit, which a process has to ask for.
+#[cfg(unix)]
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes only to the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        let err = std::io::Error::last_os_error();
+        debug!(%err, "cannot read the open-file limit; keeping it");
+        return;
+    }
+    let before = limit.rlim_cur;
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: setrlimit only reads the struct it is given.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+            let err = std::io::Error::last_os_error();
+            debug!(%err, soft = before, hard = limit.rlim_max, "cannot raise the open-file limit; keeping it");
+            return;
+        }
+        limit = raised;
+    }
+    debug!(
+        soft = limit.rlim_cur,
+        hard = limit.rlim_max,
+        was = before,
+        "open-file limit"
+    );
+}
+
+#[cfg(not(unix))]
+fn raise_open_file_limit() {}
 
 /// SIGHUP (a closed terminal, `systemctl reload`) would end herald at once,
 /// losing what its queues hold: it is logged and ignored instead, for the

@@ -204,32 +204,43 @@ impl Herald {
     /// Like [`Herald::start`], with extra environment variables (for `${VAR}`
     /// values in the config).
     pub fn start_with_env(config_toml: &str, env: &[(&str, &str)]) -> Herald {
-        let mut herald =
-            Herald::launch_in(tempfile::tempdir().expect("temp dir"), config_toml, env);
+        Herald::launch_in(tempfile::tempdir().expect("temp dir"), config_toml, env, None)
+            .until_up(config_toml)
+    }
+
+    /// Waits until this herald's `/health` answers and lists its listener.
+    fn until_up(mut self, config_toml: &str) -> Herald {
         let up = poll_until(Duration::from_secs(30), || {
-            if herald.has_exited() {
+            if self.has_exited() {
                 return true;
             }
             // Only our herald lists our UDP listener: another test's herald on a
             // recycled port must not count.
-            let ours = format!("\"listen\": \"{}\"", herald.udp);
-            TcpStream::connect_timeout(&herald.http, Duration::from_secs(1)).is_ok()
-                && herald
+            let ours = format!("\"listen\": \"{}\"", self.udp);
+            TcpStream::connect_timeout(&self.http, Duration::from_secs(1)).is_ok()
+                && self
                     .try_http("GET", "/health")
                     .is_ok_and(|(_, body)| body.contains(&ours))
         });
         assert!(
-            up && !herald.has_exited(),
+            up && !self.has_exited(),
             "herald did not come up (exit: {:?})\nconfig:\n{config_toml}\nstderr:\n{}",
-            herald.exit,
-            herald.stderr()
+            self.exit,
+            self.stderr()
         );
-        herald
+        self
     }
 
     /// Like [`Herald::start`] without waiting for it to come up.
     pub fn launch(config_toml: &str) -> Herald {
-        Herald::launch_in(tempfile::tempdir().expect("temp dir"), config_toml, &[])
+        Herald::launch_in(tempfile::tempdir().expect("temp dir"), config_toml, &[], None)
+    }
+
+    /// Like [`Herald::start`], with herald started under a soft limit of
+    /// `soft` open files (as a service manager might start it).
+    pub fn start_with_open_file_limit(config_toml: &str, soft: u64) -> Herald {
+        let dir = tempfile::tempdir().expect("temp dir");
+        Herald::launch_in(dir, config_toml, &[], Some(soft)).until_up(config_toml)
     }
 
     /// Stops this herald (it must have exited, or is killed) and starts a new
@@ -250,7 +261,7 @@ impl Herald {
             dir.path().join("stderr.txt"),
             dir.path().join(format!("stderr.{runs}.txt")),
         );
-        let mut herald = Herald::launch_in(dir, config_toml, &[]);
+        let mut herald = Herald::launch_in(dir, config_toml, &[], None);
         let up = poll_until(Duration::from_secs(30), || {
             herald.has_exited() || herald.try_http("GET", "/health").is_ok()
         });
@@ -286,7 +297,19 @@ impl Herald {
             * 1024
     }
 
-    fn launch_in(dir: TempDir, config_toml: &str, env: &[(&str, &str)]) -> Herald {
+    /// How many file descriptors herald has open (Linux: `/proc/<pid>/fd`).
+    pub fn open_fds(&self) -> usize {
+        fs::read_dir(format!("/proc/{}/fd", self.child.id()))
+            .expect("/proc/<pid>/fd")
+            .count()
+    }
+
+    fn launch_in(
+        dir: TempDir,
+        config_toml: &str,
+        env: &[(&str, &str)],
+        soft_open_files: Option<u64>,
+    ) -> Herald {
         let config: toml::Table = toml::from_str(config_toml).expect("test config is TOML");
         let http: SocketAddr = config["http"]["listen"]
             .as_str()
@@ -306,7 +329,8 @@ impl Herald {
         fs::write(&config_path, config_toml).expect("write config");
         let stdout = fs::File::create(dir.path().join("stdout.txt")).expect("stdout file");
         let stderr = fs::File::create(dir.path().join("stderr.txt")).expect("stderr file");
-        let child = Command::new(herald_bin())
+        let mut command = Command::new(herald_bin());
+        command
             .arg("run")
             .arg("--config")
             .arg(&config_path)
@@ -316,9 +340,29 @@ impl Herald {
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(stdout)
-            .stderr(stderr)
-            .spawn()
-            .expect("start herald");
+            .stderr(stderr);
+        if let Some(soft) = soft_open_files {
+            use std::os::unix::process::CommandExt as _;
+            // SAFETY: between fork and exec the closure calls only getrlimit
+            // and setrlimit, which are async-signal-safe, and allocates nothing.
+            unsafe {
+                command.pre_exec(move || {
+                    let mut limit = libc::rlimit {
+                        rlim_cur: 0,
+                        rlim_max: 0,
+                    };
+                    if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    limit.rlim_cur = soft.min(limit.rlim_max);
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = command.spawn().expect("start herald");
         Herald {
             dir,
             child,

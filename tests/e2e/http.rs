@@ -280,3 +280,220 @@ fn a_token_guards_health_and_if_asked_metrics() {
     let (_, refused) = get("/health", "");
     assert!(!refused.contains(token));
 }
+
+/// Raises this test process's soft limit on open files to the hard limit and
+/// returns it: 2,000 connections do not fit in the usual 1,024.
+fn raise_own_open_file_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes only to the struct it is given.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    assert_eq!(rc, 0, "getrlimit: {}", std::io::Error::last_os_error());
+    if limit.rlim_cur < limit.rlim_max {
+        limit.rlim_cur = limit.rlim_max;
+        // SAFETY: setrlimit only reads the struct it is given.
+        let rc = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) };
+        assert_eq!(rc, 0, "setrlimit: {}", std::io::Error::last_os_error());
+    }
+    limit.rlim_cur
+}
+
+/// Connections that open and send nothing, for the endpoint to time out.
+const IDLE: usize = 2_000;
+/// Connections that send a byte of request head now and then, never finishing it.
+const SLOW: usize = 50;
+
+#[test]
+fn thousands_of_idle_and_slow_connections_neither_block_requests_nor_stay_open() {
+    use std::io::{ErrorKind, Read, Write};
+    use std::net::TcpStream;
+    use std::time::{Duration, Instant};
+
+    use crate::harness::{http_request, poll_until};
+
+    let limit = raise_own_open_file_limit();
+    assert!(
+        limit >= (IDLE + SLOW + 256) as u64,
+        "this test needs {} open files; the hard limit is {limit}",
+        IDLE + SLOW + 256
+    );
+    // Started the way a service manager often starts it, with a soft limit
+    // of 1,024 under a higher hard limit: herald raises its own limit.
+    let mut herald = Herald::start_with_open_file_limit(
+        &ConfigBuilder::new()
+            .extra("[log]\nlevel = \"info,herald=debug\"")
+            .build(),
+        1024,
+    );
+    herald.wait_for("the open-file limit logged", |h| {
+        h.stderr().contains("open-file limit")
+    });
+    let log = herald.stderr();
+    let soft: u64 = log
+        .lines()
+        .find(|line| line.contains("open-file limit"))
+        .and_then(|line| line.split("soft=").nth(1))
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no soft= in the open-file limit line:\n{log}"));
+    assert_eq!(soft, limit, "herald did not raise its soft limit:\n{log}");
+    assert!(log.contains("was=1024"), "{log}");
+    // The fewest over a moment: the connection that found herald up may not
+    // be closed yet.
+    let baseline = (0..5)
+        .map(|_| {
+            std::thread::sleep(Duration::from_millis(50));
+            herald.open_fds()
+        })
+        .min()
+        .unwrap_or_default();
+    let timed_get = |path: &str| {
+        let start = Instant::now();
+        let answer = http_request(herald.http, "GET", path);
+        (answer, start.elapsed())
+    };
+
+    let opened = Instant::now();
+    let mut slowest_connect = Duration::ZERO;
+    let idle: Vec<TcpStream> = (0..IDLE)
+        .map(|i| {
+            let start = Instant::now();
+            let stream = TcpStream::connect_timeout(&herald.http, Duration::from_secs(5))
+                .unwrap_or_else(|err| panic!("idle connection {i}: {err}"));
+            slowest_connect = slowest_connect.max(start.elapsed());
+            stream
+        })
+        .collect();
+    // Each slow client sends one byte of a never-ending head every 250 ms and
+    // reports how long after connecting herald closed (or answered) it.
+    let slow: Vec<std::thread::JoinHandle<Option<Duration>>> = (0..SLOW)
+        .map(|i| {
+            let mut stream = TcpStream::connect_timeout(&herald.http, Duration::from_secs(5))
+                .unwrap_or_else(|err| panic!("slow connection {i}: {err}"));
+            std::thread::spawn(move || {
+                let start = Instant::now();
+                let head = b"GET /health HTTP/1.1\r\nX-Slow: ".iter().copied();
+                let mut bytes = head.chain(std::iter::repeat(b'a'));
+                stream
+                    .set_read_timeout(Some(Duration::from_millis(250)))
+                    .expect("read timeout");
+                let mut answer = [0u8; 256];
+                while start.elapsed() < Duration::from_secs(30) {
+                    let byte = bytes.next().unwrap_or(b'a');
+                    if stream.write_all(&[byte]).is_err() {
+                        return Some(start.elapsed());
+                    }
+                    match stream.read(&mut answer) {
+                        Err(err)
+                            if matches!(
+                                err.kind(),
+                                ErrorKind::WouldBlock | ErrorKind::TimedOut
+                            ) => {}
+                        // An answer, the end of the stream or a reset: closed.
+                        _ => return Some(start.elapsed()),
+                    }
+                }
+                None
+            })
+        })
+        .collect();
+    println!(
+        "opened {IDLE} idle and {SLOW} slow connections in {:?} (the slowest idle one in {slowest_connect:?})",
+        opened.elapsed()
+    );
+    let accepted = poll_until(Duration::from_secs(3), || {
+        herald.open_fds() >= baseline + IDLE + SLOW
+    });
+    let held = herald.open_fds();
+    assert!(
+        accepted,
+        "herald holds {held} descriptors, fewer than its {baseline} plus one per connection"
+    );
+
+    // Ordinary requests are answered in full while all of those are open.
+    let mut latencies = Vec::new();
+    for round in 0..5 {
+        for path in ["/health", "/metrics"] {
+            let (answer, took) = timed_get(path);
+            let (status, body) =
+                answer.unwrap_or_else(|err| panic!("GET {path} (round {round}) failed: {err}"));
+            assert_eq!(status, 200, "GET {path}: {body}");
+            match path {
+                "/health" => {
+                    let health: Value = serde_json::from_str(&body).expect("/health is JSON");
+                    assert_eq!(health["status"], "ok", "{health}");
+                }
+                _ => assert!(
+                    body.contains("# TYPE herald_ingest_datagrams_total counter\n"),
+                    "{body}"
+                ),
+            }
+            assert!(
+                took < Duration::from_secs(5),
+                "GET {path} took {took:?} with {IDLE} idle connections open"
+            );
+            latencies.push((path, took));
+        }
+    }
+    let still_open = herald.open_fds().saturating_sub(baseline);
+    for (path, took) in &latencies {
+        println!("GET {path} answered in {:.1} ms", took.as_secs_f64() * 1e3);
+    }
+    println!(
+        "{still_open} connections still open after the requests ({:?} after opening)",
+        opened.elapsed()
+    );
+
+    // herald answers each idle connection 400 once the request head is
+    // overdue and closes it, so none can be held open for ever. (A connection
+    // beyond the cap would be closed without an answer.)
+    let mut closed_after = Vec::with_capacity(IDLE);
+    for (i, mut stream) in idle.into_iter().enumerate() {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("read timeout");
+        let mut answer = Vec::new();
+        if let Err(err) = stream.read_to_end(&mut answer) {
+            panic!("idle connection {i} was not closed by herald: {err}");
+        }
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(
+            answer.starts_with("HTTP/1.1 400 "),
+            "idle connection {i} got {answer:?}"
+        );
+        closed_after.push(opened.elapsed());
+    }
+    let last_idle = closed_after.iter().max().copied().unwrap_or_default();
+    println!("the last idle connection was closed {last_idle:?} after opening");
+    let slow_closed: Vec<Duration> = slow
+        .into_iter()
+        .enumerate()
+        .map(|(i, handle)| {
+            handle
+                .join()
+                .expect("slow client thread")
+                .unwrap_or_else(|| panic!("slow connection {i} was still open after 30 s"))
+        })
+        .collect();
+    println!(
+        "the slow connections were closed {:?} to {:?} after connecting",
+        slow_closed.iter().min().copied().unwrap_or_default(),
+        slow_closed.iter().max().copied().unwrap_or_default()
+    );
+
+    // And the descriptors they held are given back (a few may come and go
+    // meanwhile, e.g. a file sink reopening its file).
+    let back = poll_until(Duration::from_secs(10), || {
+        herald.open_fds() <= baseline + 4
+    });
+    let after = herald.open_fds();
+    println!("herald holds {after} descriptors, {baseline} before the connections");
+    assert!(
+        back,
+        "herald holds {after} descriptors, {baseline} before the connections"
+    );
+    let (status, _) = herald.http_get("/health");
+    assert_eq!(status, 200);
+}
