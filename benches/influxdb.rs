@@ -17,6 +17,8 @@ use herald::sinks::influxdb::{InfluxdbConfig, InfluxdbSink};
 
 #[path = "../tests/support/influxd.rs"]
 mod influxd;
+#[path = "../tests/support/ports.rs"]
+mod ports;
 use influxd::Influxd;
 
 /// `count` distinct engine events (each its own millisecond).

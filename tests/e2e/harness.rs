@@ -30,28 +30,51 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Ports this test process has handed out: each is handed out once, so a
+/// port one test's server gave up (an InfluxDB stopped for an outage, say)
+/// cannot go to another test's herald before the first server takes it back.
+fn fresh_port(mut bind: impl FnMut() -> u16) -> u16 {
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut handed_out = HANDED_OUT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    loop {
+        let port = bind();
+        if !handed_out.contains(&port) {
+            handed_out.push(port);
+            return port;
+        }
+    }
+}
+
 /// A UDP port on 127.0.0.1 that was free a moment ago.
 pub fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .expect("bind a UDP port")
-        .port()
+    fresh_port(|| {
+        UdpSocket::bind("127.0.0.1:0")
+            .and_then(|s| s.local_addr())
+            .expect("bind a UDP port")
+            .port()
+    })
 }
 
 /// A UDP port on ::1 that was free a moment ago.
 pub fn free_udp_port_v6() -> u16 {
-    UdpSocket::bind("[::1]:0")
-        .and_then(|s| s.local_addr())
-        .expect("bind an IPv6 UDP port")
-        .port()
+    fresh_port(|| {
+        UdpSocket::bind("[::1]:0")
+            .and_then(|s| s.local_addr())
+            .expect("bind an IPv6 UDP port")
+            .port()
+    })
 }
 
 /// A TCP port on 127.0.0.1 that was free a moment ago.
 pub fn free_tcp_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .expect("bind a TCP port")
-        .port()
+    fresh_port(|| {
+        TcpListener::bind("127.0.0.1:0")
+            .and_then(|s| s.local_addr())
+            .expect("bind a TCP port")
+            .port()
+    })
 }
 
 /// Polls `cond` every [`POLL`] until it holds or `deadline` passes; says which.
@@ -204,8 +227,13 @@ impl Herald {
     /// Like [`Herald::start`], with extra environment variables (for `${VAR}`
     /// values in the config).
     pub fn start_with_env(config_toml: &str, env: &[(&str, &str)]) -> Herald {
-        Herald::launch_in(tempfile::tempdir().expect("temp dir"), config_toml, env, None)
-            .until_up(config_toml)
+        Herald::launch_in(
+            tempfile::tempdir().expect("temp dir"),
+            config_toml,
+            env,
+            None,
+        )
+        .until_up(config_toml)
     }
 
     /// Waits until this herald's `/health` answers and lists its listener.
@@ -233,7 +261,12 @@ impl Herald {
 
     /// Like [`Herald::start`] without waiting for it to come up.
     pub fn launch(config_toml: &str) -> Herald {
-        Herald::launch_in(tempfile::tempdir().expect("temp dir"), config_toml, &[], None)
+        Herald::launch_in(
+            tempfile::tempdir().expect("temp dir"),
+            config_toml,
+            &[],
+            None,
+        )
     }
 
     /// Like [`Herald::start`], with herald started under a soft limit of

@@ -4,6 +4,10 @@
 // Shared helpers: ports, the herald process, HTTP and metrics, fixtures.
 mod harness;
 
+// Ports for the servers the tests start, outside the range herald's ports come from.
+#[path = "../support/ports.rs"]
+mod ports;
+
 // `herald send --kind all` samples arrive parsed, one per kind.
 mod samples;
 

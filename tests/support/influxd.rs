@@ -12,13 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tempfile::TempDir;
 
-/// A free TCP port on 127.0.0.1 (bound, then released).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
+use crate::ports::server_port as free_port;
 
 /// Polls `cond` every 50 ms until it holds or `deadline` passes.
 pub fn poll_until(deadline: Duration, mut cond: impl FnMut() -> bool) -> bool {

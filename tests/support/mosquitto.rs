@@ -31,13 +31,7 @@ pub const PASSWORD: &str = "s3cret-Pa55";
 /// The CN (and so the user name) of the client certificate.
 pub const CLIENT_CN: &str = "herald-client";
 
-/// A free TCP port on 127.0.0.1 (bound, then released).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
+use crate::ports::server_port as free_port;
 
 /// `name` on the PATH, or in `/usr/sbin` and `/usr/bin` (Debian puts the broker
 /// in `/usr/sbin`, which a non-root PATH may lack).
