@@ -8,7 +8,7 @@
 //! tests running beside them.
 
 #[allow(dead_code)]
-#[path = "../e2e/harness.rs"]
+#[path = "../e2e/harness/mod.rs"]
 mod harness;
 
 mod floods;
