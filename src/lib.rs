@@ -26,6 +26,7 @@
 //! * [`throttle`]: keeps repeating conditions from flooding the log.
 //! * [`flood`]: logs datagrams herald could not use within one global budget.
 //! * [`budget`]: byte budgets for the queues that hold what the network sent.
+//! * [`swap`]: values a reload replaces while threads keep reading them.
 #![warn(missing_docs)]
 
 pub mod appenders;
@@ -46,4 +47,5 @@ pub mod route;
 pub mod secret;
 pub mod send;
 pub mod sinks;
+pub mod swap;
 pub mod throttle;

@@ -8,10 +8,11 @@
 //! atomic load per batch and no lock on the hot path.
 
 use std::net::{IpAddr, ToSocketAddrs};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use ipnet::IpNet;
+
+use crate::swap::{Current, Swap};
 
 /// One `ingest.allow` entry as written in config.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,48 +153,14 @@ pub fn resolve(
     )
 }
 
-/// The current allowlist, swapped by the refresher and read by receive threads.
-#[derive(Debug, Default)]
-pub struct SharedAllowlist {
-    generation: AtomicU64,
-    current: Mutex<Arc<Allowlist>>,
-}
+/// The current allowlist, swapped by the refresher and by a config reload,
+/// and read by receive threads.
+pub type SharedAllowlist = Swap<Allowlist>;
 
-impl SharedAllowlist {
-    /// Starts with `allowlist`.
-    pub fn new(allowlist: Allowlist) -> SharedAllowlist {
-        SharedAllowlist {
-            generation: AtomicU64::new(0),
-            current: Mutex::new(Arc::new(allowlist)),
-        }
-    }
-
-    /// Replaces the list (readers see it at their next batch).
-    pub fn replace(&self, allowlist: Allowlist) {
-        *self.current.lock().unwrap_or_else(PoisonError::into_inner) = Arc::new(allowlist);
-        self.generation.fetch_add(1, Ordering::Release);
-    }
-
-    /// The current list.
-    pub fn load(&self) -> Arc<Allowlist> {
-        self.current
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
-    /// Changes each time the list is replaced.
-    pub fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Acquire)
-    }
-}
-
-/// A receive thread's view: the list plus the generation it was loaded at.
+/// A receive thread's view of the allowlist.
 #[derive(Debug)]
 pub struct AllowlistReader {
-    shared: Arc<SharedAllowlist>,
-    generation: u64,
-    current: Arc<Allowlist>,
+    current: Current<Allowlist>,
     /// The last sender looked up and the answer: a Sense node sends runs of
     /// datagrams, so most checks repeat the previous one.
     last: Option<(IpAddr, bool)>,
@@ -202,22 +169,15 @@ pub struct AllowlistReader {
 impl AllowlistReader {
     /// Starts reading `shared`.
     pub fn new(shared: Arc<SharedAllowlist>) -> AllowlistReader {
-        let generation = shared.generation();
-        let current = shared.load();
         AllowlistReader {
-            shared,
-            generation,
-            current,
+            current: Current::new(shared),
             last: None,
         }
     }
 
     /// Picks up a replaced list; call once per batch.
     pub fn refresh(&mut self) {
-        let generation = self.shared.generation();
-        if generation != self.generation {
-            self.generation = generation;
-            self.current = self.shared.load();
+        if self.current.refresh() {
             self.last = None;
         }
     }
@@ -227,7 +187,7 @@ impl AllowlistReader {
         match self.last {
             Some((last, verdict)) if last == ip => verdict,
             _ => {
-                let verdict = self.current.permits(ip);
+                let verdict = self.current.get().permits(ip);
                 self.last = Some((ip, verdict));
                 verdict
             }
