@@ -259,6 +259,16 @@ pub fn health(health: &Health) -> (bool, String) {
             "unresolved_hosts": health.unresolved(),
         },
         "sinks": sinks,
+        "last_reload": health
+            .last_reload
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .map(|reload| json!({
+                "at": reload.at.to_string(),
+                "result": reload.result,
+                "detail": crate::redact::text(&reload.detail),
+            })),
     });
     (healthy && !stopping, format!("{body:#}\n"))
 }

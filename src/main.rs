@@ -14,7 +14,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use herald::config::{Config, DEFAULT_PATH, LogFormat};
 use herald::{appenders, http, pipeline, redact, replay, send};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 use tracing_subscriber::EnvFilter;
 
 /// Receives Qlik Sense log4net UDP events and routes them to files, metrics and alerts.
@@ -449,8 +449,8 @@ fn run(path: &Path) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     let result = runtime.block_on(async {
-        ignore_hangup();
-        let running = pipeline::start(&config)?;
+        let mut hangups = hangups();
+        let mut running = pipeline::start(&config)?;
         // Histogram samples wait in buckets until drained; without a scrape they
         // would pile up, so drain them on a timer (the exporter's "upkeep").
         let upkeep = metrics.clone();
@@ -474,7 +474,14 @@ fn run(path: &Path) -> anyhow::Result<()> {
             tokio::spawn(http::serve(listener, state));
         }
         info!(config = %path.display(), sinks = config.sinks.len(), "herald is running; stop with Ctrl+C");
-        shutdown_signal().await;
+        let shutdown = shutdown_signal();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                Some(()) = hangups.recv() => reload(path, &mut running),
+            }
+        }
         info!("stopping: draining queues and flushing sinks");
         running.stop().await?;
         Ok(())
@@ -541,10 +548,11 @@ fn raise_open_file_limit() {
 #[cfg(not(unix))]
 fn raise_open_file_limit() {}
 
-/// SIGHUP (a closed terminal, `systemctl reload`) would end herald at once,
-/// losing what its queues hold: it is logged and ignored instead, for the
-/// whole run. Config reload does not exist yet.
-fn ignore_hangup() {
+/// SIGHUP (`systemctl reload`, `kill -HUP`, a closed terminal) asks for a
+/// config reload; each one arrives on the returned channel. Without this a
+/// hangup would end herald at once, losing what its queues hold.
+fn hangups() -> tokio::sync::mpsc::UnboundedReceiver<()> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
@@ -552,15 +560,70 @@ fn ignore_hangup() {
             Ok(mut hangup) => {
                 tokio::spawn(async move {
                     while hangup.recv().await.is_some() {
-                        warn!(
-                            "SIGHUP received and ignored: herald cannot reload its config yet; restart it to apply changes (SIGTERM stops it without losing queued events)"
-                        );
+                        if tx.send(()).is_err() {
+                            break;
+                        }
                     }
                 });
             }
             Err(err) => warn!(%err, "cannot catch SIGHUP; a hangup would stop herald at once"),
         }
     }
+    #[cfg(not(unix))]
+    drop(tx);
+    rx
+}
+
+/// Reloads the config file at `path` into the running pipeline: an invalid
+/// file changes nothing (herald keeps running on the config it has), and
+/// what can only change at a restart is named in the log.
+fn reload(path: &Path, running: &mut pipeline::Running) {
+    info!(config = %path.display(), "reloading the config (SIGHUP)");
+    let outcome = Config::load(path)
+        .map_err(|err| format!("{:#}", anyhow::Error::from(err)))
+        .and_then(|config| {
+            running
+                .reload(&config)
+                .map_err(|err| format!("{:#}", anyhow::Error::from(err)))
+        });
+    let last = match outcome {
+        Ok(report) => {
+            metrics::counter!(herald::metrics::CONFIG_RELOADS, "result" => "applied").increment(1);
+            let applied = if report.applied.is_empty() {
+                "nothing changed".to_string()
+            } else {
+                report.applied.join(", ")
+            };
+            info!(config = %path.display(), applied, "config reloaded");
+            let mut detail = format!("applied: {applied}");
+            if !report.at_restart.is_empty() {
+                let keys = report.at_restart.join(", ");
+                warn!(config = %path.display(), keys,
+                    "these changes take effect at the next restart (systemctl restart herald); until then herald keeps their running values");
+                detail.push_str(&format!("; at the next restart: {keys}"));
+            }
+            pipeline::LastReload {
+                at: jiff::Timestamp::now(),
+                result: "applied",
+                detail,
+            }
+        }
+        Err(problem) => {
+            metrics::counter!(herald::metrics::CONFIG_RELOADS, "result" => "failed").increment(1);
+            error!(config = %path.display(), %problem,
+                "config reload failed; herald keeps running on the previous config");
+            pipeline::LastReload {
+                at: jiff::Timestamp::now(),
+                result: "failed",
+                detail: problem,
+            }
+        }
+    };
+    *running
+        .health
+        .last_reload
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(last);
 }
 
 /// Resolves on Ctrl+C or, on Unix, SIGTERM (what service managers send).

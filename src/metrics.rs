@@ -83,6 +83,8 @@ pub const SHUTDOWN_KEPT: &str = "herald_shutdown_events_total";
 pub const DEAD_LETTERS: &str = "herald_dead_letters_total";
 /// Records that could not be written to the dead-letter file.
 pub const DEAD_LETTERS_LOST: &str = "herald_dead_letters_lost_total";
+/// Config reloads (`SIGHUP`), by result.
+pub const CONFIG_RELOADS: &str = "herald_config_reloads_total";
 
 /// Writes the descriptions every exporter shows.
 pub fn describe() {
@@ -184,6 +186,14 @@ pub fn describe() {
         DEAD_LETTERS_LOST,
         "Dead-letter records lost (queue full or file not writable)."
     );
+    describe_counter!(
+        CONFIG_RELOADS,
+        "Config reloads (SIGHUP), by result: applied or failed."
+    );
+    // Both results show from the start, at 0.
+    for result in ["applied", "failed"] {
+        counter!(CONFIG_RELOADS, "result" => result).increment(0);
+    }
 }
 
 /// Handles for one listening socket.

@@ -20,10 +20,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Receiver;
+use crossbeam_channel::{Receiver, RecvTimeoutError};
 use metrics::gauge;
 use tokio::task::JoinSet;
 use tracing::{error, info, warn};
+
+mod reload;
+
+pub use reload::ReloadReport;
 
 use crate::budget::ByteBudget;
 use crate::config::{Config, EMPTY_ALLOWLIST};
@@ -39,6 +43,7 @@ use crate::route::{Enricher, Matcher, Verdict};
 use crate::sinks::driver::{SinkStatus, Stopped};
 use crate::sinks::queue::{Kept, SinkQueue, Stage};
 use crate::sinks::{self, StartError};
+use crate::swap::{Current, Swap};
 
 /// Why the pipeline could not start or stop cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +89,19 @@ pub struct Health {
     pub sinks: Vec<Arc<SinkStatus>>,
     /// Set once shutdown begins.
     pub stopping: AtomicBool,
+    /// The last config reload: when, and what came of it.
+    pub last_reload: Mutex<Option<LastReload>>,
+}
+
+/// A config reload as `/health` shows it.
+#[derive(Debug, Clone)]
+pub struct LastReload {
+    /// When it happened.
+    pub at: jiff::Timestamp,
+    /// `applied` or `failed`.
+    pub result: &'static str,
+    /// What changed, what waits for a restart, or why it failed.
+    pub detail: String,
 }
 
 impl Health {
@@ -145,6 +163,10 @@ pub struct Running {
     ingest: Vec<JoinHandle<()>>,
     workers: Vec<JoinHandle<()>>,
     refresher: Option<JoinHandle<()>>,
+    routing: Arc<Swap<Routing>>,
+    allow_entries: Arc<Swap<Vec<AllowEntry>>>,
+    /// The config in effect, for telling what a reload changes.
+    config: Config,
     queues: Vec<Arc<SinkQueue>>,
     sink_tasks: JoinSet<Stopped>,
     dead: DeadLetters,
@@ -190,20 +212,24 @@ pub fn start(config: &Config) -> Result<Running, PipelineError> {
     let statuses = sinks::spawn_all(&config.sinks, &config.data_dir, &dead, &mut sink_tasks)?;
     let routes: Vec<Route> = statuses
         .iter()
-        .zip(config.sinks.values())
-        .map(|(status, sink)| Route {
+        .zip(&config.sinks)
+        .map(|(status, (name, sink))| Route {
+            sink: name.clone(),
             matcher: Matcher::new(&sink.delivery.match_),
             queue: status.queue.clone(),
         })
         .collect();
     let queues: Vec<_> = routes.iter().map(|route| route.queue.clone()).collect();
+    let routing = Arc::new(Swap::new(Routing {
+        routes,
+        // Validated with the config.
+        enricher: Enricher::new(&config.tags, &config.categorise).unwrap_or_default(),
+    }));
 
     let (tx, rx) = crossbeam_channel::bounded::<Batch>(config.pipeline.queue_batches);
     let handoff = Arc::new(ByteBudget::new(config.pipeline.queue_bytes));
     let shared = Arc::new(WorkerShared {
-        routes,
-        // Validated with the config.
-        enricher: Enricher::new(&config.tags, &config.categorise).unwrap_or_default(),
+        routing: routing.clone(),
         dead: dead.clone(),
         metrics: WorkerMetrics::register(),
         hosts: Arc::new(HostLabels::new(config.metrics.max_hosts)),
@@ -260,10 +286,15 @@ pub fn start(config: &Config) -> Result<Running, PipelineError> {
         unresolved: Mutex::new(resolution.unresolved),
         sinks: statuses,
         stopping: AtomicBool::new(false),
+        last_reload: Mutex::new(None),
     });
-    let refresher = if entries.iter().any(|e| matches!(e, AllowEntry::Host(_))) {
+    // The refresher runs even without host names in the list: a reload may
+    // add some.
+    let allow_entries = Arc::new(Swap::new(entries));
+    let refresher = {
         let health = health.clone();
         let stop = stop.clone();
+        let entries = allow_entries.clone();
         let every = Duration::from_secs(config.ingest.allow_refresh_seconds);
         Some(
             std::thread::Builder::new()
@@ -271,8 +302,6 @@ pub fn start(config: &Config) -> Result<Running, PipelineError> {
                 .spawn(move || refresh_allowlist(&entries, known, &health, &stop, every))
                 .map_err(PipelineError::Thread)?,
         )
-    } else {
-        None
     };
 
     Ok(Running {
@@ -281,6 +310,9 @@ pub fn start(config: &Config) -> Result<Running, PipelineError> {
         ingest: ingest_threads,
         workers: worker_threads,
         refresher,
+        routing,
+        allow_entries,
+        config: config.clone(),
         queues,
         sink_tasks,
         dead,
@@ -416,14 +448,20 @@ impl Running {
 
 /// One sink as the workers see it.
 struct Route {
+    sink: String,
     matcher: Matcher,
     queue: Arc<SinkQueue>,
 }
 
-/// What every worker shares.
-struct WorkerShared {
+/// What the workers route by; a reload replaces it as a whole.
+struct Routing {
     routes: Vec<Route>,
     enricher: Enricher,
+}
+
+/// What every worker shares.
+struct WorkerShared {
+    routing: Arc<Swap<Routing>>,
     dead: DeadLetters,
     metrics: WorkerMetrics,
     hosts: Arc<HostLabels>,
@@ -445,9 +483,35 @@ fn work(
     // across workers without a shared counter.
     let mut sequence = index as u64;
     let mut event_counters = EventCounters::new(shared.hosts.clone());
-    let mut touched = vec![false; shared.routes.len()];
-    let mut stages: Vec<Stage> = shared.routes.iter().map(|_| Stage::default()).collect();
-    for batch in rx {
+    let mut routing = Current::new(shared.routing.clone());
+    let mut touched = vec![false; routing.get().routes.len()];
+    let mut stages: Vec<Stage> = routing
+        .get()
+        .routes
+        .iter()
+        .map(|_| Stage::default())
+        .collect();
+    loop {
+        // Between batches (and when idle) pick up routes a reload replaced,
+        // so the old ones are released once every worker has moved on.
+        let batch = match rx.recv_timeout(IDLE_REFRESH) {
+            Ok(batch) => batch,
+            Err(RecvTimeoutError::Timeout) => {
+                routing.refresh();
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        if routing.refresh() {
+            touched = vec![false; routing.get().routes.len()];
+            stages = routing
+                .get()
+                .routes
+                .iter()
+                .map(|_| Stage::default())
+                .collect();
+        }
+        let current = routing.get();
         for datagram in &batch.datagrams {
             match parser.parse(&datagram.bytes, datagram.peer, batch.received_at) {
                 Ok(mut event) => {
@@ -455,13 +519,13 @@ fn work(
                     event.sequence = sequence;
                     sequence += workers as u64;
                     event_counters.count(&event);
-                    if shared.enricher.apply(&mut event) == Verdict::Drop {
+                    if current.enricher.apply(&mut event) == Verdict::Drop {
                         shared.metrics.rule_drops.increment(1);
                         continue;
                     }
                     let event = Arc::new(event);
                     let mut routed = false;
-                    for ((route, touched), stage) in shared
+                    for ((route, touched), stage) in current
                         .routes
                         .iter()
                         .zip(touched.iter_mut())
@@ -496,7 +560,7 @@ fn work(
                 }
             }
         }
-        for ((route, touched), stage) in shared
+        for ((route, touched), stage) in current
             .routes
             .iter()
             .zip(touched.iter_mut())
@@ -513,6 +577,9 @@ fn work(
     }
 }
 
+/// How often an idle worker looks for routes a reload replaced.
+const IDLE_REFRESH: Duration = Duration::from_millis(200);
+
 /// The first 80 bytes of a datagram, escaped so it is safe in a log line.
 fn preview(bytes: &[u8]) -> String {
     let cut = &bytes[..bytes.len().min(80)];
@@ -525,7 +592,7 @@ fn preview(bytes: &[u8]) -> String {
 
 /// Re-resolves allowlist host names every `every` until `stop`.
 fn refresh_allowlist(
-    entries: &[AllowEntry],
+    entries: &Swap<Vec<AllowEntry>>,
     mut known: Vec<(String, Vec<IpAddr>)>,
     health: &Health,
     stop: &AtomicBool,
@@ -538,7 +605,11 @@ fn refresh_allowlist(
             continue;
         }
         next = Instant::now() + every;
-        let (resolution, now_known) = resolve(entries, &known);
+        let entries = entries.load();
+        if !entries.iter().any(|e| matches!(e, AllowEntry::Host(_))) {
+            continue;
+        }
+        let (resolution, now_known) = resolve(&entries, &known);
         known = now_known;
         if resolution.allowlist.is_empty() {
             warn!("ingest.allow: no entry resolves any more; keeping the previous allowlist");

@@ -3,7 +3,7 @@ use serde_json::Value;
 use crate::harness::{ConfigBuilder, Herald, fixture, metric_names, sample_datagrams, send};
 
 /// Every name declared in src/metrics.rs.
-const METRICS: [&str; 28] = [
+const METRICS: [&str; 29] = [
     "herald_ingest_datagrams_total",
     "herald_ingest_rejected_total",
     "herald_ingest_kernel_drops_total",
@@ -32,6 +32,7 @@ const METRICS: [&str; 28] = [
     "herald_shutdown_events_total",
     "herald_dead_letters_total",
     "herald_dead_letters_lost_total",
+    "herald_config_reloads_total",
 ];
 
 #[test]

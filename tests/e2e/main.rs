@@ -65,6 +65,9 @@ mod mqtt;
 // A 100k-datagram burst: handled, and every datagram accounted for.
 mod throughput;
 
+// SIGHUP reloads the config: allowlist, routing and tags at once, nothing lost.
+mod reload;
+
 // Faults: outages, stops, restarts, kill -9, damaged buffers, a full disk, replay.
 mod faults;
 

@@ -1,0 +1,151 @@
+//! Config reload on SIGHUP: what can change while running changes at once
+//! without losing or repeating an event; an invalid file changes nothing.
+
+use std::collections::BTreeMap;
+use std::net::UdpSocket;
+use std::time::{Duration, Instant};
+
+use crate::harness::{ConfigBuilder, Herald, fixture, send};
+
+fn engine(message: &str) -> Vec<u8> {
+    String::from_utf8(fixture("engine_error").datagram)
+        .expect("UTF-8 fixture")
+        .replace("could not be opened: file not found", message)
+        .into_bytes()
+}
+
+fn reload(herald: &mut Herald, config: &str, reloads: f64) {
+    std::fs::write(herald.dir().join("herald.toml"), config).expect("write config");
+    herald.signal(libc::SIGHUP);
+    herald.wait_for("the reload counted", |h| {
+        h.metric("herald_config_reloads_total", &[]) >= reloads
+    });
+}
+
+#[test]
+fn a_reload_under_a_steady_stream_applies_allowlist_and_tags_and_loses_nothing() {
+    let builder = || {
+        ConfigBuilder::new()
+            .allow(&["127.0.0.1/32"])
+            .flush_interval_ms(20)
+    };
+    let mut herald = Herald::start(&builder().build());
+    let to = herald.udp;
+    const SENT: usize = 3_000;
+    let stream = std::thread::spawn(move || {
+        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let start = Instant::now();
+        for i in 0..SENT {
+            // 1,000 a second.
+            let due = start + Duration::from_millis(i as u64);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            socket
+                .send_to(&engine(&format!("n={i}")), to)
+                .expect("send");
+        }
+    });
+    std::thread::sleep(Duration::from_millis(1_000));
+    // Before the reload 127.0.0.2 is refused.
+    send("127.0.0.2", to, &[&engine("early outsider")]);
+    let new = builder()
+        .allow(&["127.0.0.1/32", "127.0.0.2/32"])
+        .extra("[tags]\nsite = \"reloaded\"\n")
+        .build();
+    reload(&mut herald, &new, 1.0);
+    assert_eq!(
+        herald.metric("herald_config_reloads_total", &[("result", "applied")]),
+        1.0,
+        "{}",
+        herald.stderr()
+    );
+    send("127.0.0.2", to, &[&engine("late insider")]);
+    stream.join().expect("sender");
+    herald.wait_for("every event written", |h| h.events().len() > SENT);
+
+    let events = herald.events();
+    let mut seen: BTreeMap<usize, usize> = BTreeMap::new();
+    let mut tagged = 0;
+    for event in &events {
+        let message = event["message"].as_str().unwrap_or_default();
+        if let Some((_, n)) = message.rsplit_once(" n=") {
+            *seen.entry(n.parse().expect("number")).or_default() += 1;
+        }
+        if event["tags"]["site"] == "reloaded" {
+            tagged += 1;
+        }
+    }
+    let lost: Vec<_> = (0..SENT).filter(|n| !seen.contains_key(n)).collect();
+    let twice: Vec<_> = seen
+        .iter()
+        .filter(|&(_, &c)| c > 1)
+        .map(|(n, _)| *n)
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "lost {} events: {:?}…",
+        lost.len(),
+        &lost[..lost.len().min(10)]
+    );
+    assert!(twice.is_empty(), "written twice: {twice:?}");
+    assert!(
+        events.iter().any(|e| e["message"]
+            .as_str()
+            .is_some_and(|m| m.ends_with("late insider"))),
+        "the reloaded allowlist admits 127.0.0.2"
+    );
+    assert!(events.iter().all(|e| {
+        !e["message"]
+            .as_str()
+            .is_some_and(|m| m.ends_with("early outsider"))
+    }));
+    assert!(
+        tagged > 0 && tagged < events.len(),
+        "the new tags apply from the reload on: {tagged} of {}",
+        events.len()
+    );
+    let (_, health) = herald.http_get("/health");
+    assert!(health.contains("\"result\": \"applied\""), "{health}");
+    assert!(health.contains("ingest.allow"), "{health}");
+}
+
+#[test]
+fn an_invalid_config_is_refused_and_herald_keeps_running_on_the_old_one() {
+    let config = ConfigBuilder::new().build();
+    let mut herald = Herald::start(&config);
+    let broken = config.replace("[sinks.events]", "[sinks.events]\nqueue_events = 0");
+    reload(&mut herald, &broken, 1.0);
+    assert_eq!(
+        herald.metric("herald_config_reloads_total", &[("result", "failed")]),
+        1.0
+    );
+    let stderr = herald.stderr();
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("config reload failed"))
+        .unwrap_or_else(|| panic!("no failure logged:\n{stderr}"));
+    assert!(line.contains("sinks.events.queue_events"), "{line}");
+    assert!(line.contains("herald.toml"), "{line}");
+    // Still running, on the old config.
+    send("127.0.0.1", herald.udp, &[&engine("still here")]);
+    herald.wait_for_events(1);
+    let (_, health) = herald.http_get("/health");
+    assert!(health.contains("\"result\": \"failed\""), "{health}");
+
+    // Changes that need a restart are named, and the rest applies.
+    let moved = config.replace("path = \"events.jsonl\"", "path = \"moved.jsonl\"");
+    reload(&mut herald, &moved, 2.0);
+    assert_eq!(
+        herald.metric("herald_config_reloads_total", &[("result", "applied")]),
+        1.0
+    );
+    herald.wait_for("the restart-only change named", |h| {
+        h.stderr()
+            .lines()
+            .any(|l| l.contains("next restart") && l.contains("sinks.events"))
+    });
+    send("127.0.0.1", herald.udp, &[&engine("after")]);
+    herald.wait_for_events(2);
+    assert!(!herald.dir().join("moved.jsonl").exists());
+}
