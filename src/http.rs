@@ -207,8 +207,8 @@ fn respond(request: &[u8], state: &HttpState) -> (&'static str, &'static str, St
 /// The `/health` document, and whether herald is healthy (every sink delivering).
 /// Error texts are redacted ([`crate::redact`]).
 pub fn health(health: &Health) -> (bool, String) {
-    let sinks: serde_json::Map<String, serde_json::Value> = health
-        .sinks
+    let statuses = health.sinks();
+    let sinks: serde_json::Map<String, serde_json::Value> = statuses
         .iter()
         .map(|sink| {
             let buffer = sink.queue.buffer_status();
@@ -233,7 +233,7 @@ pub fn health(health: &Health) -> (bool, String) {
             (sink.name.clone(), value)
         })
         .collect();
-    let healthy = health.sinks.iter().all(|sink| {
+    let healthy = statuses.iter().all(|sink| {
         matches!(sink.state(), SinkState::Ok | SinkState::Stopped)
             && sink.queue.buffer_status().error.is_none()
     });

@@ -182,6 +182,9 @@ pub async fn replay(
         Vec::new()
     } else {
         sinks::spawn_all(&chosen, &config.data_dir, &dead, &mut tasks)?
+            .into_iter()
+            .map(|driver| driver.status)
+            .collect()
     };
     let mut targets: Vec<Target> = chosen
         .iter()

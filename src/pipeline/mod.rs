@@ -14,6 +14,7 @@
 //! keeps what is left (disk buffer, or the dead-letter file for a memory
 //! buffer); [`Running::stop`] reports where.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -85,8 +86,8 @@ pub struct Health {
     pub allowlist: Arc<SharedAllowlist>,
     /// Allowlist host names that did not resolve at the last attempt.
     pub unresolved: Mutex<Vec<String>>,
-    /// Every sink's status.
-    pub sinks: Vec<Arc<SinkStatus>>,
+    /// Every sink's status (a reload replaces them).
+    pub sinks: Mutex<Vec<Arc<SinkStatus>>>,
     /// Set once shutdown begins.
     pub stopping: AtomicBool,
     /// The last config reload: when, and what came of it.
@@ -105,6 +106,14 @@ pub struct LastReload {
 }
 
 impl Health {
+    /// Every sink's status now.
+    pub fn sinks(&self) -> Vec<Arc<SinkStatus>> {
+        self.sinks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     /// Allowlist host names that did not resolve.
     pub fn unresolved(&self) -> Vec<String> {
         self.unresolved
@@ -167,7 +176,10 @@ pub struct Running {
     allow_entries: Arc<Swap<Vec<AllowEntry>>>,
     /// The config in effect, for telling what a reload changes.
     config: Config,
-    queues: Vec<Arc<SinkQueue>>,
+    /// Every sink's driver, by name.
+    drivers: BTreeMap<String, sinks::Driver>,
+    /// Queues of sinks a reload removed, still draining.
+    retiring: Vec<Arc<SinkQueue>>,
     sink_tasks: JoinSet<Stopped>,
     dead: DeadLetters,
     dead_letter_writer: Option<JoinHandle<()>>,
@@ -209,17 +221,19 @@ pub fn start(config: &Config) -> Result<Running, PipelineError> {
     };
 
     let mut sink_tasks = JoinSet::new();
-    let statuses = sinks::spawn_all(&config.sinks, &config.data_dir, &dead, &mut sink_tasks)?;
-    let routes: Vec<Route> = statuses
+    let drivers = sinks::spawn_all(&config.sinks, &config.data_dir, &dead, &mut sink_tasks)?;
+    let routes: Vec<Route> = drivers
         .iter()
         .zip(&config.sinks)
-        .map(|(status, (name, sink))| Route {
+        .map(|(driver, (name, sink))| Route {
             sink: name.clone(),
             matcher: Matcher::new(&sink.delivery.match_),
-            queue: status.queue.clone(),
+            queue: driver.status.queue.clone(),
         })
         .collect();
-    let queues: Vec<_> = routes.iter().map(|route| route.queue.clone()).collect();
+    let statuses: Vec<_> = drivers.iter().map(|driver| driver.status.clone()).collect();
+    let drivers: BTreeMap<String, sinks::Driver> =
+        config.sinks.keys().cloned().zip(drivers).collect();
     let routing = Arc::new(Swap::new(Routing {
         routes,
         // Validated with the config.
@@ -284,7 +298,7 @@ pub fn start(config: &Config) -> Result<Running, PipelineError> {
         listeners: listener_info,
         allowlist: allowlist.clone(),
         unresolved: Mutex::new(resolution.unresolved),
-        sinks: statuses,
+        sinks: Mutex::new(statuses),
         stopping: AtomicBool::new(false),
         last_reload: Mutex::new(None),
     });
@@ -313,7 +327,8 @@ pub fn start(config: &Config) -> Result<Running, PipelineError> {
         routing,
         allow_entries,
         config: config.clone(),
-        queues,
+        drivers,
+        retiring: Vec::new(),
         sink_tasks,
         dead,
         dead_letter_writer,
@@ -354,7 +369,11 @@ impl Running {
             .chain(self.workers.drain(..))
             .chain(self.refresher.take())
             .collect();
-        let queues = std::mem::take(&mut self.queues);
+        let queues: Vec<Arc<SinkQueue>> = std::mem::take(&mut self.drivers)
+            .into_values()
+            .map(|driver| driver.status.queue.clone())
+            .chain(std::mem::take(&mut self.retiring))
+            .collect();
         for queue in &queues {
             queue.begin_stop();
         }

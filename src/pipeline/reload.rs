@@ -7,18 +7,51 @@
 //! * the allowlist (resolved first; a list of which nothing resolves is
 //!   refused, as at start), read by the receive threads at their next batch;
 //! * routing: each sink's `match`, the categorisation rules and the static
-//!   tags, swapped as a whole between two batches of every worker.
+//!   tags, swapped as a whole between two batches of every worker;
+//! * sinks: a changed sink gets a new driver that takes over its queue (and
+//!   the batch the old driver held: the old one finishes the delivery it is
+//!   in, then gives way); a sink whose memory queue settings changed gets a
+//!   new queue while the old one drains; added sinks start, removed ones
+//!   drain and stop. A disk buffer stays with its sink (one queue opens it at
+//!   a time), so its own settings change at the next restart.
 //!
-//! Everything else (listeners, the HTTP endpoint, workers, parsing, the
-//! dead-letter file, and sinks added, removed or changed in anything but
-//! `match`) keeps its running value until the next restart; the report names
-//! each such key so the log can say so.
+//! Every new sink is built before anything changes: if one cannot start, the
+//! reload fails and everything stays as it was. Listeners, the HTTP endpoint,
+//! workers, parsing, logging and the dead-letter file keep their running
+//! values until the next restart; the report names each such key.
+
+use std::sync::Arc;
 
 use tracing::info;
 
 use super::{PipelineError, Route, Routing, Running, resolve_allowlist};
 use crate::config::Config;
 use crate::route::{Enricher, Matcher};
+use crate::sinks;
+
+/// Longest a reload waits for the workers to let go of the old routes before
+/// closing the queues of removed sinks (they refresh every 200 ms at most).
+const RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// How a reload changes a sink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Change {
+    /// A new driver takes over the same queue from the old one.
+    TakeOver,
+    /// A new queue and driver; the old queue drains with its old driver.
+    NewQueue,
+    /// A sink the running config did not have.
+    Added,
+}
+
+/// A driver a reload started, not yet in place.
+struct Started {
+    name: String,
+    driver: sinks::Driver,
+    change: Change,
+    /// Passes on what the old driver hands over ([`Change::TakeOver`]).
+    relay: Option<tokio::sync::oneshot::Sender<crate::sinks::driver::Handover>>,
+}
 
 /// What a reload did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -75,40 +108,103 @@ impl Running {
             }
         }
 
-        // Sinks: `match` applies now; anything else, and sinks added or
-        // removed, at the next restart.
+        // Sinks. Build every new driver first: if one cannot start, nothing
+        // changes (the new drivers wait for a handover and are told to give
+        // way at once).
         let current = self.routing.load();
-        let mut routes = Vec::with_capacity(current.routes.len());
-        for route in &current.routes {
-            let matcher = match new.sinks.get(&route.sink) {
-                Some(sink) => {
-                    let was = &old.sinks[&route.sink];
+        let mut started: Vec<Started> = Vec::new();
+        for (name, sink) in &new.sinks {
+            let change = match (old.sinks.get(name), self.drivers.get(name)) {
+                (Some(was), Some(_)) if without_match(was) == without_match(sink) => {
                     if toml_of(&was.delivery.match_) != toml_of(&sink.delivery.match_) {
-                        report.applied.push(format!("sinks.{}.match", route.sink));
+                        report.applied.push(format!("sinks.{name}.match"));
                     }
-                    if without_match(was) != without_match(sink) {
-                        report.at_restart.push(format!("sinks.{}", route.sink));
-                    }
-                    Matcher::new(&sink.delivery.match_)
+                    continue;
                 }
-                None => {
+                (Some(was), Some(_)) if queue_settings(was) == queue_settings(sink) => {
+                    Change::TakeOver
+                }
+                (Some(was), Some(_)) if is_disk(was) || is_disk(sink) => {
+                    // A disk buffer is opened by one queue at a time: keep
+                    // it, and change its settings at the next restart.
                     report
                         .at_restart
-                        .push(format!("sinks.{} (removed)", route.sink));
-                    route.matcher.clone()
+                        .push(format!("sinks.{name} (buffer and queue settings)"));
+                    Change::TakeOver
+                }
+                (Some(_), Some(_)) => Change::NewQueue,
+                _ => Change::Added,
+            };
+            let result = match change {
+                Change::TakeOver => {
+                    // What the old driver hands over is relayed to the new
+                    // one once the old one is told to give way (below).
+                    let (relay, handover) = tokio::sync::oneshot::channel();
+                    let queue = self.drivers[name].status.queue.clone();
+                    sinks::start(
+                        name,
+                        sink,
+                        &old.data_dir,
+                        &self.dead,
+                        queue,
+                        Some(handover),
+                        &mut self.sink_tasks,
+                    )
+                    .map(|driver| (driver, Some(relay)))
+                }
+                Change::NewQueue | Change::Added => {
+                    sinks::open_queue(name, sink, &old.data_dir, &self.dead).and_then(|queue| {
+                        sinks::start(
+                            name,
+                            sink,
+                            &old.data_dir,
+                            &self.dead,
+                            queue,
+                            None,
+                            &mut self.sink_tasks,
+                        )
+                        .map(|driver| (driver, None))
+                    })
                 }
             };
-            routes.push(Route {
-                sink: route.sink.clone(),
-                matcher,
-                queue: route.queue.clone(),
-            });
-        }
-        for name in new.sinks.keys() {
-            if !old.sinks.contains_key(name) {
-                report.at_restart.push(format!("sinks.{name} (added)"));
+            match result {
+                Ok((driver, relay)) => started.push(Started {
+                    name: name.clone(),
+                    driver,
+                    change,
+                    relay,
+                }),
+                Err(err) => {
+                    for started in started {
+                        let _ = started.driver.succession.retire.send(true);
+                    }
+                    return Err(PipelineError::Sink(err));
+                }
             }
         }
+
+        // The new routes: every sink of the new config, on its queue.
+        let mut routes = Vec::with_capacity(new.sinks.len());
+        for (name, sink) in &new.sinks {
+            let queue = match started.iter().find(|started| &started.name == name) {
+                Some(started) => started.driver.status.queue.clone(),
+                None => match current.routes.iter().find(|route| &route.sink == name) {
+                    Some(route) => route.queue.clone(),
+                    None => continue,
+                },
+            };
+            routes.push(Route {
+                sink: name.clone(),
+                matcher: Matcher::new(&sink.delivery.match_),
+                queue,
+            });
+        }
+        let removed: Vec<String> = self
+            .drivers
+            .keys()
+            .filter(|name| !new.sinks.contains_key(*name))
+            .cloned()
+            .collect();
         let tags_changed = old.tags != new.tags;
         let categorise_changed = toml_of(&old.categorise) != toml_of(&new.categorise);
         if tags_changed {
@@ -124,7 +220,68 @@ impl Running {
             current.enricher.clone()
         };
         drop(current);
-        self.routing.replace(Routing { routes, enricher });
+        let old_routing = self.routing.replace(Routing { routes, enricher });
+
+        // Drivers that give way hand their batch to their successors.
+        let mut closing: Vec<Arc<crate::sinks::queue::SinkQueue>> = Vec::new();
+        for Started {
+            name,
+            driver,
+            change,
+            relay,
+        } in started
+        {
+            let previous = self.drivers.insert(name.clone(), driver);
+            match (change, previous) {
+                (Change::TakeOver, Some(previous)) => {
+                    let _ = previous.succession.retire.send(true);
+                    if let Some(relay) = relay {
+                        let handover = previous.succession.handover;
+                        tokio::spawn(async move {
+                            if let Ok(batch) = handover.await {
+                                let _ = relay.send(batch);
+                            }
+                        });
+                    }
+                    report.applied.push(format!("sinks.{name}"));
+                }
+                (Change::NewQueue, Some(previous)) => {
+                    closing.push(previous.status.queue.clone());
+                    report.applied.push(format!("sinks.{name}"));
+                }
+                (_, _) => report.applied.push(format!("sinks.{name} (added)")),
+            }
+        }
+        for name in removed {
+            if let Some(previous) = self.drivers.remove(&name) {
+                closing.push(previous.status.queue.clone());
+                report.applied.push(format!("sinks.{name} (removed)"));
+            }
+        }
+        // A queue no route leads to any more is closed once every worker has
+        // let go of the old routes (they could still push to it until then);
+        // its driver then delivers what it holds and stops.
+        self.retiring.extend(closing.iter().cloned());
+        if !closing.is_empty() {
+            tokio::spawn(async move {
+                let since = std::time::Instant::now();
+                while Arc::strong_count(&old_routing) > 1 && since.elapsed() < RELEASE_WAIT {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                for queue in closing {
+                    queue.close();
+                }
+            });
+        }
+        *self
+            .health
+            .sinks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = self
+            .drivers
+            .values()
+            .map(|driver| driver.status.clone())
+            .collect();
 
         if let Some(resolved) = allowlist {
             for host in &resolved.resolution.unresolved {
@@ -154,11 +311,7 @@ impl Running {
         applied.ingest.allow = new.ingest.allow.clone();
         applied.tags = new.tags.clone();
         applied.categorise = new.categorise.clone();
-        for (name, sink) in &mut applied.sinks {
-            if let Some(new_sink) = new.sinks.get(name) {
-                sink.delivery.match_ = new_sink.delivery.match_.clone();
-            }
-        }
+        applied.sinks = new.sinks.clone();
         self.config = applied;
         Ok(report)
     }
@@ -168,6 +321,21 @@ impl Running {
 /// `<redacted>`, so a changed secret alone does not count).
 fn toml_of<T: serde::Serialize>(value: &T) -> toml::Value {
     toml::Value::try_from(value).unwrap_or(toml::Value::Boolean(false))
+}
+
+/// A sink's queue settings: what its queue was opened with.
+fn queue_settings(sink: &crate::sinks::SinkConfig) -> toml::Value {
+    let delivery = &sink.delivery;
+    toml_of(&(
+        &delivery.buffer,
+        delivery.queue_events,
+        delivery.queue_bytes,
+        delivery.overflow,
+    ))
+}
+
+fn is_disk(sink: &crate::sinks::SinkConfig) -> bool {
+    matches!(sink.delivery.buffer, crate::buffer::BufferConfig::Disk(_))
 }
 
 /// A sink's config without its `match`.

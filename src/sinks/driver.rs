@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use tokio::sync::{oneshot, watch};
 use tokio::time::{Instant, sleep, sleep_until};
 use tracing::{error, info, warn};
 
@@ -127,6 +128,64 @@ pub struct Stopped {
 /// outside the queue's own budget.
 pub const BATCH_MAX_BYTES: usize = 8 * 1024 * 1024;
 
+/// A batch a driver that gives way hands to its successor on the same queue.
+#[derive(Debug, Default)]
+pub struct Handover {
+    /// The events it had taken from the queue and not delivered.
+    pub batch: Vec<Arc<Event>>,
+    /// Where each came from.
+    pub origins: Vec<Origin>,
+}
+
+/// How a driver is told to give way to a successor (a reload changed its
+/// sink), and how the batch in its hands gets there: nothing popped is lost
+/// or delivered twice.
+#[derive(Debug)]
+pub struct Control {
+    /// Becomes true when the driver should stop at its next pause.
+    pub retire: watch::Receiver<bool>,
+    /// Where it sends what it has in hand when it gives way.
+    pub handover: oneshot::Sender<Handover>,
+    /// Its predecessor's batch, if it took over from one: it waits for that
+    /// before taking anything from the queue.
+    pub from: Option<oneshot::Receiver<Handover>>,
+}
+
+/// The other end of a driver's [`Control`]: the pipeline keeps it.
+#[derive(Debug)]
+pub struct Succession {
+    /// Send `true` to make the driver give way.
+    pub retire: watch::Sender<bool>,
+    /// What the driver hands over when it does.
+    pub handover: oneshot::Receiver<Handover>,
+}
+
+impl Control {
+    /// A control for a driver that starts from `from` (or fresh).
+    pub fn new(from: Option<oneshot::Receiver<Handover>>) -> (Control, Succession) {
+        let (retire_tx, retire) = watch::channel(false);
+        let (handover, handover_rx) = oneshot::channel();
+        (
+            Control {
+                retire,
+                handover,
+                from,
+            },
+            Succession {
+                retire: retire_tx,
+                handover: handover_rx,
+            },
+        )
+    }
+}
+
+/// Resolves once `retire` says so; never when its sender is gone.
+async fn retired(retire: &mut watch::Receiver<bool>) {
+    if retire.wait_for(|retire| *retire).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
 /// Runs `sink` until its queue is closed and drained, or until the stop's
 /// grace period ends ([`SinkQueue::abort`]); then keeps what is left (see
 /// [`SinkQueue::keep`]) and says where.
@@ -135,17 +194,39 @@ pub async fn run<S: Sink>(
     status: Arc<SinkStatus>,
     config: DeliveryConfig,
     dead: DeadLetters,
+    control: Control,
 ) -> Stopped {
+    let Control {
+        mut retire,
+        handover,
+        from,
+    } = control;
     let queue = status.queue.clone();
     let max = config.batch_max_events.max(1);
     let flush_interval = Duration::from_millis(config.flush_interval_ms);
     let mut batch: Vec<Arc<Event>> = Vec::with_capacity(max);
     let mut origins: Vec<Origin> = Vec::with_capacity(max);
-    let mut batch_bytes = 0usize;
     let mut deadline: Option<Instant> = None;
+    if let Some(from) = from {
+        // The predecessor delivers what it is sending now, then hands over.
+        tokio::select! {
+            taken = from => if let Ok(taken) = taken {
+                batch = taken.batch;
+                origins = taken.origins;
+            },
+            () = retired(&mut retire) => {}
+        }
+        if !batch.is_empty() {
+            deadline = Some(Instant::now());
+        }
+    }
+    let mut batch_bytes: usize = batch.iter().map(|event| event.memory_bytes()).sum();
     let mut dirty = false;
     let mut latency = LatencySampler::new(max);
     while queue.phase() < Phase::Aborted {
+        if *retire.borrow() {
+            return give_way(&mut sink, &status, dirty, handover, batch, origins).await;
+        }
         while batch.len() < max && batch_bytes < BATCH_MAX_BYTES {
             match queue.pop() {
                 Some((event, origin)) => {
@@ -161,7 +242,18 @@ pub async fn run<S: Sink>(
         let due = deadline.is_some_and(|d| Instant::now() >= d);
         let full = batch.len() >= max || batch_bytes >= BATCH_MAX_BYTES;
         if !batch.is_empty() && (full || closed || due) {
-            match deliver(&mut sink, &status, &config, &dead, &batch, &mut latency).await {
+            match deliver(
+                &mut sink,
+                &status,
+                &config,
+                &dead,
+                &batch,
+                &mut latency,
+                &mut retire,
+            )
+            .await
+            {
+                Delivered::Retired => continue,
                 Delivered::Done => {
                     queue.ack();
                     batch.clear();
@@ -194,6 +286,7 @@ pub async fn run<S: Sink>(
             () = queue.notified() => {}
             () = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {}
             () = queue.reached(Phase::Aborted) => {}
+            () = retired(&mut retire) => {}
         }
     }
     if dirty && let Err(err) = sink.flush().await {
@@ -220,6 +313,39 @@ pub async fn run<S: Sink>(
     }
 }
 
+/// Ends a driver that gives way to a successor: flushes what it wrote and
+/// hands over the batch it holds (the queue stays as it is).
+async fn give_way<S: Sink>(
+    sink: &mut S,
+    status: &SinkStatus,
+    dirty: bool,
+    handover: oneshot::Sender<Handover>,
+    batch: Vec<Arc<Event>>,
+    origins: Vec<Origin>,
+) -> Stopped {
+    if dirty && let Err(err) = sink.flush().await {
+        warn!(sink = %status.name, %err, "flush failed");
+    }
+    let events = batch.len();
+    // Without a successor (it could not start), the batch goes back through
+    // the normal stop: nobody is left to deliver it, so keep it.
+    if let Err(Handover { batch, origins }) = handover.send(Handover { batch, origins }) {
+        let in_flight = batch.into_iter().zip(origins).collect();
+        let kept = blocking(|| status.queue.keep(in_flight));
+        return Stopped {
+            sink: status.name.clone(),
+            buffer: status.queue.buffer_status().type_name,
+            kept,
+        };
+    }
+    info!(sink = %status.name, handed_over = events, "sink settings changed; the new settings take over from here");
+    Stopped {
+        sink: status.name.clone(),
+        buffer: status.queue.buffer_status().type_name,
+        kept: Kept::default(),
+    }
+}
+
 /// How delivering a batch ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Delivered {
@@ -227,6 +353,9 @@ enum Delivered {
     Done,
     /// The stop's grace period ended first: the batch is still to deliver.
     Aborted,
+    /// A reload replaced the sink while it waited to retry: the batch goes
+    /// to the successor.
+    Retired,
 }
 
 /// Delivers one batch with retries; gives up to the dead-letter file.
@@ -237,6 +366,7 @@ async fn deliver<S: Sink>(
     dead: &DeadLetters,
     batch: &[Arc<Event>],
     latency: &mut LatencySampler,
+    retire: &mut watch::Receiver<bool>,
 ) -> Delivered {
     let queue = &status.queue;
     let metrics = queue.metrics();
@@ -278,6 +408,7 @@ async fn deliver<S: Sink>(
                     () = sleep(delay) => {}
                     () = queue.reached(Phase::Stopping), if !stopping => {}
                     () = queue.reached(Phase::Aborted) => return Delivered::Aborted,
+                    () = retired(retire) => return Delivered::Retired,
                 }
             }
             Err(err) if !err.rejected.is_empty() => {
@@ -493,7 +624,13 @@ mod tests {
             calls: calls.clone(),
             delivered: delivered.clone(),
         };
-        let mut task = tokio::spawn(run(sink, status.clone(), config, dead));
+        let mut task = tokio::spawn(run(
+            sink,
+            status.clone(),
+            config,
+            dead,
+            Control::new(None).0,
+        ));
         while calls.load(Ordering::SeqCst) < close_after_calls {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
@@ -662,6 +799,7 @@ mod tests {
             status,
             config,
             DeadLetters::disabled(),
+            Control::new(None).0,
         ));
         let ok = tokio::time::timeout(Duration::from_secs(5), async {
             while calls.load(Ordering::SeqCst) < 2 {

@@ -126,10 +126,19 @@ pub struct StartError {
     pub problem: String,
 }
 
-/// Builds every configured sink and starts its driver on `tasks`; the one place
-/// that knows how each `type` is built. A disk-buffered sink keeps its buffer
-/// in `<data_dir>/buffer/<sink name>/`. Returns each sink's live status (with
-/// its queue), in config order. Must be called inside a tokio runtime.
+/// A running sink as the pipeline holds it: its live status (with its queue)
+/// and how to make its driver give way to a successor.
+#[derive(Debug)]
+pub struct Driver {
+    /// The status `/health` shows.
+    pub status: Arc<SinkStatus>,
+    /// Makes the driver give way (see [`driver::Control`]).
+    pub succession: driver::Succession,
+}
+
+/// Builds every configured sink and starts its driver on `tasks`. A
+/// disk-buffered sink keeps its buffer in `<data_dir>/buffer/<sink name>/`.
+/// Returns the drivers in config order. Must be called inside a tokio runtime.
 ///
 /// # Errors
 ///
@@ -141,41 +150,77 @@ pub fn spawn_all(
     data_dir: &Path,
     dead: &DeadLetters,
     tasks: &mut JoinSet<Stopped>,
-) -> Result<Vec<Arc<SinkStatus>>, StartError> {
-    let mut statuses = Vec::with_capacity(sinks.len());
-    for (name, config) in sinks {
-        let queue = SinkQueue::open(
-            name,
-            Capacity {
-                events: config.delivery.queue_events,
-                bytes: config.delivery.queue_bytes,
-            },
-            config.delivery.overflow,
-            &config.delivery.buffer,
-            &buffer_dir(data_dir, name),
-            SinkMetrics::register(name),
-            dead.clone(),
-        )
-        .map_err(|err| StartError {
-            sink: name.clone(),
-            problem: err.to_string(),
-        })?;
-        let queue = Arc::new(queue);
-        let status = Arc::new(SinkStatus::new(name, config.kind.type_name(), queue));
-        let start = Start {
-            state_dir: matches!(config.delivery.buffer, crate::buffer::BufferConfig::Disk(_))
-                .then(|| buffer_dir(data_dir, name)),
-            status: status.clone(),
-            delivery: config.delivery.clone(),
-            dead: dead.clone(),
-        };
-        spawn_one(name, config, start, tasks).map_err(|problem| StartError {
-            sink: name.clone(),
-            problem,
-        })?;
-        statuses.push(status);
-    }
-    Ok(statuses)
+) -> Result<Vec<Driver>, StartError> {
+    sinks
+        .iter()
+        .map(|(name, config)| {
+            let queue = open_queue(name, config, data_dir, dead)?;
+            start(name, config, data_dir, dead, queue, None, tasks)
+        })
+        .collect()
+}
+
+/// Opens the queue (memory or disk buffer) of the sink `name`.
+///
+/// # Errors
+///
+/// [`StartError`] when its disk buffer is in use by another process.
+pub fn open_queue(
+    name: &str,
+    config: &SinkConfig,
+    data_dir: &Path,
+    dead: &DeadLetters,
+) -> Result<Arc<SinkQueue>, StartError> {
+    SinkQueue::open(
+        name,
+        Capacity {
+            events: config.delivery.queue_events,
+            bytes: config.delivery.queue_bytes,
+        },
+        config.delivery.overflow,
+        &config.delivery.buffer,
+        &buffer_dir(data_dir, name),
+        SinkMetrics::register(name),
+        dead.clone(),
+    )
+    .map(Arc::new)
+    .map_err(|err| StartError {
+        sink: name.to_string(),
+        problem: err.to_string(),
+    })
+}
+
+/// Builds the sink `name` on `queue` and starts its driver; the one place that
+/// knows how each `type` is built. With `from`, the driver first takes over
+/// the batch a predecessor on the same queue hands over.
+///
+/// # Errors
+///
+/// [`StartError`] when the sink cannot be built.
+pub fn start(
+    name: &str,
+    config: &SinkConfig,
+    data_dir: &Path,
+    dead: &DeadLetters,
+    queue: Arc<SinkQueue>,
+    from: Option<tokio::sync::oneshot::Receiver<driver::Handover>>,
+    tasks: &mut JoinSet<Stopped>,
+) -> Result<Driver, StartError> {
+    let status = Arc::new(SinkStatus::new(name, config.kind.type_name(), queue));
+    let (control, succession) = driver::Control::new(from);
+    let start = Start {
+        state_dir: matches!(config.delivery.buffer, crate::buffer::BufferConfig::Disk(_))
+            .then(|| buffer_dir(data_dir, name)),
+        status: status.clone(),
+        delivery: config.delivery.clone(),
+        dead: dead.clone(),
+        control,
+    };
+    spawn_one(name, config, start, tasks).map_err(|problem| StartError {
+        sink: name.to_string(),
+        problem,
+    })?;
+    Ok(Driver { status, succession })
 }
 
 /// What every sink's driver is started with.
@@ -185,6 +230,7 @@ struct Start {
     status: Arc<SinkStatus>,
     delivery: DeliveryConfig,
     dead: DeadLetters,
+    control: driver::Control,
 }
 
 /// Where the disk buffer of the sink `name` lives.
@@ -194,7 +240,13 @@ pub fn buffer_dir(data_dir: &Path, name: &str) -> PathBuf {
 
 impl Start {
     fn spawn<S: Sink>(self, sink: S, tasks: &mut JoinSet<Stopped>) {
-        tasks.spawn(driver::run(sink, self.status, self.delivery, self.dead));
+        tasks.spawn(driver::run(
+            sink,
+            self.status,
+            self.delivery,
+            self.dead,
+            self.control,
+        ));
     }
 }
 

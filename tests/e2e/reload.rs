@@ -23,7 +23,7 @@ fn reload(herald: &mut Herald, config: &str, reloads: f64) {
 }
 
 #[test]
-fn a_reload_under_a_steady_stream_applies_allowlist_and_tags_and_loses_nothing() {
+fn a_reload_under_a_steady_stream_moves_a_sink_and_applies_allowlist_and_tags_losing_nothing() {
     let builder = || {
         ConfigBuilder::new()
             .allow(&["127.0.0.1/32"])
@@ -52,7 +52,8 @@ fn a_reload_under_a_steady_stream_applies_allowlist_and_tags_and_loses_nothing()
     let new = builder()
         .allow(&["127.0.0.1/32", "127.0.0.2/32"])
         .extra("[tags]\nsite = \"reloaded\"\n")
-        .build();
+        .build()
+        .replace("path = \"events.jsonl\"", "path = \"moved.jsonl\"");
     reload(&mut herald, &new, 1.0);
     assert_eq!(
         herald.metric("herald_config_reloads_total", &[("result", "applied")]),
@@ -62,9 +63,20 @@ fn a_reload_under_a_steady_stream_applies_allowlist_and_tags_and_loses_nothing()
     );
     send("127.0.0.2", to, &[&engine("late insider")]);
     stream.join().expect("sender");
-    herald.wait_for("every event written", |h| h.events().len() > SENT);
+    let written = |h: &Herald| {
+        let mut events = h.events();
+        events.extend(h.json_lines("moved.jsonl"));
+        events
+    };
+    herald.wait_for("every event written", |h| written(h).len() > SENT);
 
-    let events = herald.events();
+    let before = herald.events().len();
+    let after = herald.json_lines("moved.jsonl").len();
+    assert!(
+        before > 0 && after > 0,
+        "{before} before the move, {after} after"
+    );
+    let events = written(&herald);
     let mut seen: BTreeMap<usize, usize> = BTreeMap::new();
     let mut tagged = 0;
     for event in &events {
@@ -108,6 +120,7 @@ fn a_reload_under_a_steady_stream_applies_allowlist_and_tags_and_loses_nothing()
     let (_, health) = herald.http_get("/health");
     assert!(health.contains("\"result\": \"applied\""), "{health}");
     assert!(health.contains("ingest.allow"), "{health}");
+    assert!(health.contains("sinks.events"), "{health}");
 }
 
 #[test]
@@ -133,19 +146,37 @@ fn an_invalid_config_is_refused_and_herald_keeps_running_on_the_old_one() {
     let (_, health) = herald.http_get("/health");
     assert!(health.contains("\"result\": \"failed\""), "{health}");
 
-    // Changes that need a restart are named, and the rest applies.
-    let moved = config.replace("path = \"events.jsonl\"", "path = \"moved.jsonl\"");
-    reload(&mut herald, &moved, 2.0);
+    // A sink added, then removed; a restart-only change is named.
+    let added = format!(
+        "{config}\n[sinks.extra]\ntype = \"file\"\npath = \"extra.jsonl\"\nflush_interval_ms = 20\n"
+    );
+    reload(&mut herald, &added, 2.0);
+    send("127.0.0.1", herald.udp, &[&engine("to both")]);
+    herald.wait_for("the added sink writes", |h| {
+        h.json_lines("extra.jsonl").len() == 1
+    });
+    let removed = config.replace(
+        "[sinks.events]",
+        "[pipeline]\nworkers = 3\n\n[sinks.events]",
+    );
+    reload(&mut herald, &removed, 3.0);
     assert_eq!(
         herald.metric("herald_config_reloads_total", &[("result", "applied")]),
-        1.0
+        2.0,
+        "{}",
+        herald.stderr()
     );
     herald.wait_for("the restart-only change named", |h| {
         h.stderr()
             .lines()
-            .any(|l| l.contains("next restart") && l.contains("sinks.events"))
+            .any(|l| l.contains("next restart") && l.contains("pipeline"))
     });
-    send("127.0.0.1", herald.udp, &[&engine("after")]);
-    herald.wait_for_events(2);
-    assert!(!herald.dir().join("moved.jsonl").exists());
+    send("127.0.0.1", herald.udp, &[&engine("only events")]);
+    herald.wait_for_events(3);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        herald.json_lines("extra.jsonl").len(),
+        1,
+        "the removed sink stopped"
+    );
 }
