@@ -249,7 +249,7 @@ pub fn health(health: &Health) -> (bool, String) {
         "status": status,
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": health.started.elapsed().as_secs(),
-        "listeners": health.listeners.iter().map(|(name, addr, buffer)| json!({
+        "listeners": health.listeners().iter().map(|(name, addr, buffer)| json!({
             "listen": name,
             "bound": addr.to_string(),
             "receive_buffer_bytes": buffer,

@@ -130,28 +130,35 @@ pub fn bind_all(config: &IngestConfig) -> Result<Vec<Listener>, BindError> {
     config
         .listen
         .iter()
-        .map(|&addr| {
-            let bound = socket::bind(addr, config.receive_buffer_bytes)
-                .map_err(|source| BindError { addr, source })?;
-            let granted = bound.receive_buffer_bytes;
-            // Linux reports twice the size asked for (it counts its overhead).
-            if granted < config.receive_buffer_bytes {
-                warn!(
-                    listener = %addr,
-                    asked = config.receive_buffer_bytes,
-                    granted,
-                    "receive buffer smaller than configured; raise net.core.rmem_max \
-                     (sysctl -w net.core.rmem_max={}) or run with CAP_NET_ADMIN",
-                    config.receive_buffer_bytes
-                );
-            }
-            info!(listener = %bound.local_addr, receive_buffer_bytes = granted, "listening for Sense log events");
-            Ok(Listener {
-                name: addr.to_string(),
-                bound,
-            })
-        })
+        .map(|&addr| bind_one(addr, config))
         .collect()
+}
+
+/// Binds `addr` with `config`'s settings and logs what the kernel granted.
+///
+/// # Errors
+///
+/// Names the address that could not be bound.
+pub fn bind_one(addr: SocketAddr, config: &IngestConfig) -> Result<Listener, BindError> {
+    let bound = socket::bind(addr, config.receive_buffer_bytes)
+        .map_err(|source| BindError { addr, source })?;
+    let granted = bound.receive_buffer_bytes;
+    // Linux reports twice the size asked for (it counts its overhead).
+    if granted < config.receive_buffer_bytes {
+        warn!(
+            listener = %addr,
+            asked = config.receive_buffer_bytes,
+            granted,
+            "receive buffer smaller than configured; raise net.core.rmem_max \
+             (sysctl -w net.core.rmem_max={}) or run with CAP_NET_ADMIN",
+            config.receive_buffer_bytes
+        );
+    }
+    info!(listener = %bound.local_addr, receive_buffer_bytes = granted, "listening for Sense log events");
+    Ok(Listener {
+        name: addr.to_string(),
+        bound,
+    })
 }
 
 /// A socket that could not be bound.

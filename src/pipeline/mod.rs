@@ -81,7 +81,7 @@ pub struct Health {
     /// When the pipeline started.
     pub started: Instant,
     /// Each listener: configured name, bound address, granted receive buffer.
-    pub listeners: Vec<(String, SocketAddr, usize)>,
+    pub listeners: Mutex<Vec<(String, SocketAddr, usize)>>,
     /// The live allowlist.
     pub allowlist: Arc<SharedAllowlist>,
     /// Allowlist host names that did not resolve at the last attempt.
@@ -106,6 +106,14 @@ pub struct LastReload {
 }
 
 impl Health {
+    /// Each listener now: configured name, bound address, granted receive buffer.
+    pub fn listeners(&self) -> Vec<(String, SocketAddr, usize)> {
+        self.listeners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     /// Every sink's status now.
     pub fn sinks(&self) -> Vec<Arc<SinkStatus>> {
         self.sinks
@@ -169,7 +177,13 @@ pub struct Running {
     /// Live status for `/health`.
     pub health: Arc<Health>,
     stop: Arc<AtomicBool>,
-    ingest: Vec<JoinHandle<()>>,
+    ingest: Vec<IngestThread>,
+    /// Receive threads a reload stopped, joined at the stop.
+    ingest_stopped: Vec<JoinHandle<()>>,
+    /// Where receive threads hand batches; dropped at the stop so the
+    /// workers see the end once the receive threads are gone.
+    tx: Option<crossbeam_channel::Sender<Batch>>,
+    handoff: Arc<ByteBudget>,
     workers: Vec<JoinHandle<()>>,
     refresher: Option<JoinHandle<()>>,
     routing: Arc<Swap<Routing>>,
@@ -279,23 +293,18 @@ pub fn start(config: &Config) -> Result<Running, PipelineError> {
         .collect();
     let mut ingest_threads = Vec::new();
     for listener in listeners {
-        ingest_threads.push(
-            ingest::spawn(
-                listener,
-                &config.ingest,
-                allowlist.clone(),
-                tx.clone(),
-                handoff.clone(),
-                stop.clone(),
-            )
-            .map_err(PipelineError::Thread)?,
-        );
+        ingest_threads.push(spawn_ingest(
+            listener,
+            &config.ingest,
+            &allowlist,
+            &tx,
+            &handoff,
+        )?);
     }
-    drop(tx);
 
     let health = Arc::new(Health {
         started: Instant::now(),
-        listeners: listener_info,
+        listeners: Mutex::new(listener_info),
         allowlist: allowlist.clone(),
         unresolved: Mutex::new(resolution.unresolved),
         sinks: Mutex::new(statuses),
@@ -322,6 +331,9 @@ pub fn start(config: &Config) -> Result<Running, PipelineError> {
         health,
         stop,
         ingest: ingest_threads,
+        ingest_stopped: Vec::new(),
+        tx: Some(tx),
+        handoff,
         workers: worker_threads,
         refresher,
         routing,
@@ -362,10 +374,16 @@ impl Running {
     pub async fn stop(mut self) -> Result<StopReport, PipelineError> {
         self.health.stopping.store(true, Ordering::Relaxed);
         self.stop.store(true, Ordering::Relaxed);
+        for listener in &self.ingest {
+            listener.stop.store(true, Ordering::Relaxed);
+        }
+        self.tx = None;
         let grace = self.grace;
         let threads: Vec<_> = self
             .ingest
             .drain(..)
+            .map(|listener| listener.thread)
+            .chain(self.ingest_stopped.drain(..))
             .chain(self.workers.drain(..))
             .chain(self.refresher.take())
             .collect();
@@ -463,6 +481,37 @@ impl Running {
         }
         Ok(report)
     }
+}
+
+/// A receive thread and how to stop it on its own (a reload that drops its
+/// address).
+struct IngestThread {
+    /// The address as configured.
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<()>,
+}
+
+/// Starts the receive thread of `listener`.
+fn spawn_ingest(
+    listener: ingest::Listener,
+    config: &ingest::IngestConfig,
+    allowlist: &Arc<SharedAllowlist>,
+    tx: &crossbeam_channel::Sender<Batch>,
+    handoff: &Arc<ByteBudget>,
+) -> Result<IngestThread, PipelineError> {
+    let addr = listener.name.parse().unwrap_or(listener.bound.local_addr);
+    let stop = Arc::new(AtomicBool::new(false));
+    let thread = ingest::spawn(
+        listener,
+        config,
+        allowlist.clone(),
+        tx.clone(),
+        handoff.clone(),
+        stop.clone(),
+    )
+    .map_err(PipelineError::Thread)?;
+    Ok(IngestThread { addr, stop, thread })
 }
 
 /// One sink as the workers see it.

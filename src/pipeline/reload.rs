@@ -16,9 +16,12 @@
 //!   a time), so its own settings change at the next restart.
 //!
 //! Every new sink is built before anything changes: if one cannot start, the
-//! reload fails and everything stays as it was. Listeners, the HTTP endpoint,
-//! workers, parsing, logging and the dead-letter file keep their running
-//! values until the next restart; the report names each such key.
+//! reload fails and everything stays as it was. Listening addresses added to
+//! `ingest.listen` are bound first (a port in use fails the reload) and get
+//! their receive threads; removed ones are closed; unchanged ones keep their
+//! sockets. The HTTP endpoint, workers, parsing, logging, the other ingest
+//! settings and the dead-letter file keep their running values until the
+//! next restart; the report names each such key.
 
 use std::sync::Arc;
 
@@ -86,10 +89,23 @@ impl Running {
         for table in [&mut ingest_old, &mut ingest_new] {
             if let toml::Value::Table(table) = table {
                 table.remove("allow");
+                table.remove("listen");
             }
         }
         if ingest_old != ingest_new {
-            report.at_restart.push("ingest (except allow)".into());
+            report
+                .at_restart
+                .push("ingest (except allow and listen)".into());
+        }
+
+        // New listening addresses are bound before anything changes (a port
+        // in use fails the reload); addresses kept keep their sockets. New
+        // sockets get the running ingest settings.
+        let mut bound = Vec::new();
+        for &addr in &new.ingest.listen {
+            if !self.ingest.iter().any(|listener| listener.addr == addr) {
+                bound.push(crate::ingest::bind_one(addr, &old.ingest)?);
+            }
         }
         for (key, changed) in [
             ("http", toml_of(&old.http) != toml_of(&new.http)),
@@ -222,6 +238,53 @@ impl Running {
         drop(current);
         let old_routing = self.routing.replace(Routing { routes, enricher });
 
+        // Listeners: start the new, stop those no longer configured.
+        let listen_changed = !bound.is_empty()
+            || self
+                .ingest
+                .iter()
+                .any(|listener| !new.ingest.listen.contains(&listener.addr));
+        for listener in bound {
+            let Some(tx) = &self.tx else { break };
+            let info = (
+                listener.name.clone(),
+                listener.bound.local_addr,
+                listener.bound.receive_buffer_bytes,
+            );
+            self.health
+                .listeners
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(info);
+            let thread = super::spawn_ingest(
+                listener,
+                &old.ingest,
+                &self.health.allowlist,
+                tx,
+                &self.handoff,
+            )?;
+            self.ingest.push(thread);
+        }
+        let (kept, dropped): (Vec<_>, Vec<_>) = std::mem::take(&mut self.ingest)
+            .into_iter()
+            .partition(|listener| new.ingest.listen.contains(&listener.addr));
+        self.ingest = kept;
+        for listener in dropped {
+            info!(listener = %listener.addr, "no longer listening (removed from ingest.listen)");
+            listener
+                .stop
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            self.ingest_stopped.push(listener.thread);
+        }
+        if listen_changed {
+            self.health
+                .listeners
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .retain(|(name, _, _)| new.ingest.listen.iter().any(|a| a.to_string() == *name));
+            report.applied.push("ingest.listen".into());
+        }
+
         // Drivers that give way hand their batch to their successors.
         let mut closing: Vec<Arc<crate::sinks::queue::SinkQueue>> = Vec::new();
         for Started {
@@ -309,6 +372,7 @@ impl Running {
         // restart, which keeps its running value until then.
         let mut applied = old.clone();
         applied.ingest.allow = new.ingest.allow.clone();
+        applied.ingest.listen = new.ingest.listen.clone();
         applied.tags = new.tags.clone();
         applied.categorise = new.categorise.clone();
         applied.sinks = new.sinks.clone();

@@ -24,12 +24,11 @@ fn reload(herald: &mut Herald, config: &str, reloads: f64) {
 
 #[test]
 fn a_reload_under_a_steady_stream_moves_a_sink_and_applies_allowlist_and_tags_losing_nothing() {
-    let builder = || {
-        ConfigBuilder::new()
-            .allow(&["127.0.0.1/32"])
-            .flush_interval_ms(20)
-    };
-    let mut herald = Herald::start(&builder().build());
+    let config = ConfigBuilder::new()
+        .allow(&["127.0.0.1/32"])
+        .flush_interval_ms(20)
+        .build();
+    let mut herald = Herald::start(&config);
     let to = herald.udp;
     const SENT: usize = 3_000;
     let stream = std::thread::spawn(move || {
@@ -49,11 +48,14 @@ fn a_reload_under_a_steady_stream_moves_a_sink_and_applies_allowlist_and_tags_lo
     std::thread::sleep(Duration::from_millis(1_000));
     // Before the reload 127.0.0.2 is refused.
     send("127.0.0.2", to, &[&engine("early outsider")]);
-    let new = builder()
-        .allow(&["127.0.0.1/32", "127.0.0.2/32"])
-        .extra("[tags]\nsite = \"reloaded\"\n")
-        .build()
+    // Same ports; the allowlist widened, tags added, the sink moved.
+    let new = format!("{config}\n[tags]\nsite = \"reloaded\"\n")
+        .replace(
+            "allow = [\"127.0.0.1/32\"]",
+            "allow = [\"127.0.0.1/32\", \"127.0.0.2/32\"]",
+        )
         .replace("path = \"events.jsonl\"", "path = \"moved.jsonl\"");
+    assert!(new.contains("127.0.0.2/32") && new.contains("moved.jsonl"));
     reload(&mut herald, &new, 1.0);
     assert_eq!(
         herald.metric("herald_config_reloads_total", &[("result", "applied")]),
@@ -178,5 +180,37 @@ fn an_invalid_config_is_refused_and_herald_keeps_running_on_the_old_one() {
         herald.json_lines("extra.jsonl").len(),
         1,
         "the removed sink stopped"
+    );
+}
+
+#[test]
+fn a_reload_binds_new_listening_addresses_and_closes_removed_ones() {
+    let config = ConfigBuilder::new().build();
+    let mut herald = Herald::start(&config);
+    let first = herald.udp;
+    let second = crate::harness::free_udp_port();
+    let both = config.replace(
+        &format!("listen = [\"{first}\"]"),
+        &format!("listen = [\"{first}\", \"127.0.0.1:{second}\"]"),
+    );
+    assert_ne!(both, config);
+    reload(&mut herald, &both, 1.0);
+    let second: std::net::SocketAddr = format!("127.0.0.1:{second}").parse().expect("address");
+    send("127.0.0.1", second, &[&engine("to the new port")]);
+    send("127.0.0.1", first, &[&engine("to the old port")]);
+    herald.wait_for_events(2);
+    let (_, health) = herald.http_get("/health");
+    assert!(health.contains(&second.to_string()), "{health}");
+
+    // Back to the first address only: the second is closed.
+    reload(&mut herald, &config, 2.0);
+    herald.wait_for("the second socket closed", |_| {
+        std::net::UdpSocket::bind(second).is_ok()
+    });
+    send("127.0.0.1", first, &[&engine("still the old port")]);
+    herald.wait_for_events(3);
+    assert_eq!(
+        herald.metric("herald_config_reloads_total", &[("result", "applied")]),
+        2.0
     );
 }
