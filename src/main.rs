@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use herald::config::{Config, DEFAULT_PATH, LogFormat};
+use herald::config::{self, Config, LogFormat};
 use herald::{appenders, http, pipeline, redact, replay, send};
 use tracing::{debug, info, warn};
 use tracing_subscriber::EnvFilter;
@@ -23,7 +23,8 @@ use tracing_subscriber::EnvFilter;
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
-    /// Config file (for `herald` without a subcommand, which runs).
+    /// Config file (for `herald` without a subcommand, which runs). Default:
+    /// $HERALD_CONFIG, else ./config/herald.toml, else /etc/herald/herald.toml.
     #[arg(long, short, global = true)]
     config: Option<PathBuf>,
 }
@@ -115,13 +116,15 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config_path = cli
-        .config
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_PATH));
+    // Only the commands that read a config look for one.
+    let config_path = || config::locate(cli.config.as_deref());
     let result = match cli.command.unwrap_or(Command::Run) {
-        Command::Run => run(&config_path),
-        Command::Check { connect } => check(&config_path, connect),
+        Command::Run => config_path()
+            .map_err(Into::into)
+            .and_then(|path| run(&path)),
+        Command::Check { connect } => config_path()
+            .map_err(Into::into)
+            .and_then(|path| check(&path, connect)),
         Command::Send {
             to,
             kind,
@@ -151,17 +154,19 @@ fn main() -> ExitCode {
             since,
             dry_run,
             out,
-        } => replay_dead_letters(
-            &config_path,
-            &replay::ReplayOptions {
-                dead_letter,
-                sink,
-                reason,
-                since,
-                dry_run,
-                out,
-            },
-        ),
+        } => config_path().map_err(Into::into).and_then(|path| {
+            replay_dead_letters(
+                &path,
+                &replay::ReplayOptions {
+                    dead_letter,
+                    sink,
+                    reason,
+                    since,
+                    dry_run,
+                    out,
+                },
+            )
+        }),
         Command::Appenders {
             herald,
             out,

@@ -32,6 +32,9 @@ mod routing;
 // `herald check` and the shipped config files.
 mod config;
 
+// Where the config is looked for, and where the relative paths in it point.
+mod paths;
+
 // IPv6 listeners and senders.
 mod ipv6;
 
