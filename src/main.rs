@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use herald::config::{self, Config, LogFormat};
-use herald::{appenders, http, pipeline, redact, replay, send};
+use herald::{appenders, http, pipeline, redact, replay, send, service};
 use tracing::{debug, info, warn};
 use tracing_subscriber::EnvFilter;
 
@@ -455,6 +455,9 @@ fn run(path: &Path) -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     let result = runtime.block_on(async {
         ignore_hangup();
+        if let Some(every) = service::spawn_watchdog() {
+            debug!(?every, "pinging the service manager's watchdog");
+        }
         let running = pipeline::start(&config)?;
         // Histogram samples wait in buckets until drained; without a scrape they
         // would pile up, so drain them on a timer (the exporter's "upkeep").
@@ -479,7 +482,9 @@ fn run(path: &Path) -> anyhow::Result<()> {
             tokio::spawn(http::serve(listener, state));
         }
         info!(config = %path.display(), sinks = config.sinks.len(), "herald is running; stop with Ctrl+C");
+        service::ready(&ready_status(&config));
         shutdown_signal().await;
+        service::stopping(Duration::from_millis(config.pipeline.shutdown_grace_ms));
         info!("stopping: draining queues and flushing sinks");
         running.stop().await?;
         Ok(())
@@ -487,6 +492,26 @@ fn run(path: &Path) -> anyhow::Result<()> {
     // Anything still running (only after a drain timeout) is abandoned.
     runtime.shutdown_timeout(Duration::from_secs(1));
     result
+}
+
+/// The one line `systemctl status` shows while herald runs.
+fn ready_status(config: &Config) -> String {
+    let listen: Vec<String> = config
+        .ingest
+        .listen
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let http = if config.http.enabled {
+        format!("; /metrics on {}", config.http.listen)
+    } else {
+        String::new()
+    };
+    format!(
+        "receiving on {}; {} sink(s){http}",
+        listen.join(", "),
+        config.sinks.len()
+    )
 }
 
 fn init_logging(config: &Config) {

@@ -268,10 +268,15 @@ impl Herald {
 
     /// Like [`Herald::start`] without waiting for it to come up.
     pub fn launch(config_toml: &str) -> Herald {
+        Herald::launch_with_env(config_toml, &[])
+    }
+
+    /// Like [`Herald::start_with_env`] without waiting for it to come up.
+    pub fn launch_with_env(config_toml: &str, env: &[(&str, &str)]) -> Herald {
         Herald::launch_in(
             tempfile::tempdir().expect("temp dir"),
             config_toml,
-            &[],
+            env,
             None,
         )
     }

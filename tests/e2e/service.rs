@@ -1,0 +1,162 @@
+//! herald under a service manager: it tells a (fake) `NOTIFY_SOCKET` when it
+//! is ready, when it stops and, with a watchdog, that it is alive; and its log
+//! has no colour codes when standard error is not a terminal.
+
+use std::os::unix::net::UnixDatagram;
+use std::time::{Duration, Instant};
+
+use crate::harness::{ConfigBuilder, Herald, send};
+
+/// A fake service manager: a datagram socket in a temp dir, and the
+/// environment that names it.
+struct Manager {
+    _dir: tempfile::TempDir,
+    socket: UnixDatagram,
+    address: String,
+}
+
+impl Manager {
+    fn new() -> Manager {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify");
+        let socket = UnixDatagram::bind(&path).unwrap();
+        Manager {
+            address: path.to_str().unwrap().to_string(),
+            _dir: dir,
+            socket,
+        }
+    }
+
+    /// Waits up to `within` for the next notification.
+    fn next(&self, within: Duration) -> Option<String> {
+        self.socket.set_read_timeout(Some(within)).unwrap();
+        let mut buf = [0u8; 4096];
+        let n = self.socket.recv(&mut buf).ok()?;
+        Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+    }
+
+    /// Waits for a notification with the line `line`, returning it; fails
+    /// the test (with herald's log) when none comes.
+    fn expect(&self, line: &str, herald: &Herald) -> String {
+        let end = Instant::now() + Duration::from_secs(30);
+        while let Some(left) = end.checked_duration_since(Instant::now()) {
+            match self.next(left) {
+                Some(message) if message.lines().any(|l| l == line) => return message,
+                Some(_) => {}
+                None => break,
+            }
+        }
+        panic!("no {line} notification\nstderr:\n{}", herald.stderr());
+    }
+}
+
+#[test]
+fn ready_comes_once_herald_answers_and_stopping_when_it_is_told_to_stop() {
+    let manager = Manager::new();
+    let config = ConfigBuilder::new().build();
+    let mut herald = Herald::launch_with_env(&config, &[("NOTIFY_SOCKET", &manager.address)]);
+    let ready = manager.expect("READY=1", &herald);
+    // At READY=1 the endpoint answers and lists the listener, already bound.
+    let (status, health) = herald.http_get("/health");
+    assert_eq!(status, 200, "{health}");
+    assert!(
+        health.contains(&format!("\"listen\": \"{}\"", herald.udp)),
+        "{health}"
+    );
+    let status_line = ready
+        .lines()
+        .find_map(|l| l.strip_prefix("STATUS="))
+        .unwrap_or_else(|| panic!("no STATUS= line in {ready:?}"));
+    assert!(
+        status_line.contains(&herald.udp.to_string()),
+        "{status_line}"
+    );
+    assert!(status_line.contains("1 sink(s)"), "{status_line}");
+    send(
+        "127.0.0.1",
+        herald.udp,
+        &[crate::harness::fixture("engine_error").datagram.as_slice()],
+    );
+    herald.wait_for_events(1);
+
+    herald.sigterm();
+    let stopping = manager.expect("STOPPING=1", &herald);
+    // The drain's time is asked for: the default grace (10 s) plus a margin.
+    assert!(
+        stopping.contains("EXTEND_TIMEOUT_USEC=15000000"),
+        "{stopping:?}"
+    );
+    assert!(herald.wait_exit().success(), "{}", herald.stderr());
+    // Nothing else was said (no watchdog was asked for).
+    assert_eq!(manager.next(Duration::from_millis(100)), None);
+}
+
+#[test]
+fn ready_reaches_an_abstract_notify_socket() {
+    use std::os::linux::net::SocketAddrExt as _;
+    use std::os::unix::net::SocketAddr;
+    let name = format!("herald-e2e-notify-{}", std::process::id());
+    let socket =
+        UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(name.as_bytes()).unwrap()).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let herald = Herald::launch_with_env(
+        &ConfigBuilder::new().build(),
+        &[("NOTIFY_SOCKET", &format!("@{name}"))],
+    );
+    let mut buf = [0u8; 4096];
+    let n = socket
+        .recv(&mut buf)
+        .unwrap_or_else(|err| panic!("no notification ({err})\nstderr:\n{}", herald.stderr()));
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).starts_with("READY=1\n"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+}
+
+/// The `WATCHDOG=1` notifications `herald` sends in `window` after it is ready.
+fn watchdog_pings(env: &[(&str, &str)], window: Duration) -> usize {
+    let manager = Manager::new();
+    let mut all = vec![("NOTIFY_SOCKET", manager.address.as_str())];
+    all.extend_from_slice(env);
+    let herald = Herald::launch_with_env(&ConfigBuilder::new().build(), &all);
+    manager.expect("READY=1", &herald);
+    let end = Instant::now() + window;
+    let mut pings = 0;
+    while let Some(left) = end.checked_duration_since(Instant::now()) {
+        match manager.next(left) {
+            Some(message) => {
+                assert_eq!(message, "WATCHDOG=1", "unexpected notification");
+                pings += 1;
+            }
+            None => break,
+        }
+    }
+    pings
+}
+
+#[test]
+fn the_watchdog_is_pinged_every_half_period_and_only_when_it_is_herald_s() {
+    // WATCHDOG_USEC=200000: a ping every 100 ms, so about 10 in a second.
+    let pings = watchdog_pings(&[("WATCHDOG_USEC", "200000")], Duration::from_secs(1));
+    assert!((5..=15).contains(&pings), "{pings} pings in 1 s");
+    // A watchdog meant for another process (WATCHDOG_PID) is not herald's.
+    let pings = watchdog_pings(
+        &[("WATCHDOG_USEC", "200000"), ("WATCHDOG_PID", "1")],
+        Duration::from_millis(500),
+    );
+    assert_eq!(pings, 0);
+}
+
+#[test]
+fn logs_are_plain_text_when_standard_error_is_not_a_terminal() {
+    // NO_COLOR empty counts as unset: only the file (not a terminal) decides.
+    let mut herald = Herald::start_with_env(&ConfigBuilder::new().build(), &[("NO_COLOR", "")]);
+    herald.sigterm();
+    herald.wait_exit();
+    let log = herald.stderr();
+    assert!(log.contains("herald is running"), "{log}");
+    assert!(!log.contains('\u{1b}'), "colour codes in the log:\n{log:?}");
+}
