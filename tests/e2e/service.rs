@@ -1,11 +1,117 @@
-//! herald under a service manager: it tells a (fake) `NOTIFY_SOCKET` when it
-//! is ready, when it stops and, with a watchdog, that it is alive; and its log
-//! has no colour codes when standard error is not a terminal.
+//! herald under a service manager: the shipped systemd unit passes
+//! `systemd-analyze verify`, the config it runs loads, and herald tells a
+//! (fake) `NOTIFY_SOCKET` when it is ready, when it stops and, with a
+//! watchdog, that it is alive. Without `systemd-analyze` the unit test says
+//! "skipped", except under CI, where `.ci/run` installs it.
 
+use std::fs;
 use std::os::unix::net::UnixDatagram;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::harness::{ConfigBuilder, Herald, send};
+use crate::harness::{ConfigBuilder, Herald, herald_bin, herald_command, repo_root, send};
+
+const UNIT: &str = "packaging/systemd/herald.service";
+const INSTALLED_BIN: &str = "/usr/local/bin/herald";
+
+fn unit_text() -> String {
+    fs::read_to_string(repo_root().join(UNIT)).expect("the unit file")
+}
+
+/// `systemd-analyze`, or `None` (with a visible message) when it is not
+/// installed outside CI.
+fn systemd_analyze() -> Option<Command> {
+    let installed = Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_ok_and(|out| out.status.success());
+    if !installed {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "systemd-analyze is not installed; .ci/run installs it (apt-get install systemd)"
+        );
+        eprintln!("skipped: systemd-analyze not installed (apt-get install systemd)");
+        return None;
+    }
+    Some(Command::new("systemd-analyze"))
+}
+
+#[test]
+fn the_systemd_unit_passes_systemd_analyze_verify() {
+    let text = unit_text();
+    assert!(
+        text.contains(&format!(
+            "ExecStart={INSTALLED_BIN} run --config /etc/herald/herald.toml"
+        )),
+        "{text}"
+    );
+    let Some(mut analyze) = systemd_analyze() else {
+        return;
+    };
+    // verify checks that ExecStart's binary exists: point it at the one built.
+    let dir = tempfile::tempdir().unwrap();
+    let unit = dir.path().join("herald.service");
+    fs::write(&unit, text.replace(INSTALLED_BIN, herald_bin())).unwrap();
+    let out = analyze
+        .arg("verify")
+        .arg(&unit)
+        .env("SYSTEMD_LOG_COLOR", "0")
+        .output()
+        .expect("run systemd-analyze verify");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // A misspelt key is only a warning (exit 0): any line about the unit fails.
+    let about_unit: Vec<&str> = stderr
+        .lines()
+        .filter(|line| line.contains("herald.service"))
+        .collect();
+    assert!(
+        out.status.success() && about_unit.is_empty(),
+        "systemd-analyze verify ({}):\n{stderr}",
+        out.status
+    );
+}
+
+#[test]
+fn the_unit_runs_the_packaged_config_which_keeps_everything_in_the_state_directory() {
+    let text = unit_text();
+    for line in [
+        "Type=notify",
+        "NotifyAccess=main",
+        "StateDirectory=herald",
+        "ConfigurationDirectory=herald",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "Restart=on-failure",
+        "ProtectSystem=strict",
+        "NoNewPrivileges=yes",
+        "CapabilityBoundingSet=\n",
+    ] {
+        assert!(text.contains(line), "{line:?} missing from the unit");
+    }
+    let packaged = repo_root().join("packaging").join("herald.toml");
+    let out = herald_command(&["check", "--config", packaged.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let config: toml::Table = toml::from_str(stdout.split_once('\n').unwrap().1).unwrap();
+    assert_eq!(config["data_dir"].as_str(), Some("/var/lib/herald"));
+    assert_eq!(
+        config["dead_letter"]["path"].as_str(),
+        Some("/var/lib/herald/dead-letter.jsonl")
+    );
+    for (name, sink) in config["sinks"].as_table().unwrap() {
+        if let Some(path) = sink.get("path").and_then(|p| p.as_str()) {
+            assert!(
+                path.starts_with("/var/lib/herald/"),
+                "sinks.{name}.path = {path}"
+            );
+        }
+    }
+}
 
 /// A fake service manager: a datagram socket in a temp dir, and the
 /// environment that names it.
