@@ -6,6 +6,7 @@
 
 use std::fs;
 use std::os::unix::net::UnixDatagram;
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -265,4 +266,21 @@ fn logs_are_plain_text_when_standard_error_is_not_a_terminal() {
     let log = herald.stderr();
     assert!(log.contains("herald is running"), "{log}");
     assert!(!log.contains('\u{1b}'), "colour codes in the log:\n{log:?}");
+}
+
+#[test]
+fn the_readme_says_what_is_supported_and_how_to_install_the_service() {
+    let readme = fs::read_to_string(repo_root().join("README.md")).unwrap();
+    for text in [
+        "## Install as a service",
+        "## Supported platforms",
+        UNIT,
+        "/etc/herald/herald.toml",
+        "/var/lib/herald",
+        "journalctl -u herald",
+        "NO_COLOR",
+    ] {
+        assert!(readme.contains(text), "{text:?} missing from the README");
+    }
+    assert!(Path::new(&repo_root().join("packaging/herald.toml")).is_file());
 }
