@@ -21,6 +21,7 @@
 //! * [`send`]: sample datagrams and the `herald send` test sender.
 //! * [`replay`]: `herald replay`, re-sending what the dead-letter file kept.
 //! * [`appenders`]: the `LocalLogConfig.xml` files that point Sense at herald.
+//! * [`service`]: readiness, stop and watchdog notifications to a service manager.
 //! * [`secret`]: passwords and tokens from the environment or files, redacted.
 //! * [`redact`]: removes every known secret value from all that herald writes out.
 //! * [`throttle`]: keeps repeating conditions from flooding the log.
@@ -46,6 +47,7 @@ pub mod replay;
 pub mod route;
 pub mod secret;
 pub mod send;
+pub mod service;
 pub mod sinks;
 pub mod swap;
 pub mod throttle;

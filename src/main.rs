@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use herald::config::{Config, DEFAULT_PATH, LogFormat};
-use herald::{appenders, http, pipeline, redact, replay, send};
+use herald::config::{self, Config, LogFormat};
+use herald::{appenders, http, pipeline, redact, replay, send, service};
 use tracing::{debug, error, info, warn};
 use tracing_subscriber::EnvFilter;
 
@@ -23,7 +23,8 @@ use tracing_subscriber::EnvFilter;
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
-    /// Config file (for `herald` without a subcommand, which runs).
+    /// Config file (for `herald` without a subcommand, which runs). Default:
+    /// $HERALD_CONFIG, else ./config/herald.toml, else /etc/herald/herald.toml.
     #[arg(long, short, global = true)]
     config: Option<PathBuf>,
 }
@@ -115,13 +116,15 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config_path = cli
-        .config
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_PATH));
+    // Only the commands that read a config look for one.
+    let config_path = || config::locate(cli.config.as_deref());
     let result = match cli.command.unwrap_or(Command::Run) {
-        Command::Run => run(&config_path),
-        Command::Check { connect } => check(&config_path, connect),
+        Command::Run => config_path()
+            .map_err(Into::into)
+            .and_then(|path| run(&path)),
+        Command::Check { connect } => config_path()
+            .map_err(Into::into)
+            .and_then(|path| check(&path, connect)),
         Command::Send {
             to,
             kind,
@@ -151,17 +154,19 @@ fn main() -> ExitCode {
             since,
             dry_run,
             out,
-        } => replay_dead_letters(
-            &config_path,
-            &replay::ReplayOptions {
-                dead_letter,
-                sink,
-                reason,
-                since,
-                dry_run,
-                out,
-            },
-        ),
+        } => config_path().map_err(Into::into).and_then(|path| {
+            replay_dead_letters(
+                &path,
+                &replay::ReplayOptions {
+                    dead_letter,
+                    sink,
+                    reason,
+                    since,
+                    dry_run,
+                    out,
+                },
+            )
+        }),
         Command::Appenders {
             herald,
             out,
@@ -450,6 +455,9 @@ fn run(path: &Path) -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     let result = runtime.block_on(async {
         let mut hangups = hangups();
+        if let Some(every) = service::spawn_watchdog() {
+            debug!(?every, "pinging the service manager's watchdog");
+        }
         let mut running = pipeline::start(&config)?;
         // Histogram samples wait in buckets until drained; without a scrape they
         // would pile up, so drain them on a timer (the exporter's "upkeep").
@@ -474,14 +482,20 @@ fn run(path: &Path) -> anyhow::Result<()> {
             tokio::spawn(http::serve(listener, state));
         }
         info!(config = %path.display(), sinks = config.sinks.len(), "herald is running; stop with Ctrl+C");
+        service::ready(&ready_status(&config));
         let shutdown = shutdown_signal();
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
-                Some(()) = hangups.recv() => reload(path, &mut running),
+                Some(()) = hangups.recv() => {
+                    service::reloading();
+                    reload(path, &mut running);
+                    service::ready(&ready_status(&config));
+                }
             }
         }
+        service::stopping(Duration::from_millis(config.pipeline.shutdown_grace_ms));
         info!("stopping: draining queues and flushing sinks");
         running.stop().await?;
         Ok(())
@@ -491,19 +505,51 @@ fn run(path: &Path) -> anyhow::Result<()> {
     result
 }
 
+/// The one line `systemctl status` shows while herald runs.
+fn ready_status(config: &Config) -> String {
+    let listen: Vec<String> = config
+        .ingest
+        .listen
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let http = if config.http.enabled {
+        format!("; /metrics on {}", config.http.listen)
+    } else {
+        String::new()
+    };
+    format!(
+        "receiving on {}; {} sink(s){http}",
+        listen.join(", "),
+        config.sinks.len()
+    )
+}
+
 fn init_logging(config: &Config) {
     let filter = std::env::var("HERALD_LOG")
         .ok()
         .and_then(|text| EnvFilter::try_new(text).ok())
         .or_else(|| EnvFilter::try_new(&config.log.level).ok())
         .unwrap_or_else(|| EnvFilter::new("info"));
+    let colour = log_colour(
+        std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        std::env::var_os("NO_COLOR").as_deref(),
+    );
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(redact::RedactingWriter::new(std::io::stderr));
     match config.log.format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }
+}
+
+/// Whether log lines get colour: only on a terminal, and not when `NO_COLOR`
+/// is set to anything but the empty string (<https://no-color.org>). journald,
+/// log files and pipes get plain text.
+fn log_colour(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(std::ffi::OsStr::is_empty)
 }
 
 /// Raises the soft limit on open files to the hard limit. Every HTTP client,
@@ -647,5 +693,20 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn logs_are_coloured_only_on_a_terminal_without_no_color() {
+        assert!(log_colour(true, None));
+        assert!(log_colour(true, Some(OsStr::new(""))));
+        assert!(!log_colour(true, Some(OsStr::new("1"))));
+        assert!(!log_colour(false, None));
+        assert!(!log_colour(false, Some(OsStr::new(""))));
     }
 }

@@ -12,7 +12,9 @@
 //! other output ([`crate::redact`]).
 //!
 //! `expand` resolves `${VAR}` and `file:` references (once), `validate` holds
-//! the checks, and the section structs that belong to no stage live here.
+//! the checks, `paths` finds the file and resolves the relative paths in it
+//! against its directory, and the section structs that belong to no stage
+//! live here.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -31,11 +33,15 @@ use crate::route::{CategoriseConfig, Categoriser};
 use crate::sinks::{SinkConfig, SinkKind};
 
 mod expand;
+mod paths;
 mod validate;
+
+pub use paths::{ENV_VAR, NotFound, SYSTEM_PATH, config_dir, default_candidates, in_dir, locate};
 
 use expand::expand_strings;
 
-/// Where herald looks for its config when none is given.
+/// Where herald looks first for its config when none is named (a checkout);
+/// then [`SYSTEM_PATH`].
 pub const DEFAULT_PATH: &str = "config/herald.toml";
 
 /// Most sinks one herald can have (routing keeps a bit set per event).
@@ -46,7 +52,7 @@ pub const MAX_SINKS: usize = 64;
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Where herald keeps its state: each disk-buffered sink's buffer under
-    /// `buffer/<sink>/`. Relative to the working directory, like every path.
+    /// `buffer/<sink>/`. Relative to the config file's directory, like every path.
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
     /// UDP listeners and the allowlist.
@@ -264,7 +270,8 @@ pub enum ConfigError {
 }
 
 impl Config {
-    /// Reads and validates the config file at `path`.
+    /// Reads and validates the config file at `path`. Relative paths in it
+    /// (and in its `file:` references) resolve against its directory.
     ///
     /// # Errors
     ///
@@ -274,21 +281,29 @@ impl Config {
             path: path.to_path_buf(),
             source,
         })?;
-        Config::from_toml(&text, path)
+        Config::parse(&text, path, Some(&config_dir(path)))
     }
 
     /// Parses and validates config text; `path` is only used in messages.
+    /// Relative paths are left as written (they resolve against the current
+    /// directory); [`Config::load`] resolves them against the file's directory.
     ///
     /// # Errors
     ///
     /// A [`ConfigError`] naming the file, the key and the fix.
     pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        Config::parse(text, path, None)
+    }
+
+    /// [`Config::from_toml`], with relative paths and `file:` references
+    /// resolved against `dir` (before validation, which reads some files).
+    fn parse(text: &str, path: &Path, dir: Option<&Path>) -> Result<Config, ConfigError> {
         let syntax = |err: toml::de::Error| ConfigError::Syntax {
             path: path.to_path_buf(),
             message: err.to_string().trim_end().to_string(),
         };
         let mut table: toml::Table = toml::from_str(text).map_err(syntax)?;
-        expand_strings(&mut table, "").map_err(|(key, problem)| ConfigError::Invalid {
+        expand_strings(&mut table, "", dir).map_err(|(key, problem)| ConfigError::Invalid {
             path: path.to_path_buf(),
             key,
             problem,
@@ -300,6 +315,9 @@ impl Config {
             // Reading the text again gives the same error with its line and column.
             Err(err) => return Err(syntax(toml::from_str::<Config>(text).err().unwrap_or(err))),
         };
+        if let Some(dir) = dir {
+            config.resolve_paths(dir);
+        }
         let redactor = config
             .build_redactor(&secrets)
             .map_err(|problem| ConfigError::Invalid {

@@ -32,6 +32,12 @@ mod routing;
 // `herald check` and the shipped config files.
 mod config;
 
+// Where the config is looked for, and where the relative paths in it point.
+mod paths;
+
+// The systemd unit, and the readiness, stop and watchdog notifications.
+mod service;
+
 // IPv6 listeners and senders.
 mod ipv6;
 

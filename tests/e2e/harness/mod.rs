@@ -100,7 +100,7 @@ pub fn poll_until(deadline: Duration, mut cond: impl FnMut() -> bool) -> bool {
 
 /// Builds a herald config: one UDP listener, the HTTP endpoint, a dead-letter
 /// file and a file sink `events` writing `events.jsonl` (paths relative to the
-/// temp dir herald runs in).
+/// config file's directory, the temp dir herald runs in).
 #[derive(Debug, Clone)]
 pub struct ConfigBuilder {
     /// Listener address as written in `ingest.listen`.
@@ -268,10 +268,15 @@ impl Herald {
 
     /// Like [`Herald::start`] without waiting for it to come up.
     pub fn launch(config_toml: &str) -> Herald {
+        Herald::launch_with_env(config_toml, &[])
+    }
+
+    /// Like [`Herald::start_with_env`] without waiting for it to come up.
+    pub fn launch_with_env(config_toml: &str, env: &[(&str, &str)]) -> Herald {
         Herald::launch_in(
             tempfile::tempdir().expect("temp dir"),
             config_toml,
-            &[],
+            env,
             None,
         )
     }
@@ -376,7 +381,9 @@ impl Herald {
             .arg(&config_path)
             .current_dir(dir.path())
             .env_remove("HERALD_LOG")
-            .env("NO_COLOR", "1")
+            .env("NO_COLOR", "1");
+        without_service_manager(&mut command);
+        command
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(stdout)
@@ -564,7 +571,8 @@ pub fn run_herald(args: &[&str]) -> Output {
     herald_command(args).output().expect("run herald")
 }
 
-/// Runs `herald args...` in `dir` (relative paths in its config resolve there).
+/// Runs `herald args...` in `dir` (relative paths on the command line are
+/// taken from there; those in a config resolve against the config's directory).
 pub fn run_herald_in(dir: &Path, args: &[&str]) -> Output {
     herald_command(args)
         .current_dir(dir)
@@ -572,12 +580,29 @@ pub fn run_herald_in(dir: &Path, args: &[&str]) -> Output {
         .expect("run herald")
 }
 
-fn herald_command(args: &[&str]) -> Command {
+/// `herald args...`, ready to run: no `HERALD_LOG`, no colour, nothing from a
+/// service manager ([`without_service_manager`]).
+pub fn herald_command(args: &[&str]) -> Command {
     let mut command = Command::new(herald_bin());
     command
         .args(args)
         .env_remove("HERALD_LOG")
         .env("NO_COLOR", "1")
         .stdin(Stdio::null());
+    without_service_manager(&mut command);
     command
+}
+
+/// Keeps what the test process may have inherited from a service manager
+/// (its notification socket, a watchdog) or a shell (a config file named in
+/// `HERALD_CONFIG`) away from the herald under test; tests set them as needed.
+pub fn without_service_manager(command: &mut Command) {
+    for var in [
+        "NOTIFY_SOCKET",
+        "WATCHDOG_USEC",
+        "WATCHDOG_PID",
+        "HERALD_CONFIG",
+    ] {
+        command.env_remove(var);
+    }
 }
