@@ -209,12 +209,24 @@ pub async fn run<S: Sink>(
     let mut deadline: Option<Instant> = None;
     if let Some(from) = from {
         // The predecessor delivers what it is sending now, then hands over.
-        tokio::select! {
-            taken = from => if let Ok(taken) = taken {
-                batch = taken.batch;
-                origins = taken.origins;
-            },
-            () = retired(&mut retire) => {}
+        let took_over = tokio::select! {
+            taken = from => {
+                if let Ok(taken) = taken {
+                    batch = taken.batch;
+                    origins = taken.origins;
+                }
+                true
+            }
+            () = retired(&mut retire) => false,
+        };
+        if !took_over {
+            // Told to give way before taking over (the reload that started
+            // it failed): the queue is still its predecessor's; leave it be.
+            return Stopped {
+                sink: status.name.clone(),
+                buffer: queue.buffer_status().type_name,
+                kept: Kept::default(),
+            };
         }
         if !batch.is_empty() {
             deadline = Some(Instant::now());

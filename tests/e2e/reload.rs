@@ -214,3 +214,35 @@ fn a_reload_binds_new_listening_addresses_and_closes_removed_ones() {
         2.0
     );
 }
+
+#[test]
+fn a_sink_that_cannot_start_fails_the_reload_and_the_running_sinks_carry_on() {
+    let config = ConfigBuilder::new().flush_interval_ms(20).build();
+    let mut herald = Herald::start(&config);
+    // The events sink changes (it would take over its queue) and a new sink
+    // cannot open its file: nothing may change.
+    let broken = format!(
+        "{}\n[sinks.extra]\ntype = \"file\"\npath = \"/proc/herald-cannot/extra.jsonl\"\n",
+        config.replace("flush_interval_ms = 20", "flush_interval_ms = 30")
+    );
+    reload(&mut herald, &broken, 1.0);
+    assert_eq!(
+        herald.metric("herald_config_reloads_total", &[("result", "failed")]),
+        1.0,
+        "{}",
+        herald.stderr()
+    );
+    assert!(
+        herald.stderr().contains("sinks.extra"),
+        "{}",
+        herald.stderr()
+    );
+    send("127.0.0.1", herald.udp, &[&engine("after a failed reload")]);
+    let events = herald.wait_for_events(1);
+    assert_eq!(events.len(), 1);
+    herald.sigterm();
+    assert!(herald.wait_exit().success(), "{}", herald.stderr());
+    assert!(
+        !herald.dir().join("dead.jsonl").exists() || herald.json_lines("dead.jsonl").is_empty()
+    );
+}
