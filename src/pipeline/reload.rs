@@ -151,38 +151,32 @@ impl Running {
                 (Some(_), Some(_)) => Change::NewQueue,
                 _ => Change::Added,
             };
-            let result = match change {
+            // A take-over reuses the queue and gets what the old driver hands
+            // over, relayed once the old one is told to give way (below).
+            let (queue, from, relay) = match change {
                 Change::TakeOver => {
-                    // What the old driver hands over is relayed to the new
-                    // one once the old one is told to give way (below).
                     let (relay, handover) = tokio::sync::oneshot::channel();
                     let queue = self.drivers[name].status.queue.clone();
-                    sinks::start(
-                        name,
-                        sink,
-                        &old.data_dir,
-                        &self.dead,
-                        queue,
-                        Some(handover),
-                        &mut self.sink_tasks,
-                    )
-                    .map(|driver| (driver, Some(relay)))
+                    (Ok(queue), Some(handover), Some(relay))
                 }
-                Change::NewQueue | Change::Added => {
-                    sinks::open_queue(name, sink, &old.data_dir, &self.dead).and_then(|queue| {
-                        sinks::start(
-                            name,
-                            sink,
-                            &old.data_dir,
-                            &self.dead,
-                            queue,
-                            None,
-                            &mut self.sink_tasks,
-                        )
-                        .map(|driver| (driver, None))
-                    })
-                }
+                Change::NewQueue | Change::Added => (
+                    sinks::open_queue(name, sink, &old.data_dir, &self.dead),
+                    None,
+                    None,
+                ),
             };
+            let result = queue.and_then(|queue| {
+                sinks::start(
+                    name,
+                    sink,
+                    &old.data_dir,
+                    &self.dead,
+                    queue,
+                    from,
+                    &mut self.sink_tasks,
+                )
+                .map(|driver| (driver, relay))
+            });
             match result {
                 Ok((driver, relay)) => started.push(Started {
                     name: name.clone(),
