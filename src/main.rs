@@ -5,7 +5,7 @@
 //! then on every log line, every line printed about the config and the final
 //! error pass through it ([`herald::redact`]).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -41,9 +41,9 @@ enum Command {
     },
     /// Send sample datagrams (or lines from a file) to a herald or Butler port.
     Send {
-        /// Where to send, e.g. 127.0.0.1:9996.
-        #[arg(long)]
-        to: SocketAddr,
+        /// Where to send: HOST:PORT, e.g. localhost:9996, 10.1.0.5:9996 or [::1]:9996.
+        #[arg(long, value_name = "HOST:PORT")]
+        to: String,
         /// Which sample: all, engine, proxy, repository, scheduler, qix-perf, session,
         /// connection, task-failed, task-aborted, task-success, task-distribute,
         /// engine-reload-failed.
@@ -132,11 +132,10 @@ fn main() -> ExitCode {
             from,
             json,
         } => send_samples(
-            to,
+            &to,
             &kind,
             file.as_deref(),
-            send::SendOptions {
-                to,
+            SendLimits {
                 from,
                 count,
                 duration,
@@ -255,11 +254,19 @@ fn check_connections(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `herald send`'s options other than where to send.
+struct SendLimits {
+    from: Option<IpAddr>,
+    count: Option<u64>,
+    duration: Option<Duration>,
+    rate: Option<f64>,
+}
+
 fn send_samples(
-    to: SocketAddr,
+    to: &str,
     kind: &str,
     file: Option<&Path>,
-    options: send::SendOptions,
+    limits: SendLimits,
     json: bool,
 ) -> anyhow::Result<()> {
     let datagrams = match file {
@@ -267,6 +274,14 @@ fn send_samples(
             send::lines(file).with_context(|| format!("cannot read {}", file.display()))?
         }
         None => send::samples(kind).map_err(anyhow::Error::msg)?,
+    };
+    let to = send::resolve(to, limits.from).map_err(|err| anyhow::anyhow!("--to: {err}"))?;
+    let options = send::SendOptions {
+        to,
+        from: limits.from,
+        count: limits.count,
+        duration: limits.duration,
+        rate: limits.rate,
     };
     let bar = match options.count {
         Some(count) if options.duration.is_none() => indicatif::ProgressBar::new(count),
@@ -292,28 +307,46 @@ fn send_samples(
         })?;
     bar.finish_and_clear();
     if json {
+        let problems: Vec<_> = report
+            .problems
+            .iter()
+            .map(|(problem, count)| {
+                serde_json::json!({
+                    "kind": problem.kind,
+                    "reason": problem.reason,
+                    "hint": problem.hint,
+                    "count": count,
+                })
+            })
+            .collect();
         println!(
             "{}",
             serde_json::json!({
                 "to": to.to_string(),
                 "sent": report.sent,
                 "failed": report.failed,
+                "problems": problems,
                 "elapsed_s": report.elapsed.as_secs_f64(),
                 "rate": report.rate(),
             })
         );
     } else {
         println!(
-            "sent {} datagram(s) to {to} in {:.3} s ({:.0}/s){}",
+            "sent {} datagram(s) to {to} in {:.3} s ({:.1}/s)",
             report.sent,
             report.elapsed.as_secs_f64(),
             report.rate(),
-            if report.failed > 0 {
-                format!("; {} could not be sent", report.failed)
-            } else {
-                String::new()
-            }
         );
+    }
+    if report.failed > 0 {
+        anyhow::bail!(
+            "{} datagram(s) could not be sent: {}",
+            report.failed,
+            report.problems_text()
+        );
+    }
+    if !report.is_clean() {
+        anyhow::bail!("sending to {to} failed: {}", report.problems_text());
     }
     Ok(())
 }

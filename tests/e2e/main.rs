@@ -32,6 +32,9 @@ mod routing;
 // `herald check` and the shipped config files.
 mod config;
 
+// The command line: `herald send`, `herald appenders` and each command's options.
+mod cli;
+
 // IPv6 listeners and senders.
 mod ipv6;
 
