@@ -110,6 +110,9 @@ enum Command {
         /// Port for task events.
         #[arg(long, default_value_t = 9998)]
         task_port: u16,
+        /// Replace LocalLogConfig.xml files that already exist in the directory.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -167,6 +170,7 @@ fn main() -> ExitCode {
             log_port,
             user_port,
             task_port,
+            force,
         } => write_appenders(
             &appenders::Target {
                 host: herald,
@@ -175,6 +179,7 @@ fn main() -> ExitCode {
                 task_port,
             },
             &out,
+            force,
         ),
     };
     match result {
@@ -441,12 +446,31 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(seconds))
 }
 
-fn write_appenders(target: &appenders::Target, out: &Path) -> anyhow::Result<()> {
-    for file in appenders::generate(target) {
+fn write_appenders(target: &appenders::Target, out: &Path, force: bool) -> anyhow::Result<()> {
+    let files = appenders::generate(target);
+    let path_of =
+        |file: &appenders::AppenderFile| out.join(file.service).join("LocalLogConfig.xml");
+    // Nothing is written unless everything may be: a refusal leaves the
+    // directory as it was.
+    let existing: Vec<String> = files
+        .iter()
+        .map(path_of)
+        .filter(|path| path.symlink_metadata().is_ok())
+        .map(|path| path.display().to_string())
+        .collect();
+    if !existing.is_empty() && !force {
+        anyhow::bail!(
+            "{} already exist{}; nothing was written. Use --force to replace {}, or --out to write elsewhere",
+            existing.join(", "),
+            if existing.len() == 1 { "s" } else { "" },
+            if existing.len() == 1 { "it" } else { "them" },
+        );
+    }
+    for file in &files {
         let dir = out.join(file.service);
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
-        let path = dir.join("LocalLogConfig.xml");
+        let path = path_of(file);
         std::fs::write(&path, &file.xml)
             .with_context(|| format!("cannot write {}", path.display()))?;
         println!(

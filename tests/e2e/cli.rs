@@ -4,7 +4,7 @@
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
-use crate::harness::{ConfigBuilder, Herald, free_udp_port, run_herald};
+use crate::harness::{ConfigBuilder, Herald, free_udp_port, run_herald, run_herald_in};
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
@@ -92,4 +92,37 @@ fn send_meets_a_low_rate() {
             .recv(&mut buf)
             .unwrap_or_else(|err| panic!("datagram {i}: {err}"));
     }
+}
+
+#[test]
+fn appenders_refuse_to_overwrite_without_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["appenders", "--herald", "herald.corp.local", "--out", "out"];
+    let output = run_herald_in(dir.path(), &args);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let engine = dir.path().join("out/Engine/LocalLogConfig.xml");
+    std::fs::write(&engine, "edited by hand").unwrap();
+
+    let output = run_herald_in(dir.path(), &args);
+    assert!(!output.status.success(), "{}", text(&output.stdout));
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("out/Engine/LocalLogConfig.xml"), "{stderr}");
+    assert!(stderr.contains("--force"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&engine).unwrap(), "edited by hand");
+
+    // Even one existing file stops the whole run, before anything is written.
+    std::fs::remove_file(dir.path().join("out/Proxy/LocalLogConfig.xml")).unwrap();
+    let output = run_herald_in(dir.path(), &args);
+    assert!(!output.status.success());
+    assert!(!dir.path().join("out/Proxy/LocalLogConfig.xml").exists());
+
+    let mut forced = args.to_vec();
+    forced.push("--force");
+    let output = run_herald_in(dir.path(), &forced);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(
+        std::fs::read_to_string(&engine)
+            .unwrap()
+            .contains("herald.corp.local")
+    );
 }
