@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::{Args, CommandFactory as _, Parser, Subcommand};
 use herald::config::{Config, DEFAULT_PATH, LogFormat};
 use herald::{appenders, http, pipeline, redact, replay, send};
 use tracing::{debug, info, warn};
@@ -23,17 +23,31 @@ use tracing_subscriber::EnvFilter;
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
-    /// Config file (for `herald` without a subcommand, which runs).
-    #[arg(long, short, global = true)]
+    /// Config file for `herald` without a subcommand, which runs (like `herald
+    /// run --config PATH`) [default: config/herald.toml].
+    #[arg(long, short, value_name = "PATH")]
+    config: Option<PathBuf>,
+}
+
+/// `--config`, for the commands that read a config: run, check and replay.
+#[derive(Debug, Default, Args)]
+struct ConfigArg {
+    /// Config file [default: config/herald.toml].
+    #[arg(long, short, value_name = "PATH")]
     config: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Receive and route events until stopped (the default).
-    Run,
+    Run {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
     /// Validate a config file and print the effective configuration.
     Check {
+        #[command(flatten)]
+        config: ConfigArg,
         /// Also connect to every sink that has a server (InfluxDB, ...) and say
         /// whether it is reachable, exists and accepts the credentials.
         #[arg(long)]
@@ -73,6 +87,8 @@ enum Command {
     /// parsed again and go to every sink whose match they meet. What still
     /// fails goes to a new dead-letter file; the file read is not changed.
     Replay {
+        #[command(flatten)]
+        config: ConfigArg,
         /// The dead-letter file (dead_letter.path), or a rotated copy of it.
         #[arg(long)]
         dead_letter: PathBuf,
@@ -118,13 +134,31 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config_path = cli
-        .config
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_PATH));
-    let result = match cli.command.unwrap_or(Command::Run) {
-        Command::Run => run(&config_path),
-        Command::Check { connect } => check(&config_path, connect),
+    let command = cli.command.unwrap_or(Command::Run {
+        config: ConfigArg::default(),
+    });
+    // `herald --config PATH run` (the option before the command) still works
+    // for the commands that read a config; the others refuse it.
+    let config_path = |arg: ConfigArg| {
+        arg.config
+            .or_else(|| cli.config.clone())
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_PATH))
+    };
+    if cli.config.is_some()
+        && let Some(name) = command.without_config()
+    {
+        Cli::command()
+            .error(
+                clap::error::ErrorKind::ArgumentConflict,
+                format!(
+                    "`herald {name}` reads no config; --config applies to run, check and replay"
+                ),
+            )
+            .exit();
+    }
+    let result = match command {
+        Command::Run { config } => run(&config_path(config)),
+        Command::Check { config, connect } => check(&config_path(config), connect),
         Command::Send {
             to,
             kind,
@@ -147,6 +181,7 @@ fn main() -> ExitCode {
             json,
         ),
         Command::Replay {
+            config,
             dead_letter,
             sink,
             reason,
@@ -154,7 +189,7 @@ fn main() -> ExitCode {
             dry_run,
             out,
         } => replay_dead_letters(
-            &config_path,
+            &config_path(config),
             &replay::ReplayOptions {
                 dead_letter,
                 sink,
@@ -187,6 +222,17 @@ fn main() -> ExitCode {
         Err(err) => {
             say(&format!("herald: {err:#}"));
             ExitCode::FAILURE
+        }
+    }
+}
+
+impl Command {
+    /// The name of a command that reads no config, for refusing `--config`.
+    fn without_config(&self) -> Option<&'static str> {
+        match self {
+            Command::Send { .. } => Some("send"),
+            Command::Appenders { .. } => Some("appenders"),
+            Command::Run { .. } | Command::Check { .. } | Command::Replay { .. } => None,
         }
     }
 }
@@ -641,5 +687,77 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("herald").chain(args.iter().copied()))
+    }
+
+    fn help(command: &str) -> String {
+        let mut cli = Cli::command();
+        cli.build();
+        let sub = cli
+            .find_subcommand_mut(command)
+            .unwrap_or_else(|| panic!("no command {command}"));
+        sub.render_long_help().to_string()
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn config_is_offered_only_by_the_commands_that_read_one() {
+        for command in ["run", "check", "replay"] {
+            assert!(help(command).contains("--config <PATH>"), "{command}");
+        }
+        for command in ["send", "appenders"] {
+            assert!(!help(command).contains("--config"), "{command}");
+        }
+        let error = parse(&["send", "--to", "localhost:9996", "--config", "x.toml"])
+            .expect_err("send takes no --config");
+        assert_eq!(error.kind(), clap::error::ErrorKind::UnknownArgument);
+    }
+
+    #[test]
+    fn config_may_come_before_the_command_or_stand_alone() {
+        let cli = parse(&["--config", "a.toml"]).unwrap();
+        assert!(cli.command.is_none());
+        assert_eq!(cli.config, Some(PathBuf::from("a.toml")));
+        let cli = parse(&["check", "-c", "b.toml"]).unwrap();
+        let Some(Command::Check { config, .. }) = cli.command else {
+            panic!("check")
+        };
+        assert_eq!(config.config, Some(PathBuf::from("b.toml")));
+        let cli = parse(&["--config", "c.toml", "run"]).unwrap();
+        assert_eq!(cli.config, Some(PathBuf::from("c.toml")));
+        assert!(matches!(cli.command, Some(Command::Run { .. })));
+        let cli = parse(&["--config", "c.toml", "send", "--to", "h:1"]).unwrap();
+        assert_eq!(cli.command.and_then(|c| c.without_config()), Some("send"));
+    }
+
+    #[test]
+    fn send_to_is_host_and_port() {
+        let cli = parse(&["send", "--to", "sense-node1.corp.local:9996"]).unwrap();
+        let Some(Command::Send { to, .. }) = cli.command else {
+            panic!("send")
+        };
+        assert_eq!(to, "sense-node1.corp.local:9996");
+        assert!(help("send").contains("--to <HOST:PORT>"));
+    }
+
+    #[test]
+    fn appenders_take_force() {
+        let cli = parse(&["appenders", "--herald", "h", "--force"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Appenders { force: true, .. })
+        ));
     }
 }

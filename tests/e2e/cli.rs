@@ -126,3 +126,31 @@ fn appenders_refuse_to_overwrite_without_force() {
             .contains("herald.corp.local")
     );
 }
+
+#[test]
+fn config_is_an_option_of_the_commands_that_read_one() {
+    let send_help = text(&run_herald(&["send", "--help"]).stdout);
+    assert!(send_help.contains("--to <HOST:PORT>"), "{send_help}");
+    assert!(!send_help.contains("--config"), "{send_help}");
+    let check_help = text(&run_herald(&["check", "--help"]).stdout);
+    assert!(check_help.contains("--config <PATH>"), "{check_help}");
+
+    let output = run_herald(&["--config", "herald.toml", "send", "--to", "localhost:9996"]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("--config applies to run, check and replay"),
+        "{stderr}"
+    );
+
+    // Without a command herald runs, with the config given.
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.toml");
+    let output = run_herald(&["--config", missing.to_str().unwrap()]);
+    assert!(!output.status.success());
+    assert!(
+        text(&output.stderr).contains("missing.toml"),
+        "{}",
+        text(&output.stderr)
+    );
+}
