@@ -130,6 +130,19 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Print a completion script for a shell, e.g.
+    /// `herald completions bash > /usr/share/bash-completion/completions/herald`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Write the manual pages (herald.1 and one per command) into a directory.
+    #[command(hide = true)]
+    Man {
+        /// The directory (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -216,6 +229,11 @@ fn main() -> ExitCode {
             &out,
             force,
         ),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "herald", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man { out } => write_man_pages(&out),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -232,6 +250,8 @@ impl Command {
         match self {
             Command::Send { .. } => Some("send"),
             Command::Appenders { .. } => Some("appenders"),
+            Command::Completions { .. } => Some("completions"),
+            Command::Man { .. } => Some("man"),
             Command::Run { .. } | Command::Check { .. } | Command::Replay { .. } => None,
         }
     }
@@ -492,6 +512,13 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(seconds))
 }
 
+/// The manual pages, from the same definitions as `--help`.
+fn write_man_pages(out: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    clap_mangen::generate_to(Cli::command(), out)
+        .with_context(|| format!("cannot write the manual pages to {}", out.display()))
+}
+
 fn write_appenders(target: &appenders::Target, out: &Path, force: bool) -> anyhow::Result<()> {
     let files = appenders::generate(target);
     let path_of =
@@ -750,6 +777,38 @@ mod tests {
         };
         assert_eq!(to, "sense-node1.corp.local:9996");
         assert!(help("send").contains("--to <HOST:PORT>"));
+    }
+
+    #[test]
+    fn completions_and_manual_pages_cover_every_command() {
+        let mut script = Vec::new();
+        clap_complete::generate(
+            clap_complete::Shell::Bash,
+            &mut Cli::command(),
+            "herald",
+            &mut script,
+        );
+        let script = String::from_utf8(script).unwrap();
+        for word in ["check", "send", "--to", "appenders", "--force", "replay"] {
+            assert!(script.contains(word), "{word}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        write_man_pages(dir.path()).unwrap();
+        for page in [
+            "herald.1",
+            "herald-run.1",
+            "herald-check.1",
+            "herald-send.1",
+        ] {
+            let text = std::fs::read_to_string(dir.path().join(page)).unwrap();
+            assert!(text.contains(".TH"), "{page}");
+        }
+        let main = std::fs::read_to_string(dir.path().join("herald.1")).unwrap();
+        assert!(
+            !main.contains("herald\\-man"),
+            "the hidden command has no page"
+        );
+        assert!(!dir.path().join("herald-man.1").exists());
     }
 
     #[test]
