@@ -5,13 +5,13 @@
 //! then on every log line, every line printed about the config and the final
 //! error pass through it ([`herald::redact`]).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::{Args, CommandFactory as _, Parser, Subcommand};
 use herald::config::{self, Config, LogFormat};
 use herald::{appenders, http, pipeline, redact, replay, send, service};
 use tracing::{debug, error, info, warn};
@@ -23,18 +23,33 @@ use tracing_subscriber::EnvFilter;
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
-    /// Config file (for `herald` without a subcommand, which runs). Default:
-    /// $HERALD_CONFIG, else ./config/herald.toml, else /etc/herald/herald.toml.
-    #[arg(long, short, global = true)]
+    /// Config file for `herald` without a subcommand, which runs (like `herald
+    /// run --config PATH`). Default: $HERALD_CONFIG, else
+    /// ./config/herald.toml, else /etc/herald/herald.toml.
+    #[arg(long, short, value_name = "PATH")]
+    config: Option<PathBuf>,
+}
+
+/// `--config`, for the commands that read a config: run, check and replay.
+#[derive(Debug, Default, Args)]
+struct ConfigArg {
+    /// Config file. Default: $HERALD_CONFIG, else ./config/herald.toml, else
+    /// /etc/herald/herald.toml.
+    #[arg(long, short, value_name = "PATH")]
     config: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Receive and route events until stopped (the default).
-    Run,
+    Run {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
     /// Validate a config file and print the effective configuration.
     Check {
+        #[command(flatten)]
+        config: ConfigArg,
         /// Also connect to every sink that has a server (InfluxDB, ...) and say
         /// whether it is reachable, exists and accepts the credentials.
         #[arg(long)]
@@ -42,9 +57,9 @@ enum Command {
     },
     /// Send sample datagrams (or lines from a file) to a herald or Butler port.
     Send {
-        /// Where to send, e.g. 127.0.0.1:9996.
-        #[arg(long)]
-        to: SocketAddr,
+        /// Where to send: HOST:PORT, e.g. localhost:9996, 10.1.0.5:9996 or [::1]:9996.
+        #[arg(long, value_name = "HOST:PORT")]
+        to: String,
         /// Which sample: all, engine, proxy, repository, scheduler, qix-perf, session,
         /// connection, task-failed, task-aborted, task-success, task-distribute,
         /// engine-reload-failed.
@@ -74,6 +89,8 @@ enum Command {
     /// parsed again and go to every sink whose match they meet. What still
     /// fails goes to a new dead-letter file; the file read is not changed.
     Replay {
+        #[command(flatten)]
+        config: ConfigArg,
         /// The dead-letter file (dead_letter.path), or a rotated copy of it.
         #[arg(long)]
         dead_letter: PathBuf,
@@ -111,20 +128,54 @@ enum Command {
         /// Port for task events.
         #[arg(long, default_value_t = 9998)]
         task_port: u16,
+        /// Replace LocalLogConfig.xml files that already exist in the directory.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print a completion script for a shell, e.g.
+    /// `herald completions bash > /usr/share/bash-completion/completions/herald`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Write the manual pages (herald.1 and one per command) into a directory.
+    #[command(hide = true)]
+    Man {
+        /// The directory (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
     },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Only the commands that read a config look for one.
-    let config_path = || config::locate(cli.config.as_deref());
-    let result = match cli.command.unwrap_or(Command::Run) {
-        Command::Run => config_path()
-            .map_err(Into::into)
-            .and_then(|path| run(&path)),
-        Command::Check { connect } => config_path()
-            .map_err(Into::into)
-            .and_then(|path| check(&path, connect)),
+    let command = cli.command.unwrap_or(Command::Run {
+        config: ConfigArg::default(),
+    });
+    // `herald --config PATH run` (the option before the command) still works
+    // for the commands that read a config; the others refuse it.
+    let config_path = |arg: ConfigArg| -> anyhow::Result<PathBuf> {
+        Ok(config::locate(
+            arg.config.or_else(|| cli.config.clone()).as_deref(),
+        )?)
+    };
+    if cli.config.is_some()
+        && let Some(name) = command.without_config()
+    {
+        Cli::command()
+            .error(
+                clap::error::ErrorKind::ArgumentConflict,
+                format!(
+                    "`herald {name}` reads no config; --config applies to run, check and replay"
+                ),
+            )
+            .exit();
+    }
+    let result = match command {
+        Command::Run { config } => config_path(config).and_then(|path| run(&path)),
+        Command::Check { config, connect } => {
+            config_path(config).and_then(|path| check(&path, connect))
+        }
         Command::Send {
             to,
             kind,
@@ -135,11 +186,10 @@ fn main() -> ExitCode {
             from,
             json,
         } => send_samples(
-            to,
+            &to,
             &kind,
             file.as_deref(),
-            send::SendOptions {
-                to,
+            SendLimits {
                 from,
                 count,
                 duration,
@@ -148,13 +198,14 @@ fn main() -> ExitCode {
             json,
         ),
         Command::Replay {
+            config,
             dead_letter,
             sink,
             reason,
             since,
             dry_run,
             out,
-        } => config_path().map_err(Into::into).and_then(|path| {
+        } => config_path(config).and_then(|path| {
             replay_dead_letters(
                 &path,
                 &replay::ReplayOptions {
@@ -173,6 +224,7 @@ fn main() -> ExitCode {
             log_port,
             user_port,
             task_port,
+            force,
         } => write_appenders(
             &appenders::Target {
                 host: herald,
@@ -181,13 +233,32 @@ fn main() -> ExitCode {
                 task_port,
             },
             &out,
+            force,
         ),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "herald", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man { out } => write_man_pages(&out),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             say(&format!("herald: {err:#}"));
             ExitCode::FAILURE
+        }
+    }
+}
+
+impl Command {
+    /// The name of a command that reads no config, for refusing `--config`.
+    fn without_config(&self) -> Option<&'static str> {
+        match self {
+            Command::Send { .. } => Some("send"),
+            Command::Appenders { .. } => Some("appenders"),
+            Command::Completions { .. } => Some("completions"),
+            Command::Man { .. } => Some("man"),
+            Command::Run { .. } | Command::Check { .. } | Command::Replay { .. } => None,
         }
     }
 }
@@ -260,11 +331,19 @@ fn check_connections(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `herald send`'s options other than where to send.
+struct SendLimits {
+    from: Option<IpAddr>,
+    count: Option<u64>,
+    duration: Option<Duration>,
+    rate: Option<f64>,
+}
+
 fn send_samples(
-    to: SocketAddr,
+    to: &str,
     kind: &str,
     file: Option<&Path>,
-    options: send::SendOptions,
+    limits: SendLimits,
     json: bool,
 ) -> anyhow::Result<()> {
     let datagrams = match file {
@@ -272,6 +351,14 @@ fn send_samples(
             send::lines(file).with_context(|| format!("cannot read {}", file.display()))?
         }
         None => send::samples(kind).map_err(anyhow::Error::msg)?,
+    };
+    let to = send::resolve(to, limits.from).map_err(|err| anyhow::anyhow!("--to: {err}"))?;
+    let options = send::SendOptions {
+        to,
+        from: limits.from,
+        count: limits.count,
+        duration: limits.duration,
+        rate: limits.rate,
     };
     let bar = match options.count {
         Some(count) if options.duration.is_none() => indicatif::ProgressBar::new(count),
@@ -297,28 +384,46 @@ fn send_samples(
         })?;
     bar.finish_and_clear();
     if json {
+        let problems: Vec<_> = report
+            .problems
+            .iter()
+            .map(|(problem, count)| {
+                serde_json::json!({
+                    "kind": problem.kind,
+                    "reason": problem.reason,
+                    "hint": problem.hint,
+                    "count": count,
+                })
+            })
+            .collect();
         println!(
             "{}",
             serde_json::json!({
                 "to": to.to_string(),
                 "sent": report.sent,
                 "failed": report.failed,
+                "problems": problems,
                 "elapsed_s": report.elapsed.as_secs_f64(),
                 "rate": report.rate(),
             })
         );
     } else {
         println!(
-            "sent {} datagram(s) to {to} in {:.3} s ({:.0}/s){}",
+            "sent {} datagram(s) to {to} in {:.3} s ({:.1}/s)",
             report.sent,
             report.elapsed.as_secs_f64(),
             report.rate(),
-            if report.failed > 0 {
-                format!("; {} could not be sent", report.failed)
-            } else {
-                String::new()
-            }
         );
+    }
+    if report.failed > 0 {
+        anyhow::bail!(
+            "{} datagram(s) could not be sent: {}",
+            report.failed,
+            report.problems_text()
+        );
+    }
+    if !report.is_clean() {
+        anyhow::bail!("sending to {to} failed: {}", report.problems_text());
     }
     Ok(())
 }
@@ -413,12 +518,38 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(seconds))
 }
 
-fn write_appenders(target: &appenders::Target, out: &Path) -> anyhow::Result<()> {
-    for file in appenders::generate(target) {
+/// The manual pages, from the same definitions as `--help`.
+fn write_man_pages(out: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    clap_mangen::generate_to(Cli::command(), out)
+        .with_context(|| format!("cannot write the manual pages to {}", out.display()))
+}
+
+fn write_appenders(target: &appenders::Target, out: &Path, force: bool) -> anyhow::Result<()> {
+    let files = appenders::generate(target);
+    let path_of =
+        |file: &appenders::AppenderFile| out.join(file.service).join("LocalLogConfig.xml");
+    // Nothing is written unless everything may be: a refusal leaves the
+    // directory as it was.
+    let existing: Vec<String> = files
+        .iter()
+        .map(path_of)
+        .filter(|path| path.symlink_metadata().is_ok())
+        .map(|path| path.display().to_string())
+        .collect();
+    if !existing.is_empty() && !force {
+        anyhow::bail!(
+            "{} already exist{}; nothing was written. Use --force to replace {}, or --out to write elsewhere",
+            existing.join(", "),
+            if existing.len() == 1 { "s" } else { "" },
+            if existing.len() == 1 { "it" } else { "them" },
+        );
+    }
+    for file in &files {
         let dir = out.join(file.service);
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
-        let path = dir.join("LocalLogConfig.xml");
+        let path = path_of(file);
         std::fs::write(&path, &file.xml)
             .with_context(|| format!("cannot write {}", path.display()))?;
         println!(
@@ -708,5 +839,104 @@ mod tests {
         assert!(!log_colour(true, Some(OsStr::new("1"))));
         assert!(!log_colour(false, None));
         assert!(!log_colour(false, Some(OsStr::new(""))));
+    }
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("herald").chain(args.iter().copied()))
+    }
+
+    fn help(command: &str) -> String {
+        let mut cli = Cli::command();
+        cli.build();
+        let sub = cli
+            .find_subcommand_mut(command)
+            .unwrap_or_else(|| panic!("no command {command}"));
+        sub.render_long_help().to_string()
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn config_is_offered_only_by_the_commands_that_read_one() {
+        for command in ["run", "check", "replay"] {
+            assert!(help(command).contains("--config <PATH>"), "{command}");
+        }
+        for command in ["send", "appenders"] {
+            assert!(!help(command).contains("--config"), "{command}");
+        }
+        let error = parse(&["send", "--to", "localhost:9996", "--config", "x.toml"])
+            .expect_err("send takes no --config");
+        assert_eq!(error.kind(), clap::error::ErrorKind::UnknownArgument);
+    }
+
+    #[test]
+    fn config_may_come_before_the_command_or_stand_alone() {
+        let cli = parse(&["--config", "a.toml"]).unwrap();
+        assert!(cli.command.is_none());
+        assert_eq!(cli.config, Some(PathBuf::from("a.toml")));
+        let cli = parse(&["check", "-c", "b.toml"]).unwrap();
+        let Some(Command::Check { config, .. }) = cli.command else {
+            panic!("check")
+        };
+        assert_eq!(config.config, Some(PathBuf::from("b.toml")));
+        let cli = parse(&["--config", "c.toml", "run"]).unwrap();
+        assert_eq!(cli.config, Some(PathBuf::from("c.toml")));
+        assert!(matches!(cli.command, Some(Command::Run { .. })));
+        let cli = parse(&["--config", "c.toml", "send", "--to", "h:1"]).unwrap();
+        assert_eq!(cli.command.and_then(|c| c.without_config()), Some("send"));
+    }
+
+    #[test]
+    fn send_to_is_host_and_port() {
+        let cli = parse(&["send", "--to", "sense-node1.corp.local:9996"]).unwrap();
+        let Some(Command::Send { to, .. }) = cli.command else {
+            panic!("send")
+        };
+        assert_eq!(to, "sense-node1.corp.local:9996");
+        assert!(help("send").contains("--to <HOST:PORT>"));
+    }
+
+    #[test]
+    fn completions_and_manual_pages_cover_every_command() {
+        let mut script = Vec::new();
+        clap_complete::generate(
+            clap_complete::Shell::Bash,
+            &mut Cli::command(),
+            "herald",
+            &mut script,
+        );
+        let script = String::from_utf8(script).unwrap();
+        for word in ["check", "send", "--to", "appenders", "--force", "replay"] {
+            assert!(script.contains(word), "{word}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        write_man_pages(dir.path()).unwrap();
+        for page in [
+            "herald.1",
+            "herald-run.1",
+            "herald-check.1",
+            "herald-send.1",
+        ] {
+            let text = std::fs::read_to_string(dir.path().join(page)).unwrap();
+            assert!(text.contains(".TH"), "{page}");
+        }
+        let main = std::fs::read_to_string(dir.path().join("herald.1")).unwrap();
+        assert!(
+            !main.contains("herald\\-man"),
+            "the hidden command has no page"
+        );
+        assert!(!dir.path().join("herald-man.1").exists());
+    }
+
+    #[test]
+    fn appenders_take_force() {
+        let cli = parse(&["appenders", "--herald", "h", "--force"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Appenders { force: true, .. })
+        ));
     }
 }

@@ -6,7 +6,7 @@
 //! sends; it never listens.
 
 use std::io;
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs, UdpSocket};
 use std::time::{Duration, Instant};
 
 /// One built-in sample datagram.
@@ -108,6 +108,82 @@ pub fn lines(path: &std::path::Path) -> io::Result<Vec<Vec<u8>>> {
     Ok(datagrams)
 }
 
+/// Resolves `--to`: `HOST:PORT` with a host name, an IPv4 address or an IPv6
+/// address in brackets (`[::1]:9996`). Returns the first address a socket can
+/// be connected to (from `from`, when given: only addresses of its family).
+///
+/// # Errors
+///
+/// A message naming the host: not `HOST:PORT`, not resolvable, no address of
+/// `from`'s family, or no address reachable (with each address's reason).
+pub fn resolve(target: &str, from: Option<IpAddr>) -> Result<SocketAddr, String> {
+    let Some((host, port)) = target.rsplit_once(':') else {
+        return Err(format!(
+            "{target:?} has no port; write HOST:PORT, e.g. {target}:9996"
+        ));
+    };
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(format!(
+            "{target:?} is not HOST:PORT (e.g. localhost:9996, 10.1.0.5:9996 or [::1]:9996)"
+        ));
+    }
+    let host_name = host.trim_start_matches('[').trim_end_matches(']');
+    let addresses: Vec<SocketAddr> = target
+        .to_socket_addrs()
+        .map_err(|err| format!("cannot resolve host {host_name:?}: {}", plain_io(&err)))?
+        .collect();
+    let candidates: Vec<SocketAddr> = addresses
+        .iter()
+        .copied()
+        .filter(|addr| from.is_none_or(|from| from.is_ipv4() == addr.is_ipv4()))
+        .collect();
+    if candidates.is_empty() {
+        return Err(match from {
+            Some(from) if !addresses.is_empty() => format!(
+                "host {host_name:?} has no {} address to send to from {from}",
+                if from.is_ipv4() { "IPv4" } else { "IPv6" }
+            ),
+            _ => format!("host {host_name:?} has no address"),
+        });
+    }
+    let mut reasons = Vec::new();
+    for addr in candidates {
+        match connect(addr, from) {
+            Ok(_) => return Ok(addr),
+            Err(err) => reasons.push(format!("{addr}: {}", plain_io(&err))),
+        }
+    }
+    Err(format!(
+        "cannot send to host {host_name:?}: {}",
+        reasons.join("; ")
+    ))
+}
+
+/// A socket bound to `from` (or any address of `to`'s family) and connected to `to`.
+fn connect(to: SocketAddr, from: Option<IpAddr>) -> io::Result<UdpSocket> {
+    let from = from.unwrap_or(match to {
+        SocketAddr::V4(_) => IpAddr::from([0, 0, 0, 0]),
+        SocketAddr::V6(_) => IpAddr::from([0u16; 8]),
+    });
+    let socket = UdpSocket::bind(SocketAddr::new(from, 0))?;
+    socket.connect(to)?;
+    Ok(socket)
+}
+
+/// An I/O error as words: `connection refused`, without `(os error 111)`.
+fn plain_io(err: &io::Error) -> String {
+    let text = err.to_string();
+    let text = match text.find(" (os error") {
+        Some(at) => &text[..at],
+        None => &text,
+    };
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => format!("{:?}", err.kind()),
+    }
+}
+
 /// How to send.
 #[derive(Debug, Clone)]
 pub struct SendOptions {
@@ -124,14 +200,95 @@ pub struct SendOptions {
     pub rate: Option<f64>,
 }
 
+/// Why sending went wrong, by kind of error: a stable name for `--json`, the
+/// reason in words and what to check.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Problem {
+    /// A stable name: `connection_refused`, `no_buffer_space`, ... (the
+    /// error kind, for errors without a name of their own).
+    pub kind: String,
+    /// The reason in words: `connection refused`.
+    pub reason: String,
+    /// What to check, if there is an idea: `nothing listens on 127.0.0.1:9996?`.
+    pub hint: Option<String>,
+}
+
+impl Problem {
+    fn of(err: &io::Error, to: SocketAddr) -> Problem {
+        let (kind, reason, hint) = match err.raw_os_error() {
+            Some(libc::ECONNREFUSED) => (
+                "connection_refused",
+                "connection refused",
+                format!("nothing listens on {to}?"),
+            ),
+            Some(libc::ENOBUFS | libc::EAGAIN) => (
+                "no_buffer_space",
+                "no buffer space",
+                "the kernel's send queue is full; try a lower --rate".into(),
+            ),
+            Some(libc::EMSGSIZE) => (
+                "message_too_long",
+                "message too long",
+                "a datagram is larger than the network allows".into(),
+            ),
+            Some(libc::ENETUNREACH) => (
+                "network_unreachable",
+                "network unreachable",
+                format!("no route to {to}"),
+            ),
+            Some(libc::EHOSTUNREACH) => (
+                "host_unreachable",
+                "host unreachable",
+                format!("no route to {to}"),
+            ),
+            Some(libc::EPERM | libc::EACCES) => (
+                "not_permitted",
+                "not permitted",
+                "a firewall rule on this machine?".into(),
+            ),
+            _ => {
+                return Problem {
+                    kind: format!("{:?}", err.kind()),
+                    reason: plain_io(err),
+                    hint: None,
+                };
+            }
+        };
+        Problem {
+            kind: kind.into(),
+            reason: reason.into(),
+            hint: Some(hint),
+        }
+    }
+
+    /// `connection refused 75 times (nothing listens on 127.0.0.1:9996?)`.
+    pub fn describe(&self, count: u64) -> String {
+        let times = if count == 1 {
+            "once".to_string()
+        } else {
+            format!("{count} times")
+        };
+        match &self.hint {
+            Some(hint) => format!("{} {times} ({hint})", self.reason),
+            None => format!("{} {times}", self.reason),
+        }
+    }
+}
+
 /// What was sent.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct SendReport {
-    /// Datagrams sent.
+    /// Datagrams handed to the kernel.
     pub sent: u64,
-    /// Datagrams the socket refused (e.g. nothing listening, buffer full).
+    /// Datagrams that could not be sent.
     pub failed: u64,
-    /// Time taken.
+    /// Every error the socket reported, by kind, with how often. Some errors
+    /// come back on a later send: "connection refused" is the destination's
+    /// answer to an earlier datagram, so it counts here, and the datagram in
+    /// hand is sent again.
+    pub problems: std::collections::BTreeMap<Problem, u64>,
+    /// Time taken: with a rate, until the end of the last datagram's slot
+    /// (100 datagrams at 50/s take 2 s) or the last send, whichever is later.
     pub elapsed: Duration,
 }
 
@@ -145,6 +302,20 @@ impl SendReport {
             0.0
         }
     }
+
+    /// Whether every datagram was sent and no error came back.
+    pub fn is_clean(&self) -> bool {
+        self.failed == 0 && self.problems.is_empty()
+    }
+
+    /// The problems as one line: `connection refused 75 times (...); ...`.
+    pub fn problems_text(&self) -> String {
+        self.problems
+            .iter()
+            .map(|(problem, &count)| problem.describe(count))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
 }
 
 /// Datagrams handed to the kernel per system call.
@@ -154,6 +325,10 @@ const BATCH: usize = 64;
 /// batches (`sendmmsg` on Linux). `progress` is called about ten times a second
 /// with the datagrams sent so far.
 ///
+/// Pacing follows a schedule fixed at the start: datagram `k` is due at
+/// `k / rate` seconds, so time lost in one sleep or system call is made up by
+/// the next, and a run of `n` datagrams ends `n / rate` seconds after it began.
+///
 /// # Errors
 ///
 /// When the sending socket cannot be bound or connected.
@@ -162,22 +337,19 @@ pub fn send(
     options: &SendOptions,
     mut progress: impl FnMut(u64),
 ) -> io::Result<SendReport> {
-    let from = options.from.unwrap_or(match options.to {
-        SocketAddr::V4(_) => IpAddr::from([0, 0, 0, 0]),
-        SocketAddr::V6(_) => IpAddr::from([0u16; 8]),
-    });
-    let socket = UdpSocket::bind(SocketAddr::new(from, 0))?;
-    socket.connect(options.to)?;
+    let socket = connect(options.to, options.from)?;
     let total = options.count.unwrap_or(if options.duration.is_some() {
         u64::MAX
     } else {
         datagrams.len() as u64
     });
-    let rate = options.rate.filter(|&rate| rate > 0.0);
+    let rate = options.rate.filter(|&rate| rate > 0.0 && rate.is_finite());
+    let due_at = |k: u64| Duration::from_secs_f64(k as f64 / rate.unwrap_or(f64::INFINITY));
     let start = Instant::now();
     let end = options.duration.map(|d| start + d);
     let mut last_progress = start;
-    let (mut attempted, mut sent, mut failed) = (0u64, 0u64, 0u64);
+    let mut outcome = Outcome::default();
+    let mut attempted = 0u64;
     let mut batch: Vec<&[u8]> = Vec::with_capacity(BATCH);
     while attempted < total && !datagrams.is_empty() {
         let now = Instant::now();
@@ -185,42 +357,120 @@ pub fn send(
             break;
         }
         let due = match rate {
-            Some(rate) => ((now - start).as_secs_f64() * rate) as u64 + 1,
+            // Every datagram whose time has come: k is due at start + k / rate.
+            Some(rate) => ((now - start).as_secs_f64() * rate).floor() as u64 + 1,
             None => u64::MAX,
         };
         let n = due.min(total).saturating_sub(attempted).min(BATCH as u64) as usize;
         if n == 0 {
-            let next = start + Duration::from_secs_f64((attempted as f64) / rate.unwrap_or(1.0));
-            std::thread::sleep(
-                next.saturating_duration_since(now)
-                    .min(Duration::from_millis(5)),
-            );
+            let next = start + due_at(attempted);
+            let next = end.map_or(next, |end| next.min(end));
+            sleep_until(next);
             continue;
         }
         batch.clear();
         batch.extend((0..n).map(|k| {
             datagrams[((attempted + k as u64) % datagrams.len() as u64) as usize].as_slice()
         }));
-        let ok = send_batch(&socket, &batch);
-        sent += ok as u64;
-        failed += (n - ok) as u64;
+        send_batch(&socket, &batch, options.to, &mut outcome);
         attempted += n as u64;
         if now.duration_since(last_progress) >= Duration::from_millis(100) {
-            progress(sent);
+            progress(outcome.sent);
             last_progress = now;
         }
     }
-    progress(sent);
+    // With a rate, the last datagram's slot ends the run: n datagrams at r/s
+    // take n / r seconds (or the duration asked for).
+    // The time the run took is the later of the last send and that slot's end
+    // (a late wake-up from the final sleep sends nothing, so it does not count).
+    let mut elapsed = start.elapsed();
+    if rate.is_some() && attempted > 0 {
+        let slot_end = start + due_at(attempted);
+        let slot_end = end.map_or(slot_end, |end| slot_end.min(end));
+        elapsed = elapsed.max(slot_end - start);
+        sleep_until(slot_end);
+    }
+    progress(outcome.sent);
+    if attempted > 0 {
+        // The answer to the last datagrams comes after the last send: wait a
+        // moment for a refusal (a loopback one is there at once).
+        outcome.late_error(&socket, options.to);
+    }
     Ok(SendReport {
-        sent,
-        failed,
-        elapsed: start.elapsed(),
+        sent: outcome.sent,
+        failed: outcome.failed,
+        problems: outcome.problems,
+        elapsed,
     })
 }
 
-/// Sends a batch on a connected socket; returns how many went out.
+/// How long to wait after the last send for the destination's refusal.
+const LAST_ANSWER_WAIT: Duration = Duration::from_millis(50);
+
+/// Sleeps until `deadline` (at once when it has passed).
+fn sleep_until(deadline: Instant) {
+    let wait = deadline.saturating_duration_since(Instant::now());
+    if !wait.is_zero() {
+        std::thread::sleep(wait);
+    }
+}
+
+/// What the sends of a run came to.
+#[derive(Debug, Default)]
+struct Outcome {
+    sent: u64,
+    failed: u64,
+    problems: std::collections::BTreeMap<Problem, u64>,
+}
+
+impl Outcome {
+    /// Records an error reported after the last send, if one comes within
+    /// [`LAST_ANSWER_WAIT`].
+    fn late_error(&mut self, socket: &UdpSocket, to: SocketAddr) {
+        let pending = match socket.take_error() {
+            Ok(Some(err)) => Some(err),
+            _ => {
+                // A connected UDP socket's receive reports a refusal as an error.
+                let mut buf = [0u8; 1];
+                match socket
+                    .set_read_timeout(Some(LAST_ANSWER_WAIT))
+                    .and_then(|()| socket.recv(&mut buf))
+                {
+                    Err(err)
+                        if !matches!(
+                            err.kind(),
+                            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                        ) =>
+                    {
+                        Some(err)
+                    }
+                    _ => None,
+                }
+            }
+        };
+        if let Some(err) = pending {
+            *self.problems.entry(Problem::of(&err, to)).or_default() += 1;
+        }
+    }
+
+    /// Records an error; returns whether the datagram in hand should be sent
+    /// again (the error was about an earlier one, or a signal interrupted the call).
+    fn error(&mut self, err: &io::Error, to: SocketAddr, tries: &mut u32) -> bool {
+        if err.kind() == io::ErrorKind::Interrupted {
+            return true;
+        }
+        *self.problems.entry(Problem::of(err, to)).or_default() += 1;
+        *tries += 1;
+        // A refusal is the answer to an earlier datagram, reported now; this one
+        // has not been tried yet. A few tries at most: refusals can keep coming.
+        err.raw_os_error() == Some(libc::ECONNREFUSED) && *tries < 3
+    }
+}
+
+/// Sends a batch on a connected socket, counting what went out and why the
+/// rest did not.
 #[cfg(target_os = "linux")]
-fn send_batch(socket: &UdpSocket, batch: &[&[u8]]) -> usize {
+fn send_batch(socket: &UdpSocket, batch: &[&[u8]], to: SocketAddr, outcome: &mut Outcome) {
     use std::os::fd::AsRawFd;
     let mut iovecs: Vec<libc::iovec> = batch
         .iter()
@@ -238,7 +488,7 @@ fn send_batch(socket: &UdpSocket, batch: &[&[u8]]) -> usize {
         header.msg_hdr.msg_iov = iovec;
         header.msg_hdr.msg_iovlen = 1;
     }
-    let (mut next, mut sent) = (0, 0);
+    let (mut next, mut tries) = (0, 0);
     while next < batch.len() {
         // SAFETY: the headers and iovecs are valid for `batch.len() - next` entries.
         let n = unsafe {
@@ -249,22 +499,48 @@ fn send_batch(socket: &UdpSocket, batch: &[&[u8]]) -> usize {
                 0,
             )
         };
-        if n <= 0 {
-            // An error (often ECONNREFUSED, reported for an earlier datagram when
-            // nothing listens) stops the call: count the next one as failed and go on.
-            next += 1;
-        } else {
-            sent += n as usize;
+        if n > 0 {
+            outcome.sent += n as u64;
             next += n as usize;
+            tries = 0;
+            continue;
+        }
+        let err = if n < 0 {
+            io::Error::last_os_error()
+        } else {
+            io::Error::new(io::ErrorKind::WriteZero, "the kernel took no datagram")
+        };
+        // An error stops the call at the datagram it could not send: try that
+        // one again, or count it as failed and go on with the next.
+        if !outcome.error(&err, to, &mut tries) {
+            outcome.failed += 1;
+            next += 1;
+            tries = 0;
         }
     }
-    sent
 }
 
-/// Sends a batch on a connected socket; returns how many went out.
+/// Sends a batch on a connected socket, counting what went out and why the
+/// rest did not.
 #[cfg(not(target_os = "linux"))]
-fn send_batch(socket: &UdpSocket, batch: &[&[u8]]) -> usize {
-    batch.iter().filter(|d| socket.send(d).is_ok()).count()
+fn send_batch(socket: &UdpSocket, batch: &[&[u8]], to: SocketAddr, outcome: &mut Outcome) {
+    for datagram in batch {
+        let mut tries = 0;
+        loop {
+            match socket.send(datagram) {
+                Ok(_) => {
+                    outcome.sent += 1;
+                    break;
+                }
+                Err(err) => {
+                    if !outcome.error(&err, to, &mut tries) {
+                        outcome.failed += 1;
+                        break;
+                    }
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -309,7 +585,34 @@ mod tests {
     }
 
     #[test]
-    fn sending_to_a_closed_port_counts_failures_instead_of_stopping() {
+    fn a_low_rate_is_met_by_the_schedule() {
+        let receiver = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let options = SendOptions {
+            to: receiver.local_addr().unwrap(),
+            from: None,
+            count: Some(80),
+            duration: None,
+            rate: Some(80.0),
+        };
+        let started = Instant::now();
+        let report = send(&[b"x".to_vec()], &options, |_| {}).unwrap();
+        let wall = started.elapsed();
+        assert_eq!(report.sent, 80);
+        assert!(report.is_clean(), "{report:?}");
+        // 80 at 80/s take a second by the schedule; only a last send late by
+        // more than 20 ms (a very busy machine) would miss by 2 %.
+        assert!(
+            (report.rate() - 80.0).abs() <= 80.0 * 0.02,
+            "{} /s in {:?}",
+            report.rate(),
+            report.elapsed
+        );
+        assert!(wall >= Duration::from_millis(990), "{wall:?}");
+        assert!(wall < Duration::from_secs(10), "{wall:?}");
+    }
+
+    #[test]
+    fn sending_to_a_closed_port_says_it_was_refused_instead_of_stopping() {
         let closed = UdpSocket::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -323,6 +626,72 @@ mod tests {
         };
         let report = send(&[b"x".to_vec()], &options, |_| {}).unwrap();
         assert_eq!(report.sent + report.failed, 500);
+        assert!(!report.is_clean());
+        let text = report.problems_text();
+        assert!(text.starts_with("connection refused"), "{text}");
+        assert!(
+            text.contains(&format!("nothing listens on {closed}?")),
+            "{text}"
+        );
+        assert!(
+            report
+                .problems
+                .keys()
+                .all(|p| p.kind == "connection_refused")
+        );
+    }
+
+    #[test]
+    fn a_single_datagram_to_a_closed_port_is_reported_too() {
+        let closed = UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let options = SendOptions {
+            to: closed,
+            from: None,
+            count: None,
+            duration: None,
+            rate: None,
+        };
+        let report = send(&[b"x".to_vec()], &options, |_| {}).unwrap();
+        assert_eq!(report.sent, 1);
+        assert_eq!(
+            report.problems_text(),
+            format!("connection refused once (nothing listens on {closed}?)")
+        );
+    }
+
+    #[test]
+    fn to_takes_host_names_and_bracketed_ipv6() {
+        let addr = resolve("localhost:9996", None).unwrap();
+        assert!(addr.ip().is_loopback(), "{addr}");
+        assert_eq!(addr.port(), 9996);
+        let v4 = resolve("localhost:9996", Some(IpAddr::from([127, 0, 0, 1]))).unwrap();
+        assert!(v4.is_ipv4(), "{v4}");
+        assert_eq!(
+            resolve("127.0.0.1:9996", None).unwrap(),
+            SocketAddr::from(([127, 0, 0, 1], 9996))
+        );
+        if UdpSocket::bind("[::1]:0").is_ok() {
+            assert_eq!(
+                resolve("[::1]:9996", None).unwrap(),
+                "[::1]:9996".parse::<SocketAddr>().unwrap()
+            );
+        }
+    }
+
+    #[test]
+    fn a_bad_to_names_the_host_or_the_missing_port() {
+        let err = resolve("no-such-host.invalid:9996", None).unwrap_err();
+        assert!(err.contains("\"no-such-host.invalid\""), "{err}");
+        let err = resolve("localhost", None).unwrap_err();
+        assert!(err.contains("no port"), "{err}");
+        assert!(err.contains("localhost:9996"), "{err}");
+        let err = resolve("localhost:99999", None).unwrap_err();
+        assert!(err.contains("HOST:PORT"), "{err}");
+        let err = resolve("127.0.0.1:9996", Some("::1".parse().unwrap())).unwrap_err();
+        assert!(err.contains("no IPv6 address"), "{err}");
     }
 
     #[test]

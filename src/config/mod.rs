@@ -1,8 +1,9 @@
 //! The configuration file: [`Config`] assembles each stage's own config struct,
 //! loads it from TOML and validates it.
 //!
-//! Validation is pure (no sockets, no DNS, no files) and names the key and the fix
-//! in every message; `herald check` adds the checks that need the machine
+//! Every problem in a file is reported at once, in plain words, each with its
+//! key, line and fix (`problems`). Validation is pure (no sockets, no DNS, no
+//! files); `herald check` adds the checks that need the machine
 //! (resolving allowlist host names). Every struct denies unknown keys, so a typo
 //! stops start-up with the list of valid keys instead of being ignored.
 //!
@@ -34,11 +35,15 @@ use crate::sinks::{SinkConfig, SinkKind};
 
 mod expand;
 mod paths;
+mod problems;
 mod validate;
 
 pub use paths::{ENV_VAR, NotFound, SYSTEM_PATH, config_dir, default_candidates, in_dir, locate};
 
 use expand::expand_strings;
+use problems::Problems;
+pub use problems::{KeySegment, Problem};
+pub(crate) use problems::{key_path, key_text};
 
 /// Where herald looks first for its config when none is named (a checkout);
 /// then [`SYSTEM_PATH`].
@@ -249,7 +254,7 @@ pub enum ConfigError {
         /// Why.
         source: io::Error,
     },
-    /// The file is not valid TOML or has unknown or mistyped keys.
+    /// The file is not valid TOML (which stops reading at the first mistake).
     #[error("invalid config file {}: {message}", .path.display())]
     Syntax {
         /// The file.
@@ -257,16 +262,32 @@ pub enum ConfigError {
         /// The parser's message (line, column, key and the valid keys).
         message: String,
     },
-    /// A key has a value herald cannot use.
-    #[error("invalid config file {}: {key}: {problem}", .path.display())]
+    /// Keys have values herald cannot use: every one found, each with its
+    /// key, line and fix.
+    #[error("invalid config file {}{}", .path.display(), problems_text(.problems))]
     Invalid {
         /// The file.
         path: PathBuf,
-        /// The key, e.g. `ingest.allow[2]`.
-        key: String,
-        /// What is wrong and how to fix it.
-        problem: String,
+        /// What is wrong, in the order of the file.
+        problems: Vec<Problem>,
     },
+}
+
+/// `, line 3: key: problem` for one problem; a count and one problem a line
+/// for more.
+fn problems_text(problems: &[Problem]) -> String {
+    match problems {
+        [one] if one.line.is_some() => format!(", {one}"),
+        [one] => format!(": {one}"),
+        many => {
+            let mut text = format!(": {} problems", many.len());
+            for problem in many {
+                text.push_str("\n  ");
+                text.push_str(&problem.to_string());
+            }
+            text
+        }
+    }
 }
 
 impl Config {
@@ -298,55 +319,56 @@ impl Config {
     /// [`Config::from_toml`], with relative paths and `file:` references
     /// resolved against `dir` (before validation, which reads some files).
     fn parse(text: &str, path: &Path, dir: Option<&Path>) -> Result<Config, ConfigError> {
-        let syntax = |err: toml::de::Error| ConfigError::Syntax {
+        let raw: toml::Table = toml::from_str(text).map_err(|err| ConfigError::Syntax {
             path: path.to_path_buf(),
             message: err.to_string().trim_end().to_string(),
-        };
-        let mut table: toml::Table = toml::from_str(text).map_err(syntax)?;
-        expand_strings(&mut table, "", dir).map_err(|(key, problem)| ConfigError::Invalid {
-            path: path.to_path_buf(),
-            key,
-            problem,
         })?;
-        let (config, secrets) =
-            crate::secret::collect(|| Config::deserialize(toml::Value::Table(table)));
-        let mut config = match config {
-            Ok(config) => config,
-            // Reading the text again gives the same error with its line and column.
-            Err(err) => return Err(syntax(toml::from_str::<Config>(text).err().unwrap_or(err))),
+        let mut problems = Problems::new(text);
+        let table = problems.expand(&raw, |table| expand_strings(table, "", dir));
+        let (config, secrets) = crate::secret::collect(|| read_config(table, &mut problems));
+        let invalid = |problems: Problems, redactor: &Redactor| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            problems: problems.finish(|message| redactor.redact(message).into_owned()),
+        };
+        let Some(mut config) = config else {
+            let redactor = Config::redactor_for(&secrets, &[]).unwrap_or_default();
+            return Err(invalid(problems, &redactor));
         };
         if let Some(dir) = dir {
             config.resolve_paths(dir);
         }
-        let redactor = config
-            .build_redactor(&secrets)
-            .map_err(|problem| ConfigError::Invalid {
-                path: path.to_path_buf(),
-                key: "sinks".into(),
-                problem,
-            })?;
-        config.redactor = Arc::new(redactor);
-        config
-            .validate()
-            .map_err(|(key, problem)| ConfigError::Invalid {
-                path: path.to_path_buf(),
-                key,
-                problem: config.redactor.redact(&problem).into_owned(),
-            })?;
+        match config.build_redactor(&secrets) {
+            Ok(redactor) => config.redactor = Arc::new(redactor),
+            Err(problem) => problems.add_text("sinks", problem),
+        }
+        for (key, problem) in config.validate() {
+            problems.add_text(&key, problem);
+        }
+        if !problems.is_empty() {
+            return Err(invalid(problems, &config.redactor));
+        }
         Ok(config)
     }
 
     /// The redactor for the values `secrets` (every [`crate::secret::Secret`]
     /// read) and the URL of every HTTP sink.
     fn build_redactor(&self, secrets: &[String]) -> Result<Redactor, String> {
+        let urls: Vec<&str> = self
+            .sinks
+            .values()
+            .filter_map(|sink| sink.kind.http_url().map(|(_, url)| url))
+            .collect();
+        Config::redactor_for(secrets, &urls)
+    }
+
+    /// The redactor for secret values and (not secret as a whole) URLs.
+    fn redactor_for(secrets: &[String], urls: &[&str]) -> Result<Redactor, String> {
         let mut builder = Redactor::builder();
         for value in secrets {
             builder.secret(value);
         }
-        for sink in self.sinks.values() {
-            if let Some((_, url)) = sink.kind.http_url() {
-                builder.url(url);
-            }
+        for url in urls {
+            builder.url(url);
         }
         builder.build()
     }
@@ -364,6 +386,52 @@ impl Config {
             .unwrap_or_else(|err| format!("# cannot show the config: {err}\n"));
         self.redactor.redact(&text).into_owned()
     }
+}
+
+/// Reads the expanded config table, noting every problem: the sinks one by
+/// one (each problem at its `sinks.<name>.<key>`), then the rest. `None`
+/// when the rest cannot be read at all.
+fn read_config(mut table: toml::Table, problems: &mut Problems) -> Option<Config> {
+    let sink_tables = match table.remove("sinks") {
+        None => toml::Table::new(),
+        Some(toml::Value::Table(sinks)) => sinks,
+        Some(other) => {
+            problems.add(
+                vec![KeySegment::Key("sinks".into())],
+                format!(
+                    "expected a table of sinks, like [sinks.events], found {}",
+                    other.type_str()
+                ),
+            );
+            toml::Table::new()
+        }
+    };
+    let mut sinks = BTreeMap::new();
+    for (name, value) in sink_tables {
+        let prefix = [
+            KeySegment::Key("sinks".into()),
+            KeySegment::Key(name.clone()),
+        ];
+        let toml::Value::Table(sink_table) = value else {
+            problems.add(
+                prefix.to_vec(),
+                format!(
+                    "expected a table, like [sinks.{name}] with type = \"file\", found {}",
+                    value.type_str()
+                ),
+            );
+            continue;
+        };
+        let sink = problems.read_with(sink_table, &prefix, |table| {
+            SinkConfig::from_table(table).map_err(|err| (err.path, err.message))
+        });
+        if let Some(sink) = sink {
+            sinks.insert(name, sink);
+        }
+    }
+    let mut config: Config = problems.read(table, &[])?;
+    config.sinks = sinks;
+    Some(config)
 }
 
 /// The smallest byte budget a queue may have: room for a few of the largest

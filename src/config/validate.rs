@@ -4,26 +4,28 @@
 use super::*;
 
 impl Config {
-    /// Checks what types alone cannot; returns the key and the problem.
-    pub(super) fn validate(&self) -> Result<(), (String, String)> {
-        let invalid = |key: &str, problem: String| Err((key.to_string(), problem));
+    /// Checks what types alone cannot; returns every problem, each with its
+    /// key.
+    pub(super) fn validate(&self) -> Vec<(String, String)> {
+        let mut problems = Vec::new();
+        let mut invalid = |key: &str, problem: String| problems.push((key.to_string(), problem));
         let ingest = &self.ingest;
         if ingest.listen.is_empty() {
-            return invalid(
+            invalid(
                 "ingest.listen",
                 "no address to listen on; add e.g. listen = [\"0.0.0.0:9996\", \"0.0.0.0:9997\", \"0.0.0.0:9998\"]".into(),
             );
         }
         if ingest.allow.is_empty() {
-            return invalid("ingest.allow", EMPTY_ALLOWLIST.into());
+            invalid("ingest.allow", EMPTY_ALLOWLIST.into());
         }
         for (i, entry) in ingest.allow.iter().enumerate() {
             if let Err(problem) = AllowEntry::parse(entry) {
-                return invalid(&format!("ingest.allow[{i}]"), problem);
+                invalid(&format!("ingest.allow[{i}]"), problem);
             }
         }
         if !(1..=65_535).contains(&ingest.max_datagram_bytes) {
-            return invalid(
+            invalid(
                 "ingest.max_datagram_bytes",
                 format!(
                     "{} is out of range; use 1 to 65535 (65507 is the IPv4 maximum)",
@@ -32,13 +34,13 @@ impl Config {
             );
         }
         if ingest.recv_batch == 0 || ingest.recv_batch > 1024 {
-            return invalid(
+            invalid(
                 "ingest.recv_batch",
                 "use 1 to 1024 (64 is a good value)".into(),
             );
         }
         if self.http.enabled && !self.http.listen.ip().is_loopback() && self.http.token.is_none() {
-            return invalid(
+            invalid(
                 "http.listen",
                 format!(
                     "{} can be reached from other machines, and /health shows every sink's state and last error; \
@@ -54,16 +56,16 @@ impl Config {
             .as_ref()
             .is_some_and(|t| t.expose().len() < 16)
         {
-            return invalid(
+            invalid(
                 "http.token",
                 "is shorter than 16 characters; use a long random value, e.g. from `openssl rand -hex 32`".into(),
             );
         }
         if ingest.allow_refresh_seconds == 0 {
-            return invalid("ingest.allow_refresh_seconds", "must be at least 1".into());
+            invalid("ingest.allow_refresh_seconds", "must be at least 1".into());
         }
         if let Err(err) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
-            return invalid(
+            invalid(
                 "log.level",
                 format!(
                     "{:?} is not a log filter ({err}); use error, warn, info, debug or trace",
@@ -72,16 +74,16 @@ impl Config {
             );
         }
         if self.pipeline.workers == 0 || self.pipeline.workers > 64 {
-            return invalid(
+            invalid(
                 "pipeline.workers",
                 "use 1 to 64 (one per core is plenty)".into(),
             );
         }
         if self.pipeline.queue_batches == 0 {
-            return invalid("pipeline.queue_batches", "must be at least 1".into());
+            invalid("pipeline.queue_batches", "must be at least 1".into());
         }
         if self.pipeline.queue_bytes < MIN_QUEUE_BYTES {
-            return invalid(
+            invalid(
                 "pipeline.queue_bytes",
                 format!(
                     "must be at least {MIN_QUEUE_BYTES} (1 MiB); the default is 67108864 (64 MiB)"
@@ -97,17 +99,17 @@ impl Config {
                 .map_or("parse.time_zone".to_string(), |(host, _)| {
                     format!("parse.host_time_zones.{host}")
                 });
-            return invalid(&key, err.to_string());
+            invalid(&key, err.to_string());
         }
         if self.parse.max_text_bytes == 0 || self.parse.max_field_bytes == 0 {
-            return invalid(
+            invalid(
                 "parse.max_text_bytes",
                 "field caps must be at least 1 byte".into(),
             );
         }
         if let Err(err) = Categoriser::new(&self.categorise) {
             let detail = err.source.to_string();
-            return invalid(
+            invalid(
                 &format!(
                     "categorise.rules[{}].filters[{}].value",
                     err.rule, err.filter
@@ -120,13 +122,13 @@ impl Config {
             );
         }
         if self.sinks.is_empty() {
-            return invalid(
+            invalid(
                 "sinks",
                 "no sinks configured, so every event would be dropped; add one, e.g.\n  [sinks.events]\n  type = \"file\"\n  path = \"data/events.jsonl\"".into(),
             );
         }
         if self.sinks.len() > MAX_SINKS {
-            return invalid(
+            invalid(
                 "sinks",
                 format!(
                     "{} sinks configured; at most {MAX_SINKS} are supported",
@@ -141,7 +143,7 @@ impl Config {
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
             {
-                return invalid(
+                invalid(
                     &format!("sinks.{name}"),
                     "sink names may only use letters, digits, `_` and `-`".into(),
                 );
@@ -149,14 +151,14 @@ impl Config {
             if let Some((field, url)) = sink.kind.http_url()
                 && let Err(problem) = crate::sinks::transport::check_url(url)
             {
-                return invalid(&key(field), problem);
+                invalid(&key(field), problem);
             }
             let delivery = &sink.delivery;
             if delivery.queue_events == 0 {
-                return invalid(&key("queue_events"), "must be at least 1".into());
+                invalid(&key("queue_events"), "must be at least 1".into());
             }
             if delivery.queue_bytes < MIN_QUEUE_BYTES {
-                return invalid(
+                invalid(
                     &key("queue_bytes"),
                     format!(
                         "must be at least {MIN_QUEUE_BYTES} (1 MiB); the default is 134217728 (128 MiB)"
@@ -164,17 +166,17 @@ impl Config {
                 );
             }
             if delivery.batch_max_events == 0 {
-                return invalid(&key("batch_max_events"), "must be at least 1".into());
+                invalid(&key("batch_max_events"), "must be at least 1".into());
             }
             if delivery.retry_initial_ms > delivery.retry_max_ms {
-                return invalid(
+                invalid(
                     &key("retry_initial_ms"),
                     "must not exceed retry_max_ms".into(),
                 );
             }
             if let crate::buffer::BufferConfig::Disk(disk) = &delivery.buffer {
                 if disk.max_bytes < crate::buffer::MIN_DISK_BYTES {
-                    return invalid(
+                    invalid(
                         &key("buffer.max_bytes"),
                         format!(
                             "{} bytes is too small for a disk buffer; use at least {} (64 KiB), e.g. 1073741824 (1 GiB)",
@@ -184,7 +186,7 @@ impl Config {
                     );
                 }
                 if disk.sync_interval_ms == 0 {
-                    return invalid(
+                    invalid(
                         &key("buffer.sync_interval_ms"),
                         "must be at least 1 (500 syncs twice a second)".into(),
                     );
@@ -193,38 +195,38 @@ impl Config {
             if let Some(alert) = &sink.alert
                 && let Err((field, problem)) = crate::sinks::alert::Templates::new(alert)
             {
-                return invalid(&key(field), problem);
+                invalid(&key(field), problem);
             }
             match &sink.kind {
                 SinkKind::File(file) if file.path.as_os_str().is_empty() => {
-                    return invalid(
+                    invalid(
                         &key("path"),
                         "is empty; give a file such as \"data/events.jsonl\"".into(),
                     );
                 }
                 SinkKind::Influxdb(influx) => {
                     if let Err((field, problem)) = influx.validate() {
-                        return invalid(&key(field), problem);
+                        invalid(&key(field), problem);
                     }
                 }
                 SinkKind::Loki(loki) => {
                     if let Err((field, problem)) = loki.validate() {
-                        return invalid(&key(field), problem);
+                        invalid(&key(field), problem);
                     }
                 }
                 SinkKind::Mqtt(mqtt) => {
                     if let Err((field, problem)) = mqtt.validate() {
-                        return invalid(&key(field), problem);
+                        invalid(&key(field), problem);
                     }
                 }
                 SinkKind::Email(email) => {
                     if let Err((field, problem)) = email.validate() {
-                        return invalid(&key(field), problem);
+                        invalid(&key(field), problem);
                     }
                 }
                 SinkKind::Webhook(webhook) => {
                     if let Err(problem) = crate::sinks::webhook::Webhook::new(webhook) {
-                        return invalid(&key("headers"), problem);
+                        invalid(&key("headers"), problem);
                     }
                 }
                 _ => {}
@@ -233,11 +235,11 @@ impl Config {
         if let Some(dead) = &self.dead_letter
             && dead.path.as_os_str().is_empty()
         {
-            return invalid(
+            invalid(
                 "dead_letter.path",
                 "is empty; give a file such as \"data/dead-letter.jsonl\"".into(),
             );
         }
-        Ok(())
+        problems
     }
 }

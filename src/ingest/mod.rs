@@ -77,18 +77,57 @@ fn default_recv_batch() -> usize {
     64
 }
 
-/// Accepts `listen = "addr"` as well as `listen = ["addr", ...]`.
+/// Accepts `listen = "addr"` as well as `listen = ["addr", ...]`, and says
+/// what it expects in words a config file uses.
 fn one_or_many<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<SocketAddr>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum OneOrMany {
-        One(SocketAddr),
-        Many(Vec<SocketAddr>),
+    use serde::de::{self, SeqAccess, Visitor};
+
+    const EXAMPLE: &str = "an address like \"0.0.0.0:9996\"";
+
+    fn parse<E: de::Error>(text: &str) -> Result<SocketAddr, E> {
+        text.parse()
+            .map_err(|_| E::custom(format!("expected {EXAMPLE}, found the string {text:?}")))
     }
-    Ok(match OneOrMany::deserialize(deserializer)? {
-        OneOrMany::One(addr) => vec![addr],
-        OneOrMany::Many(addrs) => addrs,
-    })
+
+    /// One address of the list.
+    struct Address(SocketAddr);
+
+    impl<'de> Deserialize<'de> for Address {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            struct AddressVisitor;
+            impl Visitor<'_> for AddressVisitor {
+                type Value = Address;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str(EXAMPLE)
+                }
+                fn visit_str<E: de::Error>(self, text: &str) -> Result<Address, E> {
+                    parse(text).map(Address)
+                }
+            }
+            deserializer.deserialize_str(AddressVisitor)
+        }
+    }
+
+    struct OneOrMany;
+
+    impl<'de> Visitor<'de> for OneOrMany {
+        type Value = Vec<SocketAddr>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "{EXAMPLE} or a list of them")
+        }
+        fn visit_str<E: de::Error>(self, text: &str) -> Result<Vec<SocketAddr>, E> {
+            parse(text).map(|addr| vec![addr])
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<SocketAddr>, A::Error> {
+            let mut addrs = Vec::new();
+            while let Some(Address(addr)) = seq.next_element()? {
+                addrs.push(addr);
+            }
+            Ok(addrs)
+        }
+    }
+
+    deserializer.deserialize_any(OneOrMany)
 }
 
 /// A batch of accepted datagrams from one socket read, sharing one buffer.

@@ -225,46 +225,124 @@ pub struct SinkConfig {
 
 impl<'de> Deserialize<'de> for SinkConfig {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        // serde's `flatten` does not work with `deny_unknown_fields`, so the table
-        // is split by hand: the common keys go to DeliveryConfig, the alert keys
-        // to AlertConfig, the rest to the type's own struct, and each part
-        // rejects keys it does not know.
-        let mut table = toml::Table::deserialize(deserializer)?;
+        let table = toml::Table::deserialize(deserializer)?;
+        SinkConfig::from_table(table).map_err(|err| {
+            let key = crate::config::key_text(&err.path);
+            if key.is_empty() {
+                D::Error::custom(err.message)
+            } else {
+                D::Error::custom(format!("{key}: {}", err.message))
+            }
+        })
+    }
+}
+
+/// Why a sink table cannot be read: where in the table, and the message.
+#[derive(Debug, Clone)]
+pub struct SinkTableError {
+    /// The key within the sink's table (empty: the table as a whole).
+    pub path: Vec<crate::config::KeySegment>,
+    /// What is wrong (serde's words; the config loader puts them plainly).
+    pub message: String,
+}
+
+impl SinkTableError {
+    fn whole(message: impl Into<String>) -> SinkTableError {
+        SinkTableError {
+            path: Vec::new(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Reads one part of a sink table, keeping the key an error is at.
+fn read_part<T: serde::de::DeserializeOwned>(part: toml::Table) -> Result<T, SinkTableError> {
+    serde_path_to_error::deserialize(toml::Value::Table(part)).map_err(|err| SinkTableError {
+        path: crate::config::key_path(err.path()),
+        message: err.inner().message().trim_end().to_string(),
+    })
+}
+
+/// The sink types, as written in `type`.
+const SINK_TYPES: [&str; 10] = [
+    "file", "stdout", "influxdb", "loki", "slack", "teams", "webhook", "mqtt", "email", "null",
+];
+
+impl SinkConfig {
+    /// Reads a `[sinks.<name>]` table. serde's `flatten` does not work with
+    /// `deny_unknown_fields`, so the table is split by hand: the common keys go
+    /// to [`DeliveryConfig`], the alert keys to [`alert::AlertConfig`], the
+    /// rest to the type's own struct, and each part rejects keys it does not
+    /// know. The type's struct is read directly (not through the tagged
+    /// [`SinkKind`]), so an error inside it keeps its key.
+    ///
+    /// # Errors
+    ///
+    /// The first problem, with the key it is at.
+    pub fn from_table(mut table: toml::Table) -> Result<SinkConfig, SinkTableError> {
         let mut common = take_keys(&mut table, &DELIVERY_KEYS);
         let mut alert_keys = take_keys(&mut table, &alert::ALERT_KEYS);
-        if !table.contains_key("type") {
-            return Err(D::Error::custom(
-                "missing `type`; set type = \"file\", \"stdout\", \"influxdb\", \"loki\", \"slack\", \"teams\", \"webhook\", \"mqtt\", \"email\" or \"null\"",
-            ));
-        }
-        let type_name = table
-            .get("type")
-            .and_then(toml::Value::as_str)
-            .unwrap_or_default()
-            .to_string();
+        let type_error = |message: String| SinkTableError {
+            path: vec![crate::config::KeySegment::Key("type".into())],
+            message,
+        };
+        let type_name = match table.remove("type") {
+            None => {
+                return Err(SinkTableError::whole(format!(
+                    "missing `type`; set type = {}",
+                    quoted_or(&SINK_TYPES)
+                )));
+            }
+            Some(toml::Value::String(name)) => name,
+            Some(other) => {
+                return Err(type_error(format!(
+                    "expected one of {}, found {}",
+                    quoted_or(&SINK_TYPES),
+                    other
+                )));
+            }
+        };
         // An unknown `body` is left for the webhook's own error.
         let body = table
             .get("body")
             .and_then(|body| WebhookBody::deserialize(body.clone()).ok())
             .unwrap_or_default();
-        let kind = SinkKind::deserialize(toml::Value::Table(table)).map_err(|err| {
-            let alert_note = if sends_alerts(&type_name, body) {
-                format!(", and alert sinks take {}", listed(&alert::ALERT_KEYS))
-            } else {
-                String::new()
-            };
-            D::Error::custom(format!(
-                "{}; every sink also takes {}{alert_note}",
-                err.message().trim_end(),
-                listed(&DELIVERY_KEYS),
-            ))
+        let kind = match type_name.as_str() {
+            "file" => read_part(table).map(SinkKind::File),
+            "stdout" => read_part(table).map(SinkKind::Stdout),
+            "null" => read_part(table).map(SinkKind::Null),
+            "influxdb" => read_part(table).map(SinkKind::Influxdb),
+            "loki" => read_part(table).map(SinkKind::Loki),
+            "slack" => read_part(table).map(SinkKind::Slack),
+            "teams" => read_part(table).map(SinkKind::Teams),
+            "webhook" => read_part(table).map(SinkKind::Webhook),
+            "mqtt" => read_part(table).map(SinkKind::Mqtt),
+            "email" => read_part(table).map(SinkKind::Email),
+            other => {
+                return Err(type_error(format!(
+                    "unknown sink type {other:?}; use {}",
+                    quoted_or(&SINK_TYPES)
+                )));
+            }
+        };
+        let kind = kind.map_err(|mut err| {
+            if err.message.starts_with("unknown field") {
+                let alert_note = if sends_alerts(&type_name, body) {
+                    format!(", and alert sinks take {}", listed(&alert::ALERT_KEYS))
+                } else {
+                    String::new()
+                };
+                err.message = format!(
+                    "{}; every sink also takes {}{alert_note}",
+                    err.message,
+                    listed(&DELIVERY_KEYS),
+                );
+            }
+            err
         })?;
         let alert = if kind.is_alert() {
             kind.alert_defaults(&mut alert_keys, &mut common);
-            Some(
-                alert::AlertConfig::deserialize(toml::Value::Table(alert_keys))
-                    .map_err(|err| D::Error::custom(err.message().trim_end()))?,
-            )
+            Some(read_part::<alert::AlertConfig>(alert_keys)?)
         } else if let Some(key) = alert_keys.keys().next() {
             let why = match &kind {
                 SinkKind::Webhook(_) => {
@@ -272,10 +350,13 @@ impl<'de> Deserialize<'de> for SinkConfig {
                 }
                 other => format!("a `{}` sink sends no alerts", other.type_name()),
             };
-            return Err(D::Error::custom(format!(
-                "unknown field `{key}`: {why}; alert sinks (slack, teams, mqtt, email, and webhook with body = \"event\") take {}",
-                listed(&alert::ALERT_KEYS)
-            )));
+            return Err(SinkTableError {
+                path: vec![crate::config::KeySegment::Key(key.clone())],
+                message: format!(
+                    "unknown field `{key}`: {why}; alert sinks (slack, teams, mqtt, email, and webhook with body = \"event\") take {}",
+                    listed(&alert::ALERT_KEYS)
+                ),
+            });
         } else {
             None
         };
@@ -286,13 +367,27 @@ impl<'de> Deserialize<'de> for SinkConfig {
         common
             .entry("flush_interval_ms")
             .or_insert_with(|| toml::Value::Integer(flush_interval_ms as i64));
-        let delivery = DeliveryConfig::deserialize(toml::Value::Table(common))
-            .map_err(|err| D::Error::custom(err.message().trim_end()))?;
+        let delivery = read_part::<DeliveryConfig>(common)?;
         Ok(SinkConfig {
             kind,
             delivery,
             alert,
         })
+    }
+}
+
+/// `"a", "b" or "c"`: values as a message offers them.
+fn quoted_or(values: &[&str]) -> String {
+    match values.split_last() {
+        Some((last, [])) => format!("{last:?}"),
+        Some((last, rest)) => format!(
+            "{} or {last:?}",
+            rest.iter()
+                .map(|v| format!("{v:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        None => String::new(),
     }
 }
 

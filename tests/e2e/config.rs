@@ -224,3 +224,44 @@ fn every_table_of_the_shipped_config_rejects_an_unknown_key() {
         assert!(stderr.contains("not_a_key"), "not_a_key in {at}: {stderr}");
     }
 }
+
+#[test]
+fn check_reports_every_problem_at_its_key_in_plain_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("many.toml");
+    fs::write(
+        &path,
+        r#"[ingest]
+listen = 9996
+allow = ["127.0.0.0/8"]
+
+[pipeline]
+workers = "two"
+
+[sinks.grafana]
+type = "loki"
+url = "ftp://loki.corp:3100"
+queue_events = "many"
+"#,
+    )
+    .unwrap();
+    let (ok, stdout, stderr) = check(&path);
+    assert!(!ok, "check accepted it:\n{stdout}");
+    let expected = [
+        "4 problems",
+        "line 2: ingest.listen: expected an address like \"0.0.0.0:9996\" or a list of them, found 9996",
+        "line 6: pipeline.workers: expected a whole number (0 or more), found the string \"two\"",
+        "line 10: sinks.grafana.url: uses ftp://",
+    ];
+    for line in expected {
+        assert!(stderr.contains(line), "{line:?} not in:\n{stderr}");
+    }
+    // The queue_events problem too, one problem a line.
+    assert!(
+        stderr.contains("line 11: sinks.grafana.queue_events: expected a whole number"),
+        "{stderr}"
+    );
+    for rust in ["usize", "OneOrMany", "untagged", "struct ", "enum "] {
+        assert!(!stderr.contains(rust), "{rust:?} in:\n{stderr}");
+    }
+}

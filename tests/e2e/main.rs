@@ -38,6 +38,9 @@ mod paths;
 // The systemd unit, and the readiness, stop and watchdog notifications.
 mod service;
 
+// The command line: `herald send`, `herald appenders` and each command's options.
+mod cli;
+
 // IPv6 listeners and senders.
 mod ipv6;
 
