@@ -612,7 +612,12 @@ fn run(path: &Path) -> anyhow::Result<()> {
             };
             tokio::spawn(http::serve(listener, state));
         }
-        info!(config = %path.display(), sinks = config.sinks.len(), "herald is running; stop with Ctrl+C");
+        let how_to_stop = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            "; stop with Ctrl+C"
+        } else {
+            ""
+        };
+        info!(config = %path.display(), sinks = config.sinks.len(), "herald is running{how_to_stop}");
         service::ready(&ready_status(&config));
         let shutdown = shutdown_signal();
         tokio::pin!(shutdown);
@@ -622,7 +627,7 @@ fn run(path: &Path) -> anyhow::Result<()> {
                 Some(()) = hangups.recv() => {
                     service::reloading();
                     reload(path, &mut running);
-                    service::ready(&ready_status(&config));
+                    service::ready(&ready_status(running.config()));
                 }
             }
         }

@@ -362,6 +362,11 @@ pub struct StopReport {
 const STOP_SLACK: Duration = Duration::from_secs(5);
 
 impl Running {
+    /// The config in effect: the one started with, with what reloads applied.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
     /// Stops ingest, lets the workers finish, gives every sink the grace period
     /// (`pipeline.shutdown_grace_ms`) to deliver what is queued, then keeps what
     /// is left: in each disk buffer for the next start, or in the dead-letter
