@@ -29,6 +29,10 @@ use std::time::{Duration, Instant};
 
 use herald::send::{SAMPLES, SendOptions, send};
 
+/// Where the hand-written study in `BENCHMARKS.md` starts; a run keeps it.
+const STUDY_MARKER: &str =
+    "<!-- Everything above is written by `cargo bench --bench e2e`; what follows is kept. -->";
+
 /// The datagram mix: every sample kind plus long messages, 200–700 bytes.
 fn datagram_mix() -> Vec<Vec<u8>> {
     let mut mix: Vec<Vec<u8>> = SAMPLES.iter().map(|s| s.datagram.to_vec()).collect();
@@ -860,6 +864,12 @@ fn main() {
         lengths.iter().max().unwrap_or(&0),
     );
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("BENCHMARKS.md");
-    std::fs::write(&path, &report).expect("write BENCHMARKS.md");
+    // The study below the marker is written by hand; a run replaces only the
+    // figures above it.
+    let study = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|text| text.find(STUDY_MARKER).map(|at| text[at..].to_string()))
+        .unwrap_or_default();
+    std::fs::write(&path, format!("{report}\n{study}")).expect("write BENCHMARKS.md");
     println!("{report}");
 }

@@ -38,6 +38,9 @@ mod paths;
 // The systemd unit, and the readiness, stop and watchdog notifications.
 mod service;
 
+// The README, the changelog and every link in the documents.
+mod docs;
+
 // The command line: `herald send`, `herald appenders` and each command's options.
 mod cli;
 
