@@ -557,34 +557,23 @@ fn work(
     let mut sequence = index as u64;
     let mut event_counters = EventCounters::new(shared.hosts.clone());
     let mut routing = Current::new(shared.routing.clone());
-    let mut touched = vec![false; routing.get().routes.len()];
-    let mut stages: Vec<Stage> = routing
-        .get()
-        .routes
-        .iter()
-        .map(|_| Stage::default())
-        .collect();
+    // Per route: whether this batch pushed to it, and its staged events. They
+    // follow the routes: a reload may add, remove and reorder them.
+    let (mut touched, mut stages) = per_route(routing.get());
     loop {
         // Between batches (and when idle) pick up routes a reload replaced,
         // so the old ones are released once every worker has moved on.
         let batch = match rx.recv_timeout(IDLE_REFRESH) {
-            Ok(batch) => batch,
-            Err(RecvTimeoutError::Timeout) => {
-                routing.refresh();
-                continue;
-            }
+            Ok(batch) => Some(batch),
+            Err(RecvTimeoutError::Timeout) => None,
             Err(RecvTimeoutError::Disconnected) => break,
         };
         if routing.refresh() {
-            touched = vec![false; routing.get().routes.len()];
-            stages = routing
-                .get()
-                .routes
-                .iter()
-                .map(|_| Stage::default())
-                .collect();
+            (touched, stages) = per_route(routing.get());
         }
+        let Some(batch) = batch else { continue };
         let current = routing.get();
+        debug_assert_eq!(current.routes.len(), stages.len());
         for datagram in &batch.datagrams {
             match parser.parse(&datagram.bytes, datagram.peer, batch.received_at) {
                 Ok(mut event) => {
@@ -648,6 +637,16 @@ fn work(
             FloodLog::global().report("parse", &mut unusable, Instant::now());
         }
     }
+}
+
+/// A worker's state for each route of `routing`: not yet pushed to, nothing
+/// staged.
+fn per_route(routing: &Routing) -> (Vec<bool>, Vec<Stage>) {
+    let routes = routing.routes.len();
+    (
+        vec![false; routes],
+        (0..routes).map(|_| Stage::default()).collect(),
+    )
 }
 
 /// How often an idle worker looks for routes a reload replaced.

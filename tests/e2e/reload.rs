@@ -246,3 +246,50 @@ fn a_sink_that_cannot_start_fails_the_reload_and_the_running_sinks_carry_on() {
         !herald.dir().join("dead.jsonl").exists() || herald.json_lines("dead.jsonl").is_empty()
     );
 }
+
+#[test]
+fn sinks_added_to_an_idle_herald_get_events_and_the_running_ones_keep_theirs() {
+    // The workers are idle when the reload comes (they pick up the new routes
+    // while waiting, not between two batches), and the added sinks sort before
+    // and after the running one, so every route changes its place.
+    let config = ConfigBuilder::new().flush_interval_ms(20).build();
+    let mut herald = Herald::start(&config);
+    send("127.0.0.1", herald.udp, &[&engine("before the reload")]);
+    herald.wait_for_events(1);
+    std::thread::sleep(Duration::from_millis(600));
+    let added = format!(
+        "{config}\n[sinks.archive]\ntype = \"file\"\npath = \"archive.jsonl\"\n\
+         \n[sinks.later]\ntype = \"file\"\npath = \"later.jsonl\"\n"
+    );
+    reload(&mut herald, &added, 1.0);
+    assert_eq!(
+        herald.metric("herald_config_reloads_total", &[("result", "applied")]),
+        1.0,
+        "{}",
+        herald.stderr()
+    );
+    std::thread::sleep(Duration::from_millis(600));
+    send("127.0.0.1", herald.udp, &[&engine("after the reload")]);
+    herald.wait_for("the event in every sink", |h| {
+        h.events().len() == 2
+            && h.json_lines("archive.jsonl").len() == 1
+            && h.json_lines("later.jsonl").len() == 1
+    });
+
+    // Removed again while idle: the running sink still gets every event.
+    std::thread::sleep(Duration::from_millis(600));
+    reload(&mut herald, &config, 2.0);
+    std::thread::sleep(Duration::from_millis(600));
+    send(
+        "127.0.0.1",
+        herald.udp,
+        &[&engine("after the second reload")],
+    );
+    let events = herald.wait_for_events(3);
+    assert_eq!(events.len(), 3);
+    herald.sigterm();
+    assert!(herald.wait_exit().success(), "{}", herald.stderr());
+    assert_eq!(herald.events().len(), 3);
+    assert_eq!(herald.json_lines("archive.jsonl").len(), 1);
+    assert_eq!(herald.json_lines("later.jsonl").len(), 1);
+}
