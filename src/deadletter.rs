@@ -296,8 +296,9 @@ pub fn start(config: &DeadLetterConfig) -> std::io::Result<(DeadLetters, JoinHan
 }
 
 /// Every reason a record can have, for registering the counters up front.
-const REASONS: [&str; 7] = [
+const REASONS: [&str; 8] = [
     "empty",
+    "empty_fields",
     "unknown_tag",
     "too_few_fields",
     "too_many_fields",

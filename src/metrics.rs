@@ -14,7 +14,7 @@ use metrics::{
     gauge, histogram,
 };
 
-use crate::event::{Event, EventType, Level, Source, TaskOutcome};
+use crate::event::{Event, EventType, Field, Level, Source, TaskOutcome};
 use crate::parse::ParseError;
 
 /// Datagrams read from a socket (before the allowlist).
@@ -33,6 +33,9 @@ pub const ALLOWLIST_UNRESOLVED: &str = "herald_allowlist_unresolved_hosts";
 pub const PARSE_EVENTS: &str = "herald_parse_events_total";
 /// Datagrams that could not be parsed, by reason.
 pub const PARSE_ERRORS: &str = "herald_parse_errors_total";
+/// Values kept as text because they did not have their field's shape (an id
+/// that is no GUID, a time that is no timestamp), by field.
+pub const PARSE_MALFORMED_FIELDS: &str = "herald_parse_malformed_fields_total";
 /// Sense events by type, source, level and host (hosts capped, see
 /// `metrics.max_hosts`): what a Grafana panel charts without any database.
 pub const EVENTS: &str = "herald_events_total";
@@ -116,6 +119,10 @@ pub fn describe() {
     describe_counter!(
         PARSE_ERRORS,
         "Datagrams that could not be parsed, by reason."
+    );
+    describe_counter!(
+        PARSE_MALFORMED_FIELDS,
+        "Values of parsed events kept as text because they did not have their field's shape, by field."
     );
     describe_counter!(
         PIPELINE_DROPPED,
@@ -241,6 +248,33 @@ pub struct WorkerMetrics {
     pub rule_drops: Counter,
     /// Matched no sink.
     pub unrouted: Counter,
+}
+
+/// One worker's `herald_parse_malformed_fields_total` handles, per field,
+/// each registered when first needed (most fields never are).
+#[derive(Debug)]
+pub struct MalformedFields {
+    counters: [Option<Counter>; Field::COUNT],
+}
+
+impl Default for MalformedFields {
+    fn default() -> Self {
+        MalformedFields {
+            counters: [const { None }; Field::COUNT],
+        }
+    }
+}
+
+impl MalformedFields {
+    /// Counts the fields of `event` whose values were kept as text because
+    /// they did not have the field's shape.
+    pub fn count(&mut self, event: &Event) {
+        for field in event.malformed_fields() {
+            self.counters[field as usize]
+                .get_or_insert_with(|| counter!(PARSE_MALFORMED_FIELDS, "field" => field.name()))
+                .increment(1);
+        }
+    }
 }
 
 impl WorkerMetrics {

@@ -144,7 +144,7 @@ fn parsing_a_clean_fixture_allocates_only_the_event_text() {
 #[test]
 fn rejecting_a_datagram_allocates_nothing() {
     let mut parser = warmed_up(&ParseConfig::default());
-    let rejects: [(&[u8], &str); 6] = [
+    let rejects: [(&[u8], &str); 7] = [
         (b"", "empty"),
         (b"\r\n", "empty"),
         (b"/qseow-printing/;1;2;3", "unknown_tag"),
@@ -154,9 +154,10 @@ fn rejecting_a_datagram_allocates_nothing() {
             "too_many_fields",
         ),
         (
-            b"/scheduler-task-failed/;h;T;A;LAB\\u;not-a-guid;;2024-05-19 04:05:30,118;INFO;c1d2e3f4-a5b6-4c7d-8e9f-0a1b2c3d4e5f;m",
+            b"/scheduler-task-failed/;h;T;A;LAB\\u;not-a-guid;;2024-05-19 04:05:30,118;INFO;c1d2e3f4-a5b6-4c7d-8e9f-0a1b2c3d4e5f;m;n",
             "bad_guid",
         ),
+        (b"/qseow-engine/;;;;;;;;;;;;;;;;;;", "empty_fields"),
     ];
     for (datagram, reason) in rejects {
         let (result, count) = parse_counted(&mut parser, datagram);

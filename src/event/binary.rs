@@ -12,11 +12,12 @@
 //!
 //! | part | encoding |
 //! |---|---|
-//! | version | `u8`, [`BINARY_VERSION`] |
+//! | version | `u8`, [`BINARY_VERSION`] (version 1, without the layout, is still read) |
 //! | type, source | `u8` each: the index in [`EventType::ALL`], [`Source::ALL`] |
 //! | level, outcome | `u8` each: 0 for none, else 1 + the index in [`Level::ALL`], [`TaskOutcome::ALL`] |
 //! | time source | `u8`: the index in [`TimeSource::ALL`] |
 //! | flags | `u8`: bit 0 truncated, bit 1 tags present; other bits 0 |
+//! | layout | `u8`: the index in [`LayoutName::ALL`] (version 2 on; a version 1 event gets the one layout its type and source had then) |
 //! | time | `i64` seconds, `i32` nanoseconds (as jiff splits the instant), `i32` offset seconds |
 //! | received at | `i64` seconds, `i32` nanoseconds |
 //! | sender | `u8` 4 then 4 address bytes and `u16` port; or `u8` 6 then 16 address bytes, `u16` port, `u32` flow info, `u32` scope id |
@@ -48,13 +49,17 @@ use jiff::Timestamp;
 use jiff::tz::Offset;
 
 use super::{
-    Event, EventTime, EventType, Field, FieldKind, Level, Source, Span, TaskOutcome, TimeSource,
-    field_bit,
+    Event, EventTime, EventType, Field, FieldKind, LayoutName, Level, Source, Span, TaskOutcome,
+    TimeSource, field_bit,
 };
 use crate::parse::value::is_json_number;
 
-/// The format version this build writes and reads (the first byte).
-pub const BINARY_VERSION: u8 = 1;
+/// The format version this build writes (the first byte). It reads this one
+/// and [`BINARY_VERSION_1`].
+pub const BINARY_VERSION: u8 = 2;
+
+/// The format before events carried their layout.
+const BINARY_VERSION_1: u8 = 1;
 
 /// Flag bit: some field was cut to its cap.
 const TRUNCATED: u8 = 1;
@@ -68,10 +73,10 @@ const ALL_FIELDS: u64 = if Field::COUNT == 64 {
     (1 << Field::COUNT) - 1
 };
 
-/// The bytes of everything before the text whatever the event: version, six
+/// The bytes of everything before the text whatever the event: version, seven
 /// one-byte parts, two times, received at, sequence, masks, tag span, the
 /// text's length (the sender is added apart).
-const FIXED_LEN: usize = 1 + 6 + (8 + 4 + 4) + (8 + 4) + 8 + 16 + 8 + 4;
+const FIXED_LEN: usize = 1 + 7 + (8 + 4 + 4) + (8 + 4) + 8 + 16 + 8 + 4;
 
 /// Why bytes are not an encoded event.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -141,6 +146,7 @@ impl Event {
             self.outcome.map_or(0, |outcome| outcome as u8 + 1),
             self.time_source as u8,
             flags,
+            self.layout as u8,
         ]);
         put_instant(out, self.time.instant);
         out.extend_from_slice(&self.time.offset.seconds().to_le_bytes());
@@ -193,7 +199,7 @@ impl Event {
     pub fn decode_binary(bytes: &[u8]) -> Result<Event, DecodeError> {
         let mut input = Reader { rest: bytes };
         let version = input.u8("version")?;
-        if version != BINARY_VERSION {
+        if version != BINARY_VERSION && version != BINARY_VERSION_1 {
             return Err(DecodeError::Version(version));
         }
         let event_type = *pick(&EventType::ALL, "type", input.u8("type")?)?;
@@ -208,6 +214,22 @@ impl Event {
                 value: flags,
             });
         }
+        let layout = if version == BINARY_VERSION_1 {
+            LayoutName::before_layouts(event_type, source).ok_or(DecodeError::BadTag {
+                part: "source",
+                value: source as u8,
+            })?
+        } else {
+            let index = input.u8("layout")?;
+            let layout = *pick(&LayoutName::ALL, "layout", index)?;
+            if layout.event_type() != event_type || layout.source() != source {
+                return Err(DecodeError::BadTag {
+                    part: "layout",
+                    value: index,
+                });
+            }
+            layout
+        };
         let instant = input.instant("time")?;
         let offset = Offset::from_seconds(input.i32("time")?)
             .map_err(|_| DecodeError::BadTime("time offset"))?;
@@ -279,6 +301,7 @@ impl Event {
         Ok(Event {
             event_type,
             source,
+            layout,
             level,
             outcome,
             time: EventTime { instant, offset },
@@ -537,11 +560,45 @@ mod tests {
     }
 
     #[test]
+    fn version_1_events_get_the_layout_their_type_and_source_had() {
+        for (name, event) in test_events() {
+            let mut bytes = encode(&event);
+            // Version 1 had no layout byte, after the seven one-byte parts.
+            bytes[0] = BINARY_VERSION_1;
+            bytes.remove(7);
+            let decoded =
+                Event::decode_binary(&bytes).unwrap_or_else(|err| panic!("{name}: {err}"));
+            let expected = match event.layout {
+                LayoutName::QixPerfLegacy => LayoutName::QixPerf,
+                layout => layout,
+            };
+            assert_eq!(decoded.layout, expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_layout_of_another_type_is_refused() {
+        let (_, event) = test_events()
+            .into_iter()
+            .find(|(_, event)| event.layout == LayoutName::QixPerf)
+            .expect("a qix-perf fixture");
+        let mut bytes = encode(&event);
+        bytes[7] = LayoutName::Task as u8;
+        assert_eq!(
+            Event::decode_binary(&bytes).err(),
+            Some(DecodeError::BadTag {
+                part: "layout",
+                value: LayoutName::Task as u8
+            })
+        );
+    }
+
+    #[test]
     fn bad_values_are_named() {
         let (_, event) = &test_events()[0];
         assert_eq!(
-            decode_changed(|b| b[0] = 2).err(),
-            Some(DecodeError::Version(2))
+            decode_changed(|b| b[0] = 3).err(),
+            Some(DecodeError::Version(3))
         );
         assert_eq!(
             decode_changed(|b| b[1] = 6).err(),
@@ -570,12 +627,12 @@ mod tests {
         );
         // The time's seconds, past jiff's range.
         assert_eq!(
-            decode_changed(|b| b[7..15].copy_from_slice(&i64::MAX.to_le_bytes())).err(),
+            decode_changed(|b| b[8..16].copy_from_slice(&i64::MAX.to_le_bytes())).err(),
             Some(DecodeError::BadTime("time"))
         );
         // The offset, past 26 hours.
         assert_eq!(
-            decode_changed(|b| b[19..23].copy_from_slice(&(100_000_i32).to_le_bytes())).err(),
+            decode_changed(|b| b[20..24].copy_from_slice(&(100_000_i32).to_le_bytes())).err(),
             Some(DecodeError::BadTime("time offset"))
         );
         let text = text_at(event);

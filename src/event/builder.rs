@@ -9,9 +9,7 @@ use std::net::SocketAddr;
 use jiff::Timestamp;
 use jiff::tz::Offset;
 
-use super::{
-    Event, EventTime, EventType, Field, Level, Source, Span, TaskOutcome, TimeSource, field_bit,
-};
+use super::{Event, EventTime, Field, LayoutName, Level, Span, TaskOutcome, TimeSource, field_bit};
 
 /// Builds an [`Event`] field by field; used by the parser.
 #[derive(Debug)]
@@ -22,16 +20,16 @@ pub struct EventBuilder {
 impl EventBuilder {
     /// Starts an event; `capacity` is a hint for the text buffer (the datagram's length).
     pub fn new(
-        event_type: EventType,
-        source: Source,
+        layout: LayoutName,
         sender: SocketAddr,
         received_at: Timestamp,
         capacity: usize,
     ) -> EventBuilder {
         EventBuilder {
             event: Event {
-                event_type,
-                source,
+                event_type: layout.event_type(),
+                source: layout.source(),
+                layout,
                 level: None,
                 outcome: None,
                 time: EventTime {

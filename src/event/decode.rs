@@ -28,8 +28,8 @@ use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 use super::{
-    Category, Event, EventTime, EventType, Field, FieldKind, Level, Source, Span, TaskOutcome,
-    TimeSource, field_bit,
+    Category, Event, EventTime, EventType, Field, FieldKind, LayoutName, Level, Source, Span,
+    TaskOutcome, TimeSource, field_bit,
 };
 use crate::parse::value::is_json_number;
 
@@ -57,6 +57,7 @@ impl Event {
         let (mut time_source, mut received_at, mut sender) = (None, None, None);
         let (mut level, mut outcome, mut truncated) = (None, None, false);
         let (mut categories, mut tags) = (Vec::new(), None);
+        let (mut layout, mut malformed) = (None, None);
         for (key, value) in &members {
             let key = key.as_str();
             if !seen.insert(key) {
@@ -65,6 +66,12 @@ impl Event {
             match key {
                 "type" => event_type = Some(one_of(key, value, &EventType::ALL, |t| t.as_str())?),
                 "source" => source = Some(one_of(key, value, &Source::ALL, |s| s.as_str())?),
+                "layout" => layout = Some(one_of(key, value, &LayoutName::ALL, |l| l.as_str())?),
+                "malformed_fields" => {
+                    malformed = Some(serde_json::from_str::<Vec<String>>(value.get()).map_err(
+                        |_| format!("{key}: is not a list of field names: {}", value.get()),
+                    )?);
+                }
                 "tag" => tag = Some(push(&mut text, &string(key, value)?)),
                 "time" => time = Some(event_time(key, &string(key, value)?)?),
                 "time_source" => {
@@ -124,9 +131,10 @@ impl Event {
                             }
                             push(&mut text, number)
                         }
-                        FieldKind::Text | FieldKind::Guid | FieldKind::GuidOrText => {
-                            push(&mut text, &string(key, value)?)
-                        }
+                        FieldKind::Text
+                        | FieldKind::Guid
+                        | FieldKind::GuidOrText
+                        | FieldKind::Timestamp => push(&mut text, &string(key, value)?),
                     };
                     fields.set(field, span, true)?;
                 }
@@ -134,9 +142,46 @@ impl Event {
         }
         let missing = |key: &str| format!("{key}: missing");
         let (instant, offset) = time.ok_or_else(|| missing("time"))?;
+        let event_type = event_type.ok_or_else(|| missing("type"))?;
+        let source = source.ok_or_else(|| missing("source"))?;
+        // Events written before events named their layout had one per type
+        // and source.
+        let layout = match layout {
+            Some(layout) if layout.event_type() != event_type || layout.source() != source => {
+                return Err(format!(
+                    "layout: {:?} is not a layout of {} events from {}",
+                    layout.as_str(),
+                    event_type.as_str(),
+                    source.as_str()
+                ));
+            }
+            Some(layout) => layout,
+            None => LayoutName::before_layouts(event_type, source).ok_or_else(|| {
+                format!(
+                    "source: {} events do not come from {}",
+                    event_type.as_str(),
+                    source.as_str()
+                )
+            })?,
+        };
+        // `malformed_fields` names the keys of `raw_fields`; it is written from
+        // them, so it must agree.
+        if let Some(malformed) = malformed {
+            let raw: Vec<&str> = Field::ALL
+                .iter()
+                .filter(|&&field| fields.raws & field_bit(field) != 0)
+                .map(|field| field.name())
+                .collect();
+            if malformed != raw {
+                return Err(format!(
+                    "malformed_fields: {malformed:?} does not name the keys of raw_fields ({raw:?})"
+                ));
+            }
+        }
         Ok(Event {
-            event_type: event_type.ok_or_else(|| missing("type"))?,
-            source: source.ok_or_else(|| missing("source"))?,
+            event_type,
+            source,
+            layout,
             level,
             outcome,
             time: EventTime { instant, offset },
@@ -397,6 +442,31 @@ mod tests {
     }
 
     #[test]
+    fn layout_and_malformed_fields_are_read_and_checked() {
+        // The first fixture is a qix-perf event with malformed fields.
+        let event = with("layout", None).unwrap();
+        assert_eq!(
+            event.layout,
+            LayoutName::QixPerf,
+            "events from before layouts"
+        );
+        let event = with("layout", Some("\"qix-perf/legacy\"")).unwrap();
+        assert_eq!(event.layout, LayoutName::QixPerfLegacy);
+        assert!(
+            error("layout", Some("\"task\""))
+                .starts_with("layout: \"task\" is not a layout of qix_perf events"),
+            "{}",
+            error("layout", Some("\"task\""))
+        );
+        assert!(error("layout", Some("\"qix-perf/2031\"")).starts_with("layout:"));
+        assert!(with("malformed_fields", None).is_ok());
+        assert!(
+            error("malformed_fields", Some("[\"host\"]"))
+                .starts_with("malformed_fields: [\"host\"] does not name the keys of raw_fields")
+        );
+    }
+
+    #[test]
     fn a_repeated_key_is_refused() {
         let (_, event) = &test_events()[0];
         let json = event.to_json();
@@ -410,7 +480,11 @@ mod tests {
     #[test]
     fn numbers_keep_their_spelling_and_times_their_offset() {
         // Appended as text: a parsed JSON value would forget the spelling.
-        let (_, event) = &test_events()[0];
+        let events = test_events();
+        let (_, event) = events
+            .iter()
+            .find(|(name, _)| name == "engine_error")
+            .expect("the engine_error fixture");
         assert_eq!(event.get(Field::ProcessTime), None);
         let json = event.to_json();
         let json = format!("{},\"process_time\":0.0010}}", &json[..json.len() - 1]);

@@ -25,7 +25,9 @@ impl Event {
         out.extend_from_slice(self.source.as_str().as_bytes());
         out.extend_from_slice(b"\",\"tag\":");
         json_string(out, self.tag());
-        out.extend_from_slice(b",\"time\":\"");
+        out.extend_from_slice(b",\"layout\":\"");
+        out.extend_from_slice(self.layout.as_str().as_bytes());
+        out.extend_from_slice(b"\",\"time\":\"");
         write_rfc3339(out, self.time.instant, self.time.offset, false);
         out.extend_from_slice(b"\",\"time_source\":\"");
         out.extend_from_slice(self.time_source.as_str().as_bytes());
@@ -89,6 +91,16 @@ impl Event {
                 }
             }
             out.push(b'}');
+            out.extend_from_slice(b",\"malformed_fields\":[");
+            for (i, field) in self.malformed_fields().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.push(b'"');
+                out.extend_from_slice(field.name().as_bytes());
+                out.push(b'"');
+            }
+            out.push(b']');
         }
         if self.truncated {
             out.extend_from_slice(b",\"truncated\":true");

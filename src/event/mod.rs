@@ -105,6 +105,115 @@ impl Source {
     }
 }
 
+/// Which known field layout a datagram was read with; the JSON `layout`.
+///
+/// A tag may have more than one: Sense sites run appender files of different
+/// ages, and the parser picks the layout the field count and the fields'
+/// shapes prove (`docs/WIRE.md` lists each with its source). The layout also
+/// fixes the event's type and source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LayoutName {
+    /// `/qseow-engine/`, 19 fields.
+    Engine,
+    /// `/qseow-proxy/`, 16 fields.
+    Proxy,
+    /// `/qseow-repository/`, 16 fields (the proxy's).
+    Repository,
+    /// `/qseow-scheduler/`, 18 fields.
+    Scheduler,
+    /// `/qseow-qix-perf/` as Butler SOS ships it today, 26 fields.
+    QixPerf,
+    /// `/qseow-qix-perf/` as older Butler SOS appender files send it, 25 fields
+    /// (no `%user`, EngineTimestamp or Handle; RequestException and
+    /// AnyException; another order).
+    QixPerfLegacy,
+    /// `/qseow-proxy-session/` (and `/proxy-session/`), 8 fields.
+    Session,
+    /// `/qseow-proxy-connection/` (and `/proxy-connection/`), 8 fields.
+    Connection,
+    /// Butler's `/scheduler-*` task tags, 11 fields.
+    Task,
+    /// `/engine-reload-failed/`, 9 fields.
+    EngineReloadFailed,
+}
+
+impl LayoutName {
+    /// Every layout, in a fixed order (the disk buffer stores the index).
+    pub const ALL: [LayoutName; 10] = [
+        LayoutName::Engine,
+        LayoutName::Proxy,
+        LayoutName::Repository,
+        LayoutName::Scheduler,
+        LayoutName::QixPerf,
+        LayoutName::QixPerfLegacy,
+        LayoutName::Session,
+        LayoutName::Connection,
+        LayoutName::Task,
+        LayoutName::EngineReloadFailed,
+    ];
+
+    /// The JSON spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LayoutName::Engine => "engine",
+            LayoutName::Proxy => "proxy",
+            LayoutName::Repository => "repository",
+            LayoutName::Scheduler => "scheduler",
+            LayoutName::QixPerf => "qix-perf",
+            LayoutName::QixPerfLegacy => "qix-perf/legacy",
+            LayoutName::Session => "session",
+            LayoutName::Connection => "connection",
+            LayoutName::Task => "task",
+            LayoutName::EngineReloadFailed => "engine-reload-failed",
+        }
+    }
+
+    /// Reads the JSON spelling.
+    pub fn from_name(name: &str) -> Option<LayoutName> {
+        LayoutName::ALL
+            .into_iter()
+            .find(|layout| layout.as_str() == name)
+    }
+
+    /// The type of the events read with this layout.
+    pub fn event_type(self) -> EventType {
+        match self {
+            LayoutName::Engine
+            | LayoutName::Proxy
+            | LayoutName::Repository
+            | LayoutName::Scheduler => EventType::Log,
+            LayoutName::QixPerf | LayoutName::QixPerfLegacy => EventType::QixPerf,
+            LayoutName::Session => EventType::Session,
+            LayoutName::Connection => EventType::Connection,
+            LayoutName::Task => EventType::Task,
+            LayoutName::EngineReloadFailed => EventType::EngineReloadFailed,
+        }
+    }
+
+    /// The source of the events read with this layout.
+    pub fn source(self) -> Source {
+        match self {
+            LayoutName::Engine
+            | LayoutName::QixPerf
+            | LayoutName::QixPerfLegacy
+            | LayoutName::EngineReloadFailed => Source::Engine,
+            LayoutName::Proxy | LayoutName::Session | LayoutName::Connection => Source::Proxy,
+            LayoutName::Repository => Source::Repository,
+            LayoutName::Scheduler | LayoutName::Task => Source::Scheduler,
+        }
+    }
+
+    /// The layout of an event of `event_type` and `source` recorded before
+    /// events named theirs (each type and source had one layout then).
+    pub fn before_layouts(event_type: EventType, source: Source) -> Option<LayoutName> {
+        LayoutName::ALL.into_iter().find(|layout| {
+            *layout != LayoutName::QixPerfLegacy
+                && layout.event_type() == event_type
+                && layout.source() == source
+        })
+    }
+}
+
 /// A log4net level, ordered from least to most severe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
@@ -271,8 +380,8 @@ fields! {
     Host => "host", Text;
     Level => "level", Text;
     LogRow => "log_row", Integer;
-    TsIso => "ts_iso", Text;
-    TsLocal => "ts_local", Text;
+    TsIso => "ts_iso", Timestamp;
+    TsLocal => "ts_local", Timestamp;
     Subsystem => "subsystem", Text;
     WindowsUser => "windows_user", Text;
     TaskName => "task_name", Text;
@@ -310,6 +419,10 @@ fields! {
     UserAgent => "user_agent", Text;
     Message => "message", Text;
     ExceptionMessage => "exception_message", Text;
+    // Added after the disk buffer's format fixed the bits above: new fields
+    // go last, so buffered events keep their meaning.
+    RequestException => "request_exception", Text;
+    AnyException => "any_exception", Text;
 }
 
 /// How a field's value is checked and encoded.
@@ -325,6 +438,9 @@ pub enum FieldKind {
     Integer,
     /// A decimal number, written as a JSON number; anything else goes to `raw_fields`.
     Decimal,
+    /// A log4net timestamp (`%longIso8601date` or `%date`), written as it came;
+    /// anything else goes to `raw_fields`.
+    Timestamp,
 }
 
 /// Where a field's value sits in the event's text buffer. Whether the field has
@@ -357,6 +473,8 @@ pub struct Event {
     pub event_type: EventType,
     /// The JSON `source`.
     pub source: Source,
+    /// The field layout the datagram was read with; the JSON `layout`.
+    pub layout: LayoutName,
     /// The level, when the format has one and it is a known level.
     pub level: Option<Level>,
     /// For task events, how the task ended.
@@ -412,6 +530,15 @@ impl Event {
     /// A field's value that failed its kind's check (kept under `raw_fields`).
     pub fn raw(&self, field: Field) -> Option<&str> {
         (self.raws & field_bit(field) != 0).then(|| self.text_at(self.spans[field as usize]))
+    }
+
+    /// The fields whose values failed their kind's check (the JSON
+    /// `malformed_fields`), in field order.
+    pub fn malformed_fields(&self) -> impl Iterator<Item = Field> + '_ {
+        Field::ALL
+            .iter()
+            .copied()
+            .filter(|&field| self.raws & field_bit(field) != 0)
     }
 
     fn text_at(&self, span: Span) -> &str {

@@ -6,7 +6,7 @@
 //! are handed to the free slots in the layout's priority order, and a candidate
 //! assignment is kept only if every fixed slot then has its expected shape.
 
-use crate::event::{EventBuilder, EventType, Field, FieldKind, Source, TaskOutcome};
+use crate::event::{EventBuilder, EventType, Field, FieldKind, LayoutName, TaskOutcome};
 
 use super::ParseError;
 use super::value;
@@ -49,10 +49,8 @@ impl Slot {
 /// The shape of one Sense format.
 #[derive(Debug)]
 pub struct Layout {
-    /// The JSON `type` of events in this format.
-    pub event_type: EventType,
-    /// The JSON `source`.
-    pub source: Source,
+    /// Which layout this is; fixes the event's type and source.
+    pub name: LayoutName,
     /// For task tags, the outcome the tag stands for.
     pub outcome: Option<TaskOutcome>,
     /// The slots, left to right.
@@ -67,8 +65,7 @@ pub struct Layout {
 
 impl Layout {
     const fn new(
-        event_type: EventType,
-        source: Source,
+        name: LayoutName,
         outcome: Option<TaskOutcome>,
         slots: &'static [Slot],
         free_priority: &'static [usize],
@@ -82,8 +79,7 @@ impl Layout {
             i += 1;
         }
         Layout {
-            event_type,
-            source,
+            name,
             outcome,
             slots,
             free_priority,
@@ -178,6 +174,38 @@ static QIX_PERF: [Slot; 26] = head_then([
     Fixed(F::ObjectType),
 ]);
 
+/// The qix-perf layout of older Butler SOS appender files (its
+/// `docs/log_appenders/engine/LocalLogConfig.xml` in earlier revisions): no
+/// `%user`, EngineTimestamp or Handle; RequestException and AnyException,
+/// which may hold `;`; another order.
+static QIX_PERF_LEGACY: [Slot; 25] = [
+    Tag,
+    Fixed(F::LogRow),
+    Fixed(F::TsIso),
+    Fixed(F::TsLocal),
+    Level,
+    Fixed(F::Host),
+    Fixed(F::Subsystem),
+    Fixed(F::ProxySessionId),
+    Fixed(F::UserDirectory),
+    Fixed(F::UserId),
+    Fixed(F::SessionId),
+    Fixed(F::Method),
+    Fixed(F::RequestId),
+    Free(F::RequestException),
+    Free(F::AnyException),
+    Fixed(F::ProcessTime),
+    Fixed(F::WorkTime),
+    Fixed(F::LockTime),
+    Fixed(F::ValidateTime),
+    Fixed(F::TraverseTime),
+    Fixed(F::AppId),
+    Fixed(F::ObjectId),
+    Fixed(F::NetRam),
+    Fixed(F::PeakRam),
+    Fixed(F::ObjectType),
+];
+
 static USER_EVENT: [Slot; 8] = [
     Tag,
     Fixed(F::Host),
@@ -215,76 +243,68 @@ static ENGINE_RELOAD_FAILED: [Slot; 9] = [
     Free(F::Message),
 ];
 
-const fn log(source: Source, slots: &'static [Slot], free: &'static [usize]) -> Layout {
-    Layout::new(EventType::Log, source, None, slots, free)
-}
-
 const fn task(outcome: TaskOutcome) -> Layout {
     // The message is last and most often holds a `;`; then the task name.
-    Layout::new(
-        EventType::Task,
-        Source::Scheduler,
-        Some(outcome),
-        &TASK,
-        &[10, 2, 3],
-    )
+    Layout::new(LayoutName::Task, Some(outcome), &TASK, &[10, 2, 3])
 }
 
-static LAYOUT_ENGINE: Layout = log(Source::Engine, &ENGINE, &[8]);
-static LAYOUT_PROXY: Layout = log(Source::Proxy, &PROXY, &[8]);
-static LAYOUT_REPOSITORY: Layout = log(Source::Repository, &PROXY, &[8]);
-static LAYOUT_SCHEDULER: Layout = log(Source::Scheduler, &SCHEDULER, &[8, 12, 13]);
-static LAYOUT_QIX_PERF: Layout =
-    Layout::new(EventType::QixPerf, Source::Engine, None, &QIX_PERF, &[]);
-static LAYOUT_SESSION: Layout =
-    Layout::new(EventType::Session, Source::Proxy, None, &USER_EVENT, &[7]);
-static LAYOUT_CONNECTION: Layout = Layout::new(
-    EventType::Connection,
-    Source::Proxy,
-    None,
-    &USER_EVENT,
-    &[7],
-);
+static LAYOUT_ENGINE: Layout = Layout::new(LayoutName::Engine, None, &ENGINE, &[8]);
+static LAYOUT_PROXY: Layout = Layout::new(LayoutName::Proxy, None, &PROXY, &[8]);
+static LAYOUT_REPOSITORY: Layout = Layout::new(LayoutName::Repository, None, &PROXY, &[8]);
+static LAYOUT_SCHEDULER: Layout =
+    Layout::new(LayoutName::Scheduler, None, &SCHEDULER, &[8, 12, 13]);
+static LAYOUT_QIX_PERF: Layout = Layout::new(LayoutName::QixPerf, None, &QIX_PERF, &[]);
+// AnyException is the likelier of the two to hold a `;`.
+static LAYOUT_QIX_PERF_LEGACY: Layout =
+    Layout::new(LayoutName::QixPerfLegacy, None, &QIX_PERF_LEGACY, &[14, 13]);
+static LAYOUT_SESSION: Layout = Layout::new(LayoutName::Session, None, &USER_EVENT, &[7]);
+static LAYOUT_CONNECTION: Layout = Layout::new(LayoutName::Connection, None, &USER_EVENT, &[7]);
 static LAYOUT_TASK_FAILED: Layout = task(TaskOutcome::Failed);
 static LAYOUT_TASK_ABORTED: Layout = task(TaskOutcome::Aborted);
 static LAYOUT_TASK_SUCCESS: Layout = task(TaskOutcome::Success);
 static LAYOUT_TASK_DISTRIBUTE: Layout = task(TaskOutcome::Distribute);
 static LAYOUT_ENGINE_RELOAD_FAILED: Layout = Layout::new(
-    EventType::EngineReloadFailed,
-    Source::Engine,
+    LayoutName::EngineReloadFailed,
     None,
     &ENGINE_RELOAD_FAILED,
     &[8],
 );
 
-/// Every tag herald accepts (matched case-insensitively) and its layout.
-pub static TAGS: [(&str, &Layout); 17] = [
-    ("/qseow-engine/", &LAYOUT_ENGINE),
-    ("/qseow-proxy/", &LAYOUT_PROXY),
-    ("/qseow-repository/", &LAYOUT_REPOSITORY),
-    ("/qseow-scheduler/", &LAYOUT_SCHEDULER),
-    ("/qseow-qix-perf/", &LAYOUT_QIX_PERF),
-    ("/qseow-proxy-session/", &LAYOUT_SESSION),
-    ("/qseow-proxy-connection/", &LAYOUT_CONNECTION),
-    ("/scheduler-reload-failed/", &LAYOUT_TASK_FAILED),
-    ("/scheduler-task-failed/", &LAYOUT_TASK_FAILED),
-    ("/scheduler-reloadtask-failed/", &LAYOUT_TASK_FAILED),
-    ("/scheduler-reload-aborted/", &LAYOUT_TASK_ABORTED),
-    ("/scheduler-task-aborted/", &LAYOUT_TASK_ABORTED),
-    ("/scheduler-reloadtask-success/", &LAYOUT_TASK_SUCCESS),
-    ("/scheduler-task-success/", &LAYOUT_TASK_SUCCESS),
+/// Every tag herald accepts (matched case-insensitively) and its layouts, the
+/// one Butler SOS and Butler ship today first.
+pub static TAGS: [(&str, &[&Layout]); 19] = [
+    ("/qseow-engine/", &[&LAYOUT_ENGINE]),
+    ("/qseow-proxy/", &[&LAYOUT_PROXY]),
+    ("/qseow-repository/", &[&LAYOUT_REPOSITORY]),
+    ("/qseow-scheduler/", &[&LAYOUT_SCHEDULER]),
+    (
+        "/qseow-qix-perf/",
+        &[&LAYOUT_QIX_PERF, &LAYOUT_QIX_PERF_LEGACY],
+    ),
+    ("/qseow-proxy-session/", &[&LAYOUT_SESSION]),
+    ("/qseow-proxy-connection/", &[&LAYOUT_CONNECTION]),
+    // Butler's user-audit sample appender uses these, without `qseow-`.
+    ("/proxy-session/", &[&LAYOUT_SESSION]),
+    ("/proxy-connection/", &[&LAYOUT_CONNECTION]),
+    ("/scheduler-reload-failed/", &[&LAYOUT_TASK_FAILED]),
+    ("/scheduler-task-failed/", &[&LAYOUT_TASK_FAILED]),
+    ("/scheduler-reloadtask-failed/", &[&LAYOUT_TASK_FAILED]),
+    ("/scheduler-reload-aborted/", &[&LAYOUT_TASK_ABORTED]),
+    ("/scheduler-task-aborted/", &[&LAYOUT_TASK_ABORTED]),
+    ("/scheduler-reloadtask-success/", &[&LAYOUT_TASK_SUCCESS]),
+    ("/scheduler-task-success/", &[&LAYOUT_TASK_SUCCESS]),
     // The appender file Butler ships has this typo, so real senders use it.
-    ("/scheduler-task-success//", &LAYOUT_TASK_SUCCESS),
-    ("/scheduler-distribute/", &LAYOUT_TASK_DISTRIBUTE),
-    ("/engine-reload-failed/", &LAYOUT_ENGINE_RELOAD_FAILED),
+    ("/scheduler-task-success//", &[&LAYOUT_TASK_SUCCESS]),
+    ("/scheduler-distribute/", &[&LAYOUT_TASK_DISTRIBUTE]),
+    ("/engine-reload-failed/", &[&LAYOUT_ENGINE_RELOAD_FAILED]),
 ];
 
 impl Layout {
-    /// The layout for a tag, matched case-insensitively.
-    pub fn for_tag(tag: &[u8]) -> Option<&'static Layout> {
+    /// The layouts of a tag, matched case-insensitively, the current one first.
+    pub fn for_tag(tag: &[u8]) -> Option<&'static [&'static Layout]> {
         TAGS.iter()
             .find(|(name, _)| name.as_bytes().eq_ignore_ascii_case(tag))
-            .map(|&(_, layout)| layout)
+            .map(|&(_, layouts)| layouts)
     }
 
     /// Pieces the layout has when no free-text field contains `;`.
@@ -302,7 +322,7 @@ impl Layout {
     /// id pieces (plus the `\`), qix-perf `activity`, and a user event's `app_id`
     /// copied (lower-cased) out of its Context.
     pub fn derived_bytes(&self, widths: &[usize; MAX_SLOTS], pieces: &[(usize, usize)]) -> usize {
-        let mut bytes = match self.event_type {
+        let mut bytes = match self.name.event_type() {
             EventType::QixPerf => "system".len(),
             EventType::Session | EventType::Connection => GUID_LEN,
             _ => 0,
@@ -389,6 +409,29 @@ impl Layout {
         true
     }
 
+    /// Whether, under `widths`, the datagram has neither a host nor a message
+    /// (nothing but separators, or near enough): not an event worth keeping.
+    pub fn is_empty(
+        &self,
+        widths: &[usize; MAX_SLOTS],
+        pieces: &[(usize, usize)],
+        datagram: &[u8],
+    ) -> bool {
+        let mut piece = 0;
+        for (slot, &width) in self.slots.iter().zip(widths) {
+            let (start, end) = (pieces[piece].0, pieces[piece + width - 1].1);
+            piece += width;
+            let holds_text = matches!(
+                *slot,
+                Slot::Fixed(F::Host) | Slot::Free(F::Message) | Slot::MessageException
+            );
+            if holds_text && !value::is_absent(&datagram[start..end]) {
+                return false;
+            }
+        }
+        true
+    }
+
     /// Whether the layout has both a free task name and a free app name.
     pub fn has_name_pair(&self) -> bool {
         self.slot_index(Slot::Free(F::TaskName)).is_some()
@@ -447,7 +490,7 @@ impl Layout {
     /// Fills fields derived from others (qix-perf activity, user-event app id and
     /// user agent).
     pub fn derive(&self, event: &mut EventBuilder) {
-        match self.event_type {
+        match self.name.event_type() {
             EventType::QixPerf => {
                 let activity = match event.get(F::ProxySessionId) {
                     Some("0") => Some("system"),
@@ -467,7 +510,8 @@ impl Layout {
     }
 }
 
-/// The shape a fixed field must have for an assignment of extra `;` to be kept.
+/// The shape a fixed field must have for a layout, or an assignment of extra
+/// `;`, to be taken as proven.
 fn fixed_shape_fits(field: Field, bytes: &[u8]) -> bool {
     if value::is_absent(bytes) {
         return true;
@@ -475,10 +519,14 @@ fn fixed_shape_fits(field: Field, bytes: &[u8]) -> bool {
     match field {
         // A full user name is `DIR\id`.
         F::UserFull => bytes.contains(&b'\\'),
-        F::TsLocal | F::TsIso => value::timestamp(bytes).is_some(),
+        // The engine's own timestamp, ISO 8601 with a colon offset.
+        F::EngineTs => value::timestamp(bytes).is_some(),
         _ => match field.kind() {
             FieldKind::Guid => value::is_guid(bytes),
-            _ => true,
+            FieldKind::Timestamp => value::timestamp(bytes).is_some(),
+            FieldKind::Integer => value::is_json_number(bytes.trim_ascii(), true),
+            FieldKind::Decimal => value::is_json_number(bytes.trim_ascii(), false),
+            FieldKind::Text | FieldKind::GuidOrText => true,
         },
     }
 }
@@ -491,16 +539,22 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     memchr::memchr_iter(needle[0], haystack).find(|&at| haystack[at..].starts_with(needle))
 }
 
-/// `app_id` from a Context such as `/app/<guid>?reloaduri=...`.
+/// `app_id` from a Context such as `/app/<guid>?reloaduri=...` or `app/<guid>`.
 fn derive_app_id(event: &mut EventBuilder) {
     let Some((start, end)) = event.range(F::Context) else {
         return;
     };
     let context = &event.buffer()[start..end];
-    let Some(at) = find(context.as_bytes(), b"/app/") else {
-        return;
+    // `/app/<guid>` anywhere, or `app/<guid>` at the start (as Butler SOS's
+    // docs write it).
+    let guid_start = if context.starts_with("app/") {
+        "app/".len()
+    } else {
+        let Some(at) = find(context.as_bytes(), b"/app/") else {
+            return;
+        };
+        at + "/app/".len()
     };
-    let guid_start = at + "/app/".len();
     let Some(candidate) = context.as_bytes().get(guid_start..guid_start + 36) else {
         return;
     };
@@ -549,41 +603,57 @@ mod tests {
 
     #[test]
     fn every_layout_has_the_documented_field_count() {
-        let expected = [
-            ("/qseow-engine/", 19),
-            ("/qseow-proxy/", 16),
-            ("/qseow-repository/", 16),
-            ("/qseow-scheduler/", 18),
-            ("/qseow-qix-perf/", 26),
-            ("/qseow-proxy-session/", 8),
-            ("/qseow-proxy-connection/", 8),
-            ("/scheduler-reload-failed/", 11),
-            ("/scheduler-task-success//", 11),
-            ("/engine-reload-failed/", 9),
+        let expected: [(&str, &[usize]); 12] = [
+            ("/qseow-engine/", &[19]),
+            ("/qseow-proxy/", &[16]),
+            ("/qseow-repository/", &[16]),
+            ("/qseow-scheduler/", &[18]),
+            ("/qseow-qix-perf/", &[26, 25]),
+            ("/qseow-proxy-session/", &[8]),
+            ("/qseow-proxy-connection/", &[8]),
+            ("/proxy-session/", &[8]),
+            ("/proxy-connection/", &[8]),
+            ("/scheduler-reload-failed/", &[11]),
+            ("/scheduler-task-success//", &[11]),
+            ("/engine-reload-failed/", &[9]),
         ];
-        for (tag, count) in expected {
-            let layout = Layout::for_tag(tag.as_bytes()).unwrap();
-            assert_eq!(layout.minimum_pieces(), count, "{tag}");
+        for (tag, counts) in expected {
+            let layouts = Layout::for_tag(tag.as_bytes()).unwrap();
+            let got: Vec<usize> = layouts.iter().map(|l| l.minimum_pieces()).collect();
+            assert_eq!(got, counts, "{tag}");
         }
     }
 
     #[test]
     fn free_priorities_point_at_free_slots() {
-        for (tag, layout) in &TAGS {
-            assert!(layout.slots.len() <= MAX_SLOTS);
-            assert!(layout.free_priority.len() <= 3, "{tag}");
-            for &index in layout.free_priority {
-                assert!(
-                    matches!(layout.slots[index], Slot::Free(_) | Slot::MessageException),
-                    "{tag}: slot {index} is not free text"
-                );
+        for (tag, layouts) in &TAGS {
+            for layout in *layouts {
+                assert!(layout.slots.len() <= MAX_SLOTS);
+                assert!(layout.free_priority.len() <= 3, "{tag}");
+                for &index in layout.free_priority {
+                    assert!(
+                        matches!(layout.slots[index], Slot::Free(_) | Slot::MessageException),
+                        "{tag}: slot {index} is not free text"
+                    );
+                }
+                let free = layout
+                    .slots
+                    .iter()
+                    .filter(|slot| matches!(slot, Slot::Free(_) | Slot::MessageException))
+                    .count();
+                assert_eq!(free, layout.free_priority.len(), "{tag}");
             }
-            let free = layout
-                .slots
-                .iter()
-                .filter(|slot| matches!(slot, Slot::Free(_) | Slot::MessageException))
-                .count();
-            assert_eq!(free, layout.free_priority.len(), "{tag}");
+        }
+    }
+
+    #[test]
+    fn the_layouts_of_a_tag_make_events_of_one_type() {
+        for (tag, layouts) in &TAGS {
+            let first = layouts[0].name;
+            for layout in *layouts {
+                assert_eq!(layout.name.event_type(), first.event_type(), "{tag}");
+                assert_eq!(layout.name.source(), first.source(), "{tag}");
+            }
         }
     }
 
@@ -598,7 +668,7 @@ mod tests {
 
     #[test]
     fn candidates_give_extra_pieces_to_the_first_priority_first() {
-        let layout = Layout::for_tag(b"/scheduler-task-failed/").unwrap();
+        let layout = Layout::for_tag(b"/scheduler-task-failed/").unwrap()[0];
         let mut seen = Vec::new();
         layout.candidates(1, |widths| {
             seen.push((widths[10], widths[2], widths[3]));

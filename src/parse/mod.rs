@@ -108,6 +108,8 @@ pub fn time_zone(name: &str) -> Result<TimeZone, UnknownTimeZone> {
 pub enum ParseError {
     /// Zero bytes (after stripping a trailing newline).
     Empty,
+    /// No host and no message: nothing but separators, or near enough.
+    EmptyFields,
     /// The first field is not a tag herald knows.
     UnknownTag,
     /// Fewer fields than the tag's layout has.
@@ -124,7 +126,9 @@ pub enum ParseError {
         /// Fields the datagram had.
         got: usize,
     },
-    /// A field that identifies the event (task or execution id) is not a GUID.
+    /// A field that identifies the event (task or execution id) is not a GUID
+    /// where extra `;` leave the split in doubt. (With the exact field count the
+    /// value is kept, as text, and the event marked.)
     BadGuid {
         /// The field.
         field: Field,
@@ -133,8 +137,9 @@ pub enum ParseError {
 
 impl ParseError {
     /// Every reason label, for registering metrics up front.
-    pub const REASONS: [&'static str; 5] = [
+    pub const REASONS: [&'static str; 6] = [
         "empty",
+        "empty_fields",
         "unknown_tag",
         "too_few_fields",
         "too_many_fields",
@@ -145,6 +150,7 @@ impl ParseError {
     pub fn reason(&self) -> &'static str {
         match self {
             ParseError::Empty => "empty",
+            ParseError::EmptyFields => "empty_fields",
             ParseError::UnknownTag => "unknown_tag",
             ParseError::TooFewFields { .. } => "too_few_fields",
             ParseError::TooManyFields { .. } => "too_many_fields",
@@ -157,6 +163,7 @@ impl fmt::Display for ParseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ParseError::Empty => f.write_str("empty datagram"),
+            ParseError::EmptyFields => f.write_str("no host and no message"),
             ParseError::UnknownTag => f.write_str("unknown tag"),
             ParseError::TooFewFields { expected, got } => {
                 write!(f, "too few fields: {got}, this tag needs {expected}")
@@ -218,20 +225,17 @@ impl Parser {
         }
         self.split(datagram);
         let (_, tag_end) = self.pieces[0];
-        let layout = Layout::for_tag(&datagram[..tag_end]).ok_or(ParseError::UnknownTag)?;
-        let widths = self.assign(layout, datagram)?;
+        let layouts = Layout::for_tag(&datagram[..tag_end]).ok_or(ParseError::UnknownTag)?;
+        let (layout, widths) = self.choose(layouts, datagram)?;
+        if layout.is_empty(&widths, &self.pieces, datagram) {
+            return Err(ParseError::EmptyFields);
+        }
 
         // The event's one allocation: room for the datagram's text plus whatever
         // derived fields append, so the buffer never grows (unless cleaning
         // invalid UTF-8 makes the text longer).
         let capacity = datagram.len() + layout.derived_bytes(&widths, &self.pieces);
-        let mut event = EventBuilder::new(
-            layout.event_type,
-            layout.source,
-            sender,
-            received_at,
-            capacity,
-        );
+        let mut event = EventBuilder::new(layout.name, sender, received_at, capacity);
         // Clean text (the norm) is copied whole, once; fields then point into it.
         let clean = value::clean_text(datagram);
         if let Some(text) = clean {
@@ -297,32 +301,83 @@ impl Parser {
         self.pieces.push((start, datagram.len()));
     }
 
-    /// Decides how many pieces each slot takes.
+    /// Picks the layout of a tag's `layouts` (the current one first) that the
+    /// datagram proves, and how many pieces each of its slots takes:
+    ///
+    /// 1. one whose field count is exact and whose fixed fields all have their
+    ///    shapes;
+    /// 2. one whose free text takes the extra pieces with every fixed field
+    ///    in shape;
+    /// 3. one whose field count is exact: there is no doubt where each value
+    ///    goes, so values of the wrong shape are kept as text and the event is
+    ///    marked (`malformed_fields`), never rejected;
+    /// 4. the current layout, when its free text can take the extra pieces,
+    ///    split the likeliest way, unless a task or execution id is then no
+    ///    GUID: with extra `;` and ids out of shape, where each value belongs
+    ///    is a guess, and an alert must not go out with the wrong task.
+    ///
+    /// Otherwise the error is the current layout's.
+    fn choose(
+        &self,
+        layouts: &'static [&'static Layout],
+        datagram: &[u8],
+    ) -> Result<(&'static Layout, [usize; layout::MAX_SLOTS]), ParseError> {
+        let got = self.pieces.len();
+        let exact = |layout: &Layout| layout.minimum_pieces() == got;
+        let absorbs =
+            |layout: &Layout| got > layout.minimum_pieces() && !layout.free_priority.is_empty();
+        if let Some(layout) = layouts.iter().find(|layout| {
+            exact(layout) && layout.fits(&layout.base_widths(), &self.pieces, datagram)
+        }) {
+            return Ok((layout, layout.base_widths()));
+        }
+        let mut likeliest = None;
+        for layout in layouts.iter().filter(|layout| absorbs(layout)) {
+            let (fitting, first) = self.assign(layout, got - layout.minimum_pieces(), datagram);
+            if let Some(widths) = fitting {
+                return Ok((layout, widths));
+            }
+            // Only the current layout is taken on a guess; another must be
+            // proven by the shapes.
+            if let Some(widths) = first
+                && std::ptr::eq(*layout, layouts[0])
+            {
+                likeliest = Some((*layout, widths));
+            }
+        }
+        if let Some(layout) = layouts.iter().find(|layout| exact(layout)) {
+            return Ok((layout, layout.base_widths()));
+        }
+        if let Some((layout, widths)) = likeliest {
+            layout.check_required(&widths, &self.pieces, datagram)?;
+            return Ok((layout, widths));
+        }
+        let minimum = layouts[0].minimum_pieces();
+        Err(if got < minimum {
+            ParseError::TooFewFields {
+                expected: minimum,
+                got,
+            }
+        } else {
+            ParseError::TooManyFields {
+                expected: minimum,
+                got,
+            }
+        })
+    }
+
+    /// How `layout`'s free text takes `extra` more pieces than the layout has
+    /// slots: the split under which every fixed field has its shape, if any,
+    /// and the likeliest split (the first tried).
     fn assign(
         &self,
         layout: &Layout,
+        extra: usize,
         datagram: &[u8],
-    ) -> Result<[usize; layout::MAX_SLOTS], ParseError> {
-        let minimum = layout.minimum_pieces();
-        let got = self.pieces.len();
-        if got < minimum {
-            return Err(ParseError::TooFewFields {
-                expected: minimum,
-                got,
-            });
-        }
-        let extra = got - minimum;
-        if extra > 0 && layout.free_priority.is_empty() {
-            return Err(ParseError::TooManyFields {
-                expected: minimum,
-                got,
-            });
-        }
-        if extra == 0 {
-            let widths = layout.base_widths();
-            layout.check_required(&widths, &self.pieces, datagram)?;
-            return Ok(widths);
-        }
+    ) -> (
+        Option<[usize; layout::MAX_SLOTS]>,
+        Option<[usize; layout::MAX_SLOTS]>,
+    ) {
         let mut first_candidate = None;
         let mut found: Option<[usize; layout::MAX_SLOTS]> = None;
         layout.candidates(extra, |widths| {
@@ -350,11 +405,7 @@ impl Parser {
                 }
             }
         });
-        let widths = found
-            .or(first_candidate)
-            .unwrap_or_else(|| layout.base_widths());
-        layout.check_required(&widths, &self.pieces, datagram)?;
-        Ok(widths)
+        (found, first_candidate)
     }
 
     /// Fills one fixed or free slot from pieces `first..=last`.
@@ -407,6 +458,10 @@ impl Parser {
                     let valid = field.kind() == FieldKind::GuidOrText;
                     self.value(event, field, input, start, end, valid);
                 }
+            }
+            FieldKind::Timestamp => {
+                let valid = value::timestamp(bytes).is_some();
+                self.value(event, field, input, start, end, valid);
             }
             FieldKind::Integer | FieldKind::Decimal => {
                 let integer = field.kind() == FieldKind::Integer;

@@ -120,14 +120,69 @@ fn scheduler_log_app_name_with_a_semicolon_is_recovered_by_shape() {
 }
 
 #[test]
-fn task_without_a_guid_task_id_is_rejected() {
-    let err = parse(b"/scheduler-reload-failed/;h;T;A;LAB\\u;nope;;2021-02-16 09:24:59,099;INFO;14a81bf5-f81c-4047-b1a1-193b0920de28;m").unwrap_err();
+fn a_task_with_the_exact_field_count_keeps_an_id_that_is_no_guid() {
+    let event = parse(b"/scheduler-reload-failed/;h;T;A;LAB\\u;nope;;2021-02-16 09:24:59,099;INFO;14a81bf5-f81c-4047-b1a1-193b0920de28;m").unwrap();
+    assert_eq!(event.get(Field::TaskId), None);
+    assert_eq!(event.raw(Field::TaskId), Some("nope"));
+    assert_eq!(
+        event.malformed_fields().collect::<Vec<_>>(),
+        [Field::TaskId]
+    );
+    assert_eq!(event.message(), Some("m"));
+    let value = json(&event);
+    assert_eq!(value["malformed_fields"], serde_json::json!(["task_id"]));
+}
+
+#[test]
+fn a_task_with_extra_semicolons_and_no_guid_task_id_is_rejected() {
+    let err = parse(b"/scheduler-reload-failed/;h;T;A;LAB\\u;nope;;2021-02-16 09:24:59,099;INFO;14a81bf5-f81c-4047-b1a1-193b0920de28;m;n").unwrap_err();
     assert_eq!(
         err,
         ParseError::BadGuid {
             field: Field::TaskId
         }
     );
+}
+
+#[test]
+fn qix_perf_layouts_are_told_apart_by_count_and_shape() {
+    let current = parse(b"/qseow-qix-perf/;1;20240519T143005.221+0200;2024-05-19 14:30:05,221;INFO;h;Q;LAB\\svc;0;LAB;u;2024-05-19T14:30:05.220+02:00;0;e7af59a0-c243-480d-9571-08727551a66f;1;M;1.0;1.0;0;0;0;7;o;1;2;t").unwrap();
+    assert_eq!(current.layout, crate::event::LayoutName::QixPerf);
+    // The older layout, 25 fields, with a `;` in AnyException: 26 pieces,
+    // as many as the current layout has, but EngineTimestamp would be "M".
+    let legacy = parse(b"/qseow-qix-perf/;1;20240519T143005.221+0200;2024-05-19 14:30:05,221;INFO;h;Q;0;LAB;u;0;M;1;;Ex: a; b;1.0;1.0;0;0;0;e7af59a0-c243-480d-9571-08727551a66f;o;1;2;t").unwrap();
+    assert_eq!(legacy.layout, crate::event::LayoutName::QixPerfLegacy);
+    assert_eq!(legacy.get(Field::AnyException), Some("Ex: a; b"));
+    assert_eq!(legacy.get(Field::Method), Some("M"));
+    assert_eq!(legacy.malformed_fields().count(), 0);
+    // Neither fits 27 pieces; only the current layout may be guessed, and it
+    // has no free text.
+    let err = parse(
+        b"/qseow-qix-perf/;1;2;3;4;5;6;7;8;9;10;11;12;13;14;15;16;17;18;19;20;21;22;23;24;25;26",
+    )
+    .unwrap_err();
+    assert_eq!(
+        err,
+        ParseError::TooManyFields {
+            expected: 26,
+            got: 27
+        }
+    );
+}
+
+#[test]
+fn a_datagram_of_separators_is_rejected() {
+    for datagram in [
+        &b"/qseow-engine/;;;;;;;;;;;;;;;;;;"[..],
+        b"/scheduler-reload-failed/;;;;;;;;;;",
+        b"/qseow-proxy-session/;;;;;;;",
+        b"/qseow-qix-perf/;;;;;;;;;;;;;;;;;;;;;;;;;",
+    ] {
+        assert_eq!(parse(datagram).unwrap_err(), ParseError::EmptyFields);
+    }
+    // A host, or a message, is enough to keep the event.
+    assert!(parse(b"/qseow-engine/;;;;;h;;;;;;;;;;;;;").is_ok());
+    assert!(parse(b"/scheduler-reload-failed/;;;;;;;;;;Max retries reached").is_ok());
 }
 
 #[test]
@@ -189,7 +244,9 @@ fn without_a_zone_local_time_falls_back_to_receive_time() {
 fn bad_compact_timestamp_falls_back_to_receive_time() {
     let event = parse(b"/qseow-engine/;1;yesterday;;ERROR;h;S;U;m;;;;;;;;;;").unwrap();
     assert_eq!(event.time_source, TimeSource::Received);
-    assert_eq!(event.get(Field::TsIso), Some("yesterday"));
+    assert_eq!(event.get(Field::TsIso), None);
+    assert_eq!(event.raw(Field::TsIso), Some("yesterday"));
+    assert_eq!(event.malformed_fields().collect::<Vec<_>>(), [Field::TsIso]);
 }
 
 #[test]

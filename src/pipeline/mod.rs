@@ -37,7 +37,8 @@ use crate::flood::{FloodLog, Tally, Unused};
 use crate::ingest::allowlist::{AllowEntry, Resolution, SharedAllowlist, resolve};
 use crate::ingest::{self, Batch, BindError};
 use crate::metrics::{
-    ALLOWLIST_ENTRIES, ALLOWLIST_UNRESOLVED, EventCounters, HostLabels, WorkerMetrics,
+    ALLOWLIST_ENTRIES, ALLOWLIST_UNRESOLVED, EventCounters, HostLabels, MalformedFields,
+    WorkerMetrics,
 };
 use crate::parse::Parser;
 use crate::route::{Enricher, Matcher, Verdict};
@@ -556,6 +557,7 @@ fn work(
     // across workers without a shared counter.
     let mut sequence = index as u64;
     let mut event_counters = EventCounters::new(shared.hosts.clone());
+    let mut malformed = MalformedFields::default();
     let mut routing = Current::new(shared.routing.clone());
     // Per route: whether this batch pushed to it, and its staged events. They
     // follow the routes: a reload may add, remove and reorder them.
@@ -578,6 +580,7 @@ fn work(
             match parser.parse(&datagram.bytes, datagram.peer, batch.received_at) {
                 Ok(mut event) => {
                     shared.metrics.event(event.event_type);
+                    malformed.count(&event);
                     event.sequence = sequence;
                     sequence += workers as u64;
                     event_counters.count(&event);

@@ -12,7 +12,7 @@ fn fixtures_arrive_exactly_as_expected() {
         .into_iter()
         .filter(|f| f.error().is_none())
         .collect();
-    assert_eq!(good.len(), 27, "parseable fixtures");
+    assert_eq!(good.len(), 34, "parseable fixtures");
 
     // One socket per fixture, all open at once, so each sender port names its fixture.
     let sockets: Vec<UdpSocket> = good
@@ -72,7 +72,32 @@ fn fixtures_arrive_exactly_as_expected() {
     }
     assert_eq!(seen.len(), good.len());
     assert_eq!(herald.metric("herald_parse_errors_total", &[]), 0.0);
-    assert_eq!(herald.metric("herald_parse_events_total", &[]), 27.0);
+    assert_eq!(herald.metric("herald_parse_events_total", &[]), 34.0);
+    // Every value kept as text for its shape is counted, by field.
+    let malformed: usize = good
+        .iter()
+        .filter_map(|f| f.expected.get("malformed_fields"))
+        .map(|fields| fields.as_array().map_or(0, Vec::len))
+        .sum();
+    assert_eq!(malformed, 10);
+    assert_eq!(
+        herald.metric("herald_parse_malformed_fields_total", &[]),
+        malformed as f64
+    );
+    assert_eq!(
+        herald.metric(
+            "herald_parse_malformed_fields_total",
+            &[("field", "task_id")]
+        ),
+        2.0
+    );
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e["layout"] == "qix-perf/legacy")
+            .count(),
+        2
+    );
     assert_eq!(
         herald.metric("herald_parse_events_total", &[("type", "task")]),
         events.iter().filter(|e| e["type"] == "task").count() as f64

@@ -10,8 +10,8 @@
 //!
 //! * `herald`: one measurement per event type (`log`, `qix_perf`, `session`,
 //!   `connection`, `task`, `engine_reload_failed`). Tags are only bounded values:
-//!   `source`, `host`, `level`, plus `subsystem` (log), `method`, `object_type` and
-//!   `activity` (qix_perf), `command` (session, connection), `outcome` (task),
+//!   `source`, `host`, `level`, plus `subsystem` (log), `method`, `object_type`,
+//!   `activity` and `layout` (qix_perf), `command` (session, connection), `outcome` (task),
 //!   categories and static tags. Everything else (messages, ids, names, numbers)
 //!   is a field.
 //! * `butler-sos`: Butler SOS's `log_event` and `user_events` and Butler's
@@ -109,6 +109,11 @@ fn write_herald(out: &mut Vec<u8>, event: &Event) {
     }
     if let Some(outcome) = event.outcome {
         tags.push(("outcome", outcome.as_str()));
+    }
+    // The one type with more than one layout: dashboards can tell the rows
+    // of older appender files (which have no handle or engine timestamp).
+    if event.event_type == EventType::QixPerf {
+        tags.push(("layout", event.layout.as_str()));
     }
     let tag_fields: &[Field] = match event.event_type {
         EventType::Log => &[Field::Subsystem],
@@ -366,7 +371,7 @@ mod tests {
     #[test]
     fn herald_schema_types_qix_perf_numbers() {
         let text = line("qix-perf", Schema::Herald, Api::V1);
-        assert!(text.starts_with("qix_perf,activity=user,host=pro2-win1,level=INFO,method=GenericObject::GetLayout,object_type=barchart,source=engine "), "{text}");
+        assert!(text.starts_with("qix_perf,activity=user,host=pro2-win1,layout=qix-perf,level=INFO,method=GenericObject::GetLayout,object_type=barchart,source=engine "), "{text}");
         assert!(text.contains("process_time=15.3,"), "{text}");
         assert!(text.contains("net_ram="), "{text}");
     }
