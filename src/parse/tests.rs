@@ -317,6 +317,157 @@ mod properties {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::event::Level;
+    use layout::{Layout, Slot, TAGS};
+
+    /// Every layout, with one of its tags.
+    static ALL_LAYOUTS: std::sync::LazyLock<Vec<(&'static str, &'static Layout)>> =
+        std::sync::LazyLock::new(|| {
+            let mut all: Vec<(&str, &Layout)> = Vec::new();
+            for (tag, layouts) in &TAGS {
+                for layout in *layouts {
+                    if !all.iter().any(|(_, seen)| std::ptr::eq(*seen, *layout)) {
+                        all.push((tag, layout));
+                    }
+                }
+            }
+            all
+        });
+
+    /// A datagram and the values it was built from.
+    struct Built {
+        datagram: String,
+        level: Option<Level>,
+        fields: Vec<(Field, String)>,
+    }
+
+    /// A small generator for the fixed values (their shapes are the point,
+    /// not their variety).
+    struct Values(u64);
+
+    impl Values {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        fn guid(&mut self) -> String {
+            let a = self.next();
+            let b = self.next();
+            format!(
+                "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
+                a >> 32,
+                (a >> 16) & 0xffff,
+                a & 0xfff,
+                b >> 52,
+                b & 0xffff_ffff_ffff
+            )
+        }
+
+        fn word(&mut self) -> String {
+            const WORDS: [&str; 6] = ["pro2-win1", "Engine", "GetLayout", "x7Yz", "hub", "LAB"];
+            WORDS[(self.next() % 6) as usize].to_string()
+        }
+
+        /// A value of `field`'s shape, never empty.
+        fn value(&mut self, field: Field) -> String {
+            match field {
+                Field::UserFull => format!("{}\\{}", self.word(), self.word()),
+                Field::TsIso => "20240519T120312.114+0200".into(),
+                Field::TsLocal => "2024-05-19 12:03:12,114".into(),
+                Field::EngineTs | Field::ServerStarted => "2024-05-19T12:03:12.113+02:00".into(),
+                _ => match field.kind() {
+                    FieldKind::Guid => self.guid(),
+                    FieldKind::GuidOrText if self.next() % 2 == 0 => "0".into(),
+                    FieldKind::GuidOrText => self.guid(),
+                    FieldKind::Integer => (self.next() % 100_000).to_string(),
+                    FieldKind::Decimal => format!("{}.{}", self.next() % 5000, self.next() % 10),
+                    FieldKind::Timestamp => "2024-05-19 12:03:12,114".into(),
+                    FieldKind::Text => self.word(),
+                },
+            }
+        }
+    }
+
+    /// The datagram of `layout` with generated fixed values and the `free`
+    /// texts in its free slots; `;` stay only in the chosen slot.
+    fn build(
+        tag: &str,
+        layout: &Layout,
+        free: &[String],
+        semicolons_in: usize,
+        seed: u64,
+    ) -> Built {
+        let mut values = Values(seed | 1);
+        // The slots that may hold extra `;` without doubt: the first to take
+        // them, and a task name.
+        let free_slots: Vec<usize> = layout
+            .free_priority
+            .iter()
+            .copied()
+            .filter(|&slot| {
+                slot == layout.free_priority[0] || layout.slots[slot] == Slot::Free(Field::TaskName)
+            })
+            .collect();
+        let chosen = free_slots
+            .get(semicolons_in % free_slots.len().max(1))
+            .copied();
+        let mut texts = free.iter();
+        let mut text_for = |slot: usize| {
+            let text = texts.next().cloned().unwrap_or_default();
+            if Some(slot) == chosen {
+                // Empty pieces next to a `;` could sit on either side of it.
+                let pieces: Vec<&str> = text
+                    .split(';')
+                    .map(str::trim)
+                    .filter(|piece| !piece.is_empty())
+                    .collect();
+                pieces.join(";")
+            } else {
+                text.replace(';', " ").trim().to_string()
+            }
+        };
+        let mut pieces = vec![tag.to_string()];
+        let mut level = None;
+        let mut fields = Vec::new();
+        for (index, slot) in layout.slots.iter().enumerate() {
+            match *slot {
+                Slot::Tag => {}
+                Slot::Level => {
+                    let levels = [Level::Info, Level::Warn, Level::Error];
+                    let picked = levels[(values.next() % 3) as usize];
+                    level = Some(picked);
+                    pieces.push(picked.as_str().to_string());
+                }
+                Slot::Fixed(field) | Slot::Required(field) => {
+                    let value = values.value(field);
+                    pieces.push(value.clone());
+                    fields.push((field, value));
+                }
+                Slot::Free(field) => {
+                    let text = text_for(index);
+                    pieces.push(text.clone());
+                    fields.push((field, text));
+                }
+                Slot::MessageException => {
+                    // The exception holds no `;` and starts like no .NET type.
+                    let message = text_for(index);
+                    let exception = text_for(usize::MAX).replace(';', " ");
+                    pieces.push(message.clone());
+                    pieces.push(exception.clone());
+                    fields.push((Field::Message, message));
+                    fields.push((Field::ExceptionMessage, exception));
+                }
+            }
+        }
+        Built {
+            datagram: pieces.join(";"),
+            level,
+            fields,
+        }
+    }
 
     proptest! {
         #[test]
@@ -334,6 +485,31 @@ mod properties {
                 let value: Value = serde_json::from_str(&event.to_json()).unwrap();
                 prop_assert!(value.is_object());
             }
+        }
+
+        /// A datagram built from a known layout, with arbitrary free text
+        /// (`;` included) in the one free slot the rules let hold extra `;`
+        /// without doubt (the first to take them, or a task name), parses
+        /// back to the layout and every value it was built from.
+        #[test]
+        fn a_datagram_built_from_a_layout_parses_back_to_its_fields(
+            which in 0..ALL_LAYOUTS.len(),
+            free in proptest::collection::vec("[a-zA-Z0-9 ';:]{0,24}", 3),
+            semicolons_in in 0..2usize,
+            seed in any::<u64>(),
+        ) {
+            let (tag, layout) = ALL_LAYOUTS[which];
+            let built = build(tag, layout, &free, semicolons_in, seed);
+            let event = parse(built.datagram.as_bytes())
+                .map_err(|err| TestCaseError::fail(format!("{err}: {}", built.datagram)))?;
+            prop_assert_eq!(event.layout, layout.name, "{}", &built.datagram);
+            prop_assert_eq!(event.tag(), tag);
+            prop_assert_eq!(event.level, built.level, "{}", &built.datagram);
+            for (field, value) in &built.fields {
+                let expected = (!value.is_empty()).then_some(value.as_str());
+                prop_assert_eq!(event.get(*field), expected, "{:?} in {}", field, &built.datagram);
+            }
+            prop_assert_eq!(event.malformed_fields().count(), 0, "{}", &built.datagram);
         }
 
         #[test]
