@@ -380,7 +380,7 @@ mod properties {
                 Field::EngineTs | Field::ServerStarted => "2024-05-19T12:03:12.113+02:00".into(),
                 _ => match field.kind() {
                     FieldKind::Guid => self.guid(),
-                    FieldKind::GuidOrText if self.next() % 2 == 0 => "0".into(),
+                    FieldKind::GuidOrText if self.next().is_multiple_of(2) => "0".into(),
                     FieldKind::GuidOrText => self.guid(),
                     FieldKind::Integer => (self.next() % 100_000).to_string(),
                     FieldKind::Decimal => format!("{}.{}", self.next() % 5000, self.next() % 10),
