@@ -246,6 +246,7 @@ impl Parser {
             mirrored: clean.is_some(),
         };
 
+        let mut times = Times::default();
         let mut piece = 0;
         for (slot, &width) in layout.slots.iter().zip(widths.iter()) {
             let (first, last) = (piece, piece + width - 1);
@@ -262,7 +263,7 @@ impl Parser {
                         last,
                     );
                 }
-                _ => self.slot(&mut event, *slot, &input, first, last),
+                _ => self.slot(&mut event, &mut times, *slot, &input, first, last),
             }
         }
         if let Some(outcome) = layout.outcome {
@@ -270,7 +271,7 @@ impl Parser {
         }
         derive_user_fields(&mut event);
         layout.derive(&mut event);
-        self.stamp(&mut event);
+        self.stamp(&mut event, times);
         Ok(event.build())
     }
 
@@ -326,8 +327,12 @@ impl Parser {
         let exact = |layout: &Layout| layout.minimum_pieces() == got;
         let absorbs =
             |layout: &Layout| got > layout.minimum_pieces() && !layout.free_priority.is_empty();
+        // With one layout, an exact count is that layout whatever the shapes
+        // (step 3), so the shape check is only for tags with several.
         if let Some(layout) = layouts.iter().find(|layout| {
-            exact(layout) && layout.fits(&layout.base_widths(), &self.pieces, datagram)
+            exact(layout)
+                && (layouts.len() == 1
+                    || layout.fits(&layout.base_widths(), &self.pieces, datagram))
         }) {
             return Ok((layout, layout.base_widths()));
         }
@@ -409,7 +414,15 @@ impl Parser {
     }
 
     /// Fills one fixed or free slot from pieces `first..=last`.
-    fn slot(&self, event: &mut EventBuilder, slot: Slot, input: &Input, first: usize, last: usize) {
+    fn slot(
+        &self,
+        event: &mut EventBuilder,
+        times: &mut Times,
+        slot: Slot,
+        input: &Input,
+        first: usize,
+        last: usize,
+    ) {
         let (start, end) = (self.pieces[first].0, self.pieces[last].1);
         let bytes = &input.bytes[start..end];
         match slot {
@@ -428,17 +441,19 @@ impl Parser {
                 }
             }
             Slot::Fixed(field) | Slot::Required(field) => {
-                self.field(event, field, input, start, end);
+                self.field(event, times, field, input, start, end);
             }
             Slot::Free(field) => self.text(event, field, input, first, last),
             Slot::MessageException => unreachable!("handled by the caller"),
         }
     }
 
-    /// Stores a typed field from datagram bytes `start..end`, checking its kind.
+    /// Stores a typed field from datagram bytes `start..end`, checking its kind
+    /// (a timestamp read on the way is kept in `times`).
     fn field(
         &self,
         event: &mut EventBuilder,
+        times: &mut Times,
         field: Field,
         input: &Input,
         start: usize,
@@ -460,8 +475,12 @@ impl Parser {
                 }
             }
             FieldKind::Timestamp => {
-                let valid = value::timestamp(bytes).is_some();
-                self.value(event, field, input, start, end, valid);
+                let read = value::timestamp(bytes);
+                match field {
+                    Field::TsIso => times.iso = read,
+                    _ => times.local = read,
+                }
+                self.value(event, field, input, start, end, read.is_some());
             }
             FieldKind::Integer | FieldKind::Decimal => {
                 let integer = field.kind() == FieldKind::Integer;
@@ -571,19 +590,11 @@ impl Parser {
         }
     }
 
-    /// Sets `time` from the best timestamp the event has.
-    fn stamp(&self, event: &mut EventBuilder) {
-        let read = |field| {
-            event
-                .get(field)
-                .and_then(|text| value::timestamp(text.as_bytes()))
-        };
-        let iso = read(Field::TsIso);
-        // %date is only needed when %longIso8601date is missing or has no offset.
-        let local = match iso {
-            Some(ts) if ts.offset.is_some() => None,
-            _ => read(Field::TsLocal),
-        };
+    /// Sets `time` from the best timestamp the event has: `%longIso8601date`
+    /// with its offset, else `%date` with one, else either read in the
+    /// sender's zone.
+    fn stamp(&self, event: &mut EventBuilder, times: Times) {
+        let Times { iso, local } = times;
         for ts in [iso, local].into_iter().flatten() {
             if let Some(offset) = ts.offset
                 && let Some(instant) = ts.instant()
@@ -614,6 +625,15 @@ impl Parser {
         })
         .or(self.default_zone.as_ref())
     }
+}
+
+/// The timestamps read while storing an event's fields, for its `time`.
+#[derive(Debug, Default, Clone, Copy)]
+struct Times {
+    /// `%longIso8601date`, when it is a timestamp.
+    iso: Option<value::SenseTimestamp>,
+    /// `%date`, when it is a timestamp.
+    local: Option<value::SenseTimestamp>,
 }
 
 /// The datagram being parsed, and how its values reach the event's text.
