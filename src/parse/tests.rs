@@ -6,6 +6,7 @@ use std::path::Path;
 use serde_json::Value;
 
 use super::*;
+use crate::event::{FieldKind, TimeSource};
 
 fn parse(datagram: &[u8]) -> Result<Event, ParseError> {
     Parser::new(&ParseConfig::default()).unwrap().parse(
