@@ -48,11 +48,8 @@ impl Parser {
         };
 
         let mut times = Times::default();
-        let mut piece = 0;
-        for (slot, &width) in layout.slots.iter().zip(widths.iter()) {
-            let (first, last) = (piece, piece + width - 1);
-            piece += width;
-            match *slot {
+        for (slot, first, last) in layout.slot_pieces(widths) {
+            match slot {
                 Slot::MessageException => {
                     let split = exception_start(datagram, &self.pieces[first..=last]);
                     self.text(&mut event, Field::Message, &input, first, first + split - 1);
@@ -64,7 +61,7 @@ impl Parser {
                         last,
                     );
                 }
-                _ => self.slot(&mut event, &mut times, *slot, &input, first, last),
+                _ => self.slot(&mut event, &mut times, slot, &input, first, last),
             }
         }
         if let Some(outcome) = layout.outcome {
@@ -301,13 +298,11 @@ impl Layout {
             EventType::Session | EventType::Connection => value::GUID_LEN,
             _ => 0,
         };
-        let mut piece = 0;
-        for (slot, &width) in self.slots.iter().zip(widths) {
+        for (slot, first, _) in self.slot_pieces(widths) {
             if let Slot::Fixed(F::UserDirectory | F::UserId) = slot {
-                let (start, end) = pieces[piece];
+                let (start, end) = pieces[first];
                 bytes += end - start + 1;
             }
-            piece += width;
         }
         bytes
     }

@@ -179,12 +179,10 @@ impl Layout {
         pieces: &[(usize, usize)],
         datagram: &[u8],
     ) -> bool {
-        let mut piece = 0;
-        for (slot, &width) in self.slots.iter().zip(widths) {
-            let (start, end) = pieces[piece];
-            piece += width;
+        for (slot, first, _) in self.slot_pieces(widths) {
+            let (start, end) = pieces[first];
             let bytes = &datagram[start..end];
-            let fits = match *slot {
+            let fits = match slot {
                 Slot::Required(_) => value::is_guid(bytes),
                 Slot::Fixed(field) => fixed_shape_fits(field, bytes),
                 Slot::Level => {
@@ -208,12 +206,10 @@ impl Layout {
         pieces: &[(usize, usize)],
         datagram: &[u8],
     ) -> bool {
-        let mut piece = 0;
-        for (slot, &width) in self.slots.iter().zip(widths) {
-            let (start, end) = (pieces[piece].0, pieces[piece + width - 1].1);
-            piece += width;
+        for (slot, first, last) in self.slot_pieces(widths) {
+            let (start, end) = (pieces[first].0, pieces[last].1);
             let holds_text = matches!(
-                *slot,
+                slot,
                 Slot::Fixed(F::Host) | Slot::Free(F::Message) | Slot::MessageException
             );
             if holds_text && !value::is_absent(&datagram[start..end]) {
@@ -265,11 +261,9 @@ impl Layout {
         if !self.has_required {
             return Ok(());
         }
-        let mut piece = 0;
-        for (slot, &width) in self.slots.iter().zip(widths) {
-            let (start, end) = pieces[piece];
-            piece += width;
-            if let Slot::Required(field) = *slot
+        for (slot, first, _) in self.slot_pieces(widths) {
+            let (start, end) = pieces[first];
+            if let Slot::Required(field) = slot
                 && !value::is_guid(&datagram[start..end])
             {
                 return Err(ParseError::BadGuid { field });

@@ -308,6 +308,22 @@ impl Layout {
     pub fn base_widths(&self) -> [usize; MAX_SLOTS] {
         self.base_widths
     }
+
+    /// Each slot with the first and last of the pieces it takes under
+    /// `widths`: the one way every step walks a datagram's slots.
+    pub(super) fn slot_pieces<'a>(
+        &'a self,
+        widths: &'a [usize; MAX_SLOTS],
+    ) -> impl Iterator<Item = (Slot, usize, usize)> + 'a {
+        self.slots
+            .iter()
+            .zip(widths)
+            .scan(0, |piece, (&slot, &width)| {
+                let first = *piece;
+                *piece += width;
+                Some((slot, first, first + width - 1))
+            })
+    }
 }
 
 #[cfg(test)]

@@ -10,18 +10,24 @@ use std::path::Path;
 
 use crate::harness::repo_root;
 
+/// The lines of a Markdown text outside its fenced code blocks.
+fn prose(text: &str) -> impl Iterator<Item = &str> {
+    text.lines()
+        .scan(false, |fenced, line| {
+            if line.starts_with("```") {
+                *fenced = !*fenced;
+                return Some(None);
+            }
+            Some((!*fenced).then_some(line))
+        })
+        .flatten()
+}
+
 /// The anchor GitHub gives a heading: lower case, punctuation dropped (but
 /// `-` and `_`), spaces as `-`; repeated headings get `-1`, `-2`, ...
 fn anchors(text: &str) -> HashSet<String> {
     let mut seen = HashSet::new();
-    let mut fenced = false;
-    for line in text.lines() {
-        if line.starts_with("```") {
-            fenced = !fenced;
-        }
-        if fenced {
-            continue;
-        }
+    for line in prose(text) {
         let Some(title) = line.trim_start_matches('#').strip_prefix(' ') else {
             continue;
         };
@@ -49,14 +55,7 @@ fn anchors(text: &str) -> HashSet<String> {
 /// Every `](target)` of a Markdown text, outside code blocks.
 fn links(text: &str) -> Vec<String> {
     let mut out = Vec::new();
-    let mut fenced = false;
-    for line in text.lines() {
-        if line.starts_with("```") {
-            fenced = !fenced;
-        }
-        if fenced {
-            continue;
-        }
+    for line in prose(text) {
         let mut rest = line;
         while let Some(at) = rest.find("](") {
             rest = &rest[at + 2..];

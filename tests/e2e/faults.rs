@@ -126,7 +126,7 @@ fn kill_9_with_events_in_the_disk_buffer_loses_nothing_after_a_restart() {
     herald.signal(libc::SIGKILL);
     herald.wait_exit();
 
-    let herald = herald.restart(&config);
+    let mut herald = herald.restart(&config);
     assert!(
         herald.stderr().contains("resuming from the disk buffer"),
         "{}",
@@ -137,6 +137,10 @@ fn kill_9_with_events_in_the_disk_buffer_loses_nothing_after_a_restart() {
     wait_stored(&influxd, 3000, Duration::from_secs(60));
     let (distinct, total) = stored(&influxd);
     assert_eq!(distinct, 3000);
+    // InfluxDB stores a batch before herald hears back and counts it.
+    herald.wait_for("every stored event counted as delivered", |h| {
+        h.metric("herald_sink_events_delivered_total", &[("sink", "grafana")]) >= 3000.0
+    });
     // InfluxDB keeps one point per series and time, so a re-sent batch shows
     // in herald's count of deliveries, not in the points.
     let delivered = herald.metric("herald_sink_events_delivered_total", &[("sink", "grafana")]);

@@ -91,6 +91,13 @@ fn fixtures_arrive_exactly_as_expected() {
         ),
         2.0
     );
+    let text = herald.metrics_text();
+    for line in [
+        "# HELP herald_parse_malformed_fields_total ",
+        "# TYPE herald_parse_malformed_fields_total counter",
+    ] {
+        assert!(text.contains(line), "{line}");
+    }
     assert_eq!(
         events
             .iter()

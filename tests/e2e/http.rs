@@ -2,8 +2,13 @@ use serde_json::Value;
 
 use crate::harness::{ConfigBuilder, Herald, fixture, metric_names, sample_datagrams, send};
 
+/// Metrics whose series appear with the first thing they count (their labels
+/// are not known up front); `fixtures::fixtures_arrive_exactly_as_expected`
+/// checks this one.
+const REGISTERED_WHEN_COUNTED: [&str; 1] = ["herald_parse_malformed_fields_total"];
+
 /// Every name declared in src/metrics.rs.
-const METRICS: [&str; 29] = [
+const METRICS: [&str; 30] = [
     "herald_ingest_datagrams_total",
     "herald_ingest_rejected_total",
     "herald_ingest_kernel_drops_total",
@@ -12,6 +17,7 @@ const METRICS: [&str; 29] = [
     "herald_allowlist_unresolved_hosts",
     "herald_parse_events_total",
     "herald_parse_errors_total",
+    "herald_parse_malformed_fields_total",
     "herald_pipeline_dropped_total",
     "herald_route_unrouted_total",
     "herald_events_total",
@@ -73,6 +79,9 @@ fn metrics_endpoint_exposes_every_counter() {
     let text = herald.metrics_text();
     assert_every_metric_is_listed(&text);
     for name in METRICS {
+        if REGISTERED_WHEN_COUNTED.contains(&name) {
+            continue;
+        }
         assert!(
             text.contains(&format!("# TYPE {name} ")),
             "{name} has no TYPE line"
@@ -238,6 +247,7 @@ fn assert_every_metric_is_listed(text: &str) {
     let missing: Vec<&str> = METRICS
         .iter()
         .copied()
+        .filter(|m| !REGISTERED_WHEN_COUNTED.contains(m))
         .filter(|m| !names.iter().any(|n| n == m || *n == format!("{m}_count")))
         .collect();
     assert!(

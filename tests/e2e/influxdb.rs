@@ -166,6 +166,7 @@ fn every_family_lands_in_influxdb_with_event_time_in_the_herald_schema() {
                     "method",
                     "object_type",
                     "activity",
+                    "layout",
                     "command",
                     "outcome"
                 ]
