@@ -16,6 +16,7 @@ use crate::event::{
     Event, EventBuilder, EventTime, EventType, Field, FieldKind, Level, TimeSource,
 };
 
+use super::choose::{Chosen, Times};
 use super::layout::{Layout, MAX_SLOTS, Slot};
 use super::{Parser, value};
 
@@ -23,15 +24,15 @@ use Field as F;
 
 impl Parser {
     /// Builds the event of `datagram` (without its trailing newline), read
-    /// with `layout` split as `widths` (pieces in `self.pieces`).
+    /// with the `chosen` layout and split (pieces in `self.pieces`).
     pub(super) fn build(
         &self,
         datagram: &[u8],
-        layout: &Layout,
-        widths: &[usize; MAX_SLOTS],
+        chosen: &Chosen,
         sender: SocketAddr,
         received_at: Timestamp,
     ) -> Event {
+        let (layout, widths) = (chosen.layout, &chosen.widths);
         // The event's one allocation: room for the datagram's text plus whatever
         // derived fields append, so the buffer never grows (unless cleaning
         // invalid UTF-8 makes the text longer).
@@ -45,9 +46,12 @@ impl Parser {
         let input = Input {
             bytes: datagram,
             mirrored: clean.is_some(),
+            proven: chosen.proven,
+            times_read: chosen.times.is_some(),
         };
 
-        let mut times = Times::default();
+        // Timestamps the layout choice read already, or none yet.
+        let mut times = chosen.times.unwrap_or_default();
         for (slot, first, last) in layout.slot_pieces(widths) {
             match slot {
                 Slot::MessageException => {
@@ -126,7 +130,8 @@ impl Parser {
         match field.kind() {
             FieldKind::Text => self.value(event, field, input, start, end, true),
             FieldKind::Guid | FieldKind::GuidOrText => {
-                if value::is_guid(bytes) {
+                let proven = input.proven && field.kind() == FieldKind::Guid;
+                if proven || value::is_guid(bytes) {
                     let (start, end) = self.put_lowercase(event, input, start, end);
                     event.commit_range(field, start, end, true);
                 } else {
@@ -135,17 +140,20 @@ impl Parser {
                 }
             }
             FieldKind::Timestamp => {
-                let read = value::timestamp(bytes);
-                match field {
-                    Field::TsIso => times.iso = read,
-                    _ => times.local = read,
+                let slot = match field {
+                    Field::TsIso => &mut times.iso,
+                    _ => &mut times.local,
+                };
+                if !input.times_read {
+                    *slot = value::timestamp(bytes);
                 }
-                self.value(event, field, input, start, end, read.is_some());
+                let valid = slot.is_some();
+                self.value(event, field, input, start, end, valid);
             }
             FieldKind::Integer | FieldKind::Decimal => {
                 let integer = field.kind() == FieldKind::Integer;
                 let trimmed = bytes.trim_ascii();
-                if value::is_json_number(trimmed, integer) {
+                if input.proven || value::is_json_number(trimmed, integer) {
                     let lead = bytes.len() - bytes.trim_ascii_start().len();
                     let number_start = start + lead;
                     // A JSON number is ASCII; lower-casing only touches an `E`.
@@ -330,15 +338,6 @@ impl Layout {
     }
 }
 
-/// The timestamps read while storing an event's fields, for its `time`.
-#[derive(Debug, Default, Clone, Copy)]
-struct Times {
-    /// `%longIso8601date`, when it is a timestamp.
-    iso: Option<value::SenseTimestamp>,
-    /// `%date`, when it is a timestamp.
-    local: Option<value::SenseTimestamp>,
-}
-
 /// The datagram being parsed, and how its values reach the event's text.
 struct Input<'a> {
     /// The datagram, without its trailing newline.
@@ -347,6 +346,12 @@ struct Input<'a> {
     /// text first, so that its byte offsets are the text's and a value is stored
     /// by pointing at it. Otherwise each value is cleaned and appended.
     mirrored: bool,
+    /// Whether choosing the layout checked every fixed field's shape: then
+    /// numbers and GUIDs are known good and not checked again.
+    proven: bool,
+    /// Whether choosing the layout read the timestamps (they are in the
+    /// `Times` it handed over).
+    times_read: bool,
 }
 
 /// Where the exception starts within a message+exception group of pieces

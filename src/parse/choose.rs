@@ -18,6 +18,41 @@ use Field as F;
 /// Candidate assignments tried before giving up on shape checks.
 const MAX_CANDIDATES: usize = 600;
 
+/// An event's timestamps, for its `time`: read when its layout is chosen
+/// (when that checks the shapes) or while its fields are stored.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Times {
+    /// `%longIso8601date`, when it is a timestamp.
+    pub(super) iso: Option<value::SenseTimestamp>,
+    /// `%date`, when it is a timestamp.
+    pub(super) local: Option<value::SenseTimestamp>,
+}
+
+/// The layout a datagram was found to be, and its split.
+#[derive(Debug)]
+pub(super) struct Chosen {
+    /// The layout.
+    pub(super) layout: &'static Layout,
+    /// How many pieces each of its slots takes.
+    pub(super) widths: [usize; MAX_SLOTS],
+    /// Whether every fixed field's shape was checked on the way (so building
+    /// the event need not check numbers and GUIDs again).
+    pub(super) proven: bool,
+    /// The timestamps read on the way, when they were.
+    pub(super) times: Option<Times>,
+}
+
+impl Chosen {
+    fn new(layout: &'static Layout, widths: [usize; MAX_SLOTS], proven: bool) -> Chosen {
+        Chosen {
+            layout,
+            widths,
+            proven,
+            times: None,
+        }
+    }
+}
+
 impl Parser {
     /// Picks the layout of a tag's `layouts` (the current one first) that the
     /// datagram proves, and how many pieces each of its slots takes:
@@ -39,25 +74,33 @@ impl Parser {
         &self,
         layouts: &'static [&'static Layout],
         datagram: &[u8],
-    ) -> Result<(&'static Layout, [usize; MAX_SLOTS]), ParseError> {
+    ) -> Result<Chosen, ParseError> {
         let got = self.pieces.len();
         let exact = |layout: &Layout| layout.minimum_pieces() == got;
         let absorbs =
             |layout: &Layout| got > layout.minimum_pieces() && !layout.free_priority.is_empty();
         // With one layout, an exact count is that layout whatever the shapes
         // (step 3), so the shape check is only for tags with several.
+        let checked = layouts.len() > 1;
+        let mut times = Times::default();
         if let Some(layout) = layouts.iter().find(|layout| {
             exact(layout)
-                && (layouts.len() == 1
-                    || layout.fits(&layout.base_widths(), &self.pieces, datagram))
+                && (!checked || {
+                    times = Times::default();
+                    layout.fits(&layout.base_widths(), &self.pieces, datagram, &mut times)
+                })
         }) {
-            return Ok((layout, layout.base_widths()));
+            let mut chosen = Chosen::new(layout, layout.base_widths(), checked);
+            if checked {
+                chosen.times = Some(times);
+            }
+            return Ok(chosen);
         }
         let mut likeliest = None;
         for layout in layouts.iter().filter(|layout| absorbs(layout)) {
             let (fitting, first) = self.assign(layout, got - layout.minimum_pieces(), datagram);
             if let Some(widths) = fitting {
-                return Ok((layout, widths));
+                return Ok(Chosen::new(layout, widths, true));
             }
             // Only the current layout is taken on a guess; another must be
             // proven by the shapes.
@@ -68,11 +111,11 @@ impl Parser {
             }
         }
         if let Some(layout) = layouts.iter().find(|layout| exact(layout)) {
-            return Ok((layout, layout.base_widths()));
+            return Ok(Chosen::new(layout, layout.base_widths(), false));
         }
         if let Some((layout, widths)) = likeliest {
             layout.check_required(&widths, &self.pieces, datagram)?;
-            return Ok((layout, widths));
+            return Ok(Chosen::new(layout, widths, false));
         }
         let minimum = layouts[0].minimum_pieces();
         Err(if got < minimum {
@@ -101,7 +144,7 @@ impl Parser {
         let mut found: Option<[usize; MAX_SLOTS]> = None;
         layout.candidates(extra, |widths| {
             first_candidate.get_or_insert(*widths);
-            if !layout.fits(widths, &self.pieces, datagram) {
+            if !layout.fits(widths, &self.pieces, datagram, &mut Times::default()) {
                 return false;
             }
             match found {
@@ -172,18 +215,31 @@ impl Layout {
         }
     }
 
-    /// Whether every fixed slot has its expected shape under `widths`.
+    /// Whether every fixed slot has its expected shape under `widths`; the
+    /// timestamps it reads on the way go to `times`.
     fn fits(
         &self,
         widths: &[usize; MAX_SLOTS],
         pieces: &[(usize, usize)],
         datagram: &[u8],
+        times: &mut Times,
     ) -> bool {
         for (slot, first, _) in self.slot_pieces(widths) {
             let (start, end) = pieces[first];
             let bytes = &datagram[start..end];
             let fits = match slot {
                 Slot::Required(_) => value::is_guid(bytes),
+                Slot::Fixed(field @ (F::TsIso | F::TsLocal)) => {
+                    let read = (!value::is_absent(bytes))
+                        .then(|| value::timestamp(bytes))
+                        .flatten();
+                    if field == F::TsIso {
+                        times.iso = read;
+                    } else {
+                        times.local = read;
+                    }
+                    read.is_some() || value::is_absent(bytes)
+                }
                 Slot::Fixed(field) => fixed_shape_fits(field, bytes),
                 Slot::Level => {
                     value::is_absent(bytes)

@@ -224,11 +224,14 @@ impl Parser {
         received_at: Timestamp,
     ) -> Result<Event, ParseError> {
         let (datagram, layouts) = grammar::read(datagram, &mut self.pieces)?;
-        let (layout, widths) = self.choose(layouts, datagram)?;
-        if layout.is_empty(&widths, &self.pieces, datagram) {
+        let chosen = self.choose(layouts, datagram)?;
+        if chosen
+            .layout
+            .is_empty(&chosen.widths, &self.pieces, datagram)
+        {
             return Err(ParseError::EmptyFields);
         }
-        Ok(self.build(datagram, layout, &widths, sender, received_at))
+        Ok(self.build(datagram, &chosen, sender, received_at))
     }
 }
 
