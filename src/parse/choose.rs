@@ -6,7 +6,9 @@
 //! free-text fields (message, exception, task and app names); the candidates are
 //! tried in a fixed priority order and the first under which every fixed field
 //! has its expected shape is kept (GUIDs stay GUIDs, timestamps stay
-//! timestamps). See `docs/WIRE.md` for the rules. Pure: no I/O, no allocation.
+//! timestamps), preferring, among splits of a task and app name, one where the
+//! task name ends with the app name. See `docs/WIRE.md` for the rules and the
+//! order in which a tag's layouts are tried. Pure: no I/O, no allocation.
 
 use crate::event::{Field, FieldKind};
 
@@ -61,13 +63,13 @@ impl Parser {
     ///    shapes;
     /// 2. one whose free text takes the extra pieces with every fixed field
     ///    in shape;
-    /// 3. one whose field count is exact: there is no doubt where each value
-    ///    goes, so values of the wrong shape are kept as text and the event is
-    ///    marked (`malformed_fields`), never rejected;
+    /// 3. the current layout, when its field count is exact: there is no doubt
+    ///    where each value goes, so values of the wrong shape are kept as text
+    ///    and the event is marked (`malformed_fields`), never rejected;
     /// 4. the current layout, when its free text can take the extra pieces,
-    ///    split the likeliest way, unless a task or execution id is then no
-    ///    GUID: with extra `;` and ids out of shape, where each value belongs
-    ///    is a guess, and an alert must not go out with the wrong task.
+    ///    split the likeliest way under which the task and execution ids are
+    ///    GUIDs; when no split makes them GUIDs, where each value belongs is a
+    ///    guess, and an alert must not go out with the wrong task: rejected.
     ///
     /// Otherwise the error is the current layout's.
     pub(super) fn choose(
@@ -110,8 +112,12 @@ impl Parser {
                 likeliest = Some((*layout, widths));
             }
         }
-        if let Some(layout) = layouts.iter().find(|layout| exact(layout)) {
-            return Ok(Chosen::new(layout, layout.base_widths(), false));
+        // Read leniently, with values out of shape kept as text: only the
+        // current layout. Another with the same count but shapes that do not
+        // fit is no evidence (a current row missing a field is not an older
+        // row).
+        if exact(layouts[0]) {
+            return Ok(Chosen::new(layouts[0], layouts[0].base_widths(), false));
         }
         if let Some((layout, widths)) = likeliest {
             layout.check_required(&widths, &self.pieces, datagram)?;
@@ -133,7 +139,8 @@ impl Parser {
 
     /// How `layout`'s free text takes `extra` more pieces than the layout has
     /// slots: the split under which every fixed field has its shape, if any,
-    /// and the likeliest split (the first tried).
+    /// and the likeliest split (the first tried under which the required ids
+    /// are GUIDs, else the first tried).
     fn assign(
         &self,
         layout: &Layout,
@@ -141,9 +148,18 @@ impl Parser {
         datagram: &[u8],
     ) -> (Option<[usize; MAX_SLOTS]>, Option<[usize; MAX_SLOTS]>) {
         let mut first_candidate = None;
+        let mut ids_are_guids = None;
         let mut found: Option<[usize; MAX_SLOTS]> = None;
         layout.candidates(extra, |widths| {
             first_candidate.get_or_insert(*widths);
+            if ids_are_guids.is_none()
+                && layout.has_required
+                && layout
+                    .check_required(widths, &self.pieces, datagram)
+                    .is_ok()
+            {
+                ids_are_guids = Some(*widths);
+            }
             if !layout.fits(widths, &self.pieces, datagram, &mut Times::default()) {
                 return false;
             }
@@ -167,7 +183,7 @@ impl Parser {
                 }
             }
         });
-        (found, first_candidate)
+        (found, ids_are_guids.or(first_candidate))
     }
 }
 
@@ -256,19 +272,26 @@ impl Layout {
 
     /// Whether, under `widths`, the datagram has neither a host nor a message
     /// (nothing but separators, or near enough): not an event worth keeping.
+    /// A layout without a message (qix-perf) is empty only when every value
+    /// is.
     pub(super) fn is_empty(
         &self,
         widths: &[usize; MAX_SLOTS],
         pieces: &[(usize, usize)],
         datagram: &[u8],
     ) -> bool {
+        let has_message = self
+            .slots
+            .iter()
+            .any(|slot| matches!(slot, Slot::Free(F::Message) | Slot::MessageException));
         for (slot, first, last) in self.slot_pieces(widths) {
             let (start, end) = (pieces[first].0, pieces[last].1);
-            let holds_text = matches!(
-                slot,
-                Slot::Fixed(F::Host) | Slot::Free(F::Message) | Slot::MessageException
-            );
-            if holds_text && !value::is_absent(&datagram[start..end]) {
+            let counts = match slot {
+                Slot::Tag => false,
+                Slot::Fixed(F::Host) | Slot::Free(F::Message) | Slot::MessageException => true,
+                _ => !has_message,
+            };
+            if counts && !value::is_absent(&datagram[start..end]) {
                 return false;
             }
         }

@@ -8,7 +8,8 @@
 //!    and which pieces each slot takes (extra `;` belong to free text:
 //!    messages, exceptions, task and app names);
 //! 3. `build.rs`: the event, each field checked by the value readers of
-//!    `value.rs` (nom), then the derived fields and the time.
+//!    `value.rs` (unless choosing the layout checked it already), then the
+//!    derived fields and the time.
 //!
 //! `layout.rs` holds the tables. See `docs/WIRE.md` for the rules.
 //!

@@ -146,6 +146,44 @@ fn a_task_with_extra_semicolons_and_no_guid_task_id_is_rejected() {
 }
 
 #[test]
+fn with_extra_semicolons_the_split_that_keeps_the_ids_guids_is_taken() {
+    // No split fits every shape (the time is no timestamp), but giving the
+    // extra `;` to the task name keeps the task and execution ids GUIDs.
+    let event = parse(b"/scheduler-reload-failed/;h;Task;x;App;LAB\\u;dec2a02a-1680-44ef-8dc2-e2bfb180af87;e7af59a0-c243-480d-9571-08727551a66f;ts;INFO;14a81bf5-f81c-4047-b1a1-193b0920de28;m").unwrap();
+    assert_eq!(event.get(Field::TaskName), Some("Task;x"));
+    assert_eq!(event.get(Field::AppName), Some("App"));
+    assert_eq!(
+        event.get(Field::TaskId),
+        Some("dec2a02a-1680-44ef-8dc2-e2bfb180af87")
+    );
+    assert_eq!(
+        event.malformed_fields().collect::<Vec<_>>(),
+        [Field::TsLocal]
+    );
+}
+
+#[test]
+fn a_current_qix_perf_row_missing_a_field_is_not_read_as_the_older_layout() {
+    // 25 pieces, as many as the older layout has, but its shapes do not fit it
+    // (its RequestId would be "M", its AppId a number).
+    let err = parse(b"/qseow-qix-perf/;1;20240519T143005.221+0200;2024-05-19 14:30:05,221;INFO;h;Q;LAB\\svc;0;LAB;u;2024-05-19T14:30:05.220+02:00;0;e7af59a0-c243-480d-9571-08727551a66f;1;M;1.0;1.0;0;0;0;7;o;1;2").unwrap_err();
+    assert_eq!(
+        err,
+        ParseError::TooFewFields {
+            expected: 26,
+            got: 25
+        }
+    );
+}
+
+#[test]
+fn a_qix_perf_row_without_a_host_is_kept_when_it_has_values() {
+    let event = parse(b"/qseow-qix-perf/;1;20240519T143005.221+0200;2024-05-19 14:30:05,221;INFO;;Q;LAB\\svc;0;LAB;u;2024-05-19T14:30:05.220+02:00;0;e7af59a0-c243-480d-9571-08727551a66f;1;M;1.0;1.0;0;0;0;7;o;1;2;t").unwrap();
+    assert_eq!(event.get(Field::Host), None);
+    assert_eq!(event.get(Field::Method), Some("M"));
+}
+
+#[test]
 fn qix_perf_layouts_are_told_apart_by_count_and_shape() {
     let current = parse(b"/qseow-qix-perf/;1;20240519T143005.221+0200;2024-05-19 14:30:05,221;INFO;h;Q;LAB\\svc;0;LAB;u;2024-05-19T14:30:05.220+02:00;0;e7af59a0-c243-480d-9571-08727551a66f;1;M;1.0;1.0;0;0;0;7;o;1;2;t").unwrap();
     assert_eq!(current.layout, crate::event::LayoutName::QixPerf);

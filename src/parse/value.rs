@@ -4,7 +4,9 @@
 //!
 //! Everything here works on borrowed bytes and allocates nothing; the only
 //! output is what [`push_clean`] and [`push_lowercase`] append to the event's own
-//! buffer. The value readers (GUIDs, numbers, timestamps) are nom parsers.
+//! buffer. Numbers, and a timestamp's fraction and offset, are read with nom
+//! (in check mode where only the answer counts); a GUID and a timestamp's date
+//! and time are hand-written, each saying why.
 
 use jiff::Timestamp;
 use jiff::civil::{Date, DateTime, Time};
