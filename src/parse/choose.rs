@@ -280,16 +280,12 @@ impl Layout {
         pieces: &[(usize, usize)],
         datagram: &[u8],
     ) -> bool {
-        let has_message = self
-            .slots
-            .iter()
-            .any(|slot| matches!(slot, Slot::Free(F::Message) | Slot::MessageException));
         for (slot, first, last) in self.slot_pieces(widths) {
             let (start, end) = (pieces[first].0, pieces[last].1);
             let counts = match slot {
                 Slot::Tag => false,
                 Slot::Fixed(F::Host) | Slot::Free(F::Message) | Slot::MessageException => true,
-                _ => !has_message,
+                _ => !self.has_message,
             };
             if counts && !value::is_absent(&datagram[start..end]) {
                 return false;

@@ -53,6 +53,8 @@ pub struct Layout {
     base_widths: [usize; MAX_SLOTS],
     /// Whether any slot is [`Slot::Required`] (computed from `slots`).
     pub(super) has_required: bool,
+    /// Whether a slot holds the message (computed from `slots`).
+    pub(super) has_message: bool,
 }
 
 impl Layout {
@@ -64,10 +66,15 @@ impl Layout {
     ) -> Layout {
         let mut base_widths = [0; MAX_SLOTS];
         let mut has_required = false;
+        let mut has_message = false;
         let mut i = 0;
         while i < slots.len() {
             base_widths[i] = slots[i].minimum_width();
             has_required |= matches!(slots[i], Slot::Required(_));
+            has_message |= matches!(
+                slots[i],
+                Slot::Free(Field::Message) | Slot::MessageException
+            );
             i += 1;
         }
         Layout {
@@ -77,6 +84,7 @@ impl Layout {
             free_priority,
             base_widths,
             has_required,
+            has_message,
         }
     }
 }
