@@ -1,7 +1,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::harness::repo_root;
+use crate::harness::{MINIMAL_CONFIG, repo_root};
 
 /// The secrets the example configs read from the environment.
 const EXAMPLE_SECRETS: [(&str, &str); 5] = [
@@ -37,16 +37,6 @@ fn shipped_config() -> PathBuf {
     repo_root().join("config").join("herald.toml")
 }
 
-const MINIMAL: &str = r#"
-[ingest]
-listen = ["127.0.0.1:9996"]
-allow = ["127.0.0.0/8"]
-
-[sinks.events]
-type = "file"
-path = "events.jsonl"
-"#;
-
 #[test]
 fn check_command_prints_the_effective_shipped_config() {
     let (ok, stdout, stderr) = check(&shipped_config());
@@ -72,7 +62,7 @@ fn check_command_prints_the_effective_shipped_config() {
 fn check_command_names_a_misspelled_key_and_the_valid_ones() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("typo.toml");
-    fs::write(&path, MINIMAL.replace("allow =", "alow =")).unwrap();
+    fs::write(&path, MINIMAL_CONFIG.replace("allow =", "alow =")).unwrap();
     let (ok, stdout, stderr) = check(&path);
     assert!(!ok, "check accepted a misspelled key:\n{stdout}");
     assert!(stderr.contains(&path.display().to_string()), "{stderr}");
@@ -84,7 +74,7 @@ fn check_command_names_a_misspelled_key_and_the_valid_ones() {
 fn check_command_refuses_an_empty_allowlist_and_says_how_to_open_it() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("empty.toml");
-    fs::write(&path, MINIMAL.replace("[\"127.0.0.0/8\"]", "[]")).unwrap();
+    fs::write(&path, MINIMAL_CONFIG.replace("[\"127.0.0.0/8\"]", "[]")).unwrap();
     let (ok, stdout, stderr) = check(&path);
     assert!(!ok, "check accepted an empty allowlist:\n{stdout}");
     assert!(stderr.contains("ingest.allow"), "{stderr}");
@@ -97,7 +87,7 @@ fn check_refuses_an_http_endpoint_beyond_loopback_without_a_token() {
     let path = dir.path().join("open.toml");
     fs::write(
         &path,
-        format!("{MINIMAL}\n[http]\nlisten = \"0.0.0.0:9995\"\n"),
+        format!("{MINIMAL_CONFIG}\n[http]\nlisten = \"0.0.0.0:9995\"\n"),
     )
     .unwrap();
     let (ok, stdout, stderr) = check(&path);
@@ -106,7 +96,7 @@ fn check_refuses_an_http_endpoint_beyond_loopback_without_a_token() {
     assert!(stderr.contains("http.token"), "{stderr}");
     fs::write(
         &path,
-        format!("{MINIMAL}\n[http]\nlisten = \"0.0.0.0:9995\"\ntoken = \"short\"\n"),
+        format!("{MINIMAL_CONFIG}\n[http]\nlisten = \"0.0.0.0:9995\"\ntoken = \"short\"\n"),
     )
     .unwrap();
     let (ok, _, stderr) = check(&path);
@@ -114,7 +104,7 @@ fn check_refuses_an_http_endpoint_beyond_loopback_without_a_token() {
     assert!(stderr.contains("http.token"), "{stderr}");
     fs::write(
         &path,
-        format!("{MINIMAL}\n[http]\nlisten = \"0.0.0.0:9995\"\ntoken = \"0123456789abcdef0123\"\n"),
+        format!("{MINIMAL_CONFIG}\n[http]\nlisten = \"0.0.0.0:9995\"\ntoken = \"0123456789abcdef0123\"\n"),
     )
     .unwrap();
     let (ok, stdout, stderr) = check(&path);
@@ -130,7 +120,7 @@ fn a_secret_from_an_unset_variable_is_named_and_a_set_one_is_redacted() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("slack.toml");
     let sink = "\n[sinks.oncall]\ntype = \"slack\"\nwebhook_url = \"${HERALD_TEST_UNSET_HOOK}\"\n";
-    fs::write(&path, format!("{MINIMAL}{sink}")).unwrap();
+    fs::write(&path, format!("{MINIMAL_CONFIG}{sink}")).unwrap();
     let (ok, _, stderr) = check(&path);
     assert!(!ok);
     assert!(
@@ -140,7 +130,7 @@ fn a_secret_from_an_unset_variable_is_named_and_a_set_one_is_redacted() {
     fs::write(
         &path,
         format!(
-            "{MINIMAL}{}",
+            "{MINIMAL_CONFIG}{}",
             sink.replace("HERALD_TEST_UNSET_HOOK", "SLACK_WEBHOOK_URL")
         ),
     )

@@ -9,19 +9,9 @@ use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use crate::harness::{
-    ConfigBuilder, fixture, herald_command, poll_until, read_json_lines, repo_root, send,
-    without_service_manager,
+    ConfigBuilder, MINIMAL_CONFIG, fixture, herald_command, poll_until, read_json_lines, repo_root,
+    send, without_service_manager,
 };
-
-const MINIMAL: &str = r#"
-[ingest]
-listen = ["127.0.0.1:9996"]
-allow = ["127.0.0.0/8"]
-
-[sinks.events]
-type = "file"
-path = "events.jsonl"
-"#;
 
 /// `herald check` (with `args`) in `dir`, with `HERALD_CONFIG` set to `env`.
 fn check_in(dir: &Path, env: Option<&Path>, args: &[&str]) -> (Output, String, String) {
@@ -38,13 +28,13 @@ fn check_in(dir: &Path, env: Option<&Path>, args: &[&str]) -> (Output, String, S
     (out, stdout, stderr)
 }
 
-/// Writes `MINIMAL` to `dir/name` with its file sink writing to `events`.
+/// Writes `MINIMAL_CONFIG` to `dir/name` with its file sink writing to `events`.
 fn write_config(dir: &Path, name: &str, events: &str) -> std::path::PathBuf {
     let path = dir.join(name);
     fs::create_dir_all(path.parent().unwrap()).unwrap();
     fs::write(
         &path,
-        MINIMAL.replace("\"events.jsonl\"", &format!("{events:?}")),
+        MINIMAL_CONFIG.replace("\"events.jsonl\"", &format!("{events:?}")),
     )
     .unwrap();
     path

@@ -278,3 +278,15 @@ fn harness_base64_decoder_round_trips_the_standard_vectors() {
     assert_eq!(base64_decode("//4A"), b"\xff\xfe\x00");
     assert_eq!(base64_decode("L2p1bmsvO/8iCg=="), b"/junk/;\xff\"\n");
 }
+
+/// The smallest valid config: one listener, loopback allowed, one file sink
+/// (`events.jsonl`), for tests of the config itself.
+pub const MINIMAL_CONFIG: &str = r#"
+[ingest]
+listen = ["127.0.0.1:9996"]
+allow = ["127.0.0.0/8"]
+
+[sinks.events]
+type = "file"
+path = "events.jsonl"
+"#;
