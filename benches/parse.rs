@@ -3,8 +3,8 @@
 //! and decoded from the latter.
 //!
 //! Run with `cargo bench --bench parse`. Figures are datagrams per second on one
-//! core (criterion's "thrpt" in elements/s). With `--features bench-baseline`,
-//! `parse/mixed_baseline` runs the parser as it was before nom on the same mix.
+//! core (criterion's "thrpt" in elements/s). The `value` group times each
+//! value reader alone: the figures quoted where a reader is hand-written.
 
 use std::hint::black_box;
 use std::net::SocketAddr;
@@ -33,24 +33,9 @@ fn parse(c: &mut Criterion) {
             }
         })
     });
-    // The parser before nom, on the same mix in the same run.
-    #[cfg(feature = "bench-baseline")]
-    {
-        let mut baseline =
-            herald::parse_baseline::Parser::new(&herald::parse_baseline::ParseConfig::default())
-                .expect("default config");
-        group.bench_function("mixed_baseline", |b| {
-            b.iter(|| {
-                for sample in SAMPLES {
-                    let _ = black_box(baseline.parse(black_box(sample.datagram), sender, now));
-                }
-            })
-        });
-    }
     group.finish();
 
-    // Each value reader on typical values, beside the hand-written readers of
-    // the parser before nom.
+    // Each value reader on typical values.
     let mut group = c.benchmark_group("value");
     group.throughput(Throughput::Elements(1));
     let guid = b"e7af59a0-c243-480d-9571-08727551a66f";
@@ -69,22 +54,6 @@ fn parse(c: &mut Criterion) {
     group.bench_function("number", |b| {
         b.iter(|| herald::parse::value::is_json_number(black_box(decimal), false))
     });
-    #[cfg(feature = "bench-baseline")]
-    {
-        use herald::parse_baseline::value as old;
-        group.bench_function("guid_baseline", |b| {
-            b.iter(|| old::is_guid(black_box(guid)))
-        });
-        group.bench_function("timestamp_compact_baseline", |b| {
-            b.iter(|| old::timestamp(black_box(compact)))
-        });
-        group.bench_function("timestamp_separated_baseline", |b| {
-            b.iter(|| old::timestamp(black_box(separated)))
-        });
-        group.bench_function("number_baseline", |b| {
-            b.iter(|| old::is_json_number(black_box(decimal), false))
-        });
-    }
     group.finish();
 
     let mut group = c.benchmark_group("encode");

@@ -41,9 +41,6 @@ pub mod http;
 pub mod ingest;
 pub mod metrics;
 pub mod parse;
-#[cfg(feature = "bench-baseline")]
-#[doc(hidden)]
-pub mod parse_baseline;
 pub mod pipeline;
 pub mod redact;
 pub mod replay;
