@@ -77,6 +77,9 @@ mod mqtt;
 // A 100k-datagram burst: handled, and every datagram accounted for.
 mod throughput;
 
+// The file sink rotating hundreds of times under a steady stream: nothing lost or repeated.
+mod rotation;
+
 // SIGHUP reloads the config: allowlist, routing and tags at once, nothing lost.
 mod reload;
 
