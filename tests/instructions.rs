@@ -1,0 +1,127 @@
+//! A regression guard on speed that is not a timing test: the instructions
+//! herald executes per datagram to parse, categorise, route and encode the
+//! fixture mix with the service config (`examples/instructions.rs`), counted
+//! by callgrind, which is exact where the clock on a shared machine is not.
+//!
+//! The figure must stay under the ceiling in `tests/instructions.toml`. A
+//! change that makes the hot path slower fails here; one that makes it faster
+//! is told to lower the ceiling, so the guard follows the code down.
+//!
+//! Needs `valgrind`: without it the test fails under CI and says "skipped"
+//! elsewhere. It builds the example in the release profile on first use.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// How far under the ceiling a figure may fall before the test asks for the
+/// ceiling to come down.
+const LOWER_THE_CEILING_BELOW: f64 = 0.85;
+
+#[test]
+fn parse_route_encode_stays_under_its_instruction_ceiling() {
+    if Command::new("valgrind").arg("--version").output().is_err() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "valgrind is needed for the instruction-count guard: apt-get install valgrind"
+        );
+        eprintln!("skipped: valgrind is not installed (apt-get install valgrind)");
+        return;
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let example = build_example(root);
+    let fixtures = root.join("fixtures/datagrams");
+    let config = root.join("packaging/herald.toml");
+    // Ten rounds less one: what start-up and the first touch of each path cost
+    // is in both and drops out.
+    let (one, datagrams) = count(&example, &fixtures, &config, 1);
+    let (eleven, _) = count(&example, &fixtures, &config, 11);
+    assert!(datagrams > 30, "only {datagrams} fixtures");
+    let per_datagram = eleven.saturating_sub(one) as f64 / (10 * datagrams) as f64;
+
+    let ceiling_file = root.join("tests/instructions.toml");
+    let text = std::fs::read_to_string(&ceiling_file).expect("tests/instructions.toml");
+    let table: toml::Table = toml::from_str(&text).expect("tests/instructions.toml is TOML");
+    let ceiling = table
+        .get("per_datagram_ceiling")
+        .and_then(toml::Value::as_integer)
+        .expect("per_datagram_ceiling") as f64;
+    eprintln!(
+        "{per_datagram:.0} instructions per datagram (parse + route + encode, {datagrams} fixtures); ceiling {ceiling:.0}"
+    );
+    assert!(
+        per_datagram <= ceiling,
+        "{per_datagram:.0} instructions per datagram, above the ceiling of {ceiling:.0} in \
+         tests/instructions.toml: the hot path got {:.1} % slower. Find what (valgrind \
+         --tool=callgrind on examples/instructions.rs) before raising the ceiling.",
+        (per_datagram / ceiling - 1.0) * 100.0
+    );
+    assert!(
+        per_datagram >= ceiling * LOWER_THE_CEILING_BELOW,
+        "{per_datagram:.0} instructions per datagram, well under the ceiling of {ceiling:.0}: \
+         lower per_datagram_ceiling in tests/instructions.toml to about {:.0} (5 % above \
+         this figure) so that the guard keeps what was won",
+        per_datagram * 1.05
+    );
+}
+
+/// Builds `examples/instructions.rs` in the release profile; its path.
+fn build_example(root: &Path) -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let output = Command::new(cargo)
+        .args([
+            "build",
+            "--release",
+            "--example",
+            "instructions",
+            "--message-format=json",
+        ])
+        .current_dir(root)
+        .output()
+        .expect("run cargo build");
+    assert!(
+        output.status.success(),
+        "building examples/instructions.rs failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|message| message["target"]["name"] == "instructions")
+        .find_map(|message| message["executable"].as_str().map(PathBuf::from))
+        .expect("cargo named the example's executable")
+}
+
+/// Instructions callgrind counts inside `workload` for `rounds` rounds, and
+/// the number of datagrams in the mix.
+fn count(example: &Path, fixtures: &Path, config: &Path, rounds: usize) -> (u64, usize) {
+    let out = tempfile::NamedTempFile::new().expect("temp file");
+    let output = Command::new("valgrind")
+        .arg("--tool=callgrind")
+        .arg(format!("--callgrind-out-file={}", out.path().display()))
+        .arg("--toggle-collect=*instructions::workload*")
+        .arg(example)
+        .arg(fixtures)
+        .arg(config)
+        .arg(rounds.to_string())
+        .output()
+        .expect("run valgrind");
+    assert!(
+        output.status.success(),
+        "callgrind failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let datagrams = String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .expect("the example prints the number of datagrams");
+    let profile = std::fs::read_to_string(out.path()).expect("callgrind's output");
+    let total = profile
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix("summary: ")
+                .or_else(|| line.strip_prefix("totals: "))
+        })
+        .and_then(|n| n.split_whitespace().next()?.parse().ok())
+        .expect("callgrind's total");
+    (total, datagrams)
+}
