@@ -323,7 +323,7 @@ mod batch;
 use batch::send_batch;
 
 /// Datagrams handed to the kernel per system call.
-const BATCH: usize = 64;
+const BATCH: usize = 256;
 
 /// Sends `datagrams` (cycled) to `options.to`, paced to `options.rate`, in
 /// batches (`sendmmsg` on Linux). `progress` is called about ten times a second
@@ -355,6 +355,9 @@ pub fn send(
     let mut outcome = Outcome::default();
     let mut attempted = 0u64;
     let mut batch: Vec<&[u8]> = Vec::with_capacity(BATCH);
+    // Segmentation offload for runs of equal-length datagrams, until the
+    // kernel refuses it.
+    let mut segmented = true;
     while attempted < total && !datagrams.is_empty() {
         let now = Instant::now();
         if end.is_some_and(|end| now >= end) {
@@ -376,7 +379,7 @@ pub fn send(
         batch.extend((0..n).map(|k| {
             datagrams[((attempted + k as u64) % datagrams.len() as u64) as usize].as_slice()
         }));
-        send_batch(&socket, &batch, options.to, &mut outcome);
+        send_batch(&socket, &batch, options.to, &mut outcome, &mut segmented);
         attempted += n as u64;
         if now.duration_since(last_progress) >= Duration::from_millis(100) {
             progress(outcome.sent);
@@ -642,5 +645,34 @@ mod tests {
             })
             .collect();
         assert_eq!(got, b"ababa");
+    }
+
+    #[test]
+    fn runs_of_equal_length_arrive_as_the_same_datagrams_in_the_same_order() {
+        let receiver = UdpSocket::bind("127.0.0.1:0").unwrap();
+        receiver
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        // Runs of equal length (sent segmented), single ones between, and a
+        // run longer than one segmented send takes.
+        let mut datagrams: Vec<Vec<u8>> = Vec::new();
+        datagrams.extend((0..5).map(|i| format!("run-a-{i:03}").into_bytes()));
+        datagrams.push(b"single".to_vec());
+        datagrams.extend((0..150).map(|i| format!("run-b-{i:05}").into_bytes()));
+        datagrams.push(b"x".to_vec());
+        let options = SendOptions {
+            to: receiver.local_addr().unwrap(),
+            from: None,
+            count: None,
+            duration: None,
+            rate: None,
+        };
+        let report = send(&datagrams, &options, |_| {}).unwrap();
+        assert_eq!(report.sent, datagrams.len() as u64);
+        let mut buf = [0u8; 64];
+        for expected in &datagrams {
+            let n = receiver.recv(&mut buf).unwrap();
+            assert_eq!(&buf[..n], expected.as_slice());
+        }
     }
 }
