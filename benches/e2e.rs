@@ -22,7 +22,8 @@
 //! Run: `cargo bench --bench e2e` (needs `rsyslogd` from Debian's `rsyslog`;
 //! without it the rsyslog row says so). `HERALD_BENCH_SECONDS` sets the run
 //! length (default 3); `HERALD_BENCH_ONLY=drain,file,rsyslog` runs only those
-//! rows and prints the report without writing `BENCHMARKS.md`.
+//! rows and prints the report without writing `BENCHMARKS.md`;
+//! `HERALD_BENCH_BINARY` measures another herald build with the same sender.
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
@@ -292,6 +293,15 @@ struct Herald {
     _dir: tempfile::TempDir,
 }
 
+/// The herald binary measured: this build's, or `HERALD_BENCH_BINARY` (to
+/// compare two builds in one session; the sender is always this build's).
+fn herald_under_test() -> PathBuf {
+    std::env::var_os("HERALD_BENCH_BINARY").map_or_else(
+        || PathBuf::from(env!("CARGO_BIN_EXE_herald")),
+        PathBuf::from,
+    )
+}
+
 /// A herald configuration the bench runs: the sink, its settings, and its
 /// buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -352,7 +362,7 @@ impl Herald {
             "[ingest]\nlisten = [\"127.0.0.1:{port}\"]\nallow = [\"127.0.0.0/8\"]\n\n[http]\nlisten = \"{http}\"\n\n[log]\nlevel = \"error\"\n\n[sinks.out]\n{sink_table}\n"
         );
         std::fs::write(dir.path().join("herald.toml"), config).expect("config");
-        let child = Command::new(env!("CARGO_BIN_EXE_herald"))
+        let child = Command::new(herald_under_test())
             .args(["run", "--config", "herald.toml"])
             .current_dir(dir.path())
             .stdout(Stdio::null())
@@ -1017,14 +1027,17 @@ fn main() {
         };
         let _ = writeln!(
             table,
-            "| {name} | {:.0}{} | {:.0} % | {:.0} % | {:.2} | {:.0} B | {:.1} MiB | {over} | {lost} | {latency} |",
+            "| {name} | {:.0}{} | {} | {:.0} % | {:.2} | {:.0} B | {:.1} MiB | {over} | {lost} | {latency} |",
             z.achieved,
             if o.sender_bound {
                 " (sender-bound)"
             } else {
                 ""
             },
-            z.achieved / baseline * 100.0,
+            drain.map_or("-".to_string(), |_| format!(
+                "{:.0} %",
+                z.achieved / baseline * 100.0
+            )),
             cpu_pct,
             z.cpu_per_event_us(),
             z.written_per_event(),
