@@ -41,7 +41,8 @@ pub struct FileConfig {
     /// Sync the file to disk (`fdatasync`) at most this often, in milliseconds,
     /// when the queue runs dry; 0 leaves it to the OS, which writes dirty pages
     /// back within about 30 s (as rsyslog's file output does by default). A
-    /// clean stop syncs either way.
+    /// clean stop syncs either way, and a file that rotates away is synced
+    /// once as it is closed, off the delivery path.
     #[serde(default = "default_sync_interval_ms")]
     pub sync_interval_ms: u64,
 }
@@ -89,8 +90,27 @@ struct Retired {
     rotated: Option<File>,
     /// The oldest file, unlinked while open; closing it frees it.
     removed: Option<File>,
-    /// The live file's path, for log lines.
+    /// The rotated file's path, for log lines.
     path: PathBuf,
+}
+
+impl Retired {
+    /// Syncs the rotated file, then closes both.
+    fn close(self) {
+        let Retired {
+            rotated,
+            removed,
+            path,
+        } = self;
+        if let Some(file) = &rotated
+            && let Err(err) = file.sync_data()
+        {
+            tracing::warn!(path = %path.display(), %err, "syncing the rotated file failed");
+        }
+        drop(rotated);
+        // The last handle on an unlinked file: this frees it.
+        drop(removed);
+    }
 }
 
 impl Retirer {
@@ -102,20 +122,8 @@ impl Retirer {
         let thread = std::thread::Builder::new()
             .name("file rotation".into())
             .spawn(move || {
-                for Retired {
-                    rotated,
-                    removed,
-                    path,
-                } in rx
-                {
-                    if let Some(file) = &rotated
-                        && let Err(err) = file.sync_data()
-                    {
-                        tracing::warn!(path = %path.display(), %err, "syncing the rotated file failed");
-                    }
-                    drop(rotated);
-                    // The last handle on an unlinked file: this frees it.
-                    drop(removed);
+                for retired in rx {
+                    retired.close();
                 }
             })?;
         Ok(Retirer {
@@ -127,10 +135,13 @@ impl Retirer {
     /// Hands `retired` over; waits only while [`Retirer::PENDING`] rotations
     /// are still being closed. Closes it here if the thread is gone.
     fn retire(&self, retired: Retired) {
-        if let Some(tx) = &self.tx
-            && let Err(std::sync::mpsc::SendError(retired)) = tx.send(retired)
-        {
-            drop(retired);
+        match &self.tx {
+            Some(tx) => {
+                if let Err(std::sync::mpsc::SendError(retired)) = tx.send(retired) {
+                    retired.close();
+                }
+            }
+            None => retired.close(),
         }
     }
 }
@@ -251,37 +262,51 @@ impl RotatingFile {
     }
 
     /// Renames the files along, opens a new one, and leaves syncing and
-    /// closing the old ones to the [`Retirer`].
+    /// closing the old ones to the [`Retirer`] (or does it here when its
+    /// thread cannot be started). Whatever step fails, the file rotated away
+    /// is still synced and closed.
     fn rotate(&mut self) -> io::Result<()> {
         if self.retirer.is_none() {
-            self.retirer = Some(Retirer::start()?);
+            match Retirer::start() {
+                Ok(retirer) => self.retirer = Some(retirer),
+                Err(err) => {
+                    tracing::warn!(path = %self.path.display(), %err, "cannot start the thread that closes rotated files; closing them in line");
+                }
+            }
         }
-        let mut rotated = self.file.take();
         let numbered = |n: u32| {
             let mut name = self.path.clone().into_os_string();
             name.push(format!(".{n}"));
             PathBuf::from(name)
         };
-        let removed = if self.max_files == 0 {
+        let mut retired = Retired {
+            rotated: self.file.take(),
+            removed: None,
+            path: if self.max_files == 0 {
+                self.path.clone()
+            } else {
+                numbered(1)
+            },
+        };
+        let moved = if self.max_files == 0 {
             // No copies kept: the live file itself is the one removed.
-            fs::remove_file(&self.path).or_else(ignore_missing)?;
-            rotated.take()
-        } else {
-            let removed = unlink_open(&numbered(self.max_files))?;
-            for n in (1..self.max_files).rev() {
-                fs::rename(numbered(n), numbered(n + 1)).or_else(ignore_missing)?;
-            }
-            fs::rename(&self.path, numbered(1)).or_else(ignore_missing)?;
+            let removed = fs::remove_file(&self.path).or_else(ignore_missing);
+            retired.removed = retired.rotated.take();
             removed
+        } else {
+            unlink_open(&numbered(self.max_files)).and_then(|removed| {
+                retired.removed = removed;
+                for n in (1..self.max_files).rev() {
+                    fs::rename(numbered(n), numbered(n + 1)).or_else(ignore_missing)?;
+                }
+                fs::rename(&self.path, numbered(1)).or_else(ignore_missing)
+            })
         };
-        let retired = Retired {
-            rotated,
-            removed,
-            path: self.path.clone(),
-        };
-        if let Some(retirer) = &self.retirer {
-            retirer.retire(retired);
+        match &self.retirer {
+            Some(retirer) => retirer.retire(retired),
+            None => retired.close(),
         }
+        moved?;
         self.reopen()
     }
 }
@@ -290,11 +315,12 @@ impl RotatingFile {
 /// unlinking an open file only drops its name, and the blocks are freed when
 /// the returned handle is closed.
 fn unlink_open(path: &Path) -> io::Result<Option<File>> {
-    let file = match File::open(path) {
-        Ok(file) => Some(file),
+    let file = match fs::symlink_metadata(path) {
         Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
-        // Not readable: remove it the plain way.
-        Err(_) => None,
+        // Only a regular file is opened (opening a FIFO would block); anything
+        // else, or one that cannot be read, is removed the plain way.
+        Ok(meta) if meta.file_type().is_file() => File::open(path).ok(),
+        _ => None,
     };
     fs::remove_file(path).or_else(ignore_missing)?;
     Ok(file)
@@ -522,7 +548,7 @@ mod tests {
     }
 
     #[test]
-    fn rotated_and_removed_files_are_closed_off_the_writer_and_all_by_the_end() {
+    fn rotated_and_removed_files_are_all_closed_by_the_end() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("events.jsonl");
         for max_files in [0, 2] {
