@@ -13,11 +13,15 @@ use super::Outcome;
 const UDP_SEGMENT: libc::c_int = 103;
 
 /// The most datagrams one segmented send carries (the kernel's limit is 64
-/// on older kernels) and the most bytes (below the 64 KiB of one IP packet).
+/// on older kernels), the most bytes (below the 64 KiB of one IP packet), and
+/// the longest datagram sent segmented: one that fits an Ethernet frame (a
+/// segment larger than the path's MTU is refused).
 #[cfg(target_os = "linux")]
 const SEGMENTS_MAX: usize = 64;
 #[cfg(target_os = "linux")]
 const SEGMENTED_BYTES_MAX: usize = 60_000;
+#[cfg(target_os = "linux")]
+const SEGMENT_LEN_MAX: usize = 1472;
 
 /// Sends a batch on a connected socket, counting what went out and why the
 /// rest did not.
@@ -51,7 +55,7 @@ pub(super) fn send_batch(
     while first < batch.len() {
         let len = batch[first].len();
         let mut count = 1;
-        if *segmented && len > 0 {
+        if *segmented && len > 0 && len <= SEGMENT_LEN_MAX {
             while first + count < batch.len()
                 && batch[first + count].len() == len
                 && count < SEGMENTS_MAX
@@ -71,11 +75,13 @@ pub(super) fn send_batch(
     let mut headers: Vec<libc::mmsghdr> = (0..runs.len())
         .map(|_| unsafe { std::mem::zeroed() })
         .collect();
+    let iovec_base = iovecs.as_mut_ptr();
     for ((header, &(first, count)), control) in
         headers.iter_mut().zip(&runs).zip(controls.iter_mut())
     {
-        header.msg_hdr.msg_iov = &mut iovecs[first];
-        header.msg_hdr.msg_iovlen = count;
+        // SAFETY: `first + count <= batch.len()`, the number of iovecs.
+        header.msg_hdr.msg_iov = unsafe { iovec_base.add(first) };
+        header.msg_hdr.msg_iovlen = count as _;
         if count > 1 {
             let segment = u16::try_from(batch[first].len()).unwrap_or(u16::MAX);
             header.msg_hdr.msg_control = control.as_mut_ptr().cast();
@@ -84,11 +90,11 @@ pub(super) fn send_batch(
             // header whose control buffer is that large is a valid pointer
             // into it.
             unsafe {
-                header.msg_hdr.msg_controllen = libc::CMSG_SPACE(2) as usize;
+                header.msg_hdr.msg_controllen = libc::CMSG_SPACE(2) as _;
                 let cmsg = libc::CMSG_FIRSTHDR(&header.msg_hdr);
                 (*cmsg).cmsg_level = libc::SOL_UDP;
                 (*cmsg).cmsg_type = UDP_SEGMENT;
-                (*cmsg).cmsg_len = libc::CMSG_LEN(2) as usize;
+                (*cmsg).cmsg_len = libc::CMSG_LEN(2) as _;
                 std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u16>(), segment);
             }
         }
