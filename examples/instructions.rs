@@ -2,7 +2,8 @@
 //! encode as JSON for the service config's file sink) over every fixture
 //! datagram, `ROUNDS` times, for counting instructions under callgrind:
 //! `instructions FIXTURES_DIR CONFIG ROUNDS` prints the number of datagrams in
-//! the mix. Only [`workload`] is meant to be counted
+//! the mix, how many of them became events a sink took, and the bytes of
+//! JSON one round wrote. Only [`workload`] is meant to be counted
 //! (`--toggle-collect=*instructions::workload*`); `tests/instructions.rs`
 //! runs it and holds the figure to a ceiling.
 
@@ -45,13 +46,13 @@ fn main() {
         .map(|sink| Matcher::new(&sink.delivery.match_))
         .collect();
     let mut out = Vec::with_capacity(1 << 20);
-    let written = workload(&mut parser, &enricher, &routes, &mix, rounds, &mut out);
-    black_box(written);
-    println!("{}", mix.len());
+    let (events, written) = workload(&mut parser, &enricher, &routes, &mix, rounds, &mut out);
+    let rounds = rounds.max(1);
+    println!("{} {} {}", mix.len(), events / rounds, written / rounds);
 }
 
 /// Parses, categorises, routes and encodes every datagram of `mix`, `rounds`
-/// times; returns the bytes encoded.
+/// times; returns the events a sink took and the bytes encoded.
 #[inline(never)]
 fn workload(
     parser: &mut Parser,
@@ -60,10 +61,10 @@ fn workload(
     mix: &[Vec<u8>],
     rounds: usize,
     out: &mut Vec<u8>,
-) -> usize {
+) -> (usize, usize) {
     let sender: SocketAddr = "10.0.0.5:61000".parse().expect("address");
     let now = jiff::Timestamp::from_second(1_716_112_992).expect("time");
-    let mut written = 0;
+    let (mut events, mut written) = (0, 0);
     for _ in 0..rounds {
         for datagram in mix {
             let Ok(mut event) = parser.parse(black_box(datagram), sender, now) else {
@@ -72,15 +73,18 @@ fn workload(
             if enricher.apply(&mut event) == Verdict::Drop {
                 continue;
             }
+            let mut taken = false;
             for route in routes {
                 if route.matches(&event) {
                     out.clear();
                     event.write_json(out);
                     out.push(b'\n');
-                    written += out.len();
+                    written += black_box(out.len());
+                    taken = true;
                 }
             }
+            events += usize::from(taken);
         }
     }
-    written
+    (events, written)
 }

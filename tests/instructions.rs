@@ -4,8 +4,10 @@
 //! by callgrind, which is exact where the clock on a shared machine is not.
 //!
 //! The figure must stay under the ceiling in `tests/instructions.toml`. A
-//! change that makes the hot path slower fails here; one that makes it faster
-//! is told to lower the ceiling, so the guard follows the code down.
+//! change that makes the hot path slower fails here; one that makes it much
+//! faster is told (in the test's output) to lower the ceiling, so that the
+//! guard follows the code down. The work itself is checked too: a change that
+//! got cheaper by parsing or writing less fails.
 //!
 //! Needs `valgrind`: without it the test fails under CI and says "skipped"
 //! elsewhere. It builds the example in the release profile on first use.
@@ -33,10 +35,24 @@ fn parse_route_encode_stays_under_its_instruction_ceiling() {
     let config = root.join("packaging/herald.toml");
     // Ten rounds less one: what start-up and the first touch of each path cost
     // is in both and drops out.
-    let (one, datagrams) = count(&example, &fixtures, &config, 1);
-    let (eleven, _) = count(&example, &fixtures, &config, 11);
+    let (one, mix) = count(&example, &fixtures, &config, 1);
+    let (eleven, again) = count(&example, &fixtures, &config, 11);
+    assert_eq!(mix, again, "the same work in both runs");
+    let datagrams = mix.datagrams;
     assert!(datagrams > 30, "only {datagrams} fixtures");
-    let per_datagram = eleven.saturating_sub(one) as f64 / (10 * datagrams) as f64;
+    // Every fixture that parses becomes an event the file sink takes, and its
+    // JSON is written: fewer means the work changed, not its speed.
+    assert!(
+        mix.events * 10 >= datagrams * 7 && mix.bytes >= mix.events * 300,
+        "only {} of {datagrams} fixtures became events ({} bytes of JSON)",
+        mix.events,
+        mix.bytes
+    );
+    assert!(
+        eleven > one && one > 0,
+        "callgrind counted nothing in `workload` ({one}, {eleven}): was it renamed or inlined?"
+    );
+    let per_datagram = (eleven - one) as f64 / (10 * datagrams) as f64;
 
     let ceiling_file = root.join("tests/instructions.toml");
     let text = std::fs::read_to_string(&ceiling_file).expect("tests/instructions.toml");
@@ -55,13 +71,16 @@ fn parse_route_encode_stays_under_its_instruction_ceiling() {
          --tool=callgrind on examples/instructions.rs) before raising the ceiling.",
         (per_datagram / ceiling - 1.0) * 100.0
     );
-    assert!(
-        per_datagram >= ceiling * LOWER_THE_CEILING_BELOW,
-        "{per_datagram:.0} instructions per datagram, well under the ceiling of {ceiling:.0}: \
-         lower per_datagram_ceiling in tests/instructions.toml to about {:.0} (5 % above \
-         this figure) so that the guard keeps what was won",
-        per_datagram * 1.05
-    );
+    if per_datagram < ceiling * LOWER_THE_CEILING_BELOW {
+        // Not a failure (a new compiler can do this too), but said where a
+        // test run shows it.
+        eprintln!(
+            "note: {per_datagram:.0} instructions per datagram, well under the ceiling of \
+             {ceiling:.0}: lower per_datagram_ceiling in tests/instructions.toml to about {:.0} \
+             (5 % above this figure) so that the guard keeps what was won",
+            per_datagram * 1.05
+        );
+    }
 }
 
 /// Builds `examples/instructions.rs` in the release profile; its path.
@@ -86,14 +105,25 @@ fn build_example(root: &Path) -> PathBuf {
     String::from_utf8_lossy(&output.stdout)
         .lines()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter(|message| message["target"]["name"] == "instructions")
+        .filter(|message| {
+            message["reason"] == "compiler-artifact" && message["target"]["name"] == "instructions"
+        })
         .find_map(|message| message["executable"].as_str().map(PathBuf::from))
         .expect("cargo named the example's executable")
 }
 
+/// What the example reports of its work: datagrams in the mix, events a sink
+/// took and bytes of JSON, per round.
+#[derive(Debug, PartialEq, Eq)]
+struct Work {
+    datagrams: usize,
+    events: usize,
+    bytes: usize,
+}
+
 /// Instructions callgrind counts inside `workload` for `rounds` rounds, and
-/// the number of datagrams in the mix.
-fn count(example: &Path, fixtures: &Path, config: &Path, rounds: usize) -> (u64, usize) {
+/// the work done.
+fn count(example: &Path, fixtures: &Path, config: &Path, rounds: usize) -> (u64, Work) {
     let out = tempfile::NamedTempFile::new().expect("temp file");
     let output = Command::new("valgrind")
         .arg("--tool=callgrind")
@@ -110,10 +140,13 @@ fn count(example: &Path, fixtures: &Path, config: &Path, rounds: usize) -> (u64,
         "callgrind failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let datagrams = String::from_utf8_lossy(&output.stdout)
-        .trim()
-        .parse()
-        .expect("the example prints the number of datagrams");
+    let printed: Vec<usize> = String::from_utf8_lossy(&output.stdout)
+        .split_whitespace()
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    let [datagrams, events, bytes] = printed[..] else {
+        panic!("the example prints datagrams, events and bytes; it printed {printed:?}");
+    };
     let profile = std::fs::read_to_string(out.path()).expect("callgrind's output");
     let total = profile
         .lines()
@@ -123,5 +156,12 @@ fn count(example: &Path, fixtures: &Path, config: &Path, rounds: usize) -> (u64,
         })
         .and_then(|n| n.split_whitespace().next()?.parse().ok())
         .expect("callgrind's total");
-    (total, datagrams)
+    (
+        total,
+        Work {
+            datagrams,
+            events,
+            bytes,
+        },
+    )
 }
