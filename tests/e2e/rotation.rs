@@ -38,6 +38,11 @@ fn rotating_at_a_tiny_size_under_a_steady_stream_loses_and_repeats_nothing() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    herald.wait_for("every datagram read or counted as dropped", |h| {
+        h.metric("herald_ingest_datagrams_total", &[])
+            + h.metric("herald_ingest_kernel_drops_total", &[])
+            >= EVENTS as f64
+    });
     herald.wait_for("every datagram read is delivered", |h| {
         let read = h.metric("herald_ingest_datagrams_total", &[]);
         read > 0.0
