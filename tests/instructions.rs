@@ -86,7 +86,8 @@ fn parse_route_encode_stays_under_its_instruction_ceiling() {
 /// Builds `examples/instructions.rs` in the release profile; its path.
 fn build_example(root: &Path) -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let output = Command::new(cargo)
+    let mut command = Command::new(cargo);
+    command
         .args([
             "build",
             "--release",
@@ -94,14 +95,8 @@ fn build_example(root: &Path) -> PathBuf {
             "instructions",
             "--message-format=json",
         ])
-        .current_dir(root)
-        .output()
-        .expect("run cargo build");
-    assert!(
-        output.status.success(),
-        "building examples/instructions.rs failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+        .current_dir(root);
+    let output = run(&mut command, "building examples/instructions.rs");
     String::from_utf8_lossy(&output.stdout)
         .lines()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
@@ -110,6 +105,20 @@ fn build_example(root: &Path) -> PathBuf {
         })
         .find_map(|message| message["executable"].as_str().map(PathBuf::from))
         .expect("cargo named the example's executable")
+}
+
+/// Runs `command` to its end; fails the test, with its error output, unless
+/// it succeeded.
+fn run(command: &mut Command, what: &str) -> std::process::Output {
+    let output = command
+        .output()
+        .unwrap_or_else(|err| panic!("{what}: cannot run it: {err}"));
+    assert!(
+        output.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
 }
 
 /// What the example reports of its work: datagrams in the mix, events a sink
@@ -125,21 +134,16 @@ struct Work {
 /// the work done.
 fn count(example: &Path, fixtures: &Path, config: &Path, rounds: usize) -> (u64, Work) {
     let out = tempfile::NamedTempFile::new().expect("temp file");
-    let output = Command::new("valgrind")
+    let mut command = Command::new("valgrind");
+    command
         .arg("--tool=callgrind")
         .arg(format!("--callgrind-out-file={}", out.path().display()))
         .arg("--toggle-collect=*instructions::workload*")
         .arg(example)
         .arg(fixtures)
         .arg(config)
-        .arg(rounds.to_string())
-        .output()
-        .expect("run valgrind");
-    assert!(
-        output.status.success(),
-        "callgrind failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+        .arg(rounds.to_string());
+    let output = run(&mut command, "callgrind");
     let printed: Vec<usize> = String::from_utf8_lossy(&output.stdout)
         .split_whitespace()
         .filter_map(|n| n.parse().ok())

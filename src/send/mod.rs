@@ -477,6 +477,17 @@ impl Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Options that send each datagram once, as fast as possible, to `to`.
+    fn once_to(to: SocketAddr) -> SendOptions {
+        SendOptions {
+            to,
+            from: None,
+            count: None,
+            duration: None,
+            rate: None,
+        }
+    }
     use crate::parse::{ParseConfig, Parser};
 
     #[test]
@@ -504,11 +515,9 @@ mod tests {
     fn paces_to_the_requested_rate_and_stops_after_the_duration() {
         let receiver = UdpSocket::bind("127.0.0.1:0").unwrap();
         let options = SendOptions {
-            to: receiver.local_addr().unwrap(),
-            from: None,
-            count: None,
             duration: Some(Duration::from_millis(300)),
             rate: Some(100.0),
+            ..once_to(receiver.local_addr().unwrap())
         };
         let report = send(&[b"x".to_vec()], &options, |_| {}).unwrap();
         // 100/s for 0.3 s: about 30, never a flood.
@@ -519,11 +528,9 @@ mod tests {
     fn a_low_rate_is_met_by_the_schedule() {
         let receiver = UdpSocket::bind("127.0.0.1:0").unwrap();
         let options = SendOptions {
-            to: receiver.local_addr().unwrap(),
-            from: None,
             count: Some(80),
-            duration: None,
             rate: Some(80.0),
+            ..once_to(receiver.local_addr().unwrap())
         };
         let started = Instant::now();
         let report = send(&[b"x".to_vec()], &options, |_| {}).unwrap();
@@ -549,11 +556,8 @@ mod tests {
             .local_addr()
             .unwrap();
         let options = SendOptions {
-            to: closed,
-            from: None,
             count: Some(500),
-            duration: None,
-            rate: None,
+            ..once_to(closed)
         };
         let report = send(&[b"x".to_vec()], &options, |_| {}).unwrap();
         assert_eq!(report.sent + report.failed, 500);
@@ -578,13 +582,7 @@ mod tests {
             .unwrap()
             .local_addr()
             .unwrap();
-        let options = SendOptions {
-            to: closed,
-            from: None,
-            count: None,
-            duration: None,
-            rate: None,
-        };
+        let options = once_to(closed);
         let report = send(&[b"x".to_vec()], &options, |_| {}).unwrap();
         assert_eq!(report.sent, 1);
         assert_eq!(
@@ -629,11 +627,8 @@ mod tests {
     fn sends_the_requested_count_cycling_the_set() {
         let receiver = UdpSocket::bind("127.0.0.1:0").unwrap();
         let options = SendOptions {
-            to: receiver.local_addr().unwrap(),
-            from: None,
             count: Some(5),
-            duration: None,
-            rate: None,
+            ..once_to(receiver.local_addr().unwrap())
         };
         let report = send(&[b"a".to_vec(), b"b".to_vec()], &options, |_| {}).unwrap();
         assert_eq!(report.sent, 5);
@@ -660,13 +655,7 @@ mod tests {
         datagrams.push(b"single".to_vec());
         datagrams.extend((0..150).map(|i| format!("run-b-{i:05}").into_bytes()));
         datagrams.push(b"x".to_vec());
-        let options = SendOptions {
-            to: receiver.local_addr().unwrap(),
-            from: None,
-            count: None,
-            duration: None,
-            rate: None,
-        };
+        let options = once_to(receiver.local_addr().unwrap());
         let report = send(&datagrams, &options, |_| {}).unwrap();
         assert_eq!(report.sent, datagrams.len() as u64);
         let mut buf = [0u8; 64];
