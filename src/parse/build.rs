@@ -181,11 +181,14 @@ impl Parser {
         end: usize,
         valid: bool,
     ) {
-        let (start, end, cut) = self.put(event, input, start, end, self.max_field_bytes);
-        if cut {
-            event.truncated();
-        }
-        event.commit_range(field, start, end, valid);
+        self.store(
+            event,
+            field,
+            input,
+            (start, end),
+            self.max_field_bytes,
+            valid,
+        );
     }
 
     /// Stores free text spanning pieces `first..=last` (semicolons included).
@@ -204,11 +207,25 @@ impl Parser {
         if value::is_absent(&input.bytes[start..end]) {
             return;
         }
-        let (start, end, cut) = self.put(event, input, start, end, self.max_text_bytes);
+        self.store(event, field, input, (start, end), self.max_text_bytes, true);
+    }
+
+    /// Puts datagram bytes `start..end` into the event as `field`, cut to
+    /// `cap` (and the event marked truncated if it was).
+    fn store(
+        &self,
+        event: &mut EventBuilder,
+        field: Field,
+        input: &Input,
+        (start, end): (usize, usize),
+        cap: usize,
+        valid: bool,
+    ) {
+        let (start, end, cut) = self.put(event, input, start, end, cap);
         if cut {
             event.truncated();
         }
-        event.commit_range(field, start, end, true);
+        event.commit_range(field, start, end, valid);
     }
 
     /// Puts datagram bytes `start..end` into the event's text as clean text cut
