@@ -211,7 +211,10 @@ impl Parser {
     }
 
     /// Puts datagram bytes `start..end` into the event as `field`, cut to
-    /// `cap` (and the event marked truncated if it was).
+    /// `cap` (and the event marked truncated if it was). Always inlined: as a
+    /// call it cost 1.2 % more instructions per datagram (11,528 against
+    /// 11,395 in `tests/instructions.rs`).
+    #[inline(always)]
     fn store(
         &self,
         event: &mut EventBuilder,
