@@ -190,6 +190,24 @@ fn routing_and_categorising_allocate_nothing() {
             outcomes: vec![TaskOutcome::Failed],
             ..MatchConfig::default()
         },
+        MatchConfig {
+            task_ids: vec!["DEC2A02A-1680-44EF-8DC2-E2BFB180AF87".into()],
+            task_names: vec!["*Test*".into()],
+            app_names: vec!["Test failing reloads ?".into(), "Försäljning".into()],
+            users: vec!["LAB\\*".into()],
+            exclude_users: vec!["sa_*".into()],
+            exclude: Some(Box::new(MatchConfig {
+                app_names: vec!["TEST - *".into()],
+                ..MatchConfig::default()
+            })),
+            ..MatchConfig::default()
+        },
+        MatchConfig {
+            methods: vec!["GenericObject::*".into()],
+            object_types: vec!["bar?hart".into()],
+            app_ids: vec!["e7af59a0-c243-480d-9571-08727551a66f".into()],
+            ..MatchConfig::default()
+        },
     ]
     .iter()
     .map(Matcher::new)
@@ -203,6 +221,10 @@ fn routing_and_categorising_allocate_nothing() {
             kind,
             value: value.into(),
         }],
+        match_: MatchConfig {
+            exclude_users: vec!["nobody".into()],
+            ..MatchConfig::default()
+        },
         action: Default::default(),
         categories: [("qs_log_category".to_string(), "never".to_string())].into(),
     };

@@ -459,3 +459,41 @@ fn unset_variables_are_all_named_and_nothing_follows_from_them() {
     let keys: Vec<&str> = found.iter().map(|p| p.key.as_str()).collect();
     assert_eq!(keys, ["ingest.allow[0]", "sinks.events.path"], "{found:#?}");
 }
+
+#[test]
+fn match_tables_name_a_bad_id_or_an_empty_name_by_key() {
+    let text = format!(
+        r#"{MINIMAL}match = {{ task_ids = ["Finance reload"], app_names = [""] }}
+
+[[categorise.rules]]
+match = {{ app_ids = ["e7af59a0-c243-480d-9571-08727551a66F", "sales"] }}
+categories = {{ team = "sales" }}
+"#
+    );
+    let found = problems(&text);
+    let keys: Vec<&str> = found.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "sinks.events.match.task_ids[0]",
+            "sinks.events.match.app_names[0]",
+            "categorise.rules[0].match.app_ids[1]",
+        ]
+    );
+    assert!(
+        found[0].problem.contains("is not an ID") && found[0].problem.contains("task_names"),
+        "{}",
+        found[0].problem
+    );
+    // Valid names and IDs of either case load.
+    let text = format!(
+        r#"{MINIMAL}match = {{ task_names = ["Finance*"], users = ["LAB\\svc_*"], exclude_users = ["sa_scheduler"], methods = ["Doc::*"], object_types = ["linechart"] }}
+"#
+    );
+    let config = load(&text).unwrap();
+    assert_eq!(
+        config.sinks["events"].delivery.match_.task_names,
+        ["Finance*"]
+    );
+    assert_eq!(config.sinks["events"].delivery.match_.users, ["LAB\\svc_*"]);
+}

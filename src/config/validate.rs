@@ -107,6 +107,11 @@ impl Config {
                 "field caps must be at least 1 byte".into(),
             );
         }
+        for (i, rule) in self.categorise.rules.iter().enumerate() {
+            for (key, problem) in rule.match_.problems() {
+                invalid(&format!("categorise.rules[{i}].match.{key}"), problem);
+            }
+        }
         if let Err(err) = Categoriser::new(&self.categorise) {
             let detail = err.source.to_string();
             invalid(
@@ -154,6 +159,9 @@ impl Config {
                 invalid(&key(field), problem);
             }
             let delivery = &sink.delivery;
+            for (field, problem) in delivery.match_.problems() {
+                invalid(&key(&format!("match.{field}")), problem);
+            }
             if delivery.queue_events == 0 {
                 invalid(&key("queue_events"), "must be at least 1".into());
             }

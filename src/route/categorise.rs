@@ -9,6 +9,7 @@ use memchr::memmem::Finder;
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
+use super::{MatchConfig, Matcher};
 use crate::event::{Category, Event, EventType, Level, StaticTags};
 
 /// Categorisation: rules that tag events with categories, or drop them.
@@ -40,6 +41,14 @@ pub struct RuleConfig {
     /// Message filters; the rule matches when any matches. Empty: every message.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub filters: Vec<FilterConfig>,
+    /// Further conditions, as in a sink's `match` table (task and app names,
+    /// users, hosts, ...); all must hold. Empty: none.
+    #[serde(
+        default,
+        rename = "match",
+        skip_serializing_if = "MatchConfig::is_empty"
+    )]
+    pub match_: MatchConfig,
     /// `categorise` (default) adds `categories`; `drop` discards the event.
     #[serde(default)]
     pub action: RuleAction,
@@ -126,6 +135,7 @@ struct Rule {
     types: Vec<EventType>,
     levels: Vec<Level>,
     filters: Vec<Filter>,
+    matcher: Matcher,
     action: RuleAction,
     categories: Vec<Category>,
 }
@@ -216,6 +226,7 @@ impl Categoriser {
                 types: rule.types.clone(),
                 levels: rule.levels.clone(),
                 filters,
+                matcher: Matcher::new(&rule.match_),
                 action: rule.action,
                 categories: categories(&rule.categories),
             });
@@ -241,7 +252,8 @@ impl Categoriser {
                 && (rule.filters.is_empty()
                     || event
                         .message()
-                        .is_some_and(|message| rule.filters.iter().any(|f| f.matches(message))));
+                        .is_some_and(|message| rule.filters.iter().any(|f| f.matches(message))))
+                && rule.matcher.matches(event);
             if !applies {
                 continue;
             }
@@ -335,5 +347,25 @@ filters = [{ type = "ends_with", value = "reached" }]
             err.to_string()
                 .starts_with("categorise.rules[0].filters[0]")
         );
+    }
+
+    #[test]
+    fn rules_can_match_on_tasks_apps_and_users() {
+        let rules = categoriser(
+            r#"
+[[rules]]
+match = { app_names = ["Test failing*"], exclude_users = ["sa_*"] }
+categories = { team = "finance" }
+[[rules]]
+match = { users = ["LAB\\jdoe"] }
+action = "drop"
+"#,
+        );
+        let mut task = crate::send::sample_event("task-failed");
+        assert_eq!(rules.apply(&mut task), Verdict::Keep);
+        assert_eq!(task.categories.len(), 1);
+        assert_eq!(&*task.categories[0].1, "finance");
+        let mut other = event(PROXY_WARN);
+        assert_eq!(rules.apply(&mut other), Verdict::Drop);
     }
 }

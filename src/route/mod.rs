@@ -8,12 +8,14 @@
 
 mod categorise;
 mod matcher;
+mod pattern;
 
 pub use categorise::{
     BadRegex, CategoriseConfig, Categoriser, Enricher, FilterConfig, FilterKind, RuleAction,
     RuleConfig, Verdict,
 };
 pub use matcher::{MatchConfig, Matcher};
+pub use pattern::{NamePattern, UserPattern};
 
 #[cfg(test)]
 mod test_events {

@@ -255,3 +255,74 @@ queue_events = "many"
         assert!(!stderr.contains(rust), "{rust:?} in:\n{stderr}");
     }
 }
+
+/// Every TOML example in the README that configures something (a table
+/// header) passes `herald check` under a minimal `[ingest]`, with each
+/// `${VARIABLE}` it reads set to a placeholder.
+#[test]
+fn every_toml_example_in_the_readme_passes_check() {
+    let readme = fs::read_to_string(repo_root().join("README.md")).expect("README.md");
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in readme.lines() {
+        match (&mut current, line.trim_start()) {
+            (None, "```toml") => current = Some(String::new()),
+            (Some(block), "```") => {
+                blocks.push(std::mem::take(block));
+                current = None;
+            }
+            (Some(block), _) => {
+                block.push_str(line);
+                block.push('\n');
+            }
+            (None, _) => {}
+        }
+    }
+    let examples: Vec<&String> = blocks
+        .iter()
+        .filter(|b| b.lines().any(|l| l.starts_with('[')) && !b.contains("[ingest]"))
+        .collect();
+    assert!(
+        examples.len() >= 4,
+        "only {} examples found",
+        examples.len()
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut failures = Vec::new();
+    for (i, example) in examples.iter().enumerate() {
+        let path = dir.path().join(format!("example{i}.toml"));
+        fs::write(
+            &path,
+            format!(
+                "[ingest]\nlisten = [\"127.0.0.1:9996\"]\nallow = [\"127.0.0.0/8\"]\n\n{example}"
+            ),
+        )
+        .expect("write");
+        let mut command = std::process::Command::new(crate::harness::herald_bin());
+        command
+            .args(["check", "--config", path.to_str().expect("utf-8 path")])
+            .env_remove("HERALD_LOG")
+            .env("NO_COLOR", "1");
+        for name in example
+            .split("${")
+            .skip(1)
+            .filter_map(|s| s.split_once('}'))
+        {
+            let name = name.0;
+            let value = if name.ends_with("URL") || name.ends_with("WEBHOOK") {
+                "https://hooks.example.com/services/x"
+            } else {
+                "placeholder-secret-value"
+            };
+            command.env(name, value);
+        }
+        let output = command.output().expect("run herald check");
+        if !output.status.success() {
+            failures.push(format!(
+                "{example}\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n---\n"));
+}
