@@ -259,6 +259,19 @@ pub fn health(health: &Health) -> (bool, String) {
             "unresolved_hosts": health.unresolved(),
         },
         "sinks": sinks,
+        "senders": health.senders.snapshot().iter().map(|stream| json!({
+            "host": stream.host,
+            "tag": stream.tag,
+            "source": stream.source.as_str(),
+            "received": stream.received,
+            "lost": stream.lost,
+            "missing_now": stream.missing,
+            "late": stream.late,
+            "restarts": stream.restarts,
+            "loss_ratio": stream.loss_ratio(),
+            "last_row": stream.last_row,
+            "last_seen": stream.last_seen.to_string(),
+        })).collect::<Vec<_>>(),
         "last_reload": health
             .last_reload
             .lock()

@@ -37,6 +37,7 @@ pub mod config;
 pub mod deadletter;
 pub mod event;
 pub mod flood;
+pub mod gaps;
 pub mod http;
 pub mod ingest;
 pub mod metrics;

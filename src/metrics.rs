@@ -56,6 +56,12 @@ pub const LATENCY_BUCKETS: [f64; 17] = [
 pub const PIPELINE_DROPPED: &str = "herald_pipeline_dropped_total";
 /// Events that matched no sink.
 pub const ROUTE_UNROUTED: &str = "herald_route_unrouted_total";
+/// Rows a Sense appender numbered that never became events, by source and host.
+pub const SENDER_GAP_EVENTS: &str = "herald_sender_gap_events_total";
+/// Times an appender's row counter started again (the Sense service restarted).
+pub const SENDER_RESTARTS: &str = "herald_sender_restarts_total";
+/// Rows of appender streams beyond the streams followed.
+pub const SENDER_GAP_UNTRACKED: &str = "herald_sender_gap_streams_untracked_total";
 /// Events a sink delivered.
 pub const SINK_DELIVERED: &str = "herald_sink_events_delivered_total";
 /// Events a sink failed to deliver for good (written to the dead-letter file).
@@ -129,6 +135,18 @@ pub fn describe() {
         "Datagrams or events dropped inside herald, by stage and reason."
     );
     describe_counter!(ROUTE_UNROUTED, "Events that matched no sink.");
+    describe_counter!(
+        SENDER_GAP_EVENTS,
+        "Rows a Sense appender numbered (log_row) that never arrived as events: lost on the network, dropped by the kernel or refused here; by source and host (hosts beyond metrics.max_hosts count as \"other\")."
+    );
+    describe_counter!(
+        SENDER_RESTARTS,
+        "Times a Sense appender's row counter started again without wrapping (its service restarted), by source and host."
+    );
+    describe_counter!(
+        SENDER_GAP_UNTRACKED,
+        "Rows of appender streams (host and tag) beyond the streams herald follows for loss detection."
+    );
     describe_counter!(
         EVENTS,
         "Sense events by type, source, level and host (hosts beyond metrics.max_hosts count as \"other\")."
@@ -397,7 +415,7 @@ impl HostLabels {
 
     /// Admits `label` (a host name already cut by [`host_label`]) if it is
     /// known or there is room; false when it counts as `"other"`.
-    fn admit(&self, label: &str) -> bool {
+    pub(crate) fn admit(&self, label: &str) -> bool {
         let mut admitted = self.admitted.lock().unwrap_or_else(PoisonError::into_inner);
         if admitted.contains(label) {
             return true;
@@ -413,7 +431,11 @@ impl HostLabels {
 /// A host name cut to [`MAX_HOST_LABEL`] characters: the label, and the key
 /// every per-host map uses, so names that differ only beyond the cut share one
 /// entry (no memory grows with the names a sender makes up).
-fn host_label(host: &str) -> &str {
+pub(crate) fn host_label(host: &str) -> &str {
+    // No more bytes than the cap: no more characters either.
+    if host.len() <= MAX_HOST_LABEL {
+        return host;
+    }
     match host.char_indices().nth(MAX_HOST_LABEL) {
         Some((end, _)) => &host[..end],
         None => host,

@@ -34,6 +34,7 @@ use crate::budget::ByteBudget;
 use crate::config::{Config, EMPTY_ALLOWLIST};
 use crate::deadletter::{self, DeadLetters, Record};
 use crate::flood::{FloodLog, Tally, Unused};
+use crate::gaps::{Rows, SenderGaps};
 use crate::ingest::allowlist::{AllowEntry, Resolution, SharedAllowlist, resolve};
 use crate::ingest::{self, Batch, BindError};
 use crate::metrics::{
@@ -93,6 +94,8 @@ pub struct Health {
     pub stopping: AtomicBool,
     /// The last config reload: when, and what came of it.
     pub last_reload: Mutex<Option<LastReload>>,
+    /// Each Sense appender's row counter, for loss detection per sender.
+    pub senders: Arc<SenderGaps>,
 }
 
 /// A config reload as `/health` shows it.
@@ -257,12 +260,20 @@ pub fn start(config: &Config) -> Result<Running, PipelineError> {
 
     let (tx, rx) = crossbeam_channel::bounded::<Batch>(config.pipeline.queue_batches);
     let handoff = Arc::new(ByteBudget::new(config.pipeline.queue_bytes));
+    let hosts = Arc::new(HostLabels::new(config.metrics.max_hosts));
+    // A Sense node runs up to about six appenders (one per service, plus
+    // qix-perf); room for all of them on every host that gets a label.
+    let senders = Arc::new(SenderGaps::new(
+        hosts.clone(),
+        (config.metrics.max_hosts + 1) * STREAMS_PER_HOST,
+    ));
     let shared = Arc::new(WorkerShared {
         routing: routing.clone(),
         dead: dead.clone(),
         metrics: WorkerMetrics::register(),
-        hosts: Arc::new(HostLabels::new(config.metrics.max_hosts)),
+        hosts,
         handoff: handoff.clone(),
+        senders: senders.clone(),
     });
     let parser = Parser::new(&config.parse)
         .map_err(|err| PipelineError::Thread(std::io::Error::other(err)))?;
@@ -311,6 +322,7 @@ pub fn start(config: &Config) -> Result<Running, PipelineError> {
         sinks: Mutex::new(statuses),
         stopping: AtomicBool::new(false),
         last_reload: Mutex::new(None),
+        senders,
     });
     // The refresher runs even without host names in the list: a reload may
     // add some.
@@ -542,7 +554,12 @@ struct WorkerShared {
     /// The ingest hand-off's byte budget: a worker gives a batch's bytes back
     /// once it is done with the batch.
     handoff: Arc<ByteBudget>,
+    /// Loss detection per sender.
+    senders: Arc<SenderGaps>,
 }
+
+/// Appender streams followed per host (see [`SenderGaps`]).
+const STREAMS_PER_HOST: usize = 8;
 
 /// A parse/route worker: runs until every ingest thread is gone and the channel is empty.
 fn work(
@@ -562,6 +579,7 @@ fn work(
     // Per route: whether this batch pushed to it, and its staged events. They
     // follow the routes: a reload may add, remove and reorder them.
     let (mut touched, mut stages) = per_route(routing.get());
+    let mut rows = Rows::default();
     loop {
         // Between batches (and when idle) pick up routes a reload replaced,
         // so the old ones are released once every worker has moved on.
@@ -573,7 +591,11 @@ fn work(
         if routing.refresh() {
             (touched, stages) = per_route(routing.get());
         }
-        let Some(batch) = batch else { continue };
+        let Some(batch) = batch else {
+            // Count the losses of senders that went quiet.
+            shared.senders.close_due(Instant::now());
+            continue;
+        };
         let current = routing.get();
         debug_assert_eq!(current.routes.len(), stages.len());
         for datagram in &batch.datagrams {
@@ -584,6 +606,7 @@ fn work(
                     event.sequence = sequence;
                     sequence += workers as u64;
                     event_counters.count(&event);
+                    rows.note(&event);
                     if current.enricher.apply(&mut event) == Verdict::Drop {
                         shared.metrics.rule_drops.increment(1);
                         continue;
@@ -634,6 +657,11 @@ fn work(
             if std::mem::take(touched) {
                 route.queue.commit(stage);
             }
+        }
+        if !rows.is_empty() {
+            shared
+                .senders
+                .record(&mut rows, Instant::now(), batch.received_at);
         }
         shared.handoff.release(batch.bytes);
         if !unusable.is_empty() {

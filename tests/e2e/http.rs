@@ -8,7 +8,7 @@ use crate::harness::{ConfigBuilder, Herald, fixture, metric_names, sample_datagr
 const REGISTERED_WHEN_COUNTED: [&str; 1] = ["herald_parse_malformed_fields_total"];
 
 /// Every name declared in src/metrics.rs.
-const METRICS: [&str; 30] = [
+const METRICS: [&str; 33] = [
     "herald_ingest_datagrams_total",
     "herald_ingest_rejected_total",
     "herald_ingest_kernel_drops_total",
@@ -20,6 +20,9 @@ const METRICS: [&str; 30] = [
     "herald_parse_malformed_fields_total",
     "herald_pipeline_dropped_total",
     "herald_route_unrouted_total",
+    "herald_sender_gap_events_total",
+    "herald_sender_restarts_total",
+    "herald_sender_gap_streams_untracked_total",
     "herald_events_total",
     "herald_task_events_total",
     "herald_event_latency_seconds",

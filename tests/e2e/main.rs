@@ -14,6 +14,9 @@ mod samples;
 // Every parser fixture, sent over UDP, comes out exactly as expected.
 mod fixtures;
 
+// Rows a Sense appender numbered that never arrived are counted per sender.
+mod senders;
+
 // The sender allowlist refuses, counts and logs outsiders.
 mod allowlist;
 

@@ -1,0 +1,642 @@
+//! Loss detection per sender: how many datagrams a Sense appender sent that
+//! never became events here.
+//!
+//! Sense numbers the events of each appender (`%rownum{9999}`, an event's
+//! `log_row`): a counter per appender that runs up to 9999 and starts again.
+//! For each (host, tag) pair, the stream of one appender on one node, this
+//! module follows that counter and counts the rows that never arrive:
+//!
+//! - a row that skips ahead opens a gap; a row from a gap that arrives later
+//!   (datagrams reordered on the network, or by herald's parallel workers)
+//!   closes its place in it. What is still missing [`GRACE`] after the gap
+//!   opened counts as lost: `herald_sender_gap_events_total{source,host}`.
+//! - after 9999 the counter starts again at 0 or 1 (which one is learned from
+//!   seeing a 0).
+//! - a low row after a jump that no wrap explains (or a low row seen again
+//!   after a pause of [`GRACE`]) means the Sense service restarted and its
+//!   counter with it: `herald_sender_restarts_total`, not a loss.
+//!
+//! What counts as lost is what never became an event: lost on the network,
+//! dropped by the kernel because herald's receive buffer was full, or refused
+//! by herald itself (not on the allowlist, over a rate limit, unparsable;
+//! those are counted where they happen too). A run of more than 4,999 lost
+//! rows in a row cannot be told from a late row and is not counted.
+//!
+//! The streams are bounded ([`SenderGaps::new`]'s `max_streams`; more are
+//! counted in `herald_sender_gap_streams_untracked_total`), and so are the
+//! open gaps of each. This module does not parse; the workers hand it
+//! (host, tag, source, row) as they parse.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use metrics::{Counter, counter};
+
+use crate::event::{Event, Field, Source};
+use crate::metrics::{
+    HostLabels, SENDER_GAP_EVENTS, SENDER_GAP_UNTRACKED, SENDER_RESTARTS, host_label,
+};
+
+/// How long a missing row may take to arrive before it counts as lost.
+pub const GRACE: Duration = Duration::from_secs(5);
+
+/// The highest row number Sense's appenders write (`%rownum{9999}`).
+const TOP: u32 = 9999;
+
+/// A row at most this far ahead is the counter moving on; further ahead is a
+/// row from before the newest (half the counter's cycle).
+const HALF: u32 = 5000;
+
+/// A row this close to the start of the counter, after a jump longer than
+/// [`RESTART_JUMP`], is read as the Sense service having restarted.
+const RESTART_ROW: u32 = 16;
+
+/// See [`RESTART_ROW`].
+const RESTART_JUMP: u32 = 64;
+
+/// Open gaps one stream keeps; beyond that the oldest counts as lost at once.
+const MAX_GAPS: usize = 64;
+
+/// One appender's stream of rows as seen now, for `/health` and the status page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamStatus {
+    /// The Sense host name (cut to the host-label length).
+    pub host: String,
+    /// The appender's tag, e.g. `/qseow-engine/`.
+    pub tag: String,
+    /// The Sense service.
+    pub source: Source,
+    /// Rows received.
+    pub received: u64,
+    /// Rows counted as lost.
+    pub lost: u64,
+    /// Rows missing now, not yet counted as lost (within [`GRACE`]).
+    pub missing: u64,
+    /// Rows that arrived after a later row.
+    pub late: u64,
+    /// Times the counter started again without a wrap.
+    pub restarts: u64,
+    /// The newest row number.
+    pub last_row: u32,
+    /// When the newest row arrived.
+    pub last_seen: jiff::Timestamp,
+}
+
+impl StreamStatus {
+    /// Lost rows as a share of rows sent (received + lost), 0 to 1.
+    pub fn loss_ratio(&self) -> f64 {
+        let sent = self.received + self.lost;
+        if sent == 0 {
+            0.0
+        } else {
+            self.lost as f64 / sent as f64
+        }
+    }
+}
+
+/// Rows missing between two rows seen: positions `from..=to`.
+#[derive(Debug, Clone, Copy)]
+struct Gap {
+    from: u64,
+    to: u64,
+    opened: Instant,
+}
+
+impl Gap {
+    fn len(&self) -> u64 {
+        self.to - self.from + 1
+    }
+}
+
+/// One appender's stream.
+#[derive(Debug)]
+struct Stream {
+    status: StreamStatus,
+    /// Whether the counter has been seen at 0 (it then runs 0..=9999).
+    zero_based: bool,
+    /// The newest row's position: rows counted from the first one seen, so
+    /// that it keeps growing across wraps.
+    newest: u64,
+    /// When the newest row arrived.
+    newest_at: Instant,
+    gaps: VecDeque<Gap>,
+    lost: Counter,
+    restarts: Counter,
+}
+
+impl Stream {
+    fn new(status: StreamStatus, metric_host: &str, now: Instant) -> Stream {
+        let source = status.source.as_str();
+        Stream {
+            zero_based: status.last_row == 0,
+            newest: 0,
+            newest_at: now,
+            gaps: VecDeque::new(),
+            lost: counter!(SENDER_GAP_EVENTS, "source" => source, "host" => metric_host.to_string()),
+            restarts: counter!(SENDER_RESTARTS, "source" => source, "host" => metric_host.to_string()),
+            status,
+        }
+    }
+
+    /// The counter's first value.
+    fn base(&self) -> u32 {
+        u32::from(!self.zero_based)
+    }
+
+    /// Steps forward from row `a` to row `b`, wrapping after 9999.
+    fn forward(&self, a: u32, b: u32) -> u32 {
+        if b >= a {
+            b - a
+        } else {
+            (TOP - a) + (b - self.base()) + 1
+        }
+    }
+
+    /// Takes one row.
+    fn see(&mut self, row: u32, now: Instant, at: jiff::Timestamp) {
+        if row == 0 {
+            self.zero_based = true;
+        }
+        let base = self.base();
+        let ahead = self.forward(self.status.last_row, row);
+        self.status.received += 1;
+        if ahead == 0 {
+            // The newest row again: a duplicate (the network, or a resend).
+            return;
+        }
+        // Near the counter's start: after a long jump, a restart.
+        let low = row - base < RESTART_ROW;
+        if ahead < HALF && !(low && ahead > RESTART_JUMP) {
+            self.status.last_seen = at;
+            self.advance(ahead, row, now);
+            return;
+        }
+        if ahead >= HALF {
+            // A row from before the newest: it fills its place in a gap, or
+            // is a duplicate of one already seen.
+            let behind = u64::from(TOP - base + 1 - ahead);
+            let position = self.newest.checked_sub(behind);
+            if position.is_some_and(|position| self.fill(position)) {
+                self.status.late += 1;
+                self.status.missing -= 1;
+                return;
+            }
+            // A low row seen before is a restart only when it cannot be a
+            // late duplicate: too far back, or after a pause.
+            let restart = low
+                && (position.is_none()
+                    || behind > u64::from(RESTART_JUMP)
+                    || now.saturating_duration_since(self.newest_at) >= GRACE);
+            if !restart {
+                return;
+            }
+        }
+        // The counter started again: what was missing before stays missing,
+        // and the rows of the new count before this one are missing too.
+        self.status.restarts += 1;
+        self.restarts.increment(1);
+        self.close_all();
+        self.status.last_seen = at;
+        self.advance(row - base + 1, row, now);
+    }
+
+    /// Moves the newest row `ahead` steps on, to `row`; the steps between are
+    /// a new gap.
+    fn advance(&mut self, ahead: u32, row: u32, now: Instant) {
+        if ahead > 1 {
+            if self.gaps.len() == MAX_GAPS {
+                self.close_oldest();
+            }
+            let gap = Gap {
+                from: self.newest + 1,
+                to: self.newest + u64::from(ahead) - 1,
+                opened: now,
+            };
+            self.status.missing += gap.len();
+            self.gaps.push_back(gap);
+        }
+        self.newest += u64::from(ahead);
+        self.newest_at = now;
+        self.status.last_row = row;
+    }
+
+    /// Marks `position` as arrived; false when it was not missing.
+    fn fill(&mut self, position: u64) -> bool {
+        let Some(index) = self
+            .gaps
+            .iter()
+            .position(|gap| gap.from <= position && position <= gap.to)
+        else {
+            return false;
+        };
+        let gap = self.gaps[index];
+        match (gap.from == position, gap.to == position) {
+            (true, true) => {
+                self.gaps.remove(index);
+            }
+            (true, false) => self.gaps[index].from += 1,
+            (false, true) => self.gaps[index].to -= 1,
+            (false, false) => {
+                // Split in two; keep the number of gaps bounded.
+                self.gaps[index].to = position - 1;
+                self.gaps.insert(
+                    index + 1,
+                    Gap {
+                        from: position + 1,
+                        ..gap
+                    },
+                );
+                if self.gaps.len() > MAX_GAPS {
+                    self.close_oldest();
+                }
+            }
+        }
+        true
+    }
+
+    fn close_oldest(&mut self) {
+        if let Some(gap) = self.gaps.pop_front() {
+            self.count_lost(gap.len());
+        }
+    }
+
+    fn close_all(&mut self) {
+        while !self.gaps.is_empty() {
+            self.close_oldest();
+        }
+    }
+
+    /// Counts as lost what has been missing for [`GRACE`].
+    fn close_due(&mut self, now: Instant) {
+        while self
+            .gaps
+            .front()
+            .is_some_and(|gap| now.saturating_duration_since(gap.opened) >= GRACE)
+        {
+            self.close_oldest();
+        }
+    }
+
+    fn count_lost(&mut self, rows: u64) {
+        self.status.missing -= rows;
+        self.status.lost += rows;
+        self.lost.increment(rows);
+    }
+}
+
+/// The row counters of every stream, shared by the workers.
+#[derive(Debug)]
+pub struct SenderGaps {
+    streams: Mutex<HashMap<String, Stream>>,
+    hosts: Arc<HostLabels>,
+    max_streams: usize,
+    untracked: Counter,
+}
+
+/// One worker's rows of one batch, handed to [`SenderGaps::record`] at once so
+/// that the lock is taken once a batch. Reused: it allocates only to grow.
+#[derive(Debug, Default)]
+pub struct Rows {
+    /// The streams' keys, one after the other.
+    keys: String,
+    /// Per row: where its key ends in `keys`, its source and number.
+    rows: Vec<(usize, Source, u32)>,
+}
+
+impl Rows {
+    /// Notes `event`'s row, if it has one.
+    pub fn note(&mut self, event: &Event) {
+        let (Some(host), Some(row)) = (event.host(), event.get(Field::LogRow)) else {
+            return;
+        };
+        let Some(row) = row.parse::<u32>().ok().filter(|&row| row <= TOP) else {
+            return;
+        };
+        self.keys.push_str(host_label(host));
+        self.keys.push('\u{1f}');
+        self.keys.push_str(event.tag());
+        self.rows.push((self.keys.len(), event.source, row));
+    }
+
+    /// Whether no row is noted.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+}
+
+impl SenderGaps {
+    /// Follows at most `max_streams` streams; host labels on the metrics come
+    /// from `hosts` (the same cap as `herald_events_total`).
+    pub fn new(hosts: Arc<HostLabels>, max_streams: usize) -> SenderGaps {
+        SenderGaps {
+            streams: Mutex::new(HashMap::new()),
+            hosts,
+            max_streams,
+            untracked: counter!(SENDER_GAP_UNTRACKED),
+        }
+    }
+
+    /// Takes the rows of one batch, received at `at` (`now` on the monotonic
+    /// clock), and counts what has been missing for [`GRACE`]; empties `rows`.
+    pub fn record(&self, rows: &mut Rows, now: Instant, at: jiff::Timestamp) {
+        let mut streams = self.streams.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut start = 0;
+        for &(end, source, row) in &rows.rows {
+            let key = &rows.keys[start..end];
+            start = end;
+            if let Some(stream) = streams.get_mut(key) {
+                stream.see(row, now, at);
+                continue;
+            }
+            if streams.len() >= self.max_streams {
+                self.untracked.increment(1);
+                continue;
+            }
+            let (host, tag) = key.split_once('\u{1f}').unwrap_or((key, ""));
+            let metric_host = if self.hosts.admit(host) {
+                host
+            } else {
+                "other"
+            };
+            let status = StreamStatus {
+                host: host.to_string(),
+                tag: tag.to_string(),
+                source,
+                received: 1,
+                lost: 0,
+                missing: 0,
+                late: 0,
+                restarts: 0,
+                last_row: row,
+                last_seen: at,
+            };
+            streams.insert(key.to_string(), Stream::new(status, metric_host, now));
+        }
+        for stream in streams.values_mut() {
+            stream.close_due(now);
+        }
+        rows.keys.clear();
+        rows.rows.clear();
+    }
+
+    /// Counts what has been missing for [`GRACE`] (called when idle too, so
+    /// that a stream that went quiet still has its losses counted).
+    pub fn close_due(&self, now: Instant) {
+        let mut streams = self.streams.lock().unwrap_or_else(PoisonError::into_inner);
+        for stream in streams.values_mut() {
+            stream.close_due(now);
+        }
+    }
+
+    /// Every stream now, by host and tag.
+    pub fn snapshot(&self) -> Vec<StreamStatus> {
+        self.close_due(Instant::now());
+        let streams = self.streams.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut out: Vec<StreamStatus> = streams.values().map(|s| s.status.clone()).collect();
+        drop(streams);
+        out.sort_by(|a, b| (&a.host, &a.tag).cmp(&(&b.host, &b.tag)));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One stream, fed rows one at a time.
+    struct Feed {
+        gaps: SenderGaps,
+        start: Instant,
+    }
+
+    impl Feed {
+        fn new() -> Feed {
+            Feed {
+                gaps: SenderGaps::new(Arc::new(HostLabels::new(10)), 100),
+                start: Instant::now(),
+            }
+        }
+
+        fn rows_at(&self, host: &str, tag: &str, rows: &[u32], seconds: u64) {
+            let mut batch = Rows::default();
+            for &row in rows {
+                batch.keys.push_str(host);
+                batch.keys.push('\u{1f}');
+                batch.keys.push_str(tag);
+                batch.rows.push((batch.keys.len(), Source::Engine, row));
+            }
+            self.gaps.record(
+                &mut batch,
+                self.start + Duration::from_secs(seconds),
+                jiff::Timestamp::UNIX_EPOCH,
+            );
+        }
+
+        fn rows(&self, rows: &[u32]) {
+            self.rows_at("node1", "/qseow-engine/", rows, 0);
+        }
+
+        /// The only stream's status once every gap is due.
+        fn settled(&self) -> StreamStatus {
+            self.gaps
+                .close_due(self.start + GRACE + Duration::from_secs(60));
+            let mut all = self.gaps.snapshot();
+            assert_eq!(all.len(), 1);
+            all.remove(0)
+        }
+    }
+
+    #[test]
+    fn a_complete_sequence_loses_nothing() {
+        let feed = Feed::new();
+        feed.rows(&(1..=500).collect::<Vec<_>>());
+        let status = feed.settled();
+        assert_eq!((status.received, status.lost, status.late), (500, 0, 0));
+        assert_eq!(status.last_row, 500);
+    }
+
+    #[test]
+    fn skipped_rows_count_as_lost_only_after_the_grace_period() {
+        let feed = Feed::new();
+        feed.rows(&[1, 2, 3, 7, 8, 20]);
+        let now = feed.gaps.snapshot();
+        assert_eq!((now[0].missing, now[0].lost), (3 + 11, 0));
+        let status = feed.settled();
+        assert_eq!((status.missing, status.lost), (0, 14));
+        assert!((status.loss_ratio() - 14.0 / 20.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn reordered_rows_fill_their_gap() {
+        let feed = Feed::new();
+        // Two workers' batches arriving out of order, and a swap within one.
+        feed.rows(&[1, 2, 3, 4, 9, 10, 12, 11]);
+        feed.rows(&[5, 6, 8, 7, 13]);
+        let status = feed.settled();
+        assert_eq!((status.received, status.lost, status.late), (13, 0, 5));
+        assert_eq!(status.last_row, 13);
+    }
+
+    #[test]
+    fn a_late_row_after_its_grace_period_changes_nothing_counted() {
+        let feed = Feed::new();
+        feed.rows(&[1, 3]);
+        feed.rows_at("node1", "/qseow-engine/", &[4], 10);
+        assert_eq!(feed.gaps.snapshot()[0].lost, 1);
+        feed.rows_at("node1", "/qseow-engine/", &[2], 11);
+        let status = feed.settled();
+        assert_eq!((status.lost, status.late, status.restarts), (1, 0, 0));
+    }
+
+    #[test]
+    fn a_restart_early_in_the_count_is_told_by_the_pause() {
+        let feed = Feed::new();
+        feed.rows(&[1, 2, 3, 4, 5, 6]);
+        // The service restarts: its first rows come again, after a pause.
+        feed.rows_at("node1", "/qseow-engine/", &[1, 2, 3, 4, 5, 6, 7, 8], 30);
+        let status = feed.settled();
+        assert_eq!((status.lost, status.restarts, status.last_row), (0, 1, 8));
+    }
+
+    #[test]
+    fn the_counter_wraps_after_9999_to_1_or_to_0() {
+        // 1-based: 9999 is followed by 1.
+        let feed = Feed::new();
+        feed.rows(&[9997, 9998, 9999, 1, 2, 4]);
+        let status = feed.settled();
+        assert_eq!((status.lost, status.restarts), (1, 0));
+        assert_eq!(status.last_row, 4);
+        // 0-based: 9999 is followed by 0.
+        let feed = Feed::new();
+        feed.rows(&[9998, 9999, 0, 1, 3]);
+        let status = feed.settled();
+        assert_eq!((status.lost, status.restarts), (1, 0));
+        // Rows lost across the wrap.
+        let feed = Feed::new();
+        feed.rows(&[9990, 5, 6]);
+        let status = feed.settled();
+        assert_eq!((status.lost, status.restarts), (9 + 4, 0));
+        // A late row from before the wrap.
+        let feed = Feed::new();
+        feed.rows(&[9998, 1, 2, 9999, 3]);
+        let status = feed.settled();
+        assert_eq!((status.lost, status.late), (0, 1));
+    }
+
+    #[test]
+    fn a_restarted_service_is_a_restart_not_a_loss() {
+        let feed = Feed::new();
+        feed.rows(&[4000, 4001, 4002, 1, 2, 3]);
+        let status = feed.settled();
+        assert_eq!((status.lost, status.restarts, status.last_row), (0, 1, 3));
+        // Rows lost just after the restart do count.
+        let feed = Feed::new();
+        feed.rows(&[4000, 4001, 3, 4]);
+        let status = feed.settled();
+        assert_eq!((status.lost, status.restarts), (2, 1));
+        // A gap still open when the service restarts stays lost.
+        let feed = Feed::new();
+        feed.rows(&[100, 103, 1]);
+        let status = feed.settled();
+        assert_eq!((status.lost, status.restarts), (2, 1));
+        // A wrap whose first rows were lost is not a restart.
+        let feed = Feed::new();
+        feed.rows(&[9995, 9996, 2, 3]);
+        let status = feed.settled();
+        assert_eq!((status.lost, status.restarts), (4, 0));
+    }
+
+    #[test]
+    fn duplicates_are_neither_lost_nor_late() {
+        let feed = Feed::new();
+        feed.rows(&[1, 2, 2, 3, 1]);
+        let status = feed.settled();
+        assert_eq!((status.received, status.lost, status.late), (5, 0, 0));
+    }
+
+    #[test]
+    fn streams_are_per_host_and_tag_and_bounded() {
+        let gaps = SenderGaps::new(Arc::new(HostLabels::new(1)), 3);
+        let mut rows = Rows::default();
+        for (host, tag) in [
+            ("node1", "/qseow-engine/"),
+            ("node1", "/qseow-qix-perf/"),
+            ("node2", "/qseow-engine/"),
+            ("node3", "/qseow-engine/"),
+        ] {
+            rows.keys.push_str(host);
+            rows.keys.push('\u{1f}');
+            rows.keys.push_str(tag);
+            rows.rows.push((rows.keys.len(), Source::Engine, 7));
+        }
+        gaps.record(&mut rows, Instant::now(), jiff::Timestamp::UNIX_EPOCH);
+        let all = gaps.snapshot();
+        let names: Vec<_> = all
+            .iter()
+            .map(|s| (s.host.as_str(), s.tag.as_str()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("node1", "/qseow-engine/"),
+                ("node1", "/qseow-qix-perf/"),
+                ("node2", "/qseow-engine/"),
+            ]
+        );
+        assert!(rows.is_empty());
+    }
+
+    #[test]
+    fn open_gaps_per_stream_are_bounded() {
+        let feed = Feed::new();
+        let rows: Vec<u32> = (0..200).map(|i| 1 + i * 3).collect();
+        feed.rows(&rows);
+        let streams = feed.gaps.streams.lock().unwrap();
+        let stream = streams.values().next().unwrap();
+        assert_eq!(stream.gaps.len(), MAX_GAPS);
+        assert_eq!(stream.status.lost + stream.status.missing, 2 * 199);
+    }
+
+    /// Arbitrary losses and local reorderings of a long wrapping sequence:
+    /// what is counted lost is exactly what was never sent on.
+    #[test]
+    fn random_losses_and_reorderings_are_counted_exactly() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut random = move |below: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % below
+        };
+        for round in 0..20 {
+            let feed = Feed::new();
+            let start = 1 + random(9999) as u32;
+            let mut sent = Vec::new();
+            let mut dropped = 0;
+            let total = 30_000;
+            for i in 0..total {
+                let row = (start - 1 + i) % 9999 + 1;
+                // Never the first or last row: what is lost is then always
+                // between two rows that arrived.
+                if i > 0 && i < total - 1 && random(100) < 3 {
+                    dropped += 1;
+                } else {
+                    sent.push(row);
+                }
+            }
+            // Swap neighbours now and then.
+            for i in 1..sent.len() {
+                if random(100) < 5 {
+                    sent.swap(i - 1, i);
+                }
+            }
+            for chunk in sent.chunks(97) {
+                feed.rows(chunk);
+            }
+            let status = feed.settled();
+            assert_eq!(status.lost, dropped, "round {round}, start {start}");
+            assert_eq!(status.restarts, 0, "round {round}");
+        }
+    }
+}
