@@ -1,10 +1,12 @@
-//! The HTTP endpoint: `GET /metrics` (Prometheus text) and `GET /health` (JSON).
+//! The HTTP endpoint: `GET /metrics` (Prometheus text), `GET /health` (JSON)
+//! and `GET /tap` (a live sample of the events, as Server-Sent Events; see
+//! [`crate::tap`]).
 //!
 //! A deliberately small HTTP/1.1 server: one request per connection, GET only,
 //! request head capped at 8 KiB and read within 5 s, the answer written within
 //! 5 s, and at most [`MAX_CONNECTIONS`] connections at once (more are closed at
 //! once), so stuck or hostile clients cannot hold resources. It binds loopback by
-//! default (`http.listen`); with `http.token` set, `/health` (and `/metrics`
+//! default (`http.listen`); with `http.token` set, `/health`, `/tap` (and `/metrics`
 //! unless `http.metrics_public`) needs `Authorization: Bearer <token>`, compared
 //! in constant time. It serves nothing else; sinks that need HTTP use their own
 //! clients.
@@ -12,7 +14,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
@@ -22,8 +24,11 @@ use tokio::sync::Semaphore;
 use tracing::debug;
 
 use crate::pipeline::Health;
+use crate::redact;
 use crate::secret::Secret;
 use crate::sinks::driver::SinkState;
+use crate::tap::query::{self, TapQuery};
+use crate::tap::{MAX_TAPS, TICK};
 
 const MAX_REQUEST_BYTES: usize = 8 * 1024;
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
@@ -111,11 +116,115 @@ async fn handle(mut stream: TcpStream, state: &HttpState) -> std::io::Result<()>
     })
     .await
     .unwrap_or(Ok(false))?;
+    if head_complete
+        && let Some(query) = tap_request(&request)
+        && authorised(&request, state.token.as_ref())
+    {
+        return stream_tap(stream, state, query).await;
+    }
     let (status, content_type, body) = if head_complete {
         respond(&request, state)
     } else {
         ("400 Bad Request", "text/plain", "bad request\n".to_string())
     };
+    write_answer(&mut stream, status, content_type, &body).await
+}
+
+/// The query of a `GET /tap` request: `Some(Ok)` to stream, `Some(Err)` when
+/// the query is wrong (answered 400 by [`respond`]); `None` for other requests.
+fn tap_request(request: &[u8]) -> Option<Result<TapQuery, String>> {
+    let (method, target) = request_line(request);
+    let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+    (method == "GET" && path == "/tap").then(|| query::decode(query))
+}
+
+/// The method and target of the request line.
+fn request_line(request: &[u8]) -> (String, String) {
+    let line_end = memchr::memchr(b'\r', request).unwrap_or(request.len());
+    let line = String::from_utf8_lossy(&request[..line_end]);
+    let mut parts = line.split(' ');
+    (
+        parts.next().unwrap_or("").to_string(),
+        parts.next().unwrap_or("").to_string(),
+    )
+}
+
+/// Streams a tap's events as Server-Sent Events until the client goes away
+/// or herald stops: each event as `data: <JSON>` (redacted), and every
+/// second `event: stats` with the counts shown and not shown.
+async fn stream_tap(
+    mut stream: TcpStream,
+    state: &HttpState,
+    query: Result<TapQuery, String>,
+) -> std::io::Result<()> {
+    let query = match query {
+        Ok(query) => query,
+        Err(problem) => {
+            let body = format!("{problem}\n");
+            return write_answer(&mut stream, "400 Bad Request", "text/plain", &body).await;
+        }
+    };
+    let Some(tap) = state.health.taps.open(&query.filter, query.limit) else {
+        let body = format!("{MAX_TAPS} taps are open already; close one and try again\n");
+        return write_answer(&mut stream, "503 Service Unavailable", "text/plain", &body).await;
+    };
+    let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n";
+    write_within(&mut stream, head.as_bytes()).await?;
+    let mut ticks = tokio::time::interval(TICK);
+    let mut events = Vec::new();
+    let mut json = Vec::new();
+    let mut last_stats: Option<Instant> = None;
+    loop {
+        ticks.tick().await;
+        let mut out = Vec::new();
+        if state.health.stopping.load(Ordering::Relaxed) {
+            out.extend_from_slice(b"event: end\ndata: {\"reason\":\"herald is stopping\"}\n\n");
+            write_within(&mut stream, &out).await?;
+            return stream.shutdown().await;
+        }
+        tap.take(&mut events);
+        for event in events.drain(..) {
+            json.clear();
+            event.write_json(&mut json);
+            out.extend_from_slice(b"data: ");
+            out.extend_from_slice(redact::text(&String::from_utf8_lossy(&json)).as_bytes());
+            out.extend_from_slice(b"\n\n");
+        }
+        if last_stats.is_none_or(|at| at.elapsed() >= STATS_EVERY) {
+            let (shown, not_shown) = tap.counts();
+            out.extend_from_slice(
+                format!(
+                    "event: stats\ndata: {{\"shown\":{shown},\"not_shown\":{not_shown},\"limit\":{}}}\n\n",
+                    query.limit
+                )
+                .as_bytes(),
+            );
+            last_stats = Some(Instant::now());
+        }
+        if !out.is_empty() {
+            write_within(&mut stream, &out).await?;
+        }
+    }
+}
+
+/// Writes `bytes` within [`WRITE_TIMEOUT`].
+async fn write_within(stream: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()> {
+    tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(bytes))
+        .await
+        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+}
+
+/// How often a tap's stream reports its counts (which also tells the client
+/// the connection is alive).
+const STATS_EVERY: Duration = Duration::from_secs(1);
+
+/// Writes a whole answer and closes.
+async fn write_answer(
+    stream: &mut TcpStream,
+    status: &str,
+    content_type: &str,
+    body: &str,
+) -> std::io::Result<()> {
     let challenge = if status.starts_with("401") {
         "WWW-Authenticate: Bearer\r\n"
     } else {
@@ -168,13 +277,11 @@ const UNAUTHORISED: (&str, &str, &str) = (
 );
 
 fn respond(request: &[u8], state: &HttpState) -> (&'static str, &'static str, String) {
-    let line_end = memchr::memchr(b'\r', request).unwrap_or(request.len());
-    let line = String::from_utf8_lossy(&request[..line_end]);
-    let mut parts = line.split(' ');
-    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let (method, target) = request_line(request);
     let path = target.split('?').next().unwrap_or("");
     let authorised = authorised(request, state.token.as_ref());
-    match (method, path) {
+    match (method.as_str(), path) {
+        ("GET", "/tap") => (UNAUTHORISED.0, UNAUTHORISED.1, UNAUTHORISED.2.into()),
         ("GET", "/metrics") if !authorised && !state.metrics_public => {
             (UNAUTHORISED.0, UNAUTHORISED.1, UNAUTHORISED.2.into())
         }
@@ -195,11 +302,13 @@ fn respond(request: &[u8], state: &HttpState) -> (&'static str, &'static str, St
             };
             (status, "application/json", body)
         }
-        (_, "/metrics" | "/health") => ("405 Method Not Allowed", "text/plain", "use GET\n".into()),
+        (_, "/metrics" | "/health" | "/tap") => {
+            ("405 Method Not Allowed", "text/plain", "use GET\n".into())
+        }
         _ => (
             "404 Not Found",
             "text/plain",
-            "not found; try /metrics or /health\n".into(),
+            "not found; try /metrics, /health or /tap\n".into(),
         ),
     }
 }
@@ -259,6 +368,7 @@ pub fn health(health: &Health) -> (bool, String) {
             "unresolved_hosts": health.unresolved(),
         },
         "sinks": sinks,
+        "taps_open": health.taps.len(),
         "senders": health.senders.snapshot().iter().map(|stream| json!({
             "host": stream.host,
             "tag": stream.tag,

@@ -51,4 +51,5 @@ pub mod send;
 pub mod service;
 pub mod sinks;
 pub mod swap;
+pub mod tap;
 pub mod throttle;

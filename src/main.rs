@@ -111,6 +111,10 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Watch the events a running herald routes, live: filtered like a sink's
+    /// match table, at most --limit a second (the rest are counted, never
+    /// queued). Uses herald's HTTP endpoint (GET /tap).
+    Tap(Box<herald::tap::client::TapArgs>),
     /// Write the LocalLogConfig.xml files that make Sense send its events to herald.
     Appenders {
         /// Host name or address of this herald server, as the Sense nodes reach it.
@@ -235,6 +239,7 @@ fn main() -> ExitCode {
             &out,
             force,
         ),
+        Command::Tap(args) => tap(&args),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "herald", &mut std::io::stdout());
             Ok(())
@@ -256,11 +261,39 @@ impl Command {
         match self {
             Command::Send { .. } => Some("send"),
             Command::Appenders { .. } => Some("appenders"),
+            Command::Tap(_) => Some("tap"),
             Command::Completions { .. } => Some("completions"),
             Command::Man { .. } => Some("man"),
             Command::Run { .. } | Command::Check { .. } | Command::Replay { .. } => None,
         }
     }
+}
+
+/// `herald tap`: prints what a running herald streams until it ends or
+/// `--count` events were shown.
+fn tap(args: &herald::tap::client::TapArgs) -> anyhow::Result<()> {
+    let options = args.options().map_err(anyhow::Error::msg)?;
+    let summary = match herald::tap::client::run(
+        &options,
+        &mut std::io::stdout().lock(),
+        &mut std::io::stderr(),
+    ) {
+        Ok(summary) => summary,
+        // The reader went away (`herald tap | head`): done.
+        Err(herald::tap::client::TapError::Io(err))
+            if err.kind() == std::io::ErrorKind::BrokenPipe =>
+        {
+            return Ok(());
+        }
+        Err(err) => return Err(err.into()),
+    };
+    if options.count.is_none_or(|count| summary.shown < count) {
+        say(&format!(
+            "herald tap: the stream ended ({} events shown, {} not shown)",
+            summary.shown, summary.not_shown
+        ));
+    }
+    Ok(())
 }
 
 /// Loads the config and installs its redactor for everything herald writes out.

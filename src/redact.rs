@@ -49,7 +49,7 @@ pub const MIN_LEN: usize = 6;
 const TOKEN_MIN_LEN: usize = 16;
 
 /// What percent-encoding leaves alone: RFC 3986's unreserved characters.
-const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
+pub(crate) const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
     .remove(b'.')
     .remove(b'_')

@@ -47,6 +47,7 @@ use crate::sinks::driver::{SinkStatus, Stopped};
 use crate::sinks::queue::{Kept, SinkQueue, Stage};
 use crate::sinks::{self, StartError};
 use crate::swap::{Current, Swap};
+use crate::tap::Taps;
 
 /// Why the pipeline could not start or stop cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -96,6 +97,8 @@ pub struct Health {
     pub last_reload: Mutex<Option<LastReload>>,
     /// Each Sense appender's row counter, for loss detection per sender.
     pub senders: Arc<SenderGaps>,
+    /// The taps open on the event stream (`GET /tap`).
+    pub taps: Arc<Taps>,
 }
 
 /// A config reload as `/health` shows it.
@@ -267,6 +270,7 @@ pub fn start(config: &Config) -> Result<Running, PipelineError> {
         hosts.clone(),
         (config.metrics.max_hosts + 1) * STREAMS_PER_HOST,
     ));
+    let taps = Taps::new();
     let shared = Arc::new(WorkerShared {
         routing: routing.clone(),
         dead: dead.clone(),
@@ -274,6 +278,7 @@ pub fn start(config: &Config) -> Result<Running, PipelineError> {
         hosts,
         handoff: handoff.clone(),
         senders: senders.clone(),
+        taps: taps.clone(),
     });
     let parser = Parser::new(&config.parse)
         .map_err(|err| PipelineError::Thread(std::io::Error::other(err)))?;
@@ -323,6 +328,7 @@ pub fn start(config: &Config) -> Result<Running, PipelineError> {
         stopping: AtomicBool::new(false),
         last_reload: Mutex::new(None),
         senders,
+        taps,
     });
     // The refresher runs even without host names in the list: a reload may
     // add some.
@@ -556,6 +562,8 @@ struct WorkerShared {
     handoff: Arc<ByteBudget>,
     /// Loss detection per sender.
     senders: Arc<SenderGaps>,
+    /// Taps on the event stream.
+    taps: Arc<Taps>,
 }
 
 /// Appender streams followed per host (see [`SenderGaps`]).
@@ -580,6 +588,7 @@ fn work(
     // follow the routes: a reload may add, remove and reorder them.
     let (mut touched, mut stages) = per_route(routing.get());
     let mut rows = Rows::default();
+    let mut taps = shared.taps.reader();
     loop {
         // Between batches (and when idle) pick up routes a reload replaced,
         // so the old ones are released once every worker has moved on.
@@ -596,6 +605,7 @@ fn work(
             shared.senders.close_due(Instant::now());
             continue;
         };
+        taps.refresh();
         let current = routing.get();
         debug_assert_eq!(current.routes.len(), stages.len());
         for datagram in &batch.datagrams {
@@ -612,6 +622,7 @@ fn work(
                         continue;
                     }
                     let event = Arc::new(event);
+                    taps.offer(&event);
                     let mut routed = false;
                     for ((route, touched), stage) in current
                         .routes

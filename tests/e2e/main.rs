@@ -17,6 +17,9 @@ mod fixtures;
 // Rows a Sense appender numbered that never arrived are counted per sender.
 mod senders;
 
+// `herald tap` shows a filtered live stream of a running herald.
+mod tap;
+
 // The sender allowlist refuses, counts and logs outsiders.
 mod allowlist;
 
