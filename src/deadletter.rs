@@ -135,7 +135,7 @@ pub const SINK_FAILED: &str = "sink_failed";
 pub const SHUTDOWN: &str = "shutdown";
 
 /// Standard base64 with padding.
-fn base64(out: &mut Vec<u8>, bytes: &[u8]) {
+pub fn base64(out: &mut Vec<u8>, bytes: &[u8]) {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     for chunk in bytes.chunks(3) {
         let b = [

@@ -26,7 +26,8 @@ use tracing::debug;
 use crate::pipeline::Health;
 use crate::redact;
 use crate::secret::Secret;
-use crate::sinks::driver::SinkState;
+use crate::sinks::driver::SinkStatus;
+use crate::status::{self, StatusBoard};
 use crate::tap::query::{self, TapQuery};
 use crate::tap::{MAX_TAPS, TICK};
 
@@ -72,6 +73,8 @@ pub struct HttpState {
     pub token: Option<Secret>,
     /// Whether `/metrics` is served without the token.
     pub metrics_public: bool,
+    /// The status page's history.
+    pub board: Arc<StatusBoard>,
 }
 
 /// Serves connections until the task is dropped.
@@ -116,11 +119,13 @@ async fn handle(mut stream: TcpStream, state: &HttpState) -> std::io::Result<()>
     })
     .await
     .unwrap_or(Ok(false))?;
-    if head_complete
-        && let Some(query) = tap_request(&request)
-        && authorised(&request, state.token.as_ref())
-    {
-        return stream_tap(stream, state, query).await;
+    if head_complete && authorised(&request, state.token.as_ref()) {
+        if let Some(query) = tap_request(&request) {
+            return stream_tap(stream, state, query).await;
+        }
+        if request_line(&request) == ("GET".into(), "/status/stream".into()) {
+            return stream_status(stream, state).await;
+        }
     }
     let (status, content_type, body) = if head_complete {
         respond(&request, state)
@@ -168,8 +173,7 @@ async fn stream_tap(
         let body = format!("{MAX_TAPS} taps are open already; close one and try again\n");
         return write_answer(&mut stream, "503 Service Unavailable", "text/plain", &body).await;
     };
-    let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n";
-    write_within(&mut stream, head.as_bytes()).await?;
+    write_within(&mut stream, EVENT_STREAM_HEAD.as_bytes()).await?;
     let mut ticks = tokio::time::interval(TICK);
     let mut events = Vec::new();
     let mut json = Vec::new();
@@ -207,6 +211,31 @@ async fn stream_tap(
     }
 }
 
+/// The head of a Server-Sent Events answer.
+const EVENT_STREAM_HEAD: &str = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n";
+
+/// Streams the status page's data as Server-Sent Events: at once, then every
+/// [`status::INTERVAL`], until the client goes away or herald stops.
+async fn stream_status(mut stream: TcpStream, state: &HttpState) -> std::io::Result<()> {
+    let Some(_slot) = state.board.open_stream() else {
+        let body = format!(
+            "{} status pages are open already; close one and try again\n",
+            status::MAX_STREAMS
+        );
+        return write_answer(&mut stream, "503 Service Unavailable", "text/plain", &body).await;
+    };
+    write_within(&mut stream, EVENT_STREAM_HEAD.as_bytes()).await?;
+    let mut ticks = tokio::time::interval(status::INTERVAL);
+    loop {
+        ticks.tick().await;
+        let document = status::document(&state.board, &state.health, &state.metrics.render());
+        write_within(&mut stream, format!("data: {document}\n\n").as_bytes()).await?;
+        if state.health.stopping.load(Ordering::Relaxed) {
+            return stream.shutdown().await;
+        }
+    }
+}
+
 /// Writes `bytes` within [`WRITE_TIMEOUT`].
 async fn write_within(stream: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()> {
     tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(bytes))
@@ -225,13 +254,21 @@ async fn write_answer(
     content_type: &str,
     body: &str,
 ) -> std::io::Result<()> {
+    // Browsers ask for the token as a password (Basic); other clients send
+    // it as a Bearer token.
     let challenge = if status.starts_with("401") {
-        "WWW-Authenticate: Bearer\r\n"
+        "WWW-Authenticate: Bearer\r\nWWW-Authenticate: Basic realm=\"herald\", charset=\"UTF-8\"\r\n"
+    } else {
+        ""
+    };
+    // The status page: only its own script and style, never in a frame.
+    let page = if content_type.starts_with("text/html") {
+        "Content-Security-Policy: default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'\r\nReferrer-Policy: no-referrer\r\nX-Frame-Options: DENY\r\n"
     } else {
         ""
     };
     let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{challenge}Connection: close\r\n\r\n",
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n{challenge}{page}Connection: close\r\n\r\n",
         body.len()
     );
     tokio::time::timeout(WRITE_TIMEOUT, async {
@@ -255,13 +292,20 @@ fn authorised(request: &[u8], token: Option<&Secret>) -> bool {
         .filter_map(|line| line.split_once(':'))
         .find(|(name, _)| name.trim().eq_ignore_ascii_case("authorization"))
         .and_then(|(_, value)| {
-            let value = value.trim();
-            let (scheme, credentials) = value.split_once(' ')?;
-            scheme
-                .eq_ignore_ascii_case("bearer")
-                .then(|| credentials.trim())
+            let (scheme, credentials) = value.trim().split_once(' ')?;
+            let credentials = credentials.trim();
+            if scheme.eq_ignore_ascii_case("bearer") {
+                Some(credentials.as_bytes().to_vec())
+            } else if scheme.eq_ignore_ascii_case("basic") {
+                // `user:password`, base64: any user name, the token as password.
+                let pair = crate::deadletter::base64_decode(credentials)?;
+                let colon = memchr::memchr(b':', &pair)?;
+                Some(pair[colon + 1..].to_vec())
+            } else {
+                None
+            }
         });
-    sent.is_some_and(|sent| same_bytes(sent.as_bytes(), token.expose().as_bytes()))
+    sent.is_some_and(|sent| same_bytes(&sent, token.expose().as_bytes()))
 }
 
 /// Compares in time that depends only on the lengths.
@@ -281,7 +325,35 @@ fn respond(request: &[u8], state: &HttpState) -> (&'static str, &'static str, St
     let path = target.split('?').next().unwrap_or("");
     let authorised = authorised(request, state.token.as_ref());
     match (method.as_str(), path) {
-        ("GET", "/tap") => (UNAUTHORISED.0, UNAUTHORISED.1, UNAUTHORISED.2.into()),
+        ("GET", "/tap" | "/status/stream") => {
+            (UNAUTHORISED.0, UNAUTHORISED.1, UNAUTHORISED.2.into())
+        }
+        ("GET", "/" | "/status.json" | "/assets/status.js" | "/assets/status.css")
+            if !authorised =>
+        {
+            (UNAUTHORISED.0, UNAUTHORISED.1, UNAUTHORISED.2.into())
+        }
+        ("GET", "/") => (
+            "200 OK",
+            "text/html; charset=utf-8",
+            status::PAGE_HTML.into(),
+        ),
+        ("GET", "/assets/status.js") => (
+            "200 OK",
+            "text/javascript; charset=utf-8",
+            status::PAGE_JS.into(),
+        ),
+        ("GET", "/assets/status.css") => {
+            ("200 OK", "text/css; charset=utf-8", status::PAGE_CSS.into())
+        }
+        ("GET", "/status.json") => (
+            "200 OK",
+            "application/json",
+            format!(
+                "{:#}\n",
+                status::document(&state.board, &state.health, &state.metrics.render())
+            ),
+        ),
         ("GET", "/metrics") if !authorised && !state.metrics_public => {
             (UNAUTHORISED.0, UNAUTHORISED.1, UNAUTHORISED.2.into())
         }
@@ -302,13 +374,13 @@ fn respond(request: &[u8], state: &HttpState) -> (&'static str, &'static str, St
             };
             (status, "application/json", body)
         }
-        (_, "/metrics" | "/health" | "/tap") => {
+        (_, "/metrics" | "/health" | "/tap" | "/" | "/status.json" | "/status/stream") => {
             ("405 Method Not Allowed", "text/plain", "use GET\n".into())
         }
         _ => (
             "404 Not Found",
             "text/plain",
-            "not found; try /metrics, /health or /tap\n".into(),
+            "not found; try /, /metrics, /health or /tap\n".into(),
         ),
     }
 }
@@ -316,57 +388,18 @@ fn respond(request: &[u8], state: &HttpState) -> (&'static str, &'static str, St
 /// The `/health` document, and whether herald is healthy (every sink delivering).
 /// Error texts are redacted ([`crate::redact`]).
 pub fn health(health: &Health) -> (bool, String) {
-    let statuses = health.sinks();
-    let sinks: serde_json::Map<String, serde_json::Value> = statuses
+    let sinks: serde_json::Map<String, serde_json::Value> = health
+        .sinks()
         .iter()
-        .map(|sink| {
-            let buffer = sink.queue.buffer_status();
-            let mut value = json!({
-                "type": sink.type_name,
-                "state": sink.state().as_str(),
-                "queue_depth": sink.queue.len(),
-                "queue_capacity": sink.queue.capacity(),
-                "buffer": {
-                    "type": buffer.type_name,
-                    "events": buffer.events,
-                    "bytes": buffer.bytes,
-                    "max_bytes": buffer.max_bytes,
-                },
-            });
-            if let Some(error) = &buffer.error {
-                value["buffer"]["error"] = json!(crate::redact::text(error));
-            }
-            if let Some(error) = sink.last_error() {
-                value["last_error"] = json!(crate::redact::text(&error));
-            }
-            (sink.name.clone(), value)
-        })
+        .map(|sink| (sink.name.clone(), sink_json(sink)))
         .collect();
-    let healthy = statuses.iter().all(|sink| {
-        matches!(sink.state(), SinkState::Ok | SinkState::Stopped)
-            && sink.queue.buffer_status().error.is_none()
-    });
-    let stopping = health.stopping.load(Ordering::Relaxed);
-    let status = if stopping {
-        "stopping"
-    } else if healthy {
-        "ok"
-    } else {
-        "degraded"
-    };
+    let (status, healthy) = health.overall();
     let body = json!({
         "status": status,
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": health.started.elapsed().as_secs(),
-        "listeners": health.listeners().iter().map(|(name, addr, buffer)| json!({
-            "listen": name,
-            "bound": addr.to_string(),
-            "receive_buffer_bytes": buffer,
-        })).collect::<Vec<_>>(),
-        "allowlist": {
-            "entries": health.allowlist.load().len(),
-            "unresolved_hosts": health.unresolved(),
-        },
+        "listeners": listeners_json(health),
+        "allowlist": allowlist_json(health),
         "sinks": sinks,
         "taps_open": health.taps.len(),
         "senders": health.senders.snapshot().iter().map(|stream| json!({
@@ -393,7 +426,55 @@ pub fn health(health: &Health) -> (bool, String) {
                 "detail": crate::redact::text(&reload.detail),
             })),
     });
-    (healthy && !stopping, format!("{body:#}\n"))
+    (healthy, format!("{body:#}\n"))
+}
+
+/// The listeners as `/health` and the status page show them.
+pub(crate) fn listeners_json(health: &Health) -> serde_json::Value {
+    health
+        .listeners()
+        .iter()
+        .map(|(name, addr, buffer)| {
+            json!({
+                "listen": name,
+                "bound": addr.to_string(),
+                "receive_buffer_bytes": buffer,
+            })
+        })
+        .collect()
+}
+
+/// The allowlist's size and the names that did not resolve.
+pub(crate) fn allowlist_json(health: &Health) -> serde_json::Value {
+    json!({
+        "entries": health.allowlist.load().len(),
+        "unresolved_hosts": health.unresolved(),
+    })
+}
+
+/// A sink as `/health` and the status page show it: type, state, queue,
+/// buffer and last error (redacted).
+pub(crate) fn sink_json(sink: &SinkStatus) -> serde_json::Value {
+    let buffer = sink.queue.buffer_status();
+    let mut value = json!({
+        "type": sink.type_name,
+        "state": sink.state().as_str(),
+        "queue_depth": sink.queue.len(),
+        "queue_capacity": sink.queue.capacity(),
+        "buffer": {
+            "type": buffer.type_name,
+            "events": buffer.events,
+            "bytes": buffer.bytes,
+            "max_bytes": buffer.max_bytes,
+        },
+    });
+    if let Some(error) = &buffer.error {
+        value["buffer"]["error"] = json!(crate::redact::text(error));
+    }
+    if let Some(error) = sink.last_error() {
+        value["last_error"] = json!(crate::redact::text(&error));
+    }
+    value
 }
 
 #[cfg(test)]

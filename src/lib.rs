@@ -50,6 +50,7 @@ pub mod secret;
 pub mod send;
 pub mod service;
 pub mod sinks;
+pub mod status;
 pub mod swap;
 pub mod tap;
 pub mod throttle;

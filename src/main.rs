@@ -636,12 +636,17 @@ fn run(path: &Path) -> anyhow::Result<()> {
         if config.http.enabled {
             let listener = http::bind(config.http.listen)
                 .with_context(|| format!("cannot serve HTTP on {} (http.listen)", config.http.listen))?;
-            info!(listen = %listener.local_addr()?, "serving /metrics and /health");
+            info!(listen = %listener.local_addr()?, "serving the status page (/), /metrics, /health and /tap");
+            // The status page's 15 minutes of history.
+            let board = std::sync::Arc::new(herald::status::StatusBoard::new());
+            let render = metrics.clone();
+            tokio::spawn(herald::status::keep_history(board.clone(), move || render.render()));
             let state = http::HttpState {
                 metrics,
                 health: running.health.clone(),
                 token: config.http.token.clone(),
                 metrics_public: config.http.metrics_public,
+                board,
             };
             tokio::spawn(http::serve(listener, state));
         }

@@ -43,7 +43,7 @@ use crate::metrics::{
 };
 use crate::parse::Parser;
 use crate::route::{Enricher, Matcher, Verdict};
-use crate::sinks::driver::{SinkStatus, Stopped};
+use crate::sinks::driver::{SinkState, SinkStatus, Stopped};
 use crate::sinks::queue::{Kept, SinkQueue, Stage};
 use crate::sinks::{self, StartError};
 use crate::swap::{Current, Swap};
@@ -99,6 +99,8 @@ pub struct Health {
     pub senders: Arc<SenderGaps>,
     /// The taps open on the event stream (`GET /tap`).
     pub taps: Arc<Taps>,
+    /// The config in effect, as TOML with secrets redacted (for the status page).
+    pub config_toml: Mutex<String>,
 }
 
 /// A config reload as `/health` shows it.
@@ -127,6 +129,23 @@ impl Health {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// `ok`, `degraded` (a sink retrying or failing, or its buffer refusing
+    /// writes) or `stopping`, and whether that counts as healthy (`ok`).
+    pub fn overall(&self) -> (&'static str, bool) {
+        if self.stopping.load(Ordering::Relaxed) {
+            return ("stopping", false);
+        }
+        let healthy = self.sinks().iter().all(|sink| {
+            matches!(sink.state(), SinkState::Ok | SinkState::Stopped)
+                && sink.queue.buffer_status().error.is_none()
+        });
+        if healthy {
+            ("ok", true)
+        } else {
+            ("degraded", false)
+        }
     }
 
     /// Allowlist host names that did not resolve.
@@ -329,6 +348,7 @@ pub fn start(config: &Config) -> Result<Running, PipelineError> {
         last_reload: Mutex::new(None),
         senders,
         taps,
+        config_toml: Mutex::new(config.to_toml()),
     });
     // The refresher runs even without host names in the list: a reload may
     // add some.

@@ -23,7 +23,7 @@
 //! settings and the dead-letter file keep their running values until the
 //! next restart; the report names each such key.
 
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 
 use tracing::info;
 
@@ -370,6 +370,11 @@ impl Running {
         applied.tags = new.tags.clone();
         applied.categorise = new.categorise.clone();
         applied.sinks = new.sinks.clone();
+        *self
+            .health
+            .config_toml
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = applied.to_toml();
         self.config = applied;
         Ok(report)
     }

@@ -18,7 +18,7 @@
 //! dead-letter file as `reason="shutdown"`), and the task ends with a
 //! [`Stopped`] report saying so.
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -68,6 +68,10 @@ pub struct SinkStatus {
     pub queue: Arc<SinkQueue>,
     state: AtomicU8,
     last_error: Mutex<Option<String>>,
+    /// When the last delivery succeeded, and when the last error came (Unix
+    /// milliseconds; 0: never).
+    last_success_ms: AtomicI64,
+    last_error_ms: AtomicI64,
 }
 
 impl SinkStatus {
@@ -79,6 +83,8 @@ impl SinkStatus {
             queue,
             state: AtomicU8::new(SinkState::Ok as u8),
             last_error: Mutex::new(None),
+            last_success_ms: AtomicI64::new(0),
+            last_error_ms: AtomicI64::new(0),
         }
     }
 
@@ -100,8 +106,24 @@ impl SinkStatus {
             .clone()
     }
 
+    /// When the last delivery succeeded.
+    pub fn last_success(&self) -> Option<jiff::Timestamp> {
+        at(self.last_success_ms.load(Ordering::Relaxed))
+    }
+
+    /// When the last delivery error came.
+    pub fn last_error_at(&self) -> Option<jiff::Timestamp> {
+        at(self.last_error_ms.load(Ordering::Relaxed))
+    }
+
     fn set(&self, state: SinkState, error: Option<&SinkError>) {
         self.state.store(state as u8, Ordering::Relaxed);
+        let now = jiff::Timestamp::now().as_millisecond();
+        match (state, error) {
+            (SinkState::Ok, None) => self.last_success_ms.store(now, Ordering::Relaxed),
+            (_, Some(_)) => self.last_error_ms.store(now, Ordering::Relaxed),
+            _ => {}
+        }
         if let Some(error) = error {
             *self
                 .last_error
@@ -109,6 +131,11 @@ impl SinkStatus {
                 .unwrap_or_else(PoisonError::into_inner) = Some(error.message.clone());
         }
     }
+}
+
+/// A time stored as Unix milliseconds, 0 for none.
+fn at(ms: i64) -> Option<jiff::Timestamp> {
+    (ms != 0).then(|| jiff::Timestamp::from_millisecond(ms).ok())?
 }
 
 /// How a sink's driver ended: what it left and where that is kept.

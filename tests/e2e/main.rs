@@ -20,6 +20,9 @@ mod senders;
 // `herald tap` shows a filtered live stream of a running herald.
 mod tap;
 
+// The status page at `/`, checked in headless Chromium.
+mod status_page;
+
 // The sender allowlist refuses, counts and logs outsiders.
 mod allowlist;
 

@@ -148,16 +148,7 @@ fn a_tap_over_its_limit_counts_what_it_does_not_show() {
 #[test]
 fn a_tap_needs_the_token_and_names_a_wrong_filter() {
     let token = "0123456789abcdef0123";
-    let config = ConfigBuilder::new().build().replacen(
-        "[http]\n",
-        &format!("[http]\ntoken = \"{token}\"\n"),
-        1,
-    );
-    let herald = Herald::launch(&config);
-    let bearer = format!("Authorization: Bearer {token}\r\n");
-    assert!(poll_until(Duration::from_secs(20), || {
-        http_request_with(herald.http, "GET", "/health", &bearer).is_ok_and(|(s, _)| s == 200)
-    }));
+    let herald = Herald::start_with_token(&ConfigBuilder::new().build(), token, "");
     let url = format!("http://{}", herald.http);
     let output = herald_command(&["tap", "--url", &url, "--count", "1"])
         .output()

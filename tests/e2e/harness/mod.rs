@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tempfile::TempDir;
 
+pub mod browser;
 mod data;
 mod wire;
 
@@ -264,6 +265,24 @@ impl Herald {
             self.stderr()
         );
         self
+    }
+
+    /// Like [`Herald::start`], with `http.token = token` (and `http_keys`, more
+    /// lines for `[http]`) added to `config_toml`; waits until `/health`
+    /// answers the token.
+    pub fn start_with_token(config_toml: &str, token: &str, http_keys: &str) -> Herald {
+        let config = config_toml.replacen(
+            "[http]\n",
+            &format!("[http]\ntoken = \"{token}\"\n{http_keys}"),
+            1,
+        );
+        let herald = Herald::launch(&config);
+        let bearer = format!("Authorization: Bearer {token}\r\n");
+        let up = poll_until(Duration::from_secs(30), || {
+            http_request_with(herald.http, "GET", "/health", &bearer).is_ok_and(|(s, _)| s == 200)
+        });
+        assert!(up, "herald did not come up\nstderr:\n{}", herald.stderr());
+        herald
     }
 
     /// Like [`Herald::start`] without waiting for it to come up.
