@@ -39,6 +39,7 @@ pub mod event;
 pub mod flood;
 pub mod gaps;
 pub mod http;
+pub mod import;
 pub mod ingest;
 pub mod metrics;
 pub mod parse;

@@ -115,6 +115,25 @@ enum Command {
     /// match table, at most --limit a second (the rest are counted, never
     /// queued). Uses herald's HTTP endpoint (GET /tap).
     Tap(Box<herald::tap::client::TapArgs>),
+    /// Turn a Butler SOS or Butler config (YAML) into a herald config: ports,
+    /// allowlist, InfluxDB, MQTT, alerts, categorisation and tags. Secrets
+    /// become ${VARIABLE} references; what herald does not do is listed in the
+    /// output's header.
+    #[command(group(clap::ArgGroup::new("from").required(true).args(["butler_sos", "butler"])))]
+    Import {
+        /// A Butler SOS config file (production.yaml).
+        #[arg(long, value_name = "PATH")]
+        butler_sos: Option<PathBuf>,
+        /// A Butler config file (production.yaml).
+        #[arg(long, value_name = "PATH")]
+        butler: Option<PathBuf>,
+        /// Write the herald config here instead of printing it.
+        #[arg(long, value_name = "PATH")]
+        out: Option<PathBuf>,
+        /// Replace the --out file if it exists.
+        #[arg(long)]
+        force: bool,
+    },
     /// Write the LocalLogConfig.xml files that make Sense send its events to herald.
     Appenders {
         /// Host name or address of this herald server, as the Sense nodes reach it.
@@ -240,6 +259,12 @@ fn main() -> ExitCode {
             force,
         ),
         Command::Tap(args) => tap(&args),
+        Command::Import {
+            butler_sos,
+            butler,
+            out,
+            force,
+        } => import(butler_sos, butler, out.as_deref(), force),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "herald", &mut std::io::stdout());
             Ok(())
@@ -262,11 +287,65 @@ impl Command {
             Command::Send { .. } => Some("send"),
             Command::Appenders { .. } => Some("appenders"),
             Command::Tap(_) => Some("tap"),
+            Command::Import { .. } => Some("import"),
             Command::Completions { .. } => Some("completions"),
             Command::Man { .. } => Some("man"),
             Command::Run { .. } | Command::Check { .. } | Command::Replay { .. } => None,
         }
     }
+}
+
+/// `herald import`: reads a Butler SOS or Butler config and prints or writes
+/// the herald config for it, then says what to do next.
+fn import(
+    butler_sos: Option<PathBuf>,
+    butler: Option<PathBuf>,
+    out: Option<&Path>,
+    force: bool,
+) -> anyhow::Result<()> {
+    use herald::import::Tool;
+    let (tool, path) = match (butler_sos, butler) {
+        (Some(path), _) => (Tool::ButlerSos, path),
+        (None, Some(path)) => (Tool::Butler, path),
+        (None, None) => anyhow::bail!("give --butler-sos PATH or --butler PATH"),
+    };
+    let yaml = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read the {} config {}", tool.name(), path.display()))?;
+    let imported = herald::import::import(tool, &yaml, &path.display().to_string())
+        .map_err(|err| anyhow::anyhow!("{}: {err}", path.display()))?;
+    match out {
+        Some(out) => {
+            if out.exists() && !force {
+                anyhow::bail!(
+                    "{} exists already; nothing was written. Use --force to replace it",
+                    out.display()
+                );
+            }
+            std::fs::write(out, &imported.toml)
+                .with_context(|| format!("cannot write {}", out.display()))?;
+            say(&format!("herald import: wrote {}", out.display()));
+        }
+        None => print!("{}", imported.toml),
+    }
+    if !imported.variables.is_empty() {
+        say(
+            "herald import: set these environment variables before starting herald (their values are in the YAML):",
+        );
+        for variable in &imported.variables {
+            say(&format!("  {}  (from {})", variable.name, variable.from));
+        }
+    }
+    if !imported.not_carried_over.is_empty() {
+        say(&format!(
+            "herald import: {} setting(s) not carried over; the config's header lists them",
+            imported.not_carried_over.len()
+        ));
+    }
+    let config = out.map_or("<the config>".to_string(), |out| out.display().to_string());
+    say(&format!(
+        "herald import: next, review it and run `herald check --config {config}`"
+    ));
+    Ok(())
 }
 
 /// `herald tap`: prints what a running herald streams until it ends or

@@ -234,7 +234,12 @@ impl Config {
                 }
                 SinkKind::Webhook(webhook) => {
                     if let Err(problem) = crate::sinks::webhook::Webhook::new(webhook) {
-                        invalid(&key("headers"), problem);
+                        // The problem starts with the key it is about.
+                        let (field, problem) = problem
+                            .split_once(": ")
+                            .filter(|(field, _)| matches!(*field, "headers" | "tls_ca_file"))
+                            .map_or(("headers", problem.as_str()), |(f, p)| (f, p));
+                        invalid(&key(field), problem.to_string());
                     }
                 }
                 _ => {}

@@ -23,6 +23,9 @@ mod tap;
 // The status page at `/`, checked in headless Chromium.
 mod status_page;
 
+// `herald import` turns Butler SOS and Butler configs into checked herald configs.
+mod import;
+
 // The sender allowlist refuses, counts and logs outsiders.
 mod allowlist;
 
