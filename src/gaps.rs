@@ -12,9 +12,10 @@
 //!   opened counts as lost: `herald_sender_gap_events_total{source,host}`.
 //! - after 9999 the counter starts again at 0 or 1 (which one is learned from
 //!   seeing a 0).
-//! - a low row after a jump that no wrap explains (or a low row seen again
-//!   after a pause of [`GRACE`]) means the Sense service restarted and its
-//!   counter with it: `herald_sender_restarts_total`, not a loss.
+//! - a low row (below 100) after a pause of [`GRACE`] that no wrap explains,
+//!   or one from before the first row seen, means the Sense service
+//!   restarted and its counter with it: `herald_sender_restarts_total`, not a
+//!   loss. Without the pause it is read as reordering or a duplicate.
 //!
 //! What counts as lost is what never became an event: lost on the network,
 //! dropped by the kernel because herald's receive buffer was full, or refused
@@ -48,9 +49,10 @@ const TOP: u32 = 9999;
 /// row from before the newest (half the counter's cycle).
 const HALF: u32 = 5000;
 
-/// A row this close to the start of the counter, after a jump longer than
-/// [`RESTART_JUMP`], is read as the Sense service having restarted.
-const RESTART_ROW: u32 = 16;
+/// A row this close to the start of the counter, after a pause of [`GRACE`]
+/// and a jump longer than [`RESTART_JUMP`], is read as the Sense service
+/// having restarted (the first rows of a restart may be lost too).
+const RESTART_ROW: u32 = 100;
 
 /// See [`RESTART_ROW`].
 const RESTART_JUMP: u32 = 64;
@@ -165,9 +167,11 @@ impl Stream {
             // The newest row again: a duplicate (the network, or a resend).
             return;
         }
-        // Near the counter's start: after a long jump, a restart.
+        // A restart takes the service a while: a low row after a pause, or
+        // one from before the first row this stream saw.
         let low = row - base < RESTART_ROW;
-        if ahead < HALF && !(low && ahead > RESTART_JUMP) {
+        let paused = now.saturating_duration_since(self.newest_at) >= GRACE;
+        if ahead < HALF && !(low && paused && ahead > RESTART_JUMP) {
             self.status.last_seen = at;
             self.advance(ahead, row, now);
             return;
@@ -183,12 +187,8 @@ impl Stream {
                 return;
             }
             // A low row seen before is a restart only when it cannot be a
-            // late duplicate: too far back, or after a pause.
-            let restart = low
-                && (position.is_none()
-                    || behind > u64::from(RESTART_JUMP)
-                    || now.saturating_duration_since(self.newest_at) >= GRACE);
-            if !restart {
+            // late duplicate: before this stream's first row, or after a pause.
+            if !(low && (position.is_none() || paused)) {
                 return;
             }
         }
@@ -285,10 +285,48 @@ impl Stream {
     }
 }
 
+/// A stream silent this long gives its place to a new one when all places
+/// are taken (a node gone, or names a sender made up).
+const EVICT_IDLE: Duration = Duration::from_secs(600);
+
+/// The streams, and when a full map last looked for one to evict.
+#[derive(Debug, Default)]
+struct Streams {
+    map: HashMap<String, Stream>,
+    evict_tried: Option<Instant>,
+}
+
+impl Streams {
+    /// Makes room for a new stream if one has been silent for [`EVICT_IDLE`]
+    /// (looking at most once a second); its open gaps count as lost.
+    fn evict_idle(&mut self, now: Instant) -> bool {
+        if self
+            .evict_tried
+            .is_some_and(|at| now.saturating_duration_since(at) < Duration::from_secs(1))
+        {
+            return false;
+        }
+        self.evict_tried = Some(now);
+        let Some(key) = self
+            .map
+            .iter()
+            .filter(|(_, s)| now.saturating_duration_since(s.newest_at) >= EVICT_IDLE)
+            .min_by_key(|(_, s)| s.newest_at)
+            .map(|(key, _)| key.clone())
+        else {
+            return false;
+        };
+        if let Some(mut stream) = self.map.remove(&key) {
+            stream.close_all();
+        }
+        true
+    }
+}
+
 /// The row counters of every stream, shared by the workers.
 #[derive(Debug)]
 pub struct SenderGaps {
-    streams: Mutex<HashMap<String, Stream>>,
+    streams: Mutex<Streams>,
     hosts: Arc<HostLabels>,
     max_streams: usize,
     untracked: Counter,
@@ -330,7 +368,7 @@ impl SenderGaps {
     /// from `hosts` (the same cap as `herald_events_total`).
     pub fn new(hosts: Arc<HostLabels>, max_streams: usize) -> SenderGaps {
         SenderGaps {
-            streams: Mutex::new(HashMap::new()),
+            streams: Mutex::new(Streams::default()),
             hosts,
             max_streams,
             untracked: counter!(SENDER_GAP_UNTRACKED),
@@ -345,11 +383,11 @@ impl SenderGaps {
         for &(end, source, row) in &rows.rows {
             let key = &rows.keys[start..end];
             start = end;
-            if let Some(stream) = streams.get_mut(key) {
+            if let Some(stream) = streams.map.get_mut(key) {
                 stream.see(row, now, at);
                 continue;
             }
-            if streams.len() >= self.max_streams {
+            if streams.map.len() >= self.max_streams && !streams.evict_idle(now) {
                 self.untracked.increment(1);
                 continue;
             }
@@ -371,9 +409,11 @@ impl SenderGaps {
                 last_row: row,
                 last_seen: at,
             };
-            streams.insert(key.to_string(), Stream::new(status, metric_host, now));
+            streams
+                .map
+                .insert(key.to_string(), Stream::new(status, metric_host, now));
         }
-        for stream in streams.values_mut() {
+        for stream in streams.map.values_mut() {
             stream.close_due(now);
         }
         rows.keys.clear();
@@ -384,7 +424,7 @@ impl SenderGaps {
     /// that a stream that went quiet still has its losses counted).
     pub fn close_due(&self, now: Instant) {
         let mut streams = self.streams.lock().unwrap_or_else(PoisonError::into_inner);
-        for stream in streams.values_mut() {
+        for stream in streams.map.values_mut() {
             stream.close_due(now);
         }
     }
@@ -393,7 +433,7 @@ impl SenderGaps {
     pub fn snapshot(&self) -> Vec<StreamStatus> {
         self.close_due(Instant::now());
         let streams = self.streams.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut out: Vec<StreamStatus> = streams.values().map(|s| s.status.clone()).collect();
+        let mut out: Vec<StreamStatus> = streams.map.values().map(|s| s.status.clone()).collect();
         drop(streams);
         out.sort_by(|a, b| (&a.host, &a.tag).cmp(&(&b.host, &b.tag)));
         out
@@ -548,6 +588,72 @@ mod tests {
     }
 
     #[test]
+    fn without_a_pause_low_rows_are_reordering_not_restarts() {
+        // A duplicate of an early row, well after it.
+        let feed = Feed::new();
+        let mut rows: Vec<u32> = (1..=100).collect();
+        rows.extend([3, 101]);
+        feed.rows(&rows);
+        let status = feed.settled();
+        assert_eq!((status.lost, status.restarts, status.last_row), (0, 0, 101));
+        // Two workers' batches around the wrap, the later one first.
+        let feed = Feed::new();
+        feed.rows(&(9500..9600).collect::<Vec<_>>());
+        feed.rows(&(1..=400).collect::<Vec<_>>());
+        feed.rows(&(9600..=9999).collect::<Vec<_>>());
+        let status = feed.settled();
+        assert_eq!((status.lost, status.restarts, status.late), (0, 0, 400));
+        assert_eq!(status.last_row, 400);
+    }
+
+    #[test]
+    fn a_restart_whose_first_rows_were_lost_is_still_a_restart() {
+        // Far from the wrap, after a pause: rows 1 to 39 of the new count lost.
+        let feed = Feed::new();
+        feed.rows(&(8900..=9000).collect::<Vec<_>>());
+        feed.rows_at("node1", "/qseow-engine/", &[40, 41, 42], 30);
+        let status = feed.settled();
+        assert_eq!((status.lost, status.restarts, status.last_row), (39, 1, 42));
+        // Behind the stream's first row: a restart without waiting for a pause.
+        let feed = Feed::new();
+        feed.rows(&(3900..=4000).collect::<Vec<_>>());
+        feed.rows(&[40, 41]);
+        let status = feed.settled();
+        assert_eq!((status.lost, status.restarts), (39, 1));
+        // A network outage: rows far on, not near the start, are lost ones.
+        let feed = Feed::new();
+        feed.rows(&(1..=100).collect::<Vec<_>>());
+        feed.rows_at("node1", "/qseow-engine/", &[300, 301], 30);
+        let status = feed.settled();
+        assert_eq!((status.lost, status.restarts), (199, 0));
+    }
+
+    #[test]
+    fn a_silent_stream_gives_its_place_to_a_new_one() {
+        let gaps = SenderGaps::new(Arc::new(HostLabels::new(10)), 1);
+        let start = Instant::now();
+        let row = |host: &str, seconds: u64| {
+            let mut rows = Rows::default();
+            rows.keys.push_str(host);
+            rows.keys.push('\u{1f}');
+            rows.keys.push_str("/qseow-engine/");
+            rows.rows.push((rows.keys.len(), Source::Engine, 1));
+            gaps.record(
+                &mut rows,
+                start + Duration::from_secs(seconds),
+                jiff::Timestamp::UNIX_EPOCH,
+            );
+        };
+        row("old", 0);
+        row("new", 60);
+        assert_eq!(gaps.snapshot()[0].host, "old", "not silent long enough");
+        row("new", 601);
+        let all = gaps.snapshot();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].host, "new");
+    }
+
+    #[test]
     fn duplicates_are_neither_lost_nor_late() {
         let feed = Feed::new();
         feed.rows(&[1, 2, 2, 3, 1]);
@@ -593,7 +699,7 @@ mod tests {
         let rows: Vec<u32> = (0..200).map(|i| 1 + i * 3).collect();
         feed.rows(&rows);
         let streams = feed.gaps.streams.lock().unwrap();
-        let stream = streams.values().next().unwrap();
+        let stream = streams.map.values().next().unwrap();
         assert_eq!(stream.gaps.len(), MAX_GAPS);
         assert_eq!(stream.status.lost + stream.status.missing, 2 * 199);
     }

@@ -119,11 +119,17 @@ async fn handle(mut stream: TcpStream, state: &HttpState) -> std::io::Result<()>
     })
     .await
     .unwrap_or(Ok(false))?;
+    if head_complete && state.token.is_none() && !local_host(&request) {
+        let body = "without http.token this endpoint answers only requests for localhost \
+                    or a loopback address; set http.token to reach it by another name\n";
+        return write_answer(&mut stream, "421 Misdirected Request", "text/plain", body).await;
+    }
     if head_complete && authorised(&request, state.token.as_ref()) {
         if let Some(query) = tap_request(&request) {
             return stream_tap(stream, state, query).await;
         }
-        if request_line(&request) == ("GET".into(), "/status/stream".into()) {
+        let (method, target) = request_line(&request);
+        if method == "GET" && target.split('?').next() == Some("/status/stream") {
             return stream_status(stream, state).await;
         }
     }
@@ -278,6 +284,37 @@ async fn write_answer(
     })
     .await
     .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+}
+
+/// Whether the request's `Host` names this machine (`localhost`, a loopback
+/// address) or is absent. Without a token, that is what keeps a web page on
+/// another site, whose name an attacker points at 127.0.0.1 (DNS rebinding),
+/// from reading the endpoint through the admin's browser: browsers always send
+/// the name they asked for.
+fn local_host(request: &[u8]) -> bool {
+    let head = String::from_utf8_lossy(request);
+    let Some(host) = head
+        .split("\r\n")
+        .skip(1)
+        .filter_map(|line| line.split_once(':'))
+        .find(|(name, _)| name.trim().eq_ignore_ascii_case("host"))
+        .map(|(_, value)| value.trim().to_ascii_lowercase())
+    else {
+        return true;
+    };
+    // `name:port`, `[v6]:port`, `[v6]`, `name`.
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => host
+            .rsplit_once(':')
+            .map_or(host.as_str(), |(name, _)| name),
+    };
+    let name = name.trim_end_matches('.');
+    name == "localhost"
+        || name.ends_with(".localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Whether the request carries the configured token (or none is configured).
@@ -480,6 +517,32 @@ pub(crate) fn sink_json(sink: &SinkStatus) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_local_host_names_pass_without_a_token() {
+        let request = |host: &str| format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n");
+        for host in [
+            "localhost:9995",
+            "127.0.0.1:9995",
+            "127.1.2.3",
+            "[::1]:9995",
+            "LOCALHOST",
+            "app.localhost:1",
+            "localhost.",
+        ] {
+            assert!(local_host(request(host).as_bytes()), "{host}");
+        }
+        for host in [
+            "evil.example:9995",
+            "10.0.0.5:9995",
+            "[2001:db8::1]:80",
+            "localhost.evil.example",
+            "",
+        ] {
+            assert!(!local_host(request(host).as_bytes()), "{host}");
+        }
+        assert!(local_host(b"GET /metrics HTTP/1.0\r\n\r\n"));
+    }
 
     #[tokio::test]
     async fn the_listener_holds_a_burst_of_connections_before_they_are_accepted() {

@@ -887,6 +887,8 @@ fn reload(path: &Path, running: &mut pipeline::Running) {
         });
     let last = match outcome {
         Ok(report) => {
+            // Logs, /health and the status page redact the new secrets too.
+            redact::install(running.config().redactor());
             metrics::counter!(herald::metrics::CONFIG_RELOADS, "result" => "applied").increment(1);
             let applied = if report.applied.is_empty() {
                 "nothing changed".to_string()

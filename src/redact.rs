@@ -62,6 +62,8 @@ pub struct Redactor {
     matcher: Option<AhoCorasick>,
     /// What each pattern of `matcher` is replaced with, by pattern index.
     replacements: Vec<String>,
+    /// The patterns, by index (for [`Redactor::with`]).
+    patterns: Vec<String>,
 }
 
 impl fmt::Debug for Redactor {
@@ -73,6 +75,26 @@ impl fmt::Debug for Redactor {
 }
 
 impl Redactor {
+    /// A redactor for the values of both `self` and `other` (after a config
+    /// reload: the new config's secrets, and the old one's that sinks still
+    /// draining may write).
+    ///
+    /// # Errors
+    ///
+    /// As [`Builder::build`].
+    pub fn with(&self, other: &Redactor) -> Result<Redactor, String> {
+        let mut builder = Builder::default();
+        for (pattern, replacement) in self
+            .patterns
+            .iter()
+            .zip(&self.replacements)
+            .chain(other.patterns.iter().zip(&other.replacements))
+        {
+            builder.add(pattern.clone(), replacement.clone());
+        }
+        builder.build()
+    }
+
     /// Starts an empty set of values.
     pub fn builder() -> Builder {
         Builder::default()
@@ -165,21 +187,22 @@ impl Builder {
     /// When the values are beyond what the matcher can hold (far more than a
     /// config has); nothing could then be redacted, so the config is refused.
     pub fn build(&self) -> Result<Redactor, String> {
-        let (patterns, replacements): (Vec<&String>, Vec<String>) = self
+        let (patterns, replacements): (Vec<String>, Vec<String>) = self
             .patterns
             .iter()
-            .map(|(pattern, replacement)| (pattern, replacement.clone()))
+            .map(|(pattern, replacement)| (pattern.clone(), replacement.clone()))
             .unzip();
         if patterns.is_empty() {
             return Ok(Redactor::default());
         }
         let matcher = AhoCorasick::builder()
             .match_kind(MatchKind::LeftmostLongest)
-            .build(patterns)
+            .build(&patterns)
             .map_err(|err| format!("too many secret values to redact: {err}"))?;
         Ok(Redactor {
             matcher: Some(matcher),
             replacements,
+            patterns,
         })
     }
 
@@ -465,6 +488,24 @@ impl<W: io::Write> Drop for RedactedLine<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_redactor_with_another_redacts_the_values_of_both() {
+        let old = Redactor::builder()
+            .secret("old-secret-value")
+            .build()
+            .unwrap();
+        let new = Redactor::builder()
+            .url("https://u:new-password-1@loki.example/push")
+            .build()
+            .unwrap();
+        let both = old.with(&new).unwrap();
+        let text = "old-secret-value and https://u:new-password-1@loki.example/push";
+        let redacted = both.redact(text);
+        assert!(!redacted.contains("old-secret-value"), "{redacted}");
+        assert!(!redacted.contains("new-password-1"), "{redacted}");
+        assert_eq!(both.len(), old.len() + new.len());
+    }
 
     const SIG: &str = "Zx9QwErTy_UiOp-AsDfGh1JkLmNbVcX2zQwE3rTyUi0";
     const WORKFLOW: &str = "3f2a9c41d0b84e7f9a6c5b1d2e3f4a5b";

@@ -373,6 +373,14 @@ impl Config {
         builder.build()
     }
 
+    /// Redacts `other`'s secrets too (a reload keeps the running config's
+    /// parts and takes the new one's: both sets of secrets can show up).
+    pub fn redact_secrets_of(&mut self, other: &Config) {
+        if let Ok(both) = self.redactor.with(&other.redactor) {
+            self.redactor = Arc::new(both);
+        }
+    }
+
     /// What removes this config's secrets from output; the command installs it
     /// with [`crate::redact::install`].
     pub fn redactor(&self) -> Arc<Redactor> {

@@ -76,7 +76,9 @@ pub(super) fn map(root: &Node, draft: &mut Draft) {
         draft.listen(host.as_deref(), port, &server.path_of("serverHost"));
         udp_server(server, "Butler", draft);
         if server.on("deduplication.enable") {
-            dedupe = server.number("deduplication.ttlMinutes").map(|m| m * 60);
+            dedupe = server
+                .number("deduplication.ttlMinutes")
+                .map(|minutes| minutes.saturating_mul(60));
         }
     } else {
         draft.note("udpServerConfig.enable is false: Butler receives no task events; herald listens on 0.0.0.0:9998 for them");

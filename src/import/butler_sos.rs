@@ -193,12 +193,19 @@ fn sources(log: &Node, draft: &mut Draft) {
         return;
     };
     let apps = all.list("appExclude");
-    let ids: Vec<String> = apps.iter().filter_map(|a| a.text("appId")).collect();
-    let names: Vec<String> = apps
-        .iter()
-        .filter(|a| a.text("appId").is_none())
-        .filter_map(|a| a.text("appName"))
-        .collect();
+    let mut ids = Vec::new();
+    let mut names = Vec::new();
+    for app in &apps {
+        match (app.text("appId"), app.text("appName")) {
+            (Some(id), _) if crate::parse::value::is_guid(id.as_bytes()) => ids.push(id),
+            (Some(id), _) => draft.note(format!(
+                "{}: {id:?} is not an app ID (a GUID); left out",
+                app.path_of("appId")
+            )),
+            (None, Some(name)) if !placeholder(&name) => names.push(name),
+            _ => {}
+        }
+    }
     for (key, values) in [("app_ids", ids), ("app_names", names)] {
         if !values.is_empty() {
             let mut m = Table::new();
@@ -237,8 +244,20 @@ fn sources(log: &Node, draft: &mut Draft) {
             }
             m.insert(field.into(), list(excluded));
         } else {
+            let included = filter.texts(include_key);
+            if included.is_empty() {
+                // Butler SOS keeps no qix-perf event then.
+                drop_all_qix(
+                    draft,
+                    &format!(
+                        "{}: {all_key} is false and {include_key} is empty",
+                        filter.path()
+                    ),
+                );
+                continue;
+            }
             let mut keep = Table::new();
-            keep.insert(field.into(), list(filter.texts(include_key)));
+            keep.insert(field.into(), list(included));
             m.insert("exclude".into(), Value::Table(keep));
         }
         draft.rules.push(rule(filter.path(), "drop", m));

@@ -300,6 +300,9 @@ impl Draft {
 fn write_tables(out: &mut String, root: &Table) {
     const FIRST: [&str; 3] = ["type", "listen", "description"];
     fn section(out: &mut String, header: &str, table: &Table) {
+        if table.is_empty() && !header.starts_with("[[") {
+            return;
+        }
         out.push_str(header);
         out.push('\n');
         let mut keys: Vec<&String> = table.keys().collect();

@@ -316,3 +316,26 @@ fn the_wrong_file_is_named() {
     let err = import(Tool::ButlerSos, "a: [", "x").unwrap_err();
     assert!(err.to_string().starts_with("not valid YAML"), "{err}");
 }
+
+#[test]
+fn qix_perf_filters_that_keep_nothing_drop_everything_and_bad_ids_are_left_out() {
+    let yaml = "Butler-SOS:\n  logEvents:\n    source:\n      qixPerf:\n        enable: true\n    enginePerformanceMonitor:\n      enable: true\n      monitorFilter:\n        allApps:\n          enable: true\n          appExclude:\n            - appId: <app id>\n            - appName: <app name>\n          objectType:\n            allObjectTypes: false\n            someObjectTypesInclude:\n";
+    let imported = import(Tool::ButlerSos, yaml, "x").unwrap();
+    let config: Table = toml::from_str(&imported.toml).unwrap();
+    let rules = at(&config, "categorise.rules").as_array().unwrap();
+    assert!(rules.iter().all(|r| r["match"].get("app_ids").is_none()));
+    assert!(rules.iter().all(|r| r["match"].get("app_names").is_none()));
+    assert!(rules.iter().any(|r| {
+        r["description"]
+            .as_str()
+            .unwrap()
+            .contains("someObjectTypesInclude is empty")
+            && r["match"].get("exclude").is_none()
+    }));
+    assert!(
+        imported
+            .notes
+            .iter()
+            .any(|n| n.contains("is not an app ID"))
+    );
+}

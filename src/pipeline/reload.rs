@@ -370,6 +370,7 @@ impl Running {
         applied.tags = new.tags.clone();
         applied.categorise = new.categorise.clone();
         applied.sinks = new.sinks.clone();
+        applied.redact_secrets_of(new);
         *self
             .health
             .config_toml

@@ -22,6 +22,10 @@ pub struct TapQuery {
     pub limit: u32,
 }
 
+/// Most `key=value` pairs a tap's query may have: every value is checked
+/// against every event the workers route, so many would slow them down.
+pub const MAX_VALUES: usize = 64;
+
 /// The `match` keys that take one value rather than a list.
 const SINGLE: [&str; 1] = ["min_level"];
 
@@ -34,6 +38,12 @@ const SINGLE: [&str; 1] = ["min_level"];
 pub fn decode(query: &str) -> Result<TapQuery, String> {
     let mut table = Map::new();
     let mut limit = DEFAULT_LIMIT;
+    let pairs = query.split('&').filter(|pair| !pair.is_empty()).count();
+    if pairs > MAX_VALUES {
+        return Err(format!(
+            "{pairs} filter values; a tap takes at most {MAX_VALUES} (each is checked against every event)"
+        ));
+    }
     for pair in query.split('&').filter(|pair| !pair.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
         let (key, value) = (decode_component(key)?, decode_component(value)?);
@@ -186,6 +196,8 @@ mod tests {
         assert!(err.contains("1000"), "{err}");
         let err = decode("task_id=abc").unwrap_err();
         assert!(err.starts_with("task_ids[0]:"), "{err}");
+        let many = vec!["host=x"; MAX_VALUES + 1].join("&");
+        assert!(decode(&many).unwrap_err().contains("at most 64"));
         let err = decode("host=%ff").unwrap_err();
         assert!(err.contains("UTF-8"), "{err}");
     }

@@ -293,3 +293,27 @@ fn sinks_added_to_an_idle_herald_get_events_and_the_running_ones_keep_theirs() {
     assert_eq!(herald.json_lines("archive.jsonl").len(), 1);
     assert_eq!(herald.json_lines("later.jsonl").len(), 1);
 }
+
+#[test]
+fn secrets_a_reload_brings_in_are_redacted_on_the_status_page_and_health() {
+    let config = ConfigBuilder::new().build();
+    let mut herald = Herald::start(&config);
+    // A Loki sink whose URL carries a password, added by a reload; nothing
+    // listens there, so its error (with the URL) shows too.
+    let port = crate::harness::free_tcp_port();
+    let password = "Reloaded-S3cret-9f2";
+    let with_loki = format!(
+        "{config}\n[sinks.loki]\ntype = \"loki\"\nurl = \"http://herald:{password}@127.0.0.1:{port}\"\n"
+    );
+    reload(&mut herald, &with_loki, 1.0);
+    herald.wait_for("the loki sink in /health", |h| {
+        h.http_get("/health").1.contains("\"loki\"")
+    });
+    for path in ["/status.json", "/health"] {
+        let (status, body) = herald.http_get(path);
+        assert!(status == 200 || status == 503, "{path}: {status}");
+        assert!(!body.contains(password), "{path} shows the password:\n{body}");
+    }
+    let (_, document) = herald.http_get("/status.json");
+    assert!(document.contains("[sinks.loki]"), "{document}");
+}
