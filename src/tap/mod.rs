@@ -34,9 +34,12 @@ pub const DEFAULT_LIMIT: u32 = 100;
 /// Most events a second a tap may ask for.
 pub const MAX_LIMIT: u32 = 1000;
 
-/// How often a tap's stream takes its queued events (and its allowance of
-/// events is renewed): ten times a second.
+/// How often a tap's stream takes its queued events: ten times a second (its
+/// allowance of events is renewed every [`TICKS_PER_SECOND`] ticks).
 pub const TICK: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Ticks in a second.
+const TICKS_PER_SECOND: u64 = 10;
 
 /// Every tap open now; the workers read it once a batch.
 #[derive(Debug, Default)]
@@ -51,8 +54,10 @@ pub struct Taps {
 pub struct Tap {
     matcher: Matcher,
     limit: u32,
-    /// Events it may still take before the next [`TICK`].
+    /// Events it may still take this second.
     allowance: AtomicU64,
+    /// Ticks taken, to renew the allowance once a second.
+    ticks: AtomicU64,
     queue: ArrayQueue<Arc<Event>>,
     shown: AtomicU64,
     not_shown: AtomicU64,
@@ -77,14 +82,17 @@ impl Tap {
         }
     }
 
-    /// Takes the queued events and renews the allowance for the next
-    /// [`TICK`]; called by the tap's stream once a tick.
+    /// Takes the queued events, and renews the allowance once a second;
+    /// called by the tap's stream once a [`TICK`].
     pub fn take(&self, into: &mut Vec<Arc<Event>>) {
         while let Some(event) = self.queue.pop() {
             into.push(event);
         }
-        self.allowance
-            .store(u64::from(self.limit.div_ceil(10)), Ordering::Relaxed);
+        let ticks = self.ticks.fetch_add(1, Ordering::Relaxed) + 1;
+        if ticks.is_multiple_of(TICKS_PER_SECOND) {
+            self.allowance
+                .store(u64::from(self.limit), Ordering::Relaxed);
+        }
     }
 
     /// Events taken so far, and events that matched beyond the limit.
@@ -143,9 +151,10 @@ impl Taps {
         let tap = Arc::new(Tap {
             matcher: Matcher::new(filter),
             limit,
-            allowance: AtomicU64::new(u64::from(limit.div_ceil(10))),
-            // A tick's allowance, with room for the stream falling a tick behind.
-            queue: ArrayQueue::new((limit.div_ceil(10) as usize * 2).max(2)),
+            allowance: AtomicU64::new(u64::from(limit)),
+            ticks: AtomicU64::new(0),
+            // A second's allowance may come at once.
+            queue: ArrayQueue::new(limit as usize),
             shown: AtomicU64::new(0),
             not_shown: AtomicU64::new(0),
         });
@@ -198,5 +207,50 @@ impl TapReader {
         for tap in self.current.get().iter() {
             tap.offer(event);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event() -> Arc<Event> {
+        Arc::new(crate::send::sample_event("engine"))
+    }
+
+    #[test]
+    fn a_tap_shows_at_most_its_limit_a_second_and_counts_the_rest() {
+        let taps = Taps::new();
+        let tap = taps.open(&MatchConfig::default(), 3).unwrap();
+        let reader = taps.reader();
+        let mut shown = Vec::new();
+        // Ten ticks (a second) with 5 events each: 3 shown, 47 counted.
+        for _ in 0..10 {
+            for _ in 0..5 {
+                reader.offer(&event());
+            }
+            tap.take(&mut shown);
+        }
+        assert_eq!(shown.len(), 3);
+        assert_eq!(tap.counts(), (3, 47));
+        // The next second brings a new allowance.
+        reader.offer(&event());
+        tap.take(&mut shown);
+        assert_eq!(shown.len(), 4);
+    }
+
+    #[test]
+    fn taps_are_bounded_and_a_closed_tap_is_gone() {
+        let taps = Taps::new();
+        let open: Vec<_> = (0..MAX_TAPS)
+            .map(|_| taps.open(&MatchConfig::default(), 10).unwrap())
+            .collect();
+        assert!(taps.open(&MatchConfig::default(), 10).is_none());
+        let mut reader = taps.reader();
+        drop(open);
+        assert!(taps.is_empty());
+        reader.refresh();
+        // Offering to no tap is fine.
+        reader.offer(&event());
     }
 }

@@ -312,7 +312,10 @@ fn secrets_a_reload_brings_in_are_redacted_on_the_status_page_and_health() {
     for path in ["/status.json", "/health"] {
         let (status, body) = herald.http_get(path);
         assert!(status == 200 || status == 503, "{path}: {status}");
-        assert!(!body.contains(password), "{path} shows the password:\n{body}");
+        assert!(
+            !body.contains(password),
+            "{path} shows the password:\n{body}"
+        );
     }
     let (_, document) = herald.http_get("/status.json");
     assert!(document.contains("[sinks.loki]"), "{document}");
