@@ -137,6 +137,7 @@ function render(doc) {
     hosts.appendChild(row);
   }
   $("#no-hosts").hidden = doc.hosts.length > 0;
+  $("#hosts").hidden = doc.hosts.length === 0;
 
   const drops = $("#drops tbody");
   drops.replaceChildren();
@@ -150,6 +151,7 @@ function render(doc) {
     drops.appendChild(row);
   }
   $("#no-drops").hidden = drops.children.length > 0;
+  $("#drops").hidden = drops.children.length === 0;
 
   const listeners = $("#listeners");
   listeners.replaceChildren();
