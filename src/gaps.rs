@@ -157,6 +157,8 @@ impl Stream {
 
     /// Takes one row.
     fn see(&mut self, row: u32, now: Instant, at: jiff::Timestamp) {
+        // What has been missing for GRACE is lost, whatever this row is.
+        self.close_due(now);
         if row == 0 {
             self.zero_based = true;
         }
@@ -294,6 +296,8 @@ const EVICT_IDLE: Duration = Duration::from_secs(600);
 struct Streams {
     map: HashMap<String, Stream>,
     evict_tried: Option<Instant>,
+    /// When every stream's due gaps were last counted.
+    swept: Option<Instant>,
 }
 
 impl Streams {
@@ -413,8 +417,16 @@ impl SenderGaps {
                 .map
                 .insert(key.to_string(), Stream::new(status, metric_host, now));
         }
-        for stream in streams.map.values_mut() {
-            stream.close_due(now);
+        // Every stream's due gaps, once a second: quiet streams' losses are
+        // counted while others keep the workers busy.
+        if streams
+            .swept
+            .is_none_or(|at| now.saturating_duration_since(at) >= Duration::from_secs(1))
+        {
+            streams.swept = Some(now);
+            for stream in streams.map.values_mut() {
+                stream.close_due(now);
+            }
         }
         rows.keys.clear();
         rows.rows.clear();

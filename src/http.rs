@@ -119,34 +119,30 @@ async fn handle(mut stream: TcpStream, state: &HttpState) -> std::io::Result<()>
     })
     .await
     .unwrap_or(Ok(false))?;
-    if head_complete && state.token.is_none() && !local_host(&request) {
+    if !head_complete {
+        return write_answer(
+            &mut stream,
+            "400 Bad Request",
+            "text/plain",
+            "bad request\n",
+        )
+        .await;
+    }
+    if state.token.is_none() && !local_host(&request) {
         let body = "without http.token this endpoint answers only requests for localhost \
                     or a loopback address; set http.token to reach it by another name\n";
         return write_answer(&mut stream, "421 Misdirected Request", "text/plain", body).await;
     }
-    if head_complete && authorised(&request, state.token.as_ref()) {
-        if let Some(query) = tap_request(&request) {
-            return stream_tap(stream, state, query).await;
-        }
-        let (method, target) = request_line(&request);
-        if method == "GET" && target.split('?').next() == Some("/status/stream") {
-            return stream_status(stream, state).await;
-        }
-    }
-    let (status, content_type, body) = if head_complete {
-        respond(&request, state)
-    } else {
-        ("400 Bad Request", "text/plain", "bad request\n".to_string())
-    };
-    write_answer(&mut stream, status, content_type, &body).await
-}
-
-/// The query of a `GET /tap` request: `Some(Ok)` to stream, `Some(Err)` when
-/// the query is wrong (answered 400 by [`respond`]); `None` for other requests.
-fn tap_request(request: &[u8]) -> Option<Result<TapQuery, String>> {
-    let (method, target) = request_line(request);
+    let (method, target) = request_line(&request);
     let (path, query) = target.split_once('?').unwrap_or((&target, ""));
-    (method == "GET" && path == "/tap").then(|| query::decode(query))
+    let authorised = authorised(&request, state.token.as_ref());
+    match (method.as_str(), path, authorised) {
+        ("GET", "/tap", true) => return stream_tap(stream, state, query::decode(query)).await,
+        ("GET", "/status/stream", true) => return stream_status(stream, state).await,
+        _ => {}
+    }
+    let (status, content_type, body) = respond(&method, path, authorised, state);
+    write_answer(&mut stream, status, content_type, &body).await
 }
 
 /// The method and target of the request line.
@@ -357,11 +353,14 @@ const UNAUTHORISED: (&str, &str, &str) = (
     "send Authorization: Bearer <http.token>\n",
 );
 
-fn respond(request: &[u8], state: &HttpState) -> (&'static str, &'static str, String) {
-    let (method, target) = request_line(request);
-    let path = target.split('?').next().unwrap_or("");
-    let authorised = authorised(request, state.token.as_ref());
-    match (method.as_str(), path) {
+/// The answer to `method` on `path`, for requests that are not streams.
+fn respond(
+    method: &str,
+    path: &str,
+    authorised: bool,
+    state: &HttpState,
+) -> (&'static str, &'static str, String) {
+    match (method, path) {
         ("GET", "/tap" | "/status/stream") => {
             (UNAUTHORISED.0, UNAUTHORISED.1, UNAUTHORISED.2.into())
         }
