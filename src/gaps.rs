@@ -12,10 +12,11 @@
 //!   opened counts as lost: `herald_sender_gap_events_total{source,host}`.
 //! - after 9999 the counter starts again at 0 or 1 (which one is learned from
 //!   seeing a 0).
-//! - a low row (below 100) after a pause of [`GRACE`] that no wrap explains,
-//!   or one from before the first row seen, means the Sense service
-//!   restarted and its counter with it: `herald_sender_restarts_total`, not a
-//!   loss. Without the pause it is read as reordering or a duplicate.
+//! - a low row (below 100) after a pause of [`GRACE`] that no wrap explains
+//!   means the Sense service restarted and its counter with it:
+//!   `herald_sender_restarts_total`, not a loss. Without the pause it is read
+//!   as reordering (also of rows from before the first one seen) or a
+//!   duplicate.
 //!
 //! What counts as lost is what never became an event: lost on the network,
 //! dropped by the kernel because herald's receive buffer was full, or refused
@@ -100,14 +101,14 @@ impl StreamStatus {
 /// Rows missing between two rows seen: positions `from..=to`.
 #[derive(Debug, Clone, Copy)]
 struct Gap {
-    from: u64,
-    to: u64,
+    from: i64,
+    to: i64,
     opened: Instant,
 }
 
 impl Gap {
     fn len(&self) -> u64 {
-        self.to - self.from + 1
+        (self.to - self.from + 1).unsigned_abs()
     }
 }
 
@@ -117,9 +118,12 @@ struct Stream {
     status: StreamStatus,
     /// Whether the counter has been seen at 0 (it then runs 0..=9999).
     zero_based: bool,
-    /// The newest row's position: rows counted from the first one seen, so
-    /// that it keeps growing across wraps.
-    newest: u64,
+    /// The newest row's position: rows counted from the first one seen (0),
+    /// so that it keeps growing across wraps.
+    newest: i64,
+    /// The oldest row's position: below 0 when rows from before the first
+    /// one seen arrived later (reordered as the stream began).
+    oldest: i64,
     /// When the newest row arrived.
     newest_at: Instant,
     gaps: VecDeque<Gap>,
@@ -133,6 +137,7 @@ impl Stream {
         Stream {
             zero_based: status.last_row == 0,
             newest: 0,
+            oldest: 0,
             newest_at: now,
             gaps: VecDeque::new(),
             lost: counter!(SENDER_GAP_EVENTS, "source" => source, "host" => metric_host.to_string()),
@@ -169,8 +174,7 @@ impl Stream {
             // The newest row again: a duplicate (the network, or a resend).
             return;
         }
-        // A restart takes the service a while: a low row after a pause, or
-        // one from before the first row this stream saw.
+        // A restart takes the service a while: a low row after a pause.
         let low = row - base < RESTART_ROW;
         let paused = now.saturating_duration_since(self.newest_at) >= GRACE;
         if ahead < HALF && !(low && paused && ahead > RESTART_JUMP) {
@@ -181,16 +185,24 @@ impl Stream {
         if ahead >= HALF {
             // A row from before the newest: it fills its place in a gap, or
             // is a duplicate of one already seen.
-            let behind = u64::from(TOP - base + 1 - ahead);
-            let position = self.newest.checked_sub(behind);
-            if position.is_some_and(|position| self.fill(position)) {
+            let behind = i64::from(TOP - base + 1 - ahead);
+            let position = self.newest - behind;
+            if position >= self.oldest {
+                if self.fill(position) {
+                    self.status.late += 1;
+                    self.status.missing -= 1;
+                    return;
+                }
+                // A duplicate, unless the count started again after a pause.
+                if !(low && paused) {
+                    return;
+                }
+            } else if !paused {
+                // From before the first row seen: reordered as the stream began.
+                self.extend_back(position, now);
                 self.status.late += 1;
-                self.status.missing -= 1;
                 return;
-            }
-            // A low row seen before is a restart only when it cannot be a
-            // late duplicate: before this stream's first row, or after a pause.
-            if !(low && (position.is_none() || paused)) {
+            } else if !low {
                 return;
             }
         }
@@ -212,19 +224,37 @@ impl Stream {
             }
             let gap = Gap {
                 from: self.newest + 1,
-                to: self.newest + u64::from(ahead) - 1,
+                to: self.newest + i64::from(ahead) - 1,
                 opened: now,
             };
             self.status.missing += gap.len();
             self.gaps.push_back(gap);
         }
-        self.newest += u64::from(ahead);
+        self.newest += i64::from(ahead);
         self.newest_at = now;
         self.status.last_row = row;
     }
 
+    /// Makes `position`, before the oldest row, the oldest; the rows between
+    /// are a new gap.
+    fn extend_back(&mut self, position: i64, now: Instant) {
+        if position < self.oldest - 1 {
+            if self.gaps.len() == MAX_GAPS {
+                self.close_oldest();
+            }
+            let gap = Gap {
+                from: position + 1,
+                to: self.oldest - 1,
+                opened: now,
+            };
+            self.status.missing += gap.len();
+            self.gaps.push_back(gap);
+        }
+        self.oldest = position;
+    }
+
     /// Marks `position` as arrived; false when it was not missing.
-    fn fill(&mut self, position: u64) -> bool {
+    fn fill(&mut self, position: i64) -> bool {
         let Some(index) = self
             .gaps
             .iter()
@@ -579,17 +609,20 @@ mod tests {
     #[test]
     fn a_restarted_service_is_a_restart_not_a_loss() {
         let feed = Feed::new();
-        feed.rows(&[4000, 4001, 4002, 1, 2, 3]);
+        feed.rows(&[4000, 4001, 4002]);
+        feed.rows_at("node1", "/qseow-engine/", &[1, 2, 3], 30);
         let status = feed.settled();
         assert_eq!((status.lost, status.restarts, status.last_row), (0, 1, 3));
         // Rows lost just after the restart do count.
         let feed = Feed::new();
-        feed.rows(&[4000, 4001, 3, 4]);
+        feed.rows(&[4000, 4001]);
+        feed.rows_at("node1", "/qseow-engine/", &[3, 4], 30);
         let status = feed.settled();
         assert_eq!((status.lost, status.restarts), (2, 1));
         // A gap still open when the service restarts stays lost.
         let feed = Feed::new();
-        feed.rows(&[100, 103, 1]);
+        feed.rows(&[100, 103]);
+        feed.rows_at("node1", "/qseow-engine/", &[1], 30);
         let status = feed.settled();
         assert_eq!((status.lost, status.restarts), (2, 1));
         // A wrap whose first rows were lost is not a restart.
@@ -626,10 +659,10 @@ mod tests {
         feed.rows_at("node1", "/qseow-engine/", &[40, 41, 42], 30);
         let status = feed.settled();
         assert_eq!((status.lost, status.restarts, status.last_row), (39, 1, 42));
-        // Behind the stream's first row: a restart without waiting for a pause.
+        // Behind the stream's first row, after a pause.
         let feed = Feed::new();
         feed.rows(&(3900..=4000).collect::<Vec<_>>());
-        feed.rows(&[40, 41]);
+        feed.rows_at("node1", "/qseow-engine/", &[40, 41], 30);
         let status = feed.settled();
         assert_eq!((status.lost, status.restarts), (39, 1));
         // A network outage: rows far on, not near the start, are lost ones.
@@ -638,6 +671,22 @@ mod tests {
         feed.rows_at("node1", "/qseow-engine/", &[300, 301], 30);
         let status = feed.settled();
         assert_eq!((status.lost, status.restarts), (199, 0));
+    }
+
+    #[test]
+    fn rows_from_before_the_first_one_seen_are_late_not_a_restart() {
+        // Two workers' batches as the stream begins, the later one first,
+        // with rows 10 and 11 lost.
+        let feed = Feed::new();
+        feed.rows(&(41..=60).collect::<Vec<_>>());
+        feed.rows(
+            &(1..=40)
+                .filter(|r| ![10, 11].contains(r))
+                .collect::<Vec<_>>(),
+        );
+        let status = feed.settled();
+        assert_eq!((status.lost, status.restarts, status.last_row), (2, 0, 60));
+        assert_eq!(status.late, 38);
     }
 
     #[test]

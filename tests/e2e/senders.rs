@@ -21,14 +21,19 @@ fn rows_that_never_arrive_are_counted_per_host_and_source() {
     let mut rows: Vec<u32> = (1..=100).filter(|r| ![10, 11, 50].contains(r)).collect();
     let at = rows.iter().position(|&r| r == 60).expect("row 60");
     rows.swap(at, at + 1);
-    // node2: its service restarts after row 4000 (the count starts again).
-    let node2 = [3998, 3999, 4000, 1, 2, 3];
+    // node2: rows up to 4000, then its service restarts (which takes a
+    // while) and the count starts again.
     let datagrams: Vec<Vec<u8>> = rows
         .iter()
         .map(|&row| engine_row("node1", row))
-        .chain(node2.iter().map(|&row| engine_row("node2", row)))
+        .chain(
+            [3998, 3999, 4000]
+                .iter()
+                .map(|&row| engine_row("node2", row)),
+        )
         .collect();
     let refs: Vec<&[u8]> = datagrams.iter().map(Vec::as_slice).collect();
+    let sent = std::time::Instant::now();
     for chunk in refs.chunks(20) {
         send("127.0.0.1", herald.udp, chunk);
     }
@@ -46,6 +51,14 @@ fn rows_that_never_arrive_are_counted_per_host_and_source() {
         lost(&herald),
         herald.metrics_text()
     );
+    std::thread::sleep(std::time::Duration::from_secs(6).saturating_sub(sent.elapsed()));
+    let restarted: Vec<Vec<u8>> = [1, 2, 3]
+        .iter()
+        .map(|&row| engine_row("node2", row))
+        .collect();
+    let refs: Vec<&[u8]> = restarted.iter().map(Vec::as_slice).collect();
+    send("127.0.0.1", herald.udp, &refs);
+    herald.wait_for_events(datagrams.len() + restarted.len());
     assert_eq!(
         herald.metric(
             "herald_sender_restarts_total",
