@@ -349,18 +349,26 @@ fn categorise(log: &Node, draft: &mut Draft) {
     }
 }
 
+/// The event types whose section (`logEvents`, `userEvents`) switches
+/// `switch` on (`sendToInfluxdb`, `sendToMQTT`).
+fn sent_to(log: Option<&Node>, user: Option<&Node>, switch: &str) -> Vec<&'static str> {
+    let on = |events: Option<&Node>| events.is_some_and(|e| e.on(&format!("{switch}.enable")));
+    let mut types = Vec::new();
+    if on(log) {
+        types.extend(["log", "qix_perf"]);
+    }
+    if on(user) {
+        types.extend(["session", "connection"]);
+    }
+    types
+}
+
 /// `influxdbConfig` into an `influxdb` sink with the Butler SOS schema.
 fn influxdb(root: &Node, log: Option<&Node>, user: Option<&Node>, draft: &mut Draft) {
     let Some(config) = root.get("influxdbConfig").filter(|c| c.on("enable")) else {
         return;
     };
-    let mut types = Vec::new();
-    if log.is_some_and(|log| log.on("sendToInfluxdb.enable")) {
-        types.extend(["log", "qix_perf"]);
-    }
-    if user.is_some_and(|user| user.on("sendToInfluxdb.enable")) {
-        types.extend(["session", "connection"]);
-    }
+    let types = sent_to(log, user, "sendToInfluxdb");
     if types.is_empty() {
         draft.note(format!(
             "{} is on, but neither logEvents nor userEvents sends to it: no InfluxDB sink",
@@ -400,13 +408,7 @@ fn mqtt(root: &Node, log: Option<&Node>, user: Option<&Node>, draft: &mut Draft)
     let Some(config) = root.get("mqttConfig").filter(|c| c.on("enable")) else {
         return;
     };
-    let mut types = Vec::new();
-    if log.is_some_and(|log| log.on("sendToMQTT.enable")) {
-        types.extend(["log", "qix_perf"]);
-    }
-    if user.is_some_and(|user| user.on("sendToMQTT.enable")) {
-        types.extend(["session", "connection"]);
-    }
+    let types = sent_to(log, user, "sendToMQTT");
     if types.is_empty() {
         return;
     }
