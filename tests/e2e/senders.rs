@@ -85,7 +85,11 @@ fn rows_that_never_arrive_are_counted_per_host_and_source() {
     assert_eq!(node1["source"], "engine");
     assert_eq!(node1["received"], 97);
     assert_eq!(node1["lost"], 3);
-    assert_eq!(node1["late"], 1);
+    assert_eq!(node1["missing_now"], 0);
+    // 61 before 60 makes one late row at least; two workers may also record
+    // a later batch first, whose earlier rows then arrive late as well.
+    let late = node1["late"].as_u64().expect("late");
+    assert!((1..=97).contains(&late), "{node1:#}");
     assert_eq!(node1["last_row"], 100);
     assert!((node1["loss_ratio"].as_f64().unwrap() - 0.03).abs() < 1e-9);
     let node2 = &senders[1];
