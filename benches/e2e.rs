@@ -6,10 +6,13 @@
 //! * herald as shipped (`file`): the file sink with its default rotation, sync
 //!   and queues, the headline; then one change each: `null` (nothing written),
 //!   `file-no-rotation`, `file-disk` and `null-disk` (a disk buffer);
+//!   `file-pair` and `null-pair`: two instances sharing the port
+//!   (`ingest.reuse_port`), their CPU and memory summed;
 //! * `rsyslog`: `rsyslogd` with `imudp` (large receive buffer) writing every
 //!   message to a file, the C tool admins would otherwise pick.
 //!
-//! The sender is `herald send --file` in a process of its own. For each
+//! The sender is `herald send --file` in a process of its own, sending from 16
+//! source ports in turn as the services of Sense nodes do. For each
 //! receiver the rate is stepped over fixed-length runs until datagrams are lost
 //! (received < sent, or the kernel dropped any) in two runs in a row, then
 //! bisected the same way. Reported per
@@ -113,7 +116,16 @@ fn cpu_seconds(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
-/// Peak resident set size of a process, in MiB.
+/// CPU seconds the processes have used together.
+fn cpu_of(pids: &[u32]) -> f64 {
+    pids.iter().map(|&pid| cpu_seconds(pid)).sum()
+}
+
+/// Bytes the processes have caused to be written, together.
+fn written_of(pids: &[u32]) -> u64 {
+    pids.iter().map(|&pid| written_bytes(pid)).sum()
+}
+
 /// Bytes a process has caused to be written to storage (its page-cache writes
 /// as they reach the disk layer), from `/proc/<pid>/io`.
 fn written_bytes(pid: u32) -> u64 {
@@ -125,6 +137,7 @@ fn written_bytes(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// Peak resident set size of a process, in MiB.
 fn peak_rss_mib(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
@@ -181,7 +194,8 @@ fn label<'a>(line: &'a str, name: &str) -> Option<&'a str> {
 trait Target {
     fn name(&self) -> &str;
     fn port(&self) -> u16;
-    fn pid(&self) -> u32;
+    /// The receiver's processes (CPU, writes and memory are summed over them).
+    fn pids(&self) -> Vec<u32>;
     /// Datagrams fully handled so far (counted, written, delivered).
     fn received(&self) -> u64;
     /// Datagrams dropped inside the receiver so far (its own counters), by
@@ -238,8 +252,9 @@ fn truncate(path: &Path) {
 
 /// This benchmark binary run as the bare receiver (`e2e drain <port> <file>`).
 fn drain(port: u16, count_file: &Path) {
-    let bound = herald::ingest::socket::bind(SocketAddr::from(([127, 0, 0, 1], port)), 8 << 20)
-        .expect("bind");
+    let bound =
+        herald::ingest::socket::bind(SocketAddr::from(([127, 0, 0, 1], port)), 8 << 20, false)
+            .expect("bind");
     let mut receiver = herald::ingest::socket::Receiver::new(bound.socket, 64, 65_507);
     let mut count = 0u64;
     let mut last_write = Instant::now();
@@ -268,8 +283,8 @@ impl Target for Drain {
     fn port(&self) -> u16 {
         self.port
     }
-    fn pid(&self) -> u32 {
-        self.child.id()
+    fn pids(&self) -> Vec<u32> {
+        vec![self.child.id()]
     }
     fn received(&self) -> u64 {
         std::fs::read_to_string(&self.file)
@@ -355,12 +370,16 @@ impl Setup {
 
 impl Herald {
     fn start(setup: Setup) -> Herald {
+        Herald::start_on(setup, free_udp_port(), false)
+    }
+
+    /// Starts herald on `port`; with `reuse_port`, other instances may share it.
+    fn start_on(setup: Setup, port: u16, reuse_port: bool) -> Herald {
         let dir = tempfile::tempdir().expect("temp dir");
-        let port = free_udp_port();
         let http = SocketAddr::from(([127, 0, 0, 1], free_tcp_port()));
         let sink_table = setup.sink_table();
         let config = format!(
-            "[ingest]\nlisten = [\"127.0.0.1:{port}\"]\nallow = [\"127.0.0.0/8\"]\n\n[http]\nlisten = \"{http}\"\n\n[log]\nlevel = \"error\"\n\n[sinks.out]\n{sink_table}\n"
+            "[ingest]\nlisten = [\"127.0.0.1:{port}\"]\nallow = [\"127.0.0.0/8\"]\nreuse_port = {reuse_port}\n\n[http]\nlisten = \"{http}\"\n\n[log]\nlevel = \"error\"\n\n[sinks.out]\n{sink_table}\n"
         );
         std::fs::write(dir.path().join("herald.toml"), config).expect("config");
         let child = Command::new(herald_under_test())
@@ -409,8 +428,8 @@ impl Target for Herald {
     fn port(&self) -> u16 {
         self.port
     }
-    fn pid(&self) -> u32 {
-        self.child.id()
+    fn pids(&self) -> Vec<u32> {
+        vec![self.child.id()]
     }
     fn received(&self) -> u64 {
         self.metric(&self.metrics(), "herald_sink_events_delivered_total") as u64
@@ -470,6 +489,55 @@ impl Drop for Herald {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Two herald processes on one port (`ingest.reuse_port`): the kernel spreads
+/// the sender's source ports over them.
+struct Pair {
+    name: String,
+    instances: [Herald; 2],
+}
+
+impl Pair {
+    fn start(setup: Setup) -> Pair {
+        let port = free_udp_port();
+        Pair {
+            name: format!("2 × {} on one port", setup.label()),
+            instances: [
+                Herald::start_on(setup, port, true),
+                Herald::start_on(setup, port, true),
+            ],
+        }
+    }
+}
+
+impl Target for Pair {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn port(&self) -> u16 {
+        self.instances[0].port
+    }
+    fn pids(&self) -> Vec<u32> {
+        self.instances.iter().map(|h| h.child.id()).collect()
+    }
+    fn received(&self) -> u64 {
+        self.instances.iter().map(Target::received).sum()
+    }
+    fn app_drops(&self) -> Drops {
+        let mut drops = Drops::new();
+        for instance in &self.instances {
+            for (cause, n) in instance.app_drops() {
+                *drops.entry(cause).or_default() += n;
+            }
+        }
+        drops
+    }
+    fn recycle_output(&self) {
+        for instance in &self.instances {
+            instance.recycle_output();
+        }
     }
 }
 
@@ -550,8 +618,8 @@ impl Target for Rsyslog {
     fn port(&self) -> u16 {
         self.port
     }
-    fn pid(&self) -> u32 {
-        self.child.id()
+    fn pids(&self) -> Vec<u32> {
+        vec![self.child.id()]
     }
     fn received(&self) -> u64 {
         // Count the newlines rsyslog wrote since the last look.
@@ -657,6 +725,9 @@ fn send_from_process(mix: &Path, port: u16, rate: f64, seconds: f64) -> Sent {
         .arg(format!("{rate:.0}"))
         .arg("--duration")
         .arg(format!("{:.0}ms", seconds * 1000.0))
+        // As the services of Sense nodes do: many source ports (which only
+        // instances sharing the port with reuse_port tell apart).
+        .args(["--sockets", &SENDER_SOCKETS.to_string()])
         .stderr(Stdio::inherit())
         .output()
         .expect("run herald send");
@@ -681,8 +752,8 @@ fn run(target: &dyn Target, mix: &Path, rate: f64, seconds: f64) -> Run {
     let before_received = target.received();
     let before_drops = kernel_drops(target.port());
     let before_app = target.app_drops();
-    let before_cpu = cpu_seconds(target.pid());
-    let before_written = written_bytes(target.pid());
+    let before_cpu = cpu_of(&target.pids());
+    let before_written = written_of(&target.pids());
     let report = send_from_process(mix, target.port(), rate, seconds);
     // Settle: wait until the count stops moving (or everything arrived).
     let mut last = target.received();
@@ -708,9 +779,9 @@ fn run(target: &dyn Target, mix: &Path, rate: f64, seconds: f64) -> Run {
         received: target.received() - before_received,
         kernel_drops: kernel_drops(target.port()) - before_drops,
         app_drops: drops_since(&before_app, target.app_drops()),
-        cpu_seconds: cpu_seconds(target.pid()) - before_cpu,
+        cpu_seconds: cpu_of(&target.pids()) - before_cpu,
         seconds: report.elapsed.as_secs_f64(),
-        written_bytes: written_bytes(target.pid()).saturating_sub(before_written),
+        written_bytes: written_of(&target.pids()).saturating_sub(before_written),
     }
 }
 
@@ -829,7 +900,7 @@ fn measure(target: &dyn Target, mix: &Path, seconds: f64, log: &mut String) -> O
         sender_bound,
         overload,
         latency,
-        peak_rss_mib: peak_rss_mib(target.pid()),
+        peak_rss_mib: target.pids().into_iter().map(peak_rss_mib).sum(),
         ladder,
     }
 }
@@ -851,6 +922,9 @@ fn cpu_at_same_rate(a: &Outcome, b: &Outcome) -> Option<(f64, f64, f64)> {
 
 /// How many times in a row each datagram of the mix is sent.
 const MIX_RUN: usize = 8;
+
+/// Source ports the sender sends from in turn.
+const SENDER_SOCKETS: usize = 16;
 
 /// The drain's and rsyslog's row names.
 const DRAIN: &str = "drain (recvmmsg into a counter)";
@@ -990,12 +1064,19 @@ fn main() {
             outcomes.push(measure(&herald, &mix, seconds, &mut log));
         }
     }
+    // Two instances sharing the port (docs/SCALING.md).
+    for (row, setup) in [("file-pair", Setup::File), ("null-pair", Setup::Null)] {
+        if wanted(row) {
+            let pair = Pair::start(setup);
+            outcomes.push(measure(&pair, &mix, seconds, &mut log));
+        }
+    }
     // Memory at a steady 100k events/s with the shipped defaults, in a fresh
     // process.
     let steady_rss = wanted("file").then(|| {
         let herald = Herald::start(Setup::File);
         let _ = run(&herald, &mix, 100_000.0, seconds.max(5.0));
-        let rss = peak_rss_mib(herald.pid());
+        let rss = peak_rss_mib(herald.child.id());
         let _ = writeln!(
             log,
             "{}: peak RSS {rss:.1} MiB after a steady 100000/s run",

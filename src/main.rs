@@ -83,6 +83,11 @@ enum Command {
         /// Source address to send from, e.g. 127.0.0.2.
         #[arg(long)]
         from: Option<IpAddr>,
+        /// Send from this many sockets (source ports) in turn, as several Sense
+        /// services on one node do (spreads the load over herald instances
+        /// that share a port with ingest.reuse_port).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
+        sockets: u16,
     },
     /// Send what a dead-letter file kept through the sinks again, once the cause
     /// is fixed. Events go back to the sink that gave up on them; datagrams are
@@ -207,6 +212,7 @@ fn main() -> ExitCode {
             duration,
             rate,
             from,
+            sockets,
             json,
         } => send_samples(
             &to,
@@ -217,6 +223,7 @@ fn main() -> ExitCode {
                 count,
                 duration,
                 rate,
+                sockets: usize::from(sockets),
             },
             json,
         ),
@@ -449,6 +456,7 @@ struct SendLimits {
     count: Option<u64>,
     duration: Option<Duration>,
     rate: Option<f64>,
+    sockets: usize,
 }
 
 fn send_samples(
@@ -471,6 +479,7 @@ fn send_samples(
         count: limits.count,
         duration: limits.duration,
         rate: limits.rate,
+        sockets: limits.sockets,
     };
     let bar = match options.count {
         Some(count) if options.duration.is_none() => indicatif::ProgressBar::new(count),
@@ -779,11 +788,21 @@ fn ready_status(config: &Config) -> String {
 }
 
 fn init_logging(config: &Config) {
+    // The NATS client logs every connection event in its own words; the NATS
+    // sink says the same in herald's, at most once per 10 s. Its own lines
+    // show only when a filter names it (HERALD_LOG=info,async_nats=debug).
+    let quiet = |text: &str| {
+        if text.contains("async_nats") {
+            text.to_string()
+        } else {
+            format!("{text},async_nats=off")
+        }
+    };
     let filter = std::env::var("HERALD_LOG")
         .ok()
-        .and_then(|text| EnvFilter::try_new(text).ok())
-        .or_else(|| EnvFilter::try_new(&config.log.level).ok())
-        .unwrap_or_else(|| EnvFilter::new("info"));
+        .and_then(|text| EnvFilter::try_new(quiet(&text)).ok())
+        .or_else(|| EnvFilter::try_new(quiet(&config.log.level)).ok())
+        .unwrap_or_else(|| EnvFilter::new("info,async_nats=off"));
     let colour = log_colour(
         std::io::IsTerminal::is_terminal(&std::io::stderr()),
         std::env::var_os("NO_COLOR").as_deref(),

@@ -68,6 +68,9 @@ pub const SINK_DELIVERED: &str = "herald_sink_events_delivered_total";
 pub const SINK_FAILED: &str = "herald_sink_events_failed_total";
 /// Delivery attempts that were retried.
 pub const SINK_RETRIES: &str = "herald_sink_retries_total";
+/// Events a stream had already stored when a retried batch sent them again
+/// (stored once: JetStream's duplicate window), per sink.
+pub const SINK_DUPLICATES: &str = "herald_sink_duplicates_total";
 /// Events waiting in a sink's queue.
 pub const SINK_QUEUE_DEPTH: &str = "herald_sink_queue_depth";
 /// Capacity of a sink's queue.
@@ -175,6 +178,10 @@ pub fn describe() {
         "Events a sink gave up on (sent to the dead-letter file)."
     );
     describe_counter!(SINK_RETRIES, "Delivery attempts retried, per sink.");
+    describe_counter!(
+        SINK_DUPLICATES,
+        "Events a NATS stream had already stored when a retried batch sent them again; stored once, per sink."
+    );
     describe_gauge!(SINK_QUEUE_DEPTH, "Events waiting in the sink's queue.");
     describe_gauge!(SINK_QUEUE_CAPACITY, "Capacity of the sink's queue.");
     describe_gauge!(

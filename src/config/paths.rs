@@ -211,6 +211,13 @@ impl SinkKind {
                 .chain(mqtt.tls_client_cert_file.iter_mut())
                 .chain(mqtt.tls_client_key_file.iter_mut())
                 .collect(),
+            SinkKind::Nats(nats) => nats
+                .tls_ca_file
+                .iter_mut()
+                .chain(nats.tls_client_cert_file.iter_mut())
+                .chain(nats.tls_client_key_file.iter_mut())
+                .chain(nats.credentials_file.iter_mut())
+                .collect(),
         }
     }
 }

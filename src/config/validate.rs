@@ -227,6 +227,11 @@ impl Config {
                         invalid(&key(field), problem);
                     }
                 }
+                SinkKind::Nats(nats) => {
+                    if let Err((field, problem)) = nats.validate() {
+                        invalid(&key(field), problem);
+                    }
+                }
                 SinkKind::Email(email) => {
                     if let Err((field, problem)) = email.validate() {
                         invalid(&key(field), problem);

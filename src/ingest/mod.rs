@@ -59,6 +59,12 @@ pub struct IngestConfig {
     /// default): no limit.
     #[serde(default)]
     pub max_datagrams_per_source_per_second: u32,
+    /// Let several herald processes listen on the same port (`SO_REUSEPORT`,
+    /// Linux): the kernel spreads senders across them by source address and
+    /// port, so each Sense service's stream goes to one process. Every process
+    /// must set it. See docs/SCALING.md for what each process keeps to itself.
+    #[serde(default)]
+    pub reuse_port: bool,
 }
 
 fn default_allow_refresh_seconds() -> u64 {
@@ -179,7 +185,7 @@ pub fn bind_all(config: &IngestConfig) -> Result<Vec<Listener>, BindError> {
 ///
 /// Names the address that could not be bound.
 pub fn bind_one(addr: SocketAddr, config: &IngestConfig) -> Result<Listener, BindError> {
-    let bound = socket::bind(addr, config.receive_buffer_bytes)
+    let bound = socket::bind(addr, config.receive_buffer_bytes, config.reuse_port)
         .map_err(|source| BindError { addr, source })?;
     let granted = bound.receive_buffer_bytes;
     // Linux reports twice the size asked for (it counts its overhead).
@@ -193,7 +199,12 @@ pub fn bind_one(addr: SocketAddr, config: &IngestConfig) -> Result<Listener, Bin
             config.receive_buffer_bytes
         );
     }
-    info!(listener = %bound.local_addr, receive_buffer_bytes = granted, "listening for Sense log events");
+    info!(
+        listener = %bound.local_addr,
+        receive_buffer_bytes = granted,
+        reuse_port = config.reuse_port,
+        "listening for Sense log events"
+    );
     Ok(Listener {
         name: addr.to_string(),
         bound,

@@ -34,15 +34,27 @@ pub struct Bound {
 ///
 /// On Linux the buffer is capped by `net.core.rmem_max`; when it comes out smaller
 /// than asked, `SO_RCVBUFFORCE` is tried (it works when running as root or with
-/// `CAP_NET_ADMIN`). An IPv6 wildcard address also receives IPv4.
+/// `CAP_NET_ADMIN`). An IPv6 wildcard address also receives IPv4. With
+/// `reuse_port`, other sockets that set it too may bind the same address, and
+/// the kernel spreads senders across them by a hash of source and destination.
 ///
 /// # Errors
 ///
-/// When the socket cannot be created or bound.
-pub fn bind(addr: SocketAddr, receive_buffer_bytes: usize) -> io::Result<Bound> {
+/// When the socket cannot be created or bound; `reuse_port` outside Linux
+/// (elsewhere `SO_REUSEPORT` does not spread senders, or does not exist).
+pub fn bind(addr: SocketAddr, receive_buffer_bytes: usize, reuse_port: bool) -> io::Result<Bound> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     if addr.is_ipv6() && addr.ip().is_unspecified() {
         socket.set_only_v6(false)?;
+    }
+    if reuse_port {
+        #[cfg(target_os = "linux")]
+        socket.set_reuse_port(true)?;
+        #[cfg(not(target_os = "linux"))]
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "ingest.reuse_port needs Linux; run one herald per port elsewhere",
+        ));
     }
     // Best effort: a smaller buffer still works, and the granted size is reported.
     // SO_RCVBUFFORCE (root or CAP_NET_ADMIN) is not capped by net.core.rmem_max;
@@ -430,8 +442,20 @@ mod tests {
     use super::*;
 
     fn receiver(max: usize) -> (Receiver, SocketAddr) {
-        let bound = bind("127.0.0.1:0".parse().unwrap(), 1 << 20).unwrap();
+        let bound = bind("127.0.0.1:0".parse().unwrap(), 1 << 20, false).unwrap();
         (Receiver::new(bound.socket, 16, max), bound.local_addr)
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn with_reuse_port_two_sockets_share_a_port_and_without_it_they_cannot() {
+        let first = bind("127.0.0.1:0".parse().unwrap(), 1 << 16, true).unwrap();
+        let second = bind(first.local_addr, 1 << 16, true).unwrap();
+        assert_eq!(second.local_addr, first.local_addr);
+        let err = bind(first.local_addr, 1 << 16, false).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+        let plain = bind("127.0.0.1:0".parse().unwrap(), 1 << 16, false).unwrap();
+        assert!(bind(plain.local_addr, 1 << 16, true).is_err());
     }
 
     #[test]
@@ -480,7 +504,7 @@ mod tests {
 
     #[test]
     fn portable_receiver_reads_batches_and_flags_oversized_datagrams() {
-        let bound = bind("127.0.0.1:0".parse().unwrap(), 1 << 20).unwrap();
+        let bound = bind("127.0.0.1:0".parse().unwrap(), 1 << 20, false).unwrap();
         let mut receiver = PortableReceiver::new(bound.socket, 8, 10);
         let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
         sender.send_to(b"short", bound.local_addr).unwrap();
@@ -510,7 +534,7 @@ mod tests {
     #[test]
     fn reports_kernel_drops_when_the_buffer_overflows() {
         // A tiny buffer (the kernel's minimum) overflows after a few datagrams.
-        let bound = bind("127.0.0.1:0".parse().unwrap(), 1).unwrap();
+        let bound = bind("127.0.0.1:0".parse().unwrap(), 1, false).unwrap();
         let receiver = Receiver::new(bound.socket, 64, 2048);
         assert_eq!(receiver.kernel_drops(), Some(0));
         let sender = UdpSocket::bind("127.0.0.1:0").unwrap();

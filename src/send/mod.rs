@@ -198,6 +198,9 @@ pub struct SendOptions {
     pub duration: Option<Duration>,
     /// Datagrams per second; `None` or 0: as fast as possible.
     pub rate: Option<f64>,
+    /// Sockets (source ports) to send from, batch by batch in turn, as several
+    /// Sense services on one node would; at least 1.
+    pub sockets: usize,
 }
 
 /// Why sending went wrong, by kind of error: a stable name for `--json`, the
@@ -341,7 +344,10 @@ pub fn send(
     options: &SendOptions,
     mut progress: impl FnMut(u64),
 ) -> io::Result<SendReport> {
-    let socket = connect(options.to, options.from)?;
+    let sockets = (0..options.sockets.max(1))
+        .map(|_| connect(options.to, options.from))
+        .collect::<io::Result<Vec<_>>>()?;
+    let mut turn = 0;
     let total = options.count.unwrap_or(if options.duration.is_some() {
         u64::MAX
     } else {
@@ -379,7 +385,14 @@ pub fn send(
         batch.extend((0..n).map(|k| {
             datagrams[((attempted + k as u64) % datagrams.len() as u64) as usize].as_slice()
         }));
-        send_batch(&socket, &batch, options.to, &mut outcome, &mut segmented);
+        send_batch(
+            &sockets[turn],
+            &batch,
+            options.to,
+            &mut outcome,
+            &mut segmented,
+        );
+        turn = (turn + 1) % sockets.len();
         attempted += n as u64;
         if now.duration_since(last_progress) >= Duration::from_millis(100) {
             progress(outcome.sent);
@@ -401,7 +414,9 @@ pub fn send(
     if attempted > 0 {
         // The answer to the last datagrams comes after the last send: wait a
         // moment for a refusal (a loopback one is there at once).
-        outcome.late_error(&socket, options.to);
+        for socket in &sockets {
+            outcome.late_error(socket, options.to);
+        }
     }
     Ok(SendReport {
         sent: outcome.sent,
@@ -486,6 +501,7 @@ mod tests {
             count: None,
             duration: None,
             rate: None,
+            sockets: 1,
         }
     }
     use crate::parse::{ParseConfig, Parser};
@@ -522,6 +538,33 @@ mod tests {
         let report = send(&[b"x".to_vec()], &options, |_| {}).unwrap();
         // 100/s for 0.3 s: about 30, never a flood.
         assert!((20..=40).contains(&report.sent), "{}", report.sent);
+    }
+
+    #[test]
+    fn several_sockets_send_from_several_source_ports_in_turn() {
+        let receiver = crate::ingest::socket::bind("127.0.0.1:0".parse().unwrap(), 4 << 20, false)
+            .unwrap()
+            .socket;
+        receiver
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let total = BATCH * 4;
+        let options = SendOptions {
+            count: Some(total as u64),
+            rate: None,
+            sockets: 4,
+            ..once_to(receiver.local_addr().unwrap())
+        };
+        let report = send(&[b"x".to_vec()], &options, |_| {}).unwrap();
+        assert_eq!(report.sent, total as u64);
+        // Each batch from the next socket: four source ports (even if a small
+        // receive buffer drops some datagrams).
+        let mut from = std::collections::BTreeSet::new();
+        let mut buf = [0u8; 16];
+        while let Ok((_, peer)) = receiver.recv_from(&mut buf) {
+            from.insert(peer);
+        }
+        assert_eq!(from.len(), 4, "{from:?}");
     }
 
     #[test]

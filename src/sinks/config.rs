@@ -12,7 +12,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::queue::Overflow;
 use super::webhook::WebhookBody;
-use super::{alert, file, influxdb, loki, mqtt, stdout, webhook};
+use super::{alert, file, influxdb, loki, mqtt, nats, stdout, webhook};
 use crate::buffer::BufferConfig;
 use crate::route::MatchConfig;
 
@@ -40,6 +40,8 @@ pub enum SinkKind {
     Mqtt(mqtt::MqttConfig),
     /// Email over SMTP (alerts).
     Email(alert::email::EmailConfig),
+    /// A NATS JetStream stream (event streams for other systems to consume).
+    Nats(nats::NatsConfig),
 }
 
 impl SinkKind {
@@ -56,6 +58,7 @@ impl SinkKind {
             SinkKind::Webhook(_) => "webhook",
             SinkKind::Mqtt(_) => "mqtt",
             SinkKind::Email(_) => "email",
+            SinkKind::Nats(_) => "nats",
         }
     }
 
@@ -264,8 +267,9 @@ fn read_part<T: serde::de::DeserializeOwned>(part: toml::Table) -> Result<T, Sin
 }
 
 /// The sink types, as written in `type`.
-const SINK_TYPES: [&str; 10] = [
-    "file", "stdout", "influxdb", "loki", "slack", "teams", "webhook", "mqtt", "email", "null",
+const SINK_TYPES: [&str; 11] = [
+    "file", "stdout", "influxdb", "loki", "slack", "teams", "webhook", "mqtt", "email", "nats",
+    "null",
 ];
 
 impl SinkConfig {
@@ -318,6 +322,7 @@ impl SinkConfig {
             "webhook" => read_part(table).map(SinkKind::Webhook),
             "mqtt" => read_part(table).map(SinkKind::Mqtt),
             "email" => read_part(table).map(SinkKind::Email),
+            "nats" => read_part(table).map(SinkKind::Nats),
             other => {
                 return Err(type_error(format!(
                     "unknown sink type {other:?}; use {}",

@@ -17,6 +17,7 @@ pub mod influxdb;
 pub mod isolate;
 pub mod loki;
 pub mod mqtt;
+pub mod nats;
 pub mod queue;
 pub mod stdout;
 pub mod tls;
@@ -278,6 +279,7 @@ fn spawn_one(
             });
         }
         SinkKind::Loki(loki) => start.spawn(loki::LokiSink::new(loki)?, tasks),
+        SinkKind::Nats(nats) => start.spawn(nats::NatsSink::new(name, nats)?, tasks),
         SinkKind::Webhook(webhook) if !config.kind.is_alert() => {
             start.spawn(webhook::WebhookBatchSink::new(webhook)?, tasks);
         }
@@ -333,6 +335,7 @@ pub async fn check_connection(kind: &SinkKind) -> Option<Result<String, String>>
         SinkKind::Influxdb(config) => Some(influxdb::check_connection(config).await),
         SinkKind::Loki(config) => Some(loki::check_connection(config).await),
         SinkKind::Mqtt(config) => Some(mqtt::check_connection(config).await),
+        SinkKind::Nats(config) => Some(nats::check_connection(config).await),
         SinkKind::Email(config) => Some(alert::email::check_connection(config).await),
         SinkKind::File(_)
         | SinkKind::Stdout(_)

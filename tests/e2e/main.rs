@@ -86,6 +86,15 @@ mod email;
 // MQTT against a real mosquitto: Butler and Butler SOS topics, TLS, passwords, client certificates, outages.
 mod mqtt;
 
+// The NATS sink against a real nats-server with JetStream.
+mod nats;
+
+// Every query of the Prometheus dashboard returns data from a real Prometheus.
+mod prometheus;
+
+// Two instances on one port (ingest.reuse_port) handle every datagram once.
+mod reuse_port;
+
 // A 100k-datagram burst: handled, and every datagram accounted for.
 mod throughput;
 

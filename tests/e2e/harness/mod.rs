@@ -110,6 +110,7 @@ pub struct ConfigBuilder {
     pub http_port: u16,
     allow: Vec<String>,
     max_datagram_bytes: Option<usize>,
+    ingest: String,
     flush_interval_ms: u64,
     events_sink: String,
     dead_letter: bool,
@@ -124,6 +125,7 @@ impl ConfigBuilder {
             http_port: free_tcp_port(),
             allow: vec!["127.0.0.1/32".into()],
             max_datagram_bytes: None,
+            ingest: String::new(),
             flush_interval_ms: 50,
             events_sink: String::new(),
             dead_letter: true,
@@ -152,6 +154,13 @@ impl ConfigBuilder {
     /// Sets `ingest.max_datagram_bytes`.
     pub fn max_datagram_bytes(mut self, bytes: usize) -> ConfigBuilder {
         self.max_datagram_bytes = Some(bytes);
+        self
+    }
+
+    /// Adds a `key = value` line to `[ingest]`.
+    pub fn ingest_key(mut self, line: &str) -> ConfigBuilder {
+        self.ingest.push_str(line);
+        self.ingest.push('\n');
         self
     }
 
@@ -192,6 +201,7 @@ impl ConfigBuilder {
         if let Some(max) = self.max_datagram_bytes {
             text.push_str(&format!("max_datagram_bytes = {max}\n"));
         }
+        text.push_str(&self.ingest);
         text.push_str(&format!(
             "\n[http]\nlisten = \"127.0.0.1:{}\"\n\n",
             self.http_port

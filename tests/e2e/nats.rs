@@ -1,0 +1,319 @@
+//! The NATS sink against a real nats-server with JetStream (Debian's
+//! `nats-server` package), started here on a loopback port with a temporary
+//! store: every event stored once, on the subject its template gives, through
+//! a server that stalls and one that restarts; logins accepted and refused.
+//!
+//! Without nats-server these tests say so and pass, except under CI (`CI` set).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+#[path = "../support/nats.rs"]
+mod nats_server;
+use nats_server::NatsServer;
+
+use crate::harness::{
+    ConfigBuilder, Herald, fixture, poll_until, run_herald, sample_datagrams, send,
+};
+
+/// How long the stream may take to hold what herald was sent.
+const DELIVERY: Duration = Duration::from_secs(60);
+
+/// A `[sinks.<name>]` table for `server` with quick retries.
+fn sink(server: &NatsServer, name: &str, stream: &str, extra: &str) -> String {
+    format!(
+        "[sinks.{name}]\ntype = \"nats\"\nurl = \"{}\"\nstream = \"{stream}\"\ncreate_stream = true\n\
+         retry_initial_ms = 100\nretry_max_ms = 1000\n{extra}\n",
+        server.url()
+    )
+}
+
+/// `value` as the sink makes it one subject token.
+fn token(value: Option<&str>) -> String {
+    match value {
+        None | Some("") => "_".into(),
+        Some(value) => value
+            .chars()
+            .map(|c| {
+                if matches!(c, '.' | '*' | '>') || c.is_whitespace() {
+                    '_'
+                } else {
+                    c
+                }
+            })
+            .collect(),
+    }
+}
+
+#[test]
+fn every_event_is_stored_once_on_the_subject_its_template_gives() {
+    let Some(server) = NatsServer::start("") else {
+        return;
+    };
+    let config = ConfigBuilder::new()
+        .extra(&sink(&server, "stream", "QLIK", ""))
+        .extra(&sink(
+            &server,
+            "by_host",
+            "BYHOST",
+            "subject = \"sense.{{ host }}.{{ type }}.{{ level }}\"",
+        ))
+        .build();
+    let mut herald = Herald::start(&config);
+    let datagrams = sample_datagrams();
+    let refs: Vec<&[u8]> = datagrams.iter().map(Vec::as_slice).collect();
+    send("127.0.0.1", herald.udp, &refs);
+    let events: BTreeMap<String, Value> = herald
+        .wait_for_events(datagrams.len())
+        .into_iter()
+        .map(|e| (e["tag"].as_str().expect("tag").to_string(), e))
+        .collect();
+    assert!(
+        poll_until(DELIVERY, || server.count("QLIK") == datagrams.len() as u64
+            && server.count("BYHOST") == datagrams.len() as u64),
+        "QLIK holds {}, BYHOST {}\n{}",
+        server.count("QLIK"),
+        server.count("BYHOST"),
+        herald.stderr()
+    );
+
+    for (stream, subject_of) in [
+        (
+            "QLIK",
+            Box::new(|e: &Value| {
+                format!(
+                    "qliksense.{}.{}.{}",
+                    e["type"].as_str().unwrap(),
+                    e["source"].as_str().unwrap(),
+                    token(e["host"].as_str())
+                )
+            }) as Box<dyn Fn(&Value) -> String>,
+        ),
+        (
+            "BYHOST",
+            Box::new(|e: &Value| {
+                format!(
+                    "sense.{}.{}.{}",
+                    token(e["host"].as_str()),
+                    e["type"].as_str().unwrap(),
+                    token(e["level"].as_str())
+                )
+            }),
+        ),
+    ] {
+        let stored = server.messages(stream);
+        assert_eq!(stored.len(), datagrams.len(), "{stream}");
+        let mut tags = BTreeSet::new();
+        let mut ids = BTreeSet::new();
+        for message in &stored {
+            let json: Value =
+                serde_json::from_slice(&message.payload).expect("the payload is JSON");
+            let tag = json["tag"].as_str().expect("tag").to_string();
+            // Exactly the event the file sink wrote (docs/EVENTS.md).
+            assert_eq!(json, events[&tag], "{stream}: {tag}");
+            assert_eq!(message.subject, subject_of(&json), "{stream}: {tag}");
+            let id = message.msg_id.clone().expect("a Nats-Msg-Id");
+            assert_eq!(id.len(), 32, "{id}");
+            ids.insert(id);
+            tags.insert(tag);
+        }
+        assert_eq!(
+            tags.len(),
+            datagrams.len(),
+            "{stream}: one message per event"
+        );
+        assert_eq!(ids.len(), datagrams.len(), "{stream}: one id per event");
+    }
+    // The same event in both streams has the same id.
+    let ids = |stream: &str| -> BTreeSet<String> {
+        server
+            .messages(stream)
+            .into_iter()
+            .filter_map(|m| m.msg_id)
+            .collect()
+    };
+    assert_eq!(ids("QLIK"), ids("BYHOST"));
+}
+
+/// `count` engine samples, each with a message of its own so that each event
+/// can be told apart.
+fn numbered(count: usize) -> Vec<Vec<u8>> {
+    let sample = String::from_utf8(fixture("engine_error").datagram).expect("utf-8 sample");
+    let fields: Vec<String> = sample.split(';').map(str::to_string).collect();
+    (0..count)
+        .map(|n| {
+            let mut fields = fields.clone();
+            fields[1] = ((n % 9999) + 1).to_string();
+            fields[8] = format!("event number {n}");
+            fields.join(";").into_bytes()
+        })
+        .collect()
+}
+
+#[test]
+fn a_server_that_stalls_and_one_that_restarts_store_every_event_exactly_once() {
+    let Some(mut server) = NatsServer::start("") else {
+        return;
+    };
+    let config = ConfigBuilder::new()
+        .extra(&sink(
+            &server,
+            "stream",
+            "QLIK",
+            "timeout_ms = 1000\nbatch_max_events = 50\nflush_interval_ms = 20",
+        ))
+        .build();
+    let mut herald = Herald::start(&config);
+    const TOTAL: usize = 4000;
+    let udp = herald.udp;
+    let datagrams = numbered(TOTAL);
+    let sender = std::thread::spawn(move || {
+        // 4000 events over about 8 s: 25 every 50 ms.
+        for chunk in datagrams.chunks(25) {
+            let refs: Vec<&[u8]> = chunk.iter().map(Vec::as_slice).collect();
+            send("127.0.0.1", udp, &refs);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+    let start = Instant::now();
+    let pid = server_pid(&server);
+    // A stall longer than the acknowledgement timeout: the publishes herald
+    // gave up on are stored when the server wakes, and then sent again.
+    assert!(
+        poll_until(Duration::from_secs(10), || server.count("QLIK") > 0),
+        "nothing stored\n{}",
+        herald.stderr()
+    );
+    std::thread::sleep(Duration::from_millis(1500).saturating_sub(start.elapsed()));
+    signal(pid, libc::SIGSTOP);
+    std::thread::sleep(Duration::from_millis(2500));
+    signal(pid, libc::SIGCONT);
+    // Then a crash and a restart on the same store.
+    std::thread::sleep(Duration::from_millis(5000).saturating_sub(start.elapsed()));
+    server.stop();
+    std::thread::sleep(Duration::from_millis(1500));
+    server.run();
+    sender.join().expect("the sender");
+    herald.wait_for_events(TOTAL);
+    assert!(
+        poll_until(DELIVERY, || server.count("QLIK") >= TOTAL as u64),
+        "the stream holds {} of {TOTAL}\n{}",
+        server.count("QLIK"),
+        herald.stderr()
+    );
+    // Nothing more arrives later: every event was stored exactly once.
+    std::thread::sleep(Duration::from_secs(2));
+    let stored = server.messages("QLIK");
+    let messages: BTreeSet<String> = stored
+        .iter()
+        .map(|m| {
+            let json: Value = serde_json::from_slice(&m.payload).expect("JSON");
+            json["message"].as_str().expect("message").to_string()
+        })
+        .collect();
+    assert_eq!(messages.len(), TOTAL, "distinct events stored");
+    assert_eq!(stored.len(), TOTAL, "messages stored");
+    let retries = herald.metric("herald_sink_retries_total", &[("sink", "stream")]);
+    let duplicates = herald.metric("herald_sink_duplicates_total", &[("sink", "stream")]);
+    assert!(retries > 0.0, "the outages made herald retry");
+    assert!(
+        duplicates > 0.0,
+        "the stall made herald send again what the stream had stored, and the stream stored it once"
+    );
+    assert_eq!(
+        herald.metric("herald_sink_events_failed_total", &[("sink", "stream")]),
+        0.0
+    );
+    eprintln!("retries {retries}, duplicates stored once {duplicates}");
+}
+
+fn server_pid(server: &NatsServer) -> i32 {
+    i32::try_from(server.pid().expect("nats-server runs")).expect("a pid")
+}
+
+fn signal(pid: i32, signal: libc::c_int) {
+    // SAFETY: kill has no memory-safety preconditions.
+    let result = unsafe { libc::kill(pid, signal) };
+    assert_eq!(result, 0, "kill({pid}, {signal})");
+}
+
+#[test]
+fn logins_are_checked_and_a_refused_one_is_said_plainly() {
+    let user = nkeys::KeyPair::new_user();
+    let Some(server) = NatsServer::start(&format!(
+        "authorization {{\n  users = [\n    {{ user: herald, password: \"s3cret-Pa55\" }}\n    {{ nkey: {} }}\n  ]\n}}",
+        user.public_key()
+    )) else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let seed_file = dir.path().join("herald.nk");
+    std::fs::write(&seed_file, format!("{}\n", user.seed().expect("a seed"))).expect("write seed");
+    let check = |login: &str| {
+        let path = dir.path().join("herald.toml");
+        let config = ConfigBuilder::new()
+            .extra(&format!(
+                "[sinks.stream]\ntype = \"nats\"\nurl = \"{}\"\nstream = \"QLIK\"\ncreate_stream = true\n{login}\n",
+                server.url()
+            ))
+            .build();
+        std::fs::write(&path, config).expect("write config");
+        let output = run_herald(&[
+            "check",
+            "--config",
+            path.to_str().expect("path"),
+            "--connect",
+        ]);
+        (
+            output.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ),
+        )
+    };
+    let (ok, text) = check("username = \"herald\"\npassword = \"s3cret-Pa55\"");
+    assert!(ok, "{text}");
+    assert!(text.contains("accepted the connection"), "{text}");
+    assert!(text.contains("will create it"), "{text}");
+    let (ok, text) = check(&format!("nkey_seed = \"file:{}\"", seed_file.display()));
+    assert!(ok, "{text}");
+    let (ok, text) = check("username = \"herald\"\npassword = \"wrong-Pa55\"");
+    assert!(!ok, "{text}");
+    assert!(text.contains("refused the login"), "{text}");
+    assert!(!text.contains("wrong-Pa55"), "{text}");
+    let (ok, text) = check("");
+    assert!(!ok, "{text}");
+
+    // A running herald with a refused login says so in /health, and its logs
+    // and /health never show the password.
+    let wrong = ConfigBuilder::new()
+        .extra(&sink(
+            &server,
+            "stream",
+            "QLIK",
+            "username = \"herald\"\npassword = \"${NATS_PASSWORD}\"",
+        ))
+        .build();
+    let mut herald = Herald::start_with_env(&wrong, &[("NATS_PASSWORD", "wrong-Pa55")]);
+    let datagrams = sample_datagrams();
+    let refs: Vec<&[u8]> = datagrams.iter().map(Vec::as_slice).collect();
+    send("127.0.0.1", herald.udp, &refs);
+    herald.wait_for_events(datagrams.len());
+    herald.wait_for("a refused login in /health", |h| {
+        h.http_get("/health").1.contains("refused the login")
+    });
+    let (_, health) = herald.http_get("/health");
+    assert!(!health.contains("wrong-Pa55"), "{health}");
+    assert!(health.contains("check username and password"), "{health}");
+    herald.sigterm();
+    herald.wait_exit();
+    assert!(
+        !herald.stderr().contains("wrong-Pa55"),
+        "{}",
+        herald.stderr()
+    );
+}
