@@ -414,8 +414,10 @@ pub fn send(
     if attempted > 0 {
         // The answer to the last datagrams comes after the last send: wait a
         // moment for a refusal (a loopback one is there at once).
-        for socket in &sockets {
-            outcome.late_error(socket, options.to);
+        // Waiting on the first socket is enough time for every refusal to
+        // arrive; the others are only asked.
+        for (i, socket) in sockets.iter().enumerate() {
+            outcome.late_error(socket, options.to, i == 0);
         }
     }
     Ok(SendReport {
@@ -447,10 +449,11 @@ struct Outcome {
 
 impl Outcome {
     /// Records an error reported after the last send, if one comes within
-    /// [`LAST_ANSWER_WAIT`].
-    fn late_error(&mut self, socket: &UdpSocket, to: SocketAddr) {
+    /// [`LAST_ANSWER_WAIT`] (with `wait`; else only one already reported).
+    fn late_error(&mut self, socket: &UdpSocket, to: SocketAddr, wait: bool) {
         let pending = match socket.take_error() {
             Ok(Some(err)) => Some(err),
+            _ if !wait => None,
             _ => {
                 // A connected UDP socket's receive reports a refusal as an error.
                 let mut buf = [0u8; 1];

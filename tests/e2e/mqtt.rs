@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 #[path = "../support/mosquitto.rs"]
-mod mosquitto;
+pub(crate) mod mosquitto;
 use mosquitto::{Mosquitto, PASSWORD, Subscriber, USERNAME};
 
 use crate::harness::{ConfigBuilder, Herald, fixture, run_herald, sample_datagrams, send};

@@ -12,6 +12,9 @@ use serde_json::Value;
 
 #[path = "../support/nats.rs"]
 mod nats_server;
+
+// The CA and certificates of the TLS test, made with the openssl CLI.
+use crate::mqtt::mosquitto as certs;
 use nats_server::NatsServer;
 
 use crate::harness::{
@@ -239,6 +242,33 @@ fn signal(pid: i32, signal: libc::c_int) {
     assert_eq!(result, 0, "kill({pid}, {signal})");
 }
 
+/// `herald check --connect` on a `nats` sink for `server` with `keys`
+/// (written to `dir`): whether it passed, and what it printed.
+fn check_connect(server: &NatsServer, dir: &std::path::Path, keys: &str) -> (bool, String) {
+    let path = dir.join("herald.toml");
+    let config = ConfigBuilder::new()
+        .extra(&format!(
+            "[sinks.stream]\ntype = \"nats\"\nurl = \"{}\"\nstream = \"QLIK\"\ncreate_stream = true\n{keys}\n",
+            server.url()
+        ))
+        .build();
+    std::fs::write(&path, config).expect("write config");
+    let output = run_herald(&[
+        "check",
+        "--config",
+        path.to_str().expect("path"),
+        "--connect",
+    ]);
+    (
+        output.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    )
+}
+
 #[test]
 fn logins_are_checked_and_a_refused_one_is_said_plainly() {
     let user = nkeys::KeyPair::new_user();
@@ -251,30 +281,7 @@ fn logins_are_checked_and_a_refused_one_is_said_plainly() {
     let dir = tempfile::tempdir().expect("temp dir");
     let seed_file = dir.path().join("herald.nk");
     std::fs::write(&seed_file, format!("{}\n", user.seed().expect("a seed"))).expect("write seed");
-    let check = |login: &str| {
-        let path = dir.path().join("herald.toml");
-        let config = ConfigBuilder::new()
-            .extra(&format!(
-                "[sinks.stream]\ntype = \"nats\"\nurl = \"{}\"\nstream = \"QLIK\"\ncreate_stream = true\n{login}\n",
-                server.url()
-            ))
-            .build();
-        std::fs::write(&path, config).expect("write config");
-        let output = run_herald(&[
-            "check",
-            "--config",
-            path.to_str().expect("path"),
-            "--connect",
-        ]);
-        (
-            output.status.success(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            ),
-        )
-    };
+    let check = |login: &str| check_connect(&server, dir.path(), login);
     let (ok, text) = check("username = \"herald\"\npassword = \"s3cret-Pa55\"");
     assert!(ok, "{text}");
     assert!(text.contains("accepted the connection"), "{text}");
@@ -287,6 +294,19 @@ fn logins_are_checked_and_a_refused_one_is_said_plainly() {
     assert!(!text.contains("wrong-Pa55"), "{text}");
     let (ok, text) = check("");
     assert!(!ok, "{text}");
+    assert!(text.contains("refused the login"), "{text}");
+
+    // A token login, on a server that takes tokens.
+    let Some(tokens) = NatsServer::start("authorization {\n  token: \"t0ken-Secret\"\n}") else {
+        return;
+    };
+    let (ok, text) = check_connect(&tokens, dir.path(), "token = \"t0ken-Secret\"");
+    assert!(ok, "{text}");
+    assert!(text.contains("with a token"), "{text}");
+    let (ok, text) = check_connect(&tokens, dir.path(), "token = \"wrong-t0ken\"");
+    assert!(!ok, "{text}");
+    assert!(text.contains("refused the login"), "{text}");
+    assert!(!text.contains("wrong-t0ken"), "{text}");
 
     // A running herald with a refused login says so in /health, and its logs
     // and /health never show the password.
@@ -315,5 +335,133 @@ fn logins_are_checked_and_a_refused_one_is_said_plainly() {
         !herald.stderr().contains("wrong-Pa55"),
         "{}",
         herald.stderr()
+    );
+}
+
+#[test]
+fn tls_is_verified_against_the_ca_given() {
+    let certificates = tempfile::tempdir().expect("temp dir");
+    let ca = certs::generate_ca(certificates.path(), "nats-test-ca");
+    let (cert, key) = certs::issue(
+        certificates.path(),
+        &ca,
+        "nats-server",
+        "localhost",
+        "subjectAltName = IP:127.0.0.1, DNS:localhost\nbasicConstraints = CA:FALSE\n\
+         keyUsage = critical,digitalSignature\nextendedKeyUsage = serverAuth\n",
+    );
+    let Some(server) = NatsServer::start(&format!(
+        "tls {{\n  cert_file: \"{}\"\n  key_file: \"{}\"\n}}",
+        cert.display(),
+        key.display()
+    )) else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let trusted = format!("tls = true\ntls_ca_file = \"{}\"", ca.cert.display());
+    let (ok, text) = check_connect(&server, dir.path(), &trusted);
+    assert!(ok, "{text}");
+    // Without the CA the server's certificate is not trusted, and the
+    // message says which key fixes it.
+    let (ok, text) = check_connect(&server, dir.path(), "tls = true");
+    assert!(!ok, "{text}");
+    assert!(text.contains("tls_ca_file"), "{text}");
+
+    let config = ConfigBuilder::new()
+        .extra(&sink(&server, "stream", "QLIK", &trusted))
+        .build();
+    let mut herald = Herald::start(&config);
+    let datagrams = sample_datagrams();
+    let refs: Vec<&[u8]> = datagrams.iter().map(Vec::as_slice).collect();
+    send("127.0.0.1", herald.udp, &refs);
+    herald.wait_for_events(datagrams.len());
+    let reader = || {
+        async_nats::ConnectOptions::new()
+            .add_root_certificates(ca.cert.clone())
+            .require_tls(true)
+    };
+    assert!(
+        poll_until(DELIVERY, || server.count_with("QLIK", reader())
+            == datagrams.len() as u64),
+        "the stream holds {}\n{}",
+        server.count_with("QLIK", reader()),
+        herald.stderr()
+    );
+}
+
+#[test]
+fn a_lost_stream_is_created_again_and_subjects_no_stream_of_ours_takes_are_dead_lettered() {
+    let Some(mut server) = NatsServer::start("") else {
+        return;
+    };
+    let config = ConfigBuilder::new()
+        // A memory stream: gone when the server restarts.
+        .extra(&sink(
+            &server,
+            "memory",
+            "MEM",
+            "stream_storage = \"memory\"",
+        ))
+        // A subject no stream takes.
+        .extra(&sink(
+            &server,
+            "unbound",
+            "OTHER",
+            "stream_subjects = [\"other.>\"]\nsubject = \"unbound.{{ type }}\"",
+        ))
+        // A subject another stream (MEM) takes.
+        .extra(&sink(
+            &server,
+            "mismatch",
+            "OTHER",
+            "stream_subjects = [\"other.>\"]",
+        ))
+        .build();
+    let mut herald = Herald::start(&config);
+    let datagrams = sample_datagrams();
+    let refs: Vec<&[u8]> = datagrams.iter().map(Vec::as_slice).collect();
+    send("127.0.0.1", herald.udp, &refs);
+    herald.wait_for_events(datagrams.len());
+    assert!(
+        poll_until(DELIVERY, || server.count("MEM") == datagrams.len() as u64),
+        "MEM holds {}\n{}",
+        server.count("MEM"),
+        herald.stderr()
+    );
+    let expected = 2 * datagrams.len();
+    herald.wait_for("both other sinks' events in the dead-letter file", |h| {
+        h.json_lines("dead.jsonl").len() >= expected
+    });
+    assert_eq!(server.count("OTHER"), 0);
+    for record in herald.json_lines("dead.jsonl") {
+        let error = record["error"].as_str().expect("error").to_string();
+        match record["sink"].as_str() {
+            Some("unbound") => assert!(
+                error.contains("takes other.> but not the subject unbound."),
+                "{error}"
+            ),
+            Some("mismatch") => assert!(
+                error.contains("belongs to a stream other than OTHER"),
+                "{error}"
+            ),
+            other => panic!("{other:?}: {record}"),
+        }
+    }
+
+    // The server restarts without the memory stream; herald creates it again
+    // and delivers what comes next.
+    server.stop();
+    server.run();
+    send("127.0.0.1", herald.udp, &refs);
+    herald.wait_for_events(2 * datagrams.len());
+    assert!(
+        poll_until(DELIVERY, || server.count("MEM") == datagrams.len() as u64),
+        "MEM holds {}\n{}",
+        server.count("MEM"),
+        herald.stderr()
+    );
+    assert_eq!(
+        herald.metric("herald_sink_events_failed_total", &[("sink", "memory")]),
+        0.0
     );
 }

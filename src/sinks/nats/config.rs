@@ -157,16 +157,17 @@ impl NatsConfig {
         }
         urls.iter()
             .map(|url| {
+                let shown = without_userinfo(url);
                 let addr: ServerAddr = url.trim().parse().map_err(|err| {
                     (
                         "url",
-                        format!("{url:?} is not a NATS server URL ({err}); write nats://host:4222 or tls://host:4222"),
+                        format!("{shown:?} is not a NATS server URL ({err}); write nats://host:4222 or tls://host:4222"),
                     )
                 })?;
                 if addr.is_websocket() {
                     return Err((
                         "url",
-                        format!("{url:?}: herald connects over nats:// or tls://, not websockets"),
+                        format!("{shown:?}: herald connects over nats:// or tls://, not websockets"),
                     ));
                 }
                 if addr.has_user_pass() {
@@ -316,11 +317,24 @@ impl NatsConfig {
                 "give both tls_client_cert_file and tls_client_key_file, or neither".into(),
             ));
         }
-        if self.timeout_ms == 0 {
+        if !(1..=600_000).contains(&self.timeout_ms) {
             return Err((
                 "timeout_ms",
-                "must be at least 1 (milliseconds); the default is 10000".into(),
+                "must be 1 to 600000 (milliseconds); the default is 10000".into(),
             ));
+        }
+        if !self.requires_tls() {
+            for (key, set) in [
+                ("tls_ca_file", self.tls_ca_file.is_some()),
+                ("tls_client_cert_file", self.tls_client_cert_file.is_some()),
+            ] {
+                if set {
+                    return Err((
+                        key,
+                        "is set but TLS is not required, so it could go unused on a plain connection; set tls = true or use tls:// URLs".into(),
+                    ));
+                }
+            }
         }
         Ok(())
     }
@@ -368,10 +382,7 @@ impl NatsConfig {
                 )
             })?;
         }
-        let tls_wanted = self.requires_tls()
-            || self.tls_ca_file.is_some()
-            || self.tls_client_cert_file.is_some();
-        if tls_wanted {
+        if self.requires_tls() {
             let client = match (&self.tls_client_cert_file, &self.tls_client_key_file) {
                 (Some(cert_file), Some(key_file)) => Some(tls::ClientCertificate {
                     cert_file,
@@ -381,10 +392,7 @@ impl NatsConfig {
             };
             let config = tls::client_config(self.tls_ca_file.as_deref(), client)
                 .map_err(<(&'static str, String)>::from)?;
-            options = options.tls_client_config(config);
-        }
-        if self.requires_tls() {
-            options = options.require_tls(true);
+            options = options.tls_client_config(config).require_tls(true);
         }
         Ok(options)
     }
@@ -416,6 +424,17 @@ impl NatsConfig {
             description: Some("Qlik Sense log events from herald".into()),
             ..Default::default()
         }
+    }
+}
+
+/// `url` as shown in messages: a user name or password in it left out.
+fn without_userinfo(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) if scheme.is_empty() => format!("…@{}", &rest[at + 1..]),
+        Some(at) => format!("{scheme}://…@{}", &rest[at + 1..]),
+        None => url.to_string(),
     }
 }
 
@@ -537,6 +556,28 @@ mod tests {
         let c = config("username = \"herald\"\npassword = \"pw\"");
         c.validate().unwrap();
         assert_eq!(c.describe_login(), "as user \"herald\"");
+    }
+
+    #[test]
+    fn a_url_in_a_message_never_shows_its_password() {
+        assert_eq!(without_userinfo("nats://u:pw@n:4222"), "nats://…@n:4222");
+        assert_eq!(without_userinfo("u:pw@n:4222"), "…@n:4222");
+        assert_eq!(without_userinfo("nats://n:4222"), "nats://n:4222");
+        let c: NatsConfig =
+            toml::from_str("url = \"http://u:s3cret@n:4222\"\nstream = \"QLIK\"").unwrap();
+        let (_, message) = c.validate().unwrap_err();
+        assert!(!message.contains("s3cret"), "{message}");
+    }
+
+    #[test]
+    fn tls_files_without_tls_are_refused() {
+        let (key, message) = problem("tls_ca_file = \"/ca.pem\"");
+        assert_eq!(key, "tls_ca_file");
+        assert!(message.contains("tls = true"), "{message}");
+        config("tls = true\ntls_ca_file = \"/ca.pem\"")
+            .validate()
+            .unwrap();
+        assert_eq!(problem("timeout_ms = 600001").0, "timeout_ms");
     }
 
     #[test]

@@ -2,10 +2,10 @@
 //! JetStream stream, for sites that hand their logs to a distributed log that
 //! other systems consume.
 //!
-//! - An event counts as delivered only when the stream acknowledged it. The
-//!   whole batch is published, then every acknowledgement awaited; a batch
-//!   with any publish unacknowledged (timeout, lost connection, no stream for
-//!   the subject) is retried by the driver.
+//! - An event counts as delivered only when the stream acknowledged it. A
+//!   batch is published in windows of [`WINDOW`] events, each window's
+//!   acknowledgements awaited before the next; a batch with any publish
+//!   unacknowledged (timeout, lost connection) is retried by the driver.
 //! - Each publish carries a `Nats-Msg-Id` ([`subject::message_id`]): the same
 //!   for the same event on every retry, and after a restart from the disk
 //!   buffer. JetStream stores a message whose id it saw within the stream's
@@ -16,8 +16,13 @@
 //! - The subject is a template over the event's JSON fields
 //!   ([`subject::SubjectTemplate`]), `qliksense.{{ type }}.{{ source }}.{{ host }}`
 //!   by default; every value becomes one safe token.
-//! - The stream is looked up once per connection. With `create_stream = true`
-//!   a missing stream is created; an existing one is never changed.
+//! - The stream is looked up when the sink connects, and again when no stream
+//!   answered for a subject: if it is gone (deleted, or a memory stream lost
+//!   in a server restart) the batch is retried, and with `create_stream = true`
+//!   the stream is created again; if it exists but does not take the subject,
+//!   those events are refused (to the dead-letter file, saying which subject),
+//!   as are events whose subject another stream takes. An existing stream is
+//!   never changed.
 //! - One connection per sink, made on the first delivery and kept: async-nats
 //!   reconnects it by itself (0.5 s doubling to 10 s), and this module logs
 //!   connection changes and errors at most once per [`LOG_EVERY`]. A
@@ -40,8 +45,8 @@ use bytes::Bytes;
 use metrics::{Counter, counter};
 use tracing::{info, warn};
 
-pub use config::{DEFAULT_SUBJECT, NatsConfig, Storage, Urls};
-pub use subject::{SubjectTemplate, message_id, token};
+pub use config::NatsConfig;
+use subject::{SubjectTemplate, message_id};
 
 use crate::event::Event;
 use crate::metrics::SINK_DUPLICATES;
@@ -52,9 +57,14 @@ use crate::sinks::{Sink, SinkError};
 /// Waits between reconnection attempts: from half a second up to 10 s.
 const RECONNECT: Backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
 
-/// Publishes that may await their acknowledgement at once (a batch beyond
-/// this waits for acknowledgements before publishing more).
-const MAX_ACK_INFLIGHT: usize = 10_000;
+/// Publishes sent before their acknowledgements are awaited; a bigger batch
+/// goes in windows of this many.
+const WINDOW: usize = 1000;
+
+/// Publishes that may await their acknowledgement at once: a window, and the
+/// one before it when it failed (its acknowledgements are waited for in the
+/// background, at most the timeout).
+const MAX_ACK_INFLIGHT: usize = 2 * WINDOW;
 
 /// The delay before connection attempt `attempts` (async-nats counts from 1,
 /// and asks before the first attempt too: that one goes at once).
@@ -88,7 +98,6 @@ impl std::fmt::Debug for NatsSink {
 
 /// A connection and what is known about the stream through it.
 struct Connection {
-    client: Client,
     jetstream: jetstream::Context,
     /// The stream was found (or created) through this connection.
     stream_ready: bool,
@@ -105,9 +114,12 @@ struct WatchState {
     /// The client gave up (it will not reconnect): make a new one.
     closed: bool,
     connected: bool,
+    ever_connected: bool,
     last_error: Option<String>,
     last_log: Option<Instant>,
     unlogged: u32,
+    /// A problem was logged since the connection was last up.
+    problem_logged: bool,
 }
 
 impl Watch {
@@ -115,18 +127,24 @@ impl Watch {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Logs what the client reports, errors at most once per [`LOG_EVERY`].
+    /// Logs what the client reports: problems at most once per
+    /// [`LOG_EVERY`], and the connection coming back after a logged problem.
     fn on(&self, event: &NatsEvent, servers: &str) {
         let mut state = self.state();
         match event {
             NatsEvent::Connected => {
                 state.connected = true;
                 state.last_error = None;
-                info!(servers, "connected to NATS");
+                if std::mem::take(&mut state.problem_logged) {
+                    info!(servers, "connected to NATS again");
+                } else if !state.ever_connected {
+                    info!(servers, "connected to NATS");
+                }
+                state.ever_connected = true;
             }
             NatsEvent::Disconnected => {
                 state.connected = false;
-                warn!(servers, "lost the connection to NATS; reconnecting");
+                state.log_problem(servers, "lost the connection; reconnecting".into());
             }
             NatsEvent::Closed => {
                 state.connected = false;
@@ -140,16 +158,15 @@ impl Watch {
             }
             NatsEvent::ClientError(err) => {
                 let message = err.to_string();
-                let message = message
-                    .strip_prefix("nats: ")
-                    .unwrap_or(&message)
-                    .to_string();
-                state.last_error = Some(describe_problem(&message));
-                state.log_error(servers);
+                let message = message.strip_prefix("nats: ").unwrap_or(&message);
+                let problem = describe_problem(message);
+                state.last_error = Some(problem.clone());
+                state.log_problem(servers, format!("{problem}; retrying"));
             }
             NatsEvent::ServerError(err) => {
-                state.last_error = Some(format!("the server reported: {err}"));
-                state.log_error(servers);
+                let problem = format!("the server reported: {err}");
+                state.last_error = Some(problem.clone());
+                state.log_problem(servers, problem);
             }
             NatsEvent::SlowConsumer(_) | NatsEvent::Draining => {}
         }
@@ -157,22 +174,23 @@ impl Watch {
 }
 
 impl WatchState {
-    fn log_error(&mut self, servers: &str) {
+    /// Logs `message` unless a problem was logged less than [`LOG_EVERY`] ago.
+    fn log_problem(&mut self, servers: &str, message: String) {
         if self.last_log.is_some_and(|at| at.elapsed() < LOG_EVERY) {
             self.unlogged += 1;
             return;
         }
-        let message = self.last_error.as_deref().unwrap_or("unknown error");
         if self.unlogged > 0 {
             warn!(
                 servers,
-                "NATS: {message}; retrying ({} more since the last message)", self.unlogged
+                "NATS: {message} ({} more problems since the last message)", self.unlogged
             );
         } else {
-            warn!(servers, "NATS: {message}; retrying");
+            warn!(servers, "NATS: {message}");
         }
         self.last_log = Some(Instant::now());
         self.unlogged = 0;
+        self.problem_logged = true;
     }
 }
 
@@ -239,11 +257,11 @@ impl NatsSink {
                 self.watch.state().closed = false;
                 let jetstream = jetstream::ContextBuilder::new()
                     .timeout(self.config.timeout())
+                    .ack_timeout(self.config.timeout())
                     .max_ack_inflight(MAX_ACK_INFLIGHT)
                     .backpressure_on_inflight(true)
-                    .build(client.clone());
+                    .build(client);
                 Connection {
-                    client,
                     jetstream,
                     stream_ready: false,
                 }
@@ -317,6 +335,8 @@ impl NatsSink {
     }
 }
 
+/// No `flush`: an event counts as delivered once the stream acknowledged it,
+/// so nothing delivered waits anywhere.
 impl Sink for NatsSink {
     async fn deliver(&mut self, batch: &[Arc<Event>]) -> Result<(), SinkError> {
         // Subjects and payloads first: a template that fails for an event
@@ -327,50 +347,106 @@ impl Sink for NatsSink {
             self.body.clear();
             event.write_json(&mut self.body);
             match self.subjects.render(&self.body) {
-                Ok(subject) => publishes.push((
+                Ok(subject) => publishes.push(Publish {
                     index,
                     subject,
-                    message_id(event),
-                    Bytes::copy_from_slice(&self.body),
-                )),
+                    id: message_id(event),
+                    payload: Bytes::copy_from_slice(&self.body),
+                }),
                 Err(err) => rejected.push((index, err)),
             }
         }
         let stream = self.config.stream.clone();
-        let mut acks = Vec::with_capacity(publishes.len());
-        {
-            let connection = self.connection().await?;
-            for (index, subject, id, payload) in publishes {
-                let publish = PublishMessage::build()
-                    .payload(payload)
-                    .message_id(id)
-                    .expected_stream(&stream);
-                match connection
-                    .jetstream
-                    .send_publish(subject.clone(), publish)
-                    .await
-                {
-                    Ok(ack) => acks.push((subject, ack)),
-                    Err(err) if err.kind() == PublishErrorKind::MaxPayloadExceeded => {
+        let mut duplicates = 0u64;
+        // Published, but no stream answered for their subject.
+        let mut unanswered: Vec<(usize, String)> = Vec::new();
+        for window in publishes.chunks(WINDOW) {
+            let mut acks = Vec::with_capacity(window.len());
+            {
+                let connection = self.connection().await?;
+                for publish in window {
+                    let message = PublishMessage::build()
+                        .payload(publish.payload.clone())
+                        .message_id(&publish.id)
+                        .expected_stream(&stream);
+                    match connection
+                        .jetstream
+                        .send_publish(publish.subject.clone(), message)
+                        .await
+                    {
+                        Ok(ack) => acks.push((publish, ack)),
+                        Err(err) if err.kind() == PublishErrorKind::MaxPayloadExceeded => {
+                            rejected.push((
+                                publish.index,
+                                format!("the event is larger than the server's max_payload: {err}"),
+                            ));
+                        }
+                        Err(err) => {
+                            return Err(self.publish_error(&publish.subject, err.kind(), &err));
+                        }
+                    }
+                }
+            }
+            for (publish, ack) in acks {
+                match ack.await {
+                    Ok(ack) => duplicates += u64::from(ack.duplicate),
+                    Err(err) if err.kind() == PublishErrorKind::StreamNotFound => {
+                        unanswered.push((publish.index, publish.subject.clone()));
+                    }
+                    Err(err)
+                        if jetstream_code(&err) == Some(jetstream::ErrorCode::STREAM_NOT_MATCH) =>
+                    {
                         rejected.push((
-                            index,
-                            format!("the event is larger than the server's max_payload: {err}"),
+                            publish.index,
+                            format!(
+                                "the subject {} belongs to a stream other than {stream}; change `subject`, or the subjects of the streams",
+                                publish.subject
+                            ),
                         ));
                     }
-                    Err(err) => return Err(self.publish_error(&subject, err.kind(), &err)),
+                    Err(err) => {
+                        return Err(self.publish_error(&publish.subject, err.kind(), &err));
+                    }
                 }
             }
         }
-        let mut duplicates = 0usize;
-        for (subject, ack) in acks {
-            match ack.await {
-                Ok(ack) => duplicates += usize::from(ack.duplicate),
-                Err(err) => return Err(self.publish_error(&subject, err.kind(), &err)),
-            }
-        }
         if duplicates > 0 {
-            self.duplicates.increment(duplicates as u64);
-            tracing::debug!(duplicates, stream = %self.config.stream, "JetStream had already stored some events of a retried batch; stored once");
+            self.duplicates.increment(duplicates);
+            tracing::debug!(duplicates, stream = %stream, "JetStream had already stored some events of a retried batch; stored once");
+        }
+        if !unanswered.is_empty() {
+            // No stream answered: either the stream is gone (deleted, or a
+            // memory stream lost in a server restart), or it does not take
+            // these subjects.
+            let Some(connection) = self.connection.as_mut() else {
+                return Err(SinkError::retryable("the connection to NATS was dropped"));
+            };
+            match find_stream(&connection.jetstream, &self.config).await {
+                Ok(Some((subjects, _))) => {
+                    for (index, subject) in unanswered {
+                        rejected.push((
+                            index,
+                            format!(
+                                "the stream {stream} takes {} but not the subject {subject}; change `subject`, or the stream's subjects",
+                                subjects.join(", ")
+                            ),
+                        ));
+                    }
+                }
+                Ok(None) => {
+                    connection.stream_ready = false;
+                    return Err(SinkError::retryable(format!(
+                        "the stream {stream} is gone from NATS at {}; {}",
+                        self.config.describe_servers(),
+                        if self.config.create_stream {
+                            "herald creates it again"
+                        } else {
+                            "create it again, or set create_stream = true"
+                        }
+                    )));
+                }
+                Err(err) => return Err(SinkError::retryable(err)),
+            }
         }
         if !rejected.is_empty() {
             return Err(SinkError::partial(
@@ -380,17 +456,24 @@ impl Sink for NatsSink {
         }
         Ok(())
     }
+}
 
-    async fn flush(&mut self) -> Result<(), SinkError> {
-        if let Some(connection) = &self.connection {
-            connection
-                .client
-                .flush()
-                .await
-                .map_err(|err| SinkError::retryable(format!("NATS flush failed: {err}")))?;
-        }
-        Ok(())
-    }
+/// One event ready to publish.
+struct Publish {
+    /// Its place in the batch.
+    index: usize,
+    subject: String,
+    id: String,
+    payload: Bytes,
+}
+
+/// The JetStream error code of a failed publish, when the server sent one.
+fn jetstream_code(
+    err: &async_nats::jetstream::context::PublishError,
+) -> Option<jetstream::ErrorCode> {
+    std::error::Error::source(err)?
+        .downcast_ref::<jetstream::Error>()
+        .map(jetstream::Error::error_code)
 }
 
 /// Connects to the servers, waiting at most the timeout for each.
@@ -411,12 +494,23 @@ async fn connect(
         });
     }
     let attempt = options.connect(servers.to_vec());
-    let limit = config.timeout() * u32::try_from(servers.len()).unwrap_or(u32::MAX)
-        + Duration::from_secs(1);
+    // Each server in turn, with the waits between attempts.
+    let limit = (config.timeout() + RECONNECT.base(u32::MAX))
+        .saturating_mul(u32::try_from(servers.len()).unwrap_or(u32::MAX));
     match tokio::time::timeout(limit, attempt).await {
         Ok(Ok(client)) => Ok(client),
         Ok(Err(err)) => {
+            // A certificate the server's chain does not lead to comes back as
+            // an I/O error from the handshake.
+            let tls = err.kind() == ConnectErrorKind::Tls || {
+                let text = err.to_string().to_ascii_lowercase();
+                text.contains("certificate") || text.contains("tls")
+            };
             let what = match err.kind() {
+                _ if tls => format!(
+                    "TLS with NATS at {} failed ({err}); for a server with an internal CA give its certificate in tls_ca_file",
+                    config.describe_servers()
+                ),
                 ConnectErrorKind::AuthorizationViolation | ConnectErrorKind::Authentication => {
                     format!(
                         "NATS at {} refused the login {} ({err}); check username and password, token, nkey_seed or credentials_file",
@@ -424,10 +518,6 @@ async fn connect(
                         config.describe_login()
                     )
                 }
-                ConnectErrorKind::Tls => format!(
-                    "TLS with NATS at {} failed ({err}); for a server with an internal CA give its certificate in tls_ca_file",
-                    config.describe_servers()
-                ),
                 ConnectErrorKind::TimedOut => format!(
                     "NATS at {} did not answer within {} ms",
                     config.describe_servers(),
@@ -500,7 +590,7 @@ pub async fn check_connection(config: &NatsConfig) -> Result<String, String> {
     let client = connect(config, &servers, None).await?;
     let jetstream = jetstream::new(client.clone());
     let found = find_stream(&jetstream, config).await;
-    let _ = client.drain().await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), client.drain()).await;
     let login = config.describe_login();
     let servers = config.describe_servers();
     match found? {

@@ -100,12 +100,14 @@ impl SubjectTemplate {
 }
 
 /// `value` as one subject token: '.', '*', '>', whitespace and control
-/// characters become '_', nothing becomes `_`, and it is cut to
-/// [`TOKEN_MAX`] bytes.
+/// characters become '_', and so does a leading '$' (subjects starting with
+/// '$' are the server's own, `$JS.API...`); nothing becomes `_`, and it is cut
+/// to [`TOKEN_MAX`] bytes.
 pub fn token(value: &str) -> String {
     let mut out = String::with_capacity(value.len().min(TOKEN_MAX));
     for c in value.chars() {
-        let c = if matches!(c, '.' | '*' | '>') || c.is_whitespace() || c.is_control() {
+        let reserved = c == '$' && out.is_empty();
+        let c = if reserved || matches!(c, '.' | '*' | '>') || c.is_whitespace() || c.is_control() {
             '_'
         } else {
             c
@@ -138,6 +140,11 @@ fn check_subject(subject: &str) -> Result<(), String> {
     {
         return Err(format!(
             "the subject {subject:?} contains {c:?}, which a published subject cannot have"
+        ));
+    }
+    if subject.starts_with('$') {
+        return Err(format!(
+            "the subject {subject:?} starts with '$', which marks the server's own subjects"
         ));
     }
     if subject.split('.').any(str::is_empty) {
@@ -218,6 +225,8 @@ mod tests {
     fn values_become_one_safe_token_each() {
         assert_eq!(token("a.b c*d>e\tf\u{7}"), "a_b_c_d_e_f_");
         assert_eq!(token(""), "_");
+        assert_eq!(token("$JS"), "_JS");
+        assert_eq!(token("a$b"), "a$b");
         assert_eq!(token("Ünïcode"), "Ünïcode");
         let long = "é".repeat(100);
         let cut = token(&long);
@@ -238,6 +247,7 @@ mod tests {
             ("sense.{{ type }}.>", "'>'"),
             ("sense {{ type }}", "' '"),
             ("", "empty subject"),
+            ("$JS.API.{{ type }}", "'$'"),
         ] {
             let err = SubjectTemplate::new(template).unwrap_err();
             assert!(err.contains(part), "{template}: {err}");
