@@ -1176,15 +1176,16 @@ fn main() {
          Produced by `cargo bench --bench e2e` on {}.\n\
          Run length {seconds} s per step; datagram mix: {} kinds, {}–{} bytes (every Sense \
          message kind plus long messages), each sent {MIX_RUN} times in a row. Sender: `herald send --file` (batched \
-         `sendmmsg`, runs of equal length as one segmented send), a process of its own on the same machine, over loopback. The \
+         `sendmmsg`, runs of equal length as one segmented send, from {SENDER_SOCKETS} source ports in turn), a process of its own on the same machine, over loopback. The \
          headline row is herald as shipped: the file sink with its default rotation \
          (100 MiB, 5 files), background sync every second and default queues; the other \
-         herald rows change one thing each.\n\n\
+         herald rows change one thing each, and the pair rows run two instances on one \
+         port (`ingest.reuse_port`), their CPU and memory summed.\n\n\
          {table}\n{targets}{buffer_cost}{steady}\
          Zero loss means every datagram sent was handled (counted by the drain, written \
          by rsyslog, delivered by herald's sink) and the kernel dropped none \
          (`/proc/net/udp`); a rate that lost datagrams is run a second time and counts \
-         as lossy only if it loses again (this machine is shared). CPU is the receiver process's user + system time during the \
+         as lossy only if it loses again (this machine is shared). CPU is the receiver processes' user + system time during the \
          zero-loss run. Losses at 2×: the kernel's (receive buffer full), herald's own by \
          cause (hand-off full: parse workers behind; sink queue full: the sink behind), \
          and what was not handled by the end of the run. Latency is from herald's \
