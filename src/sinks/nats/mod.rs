@@ -194,17 +194,29 @@ impl WatchState {
     }
 }
 
+/// What to check when the server refuses the login.
+const LOGIN_HINT: &str = "check username and password, token, nkey_seed or credentials_file";
+/// What to do when the server's certificate is not trusted.
+const TLS_HINT: &str = "for a server with an internal CA give its certificate in tls_ca_file";
+
+/// The stream does not exist, and herald is not to create it.
+fn no_stream(config: &NatsConfig) -> String {
+    format!(
+        "NATS at {} has no stream {}; create it (nats stream add {} --subjects '{}') or set create_stream = true",
+        config.describe_servers(),
+        config.stream,
+        config.stream,
+        config.stream_config().subjects.join(" ")
+    )
+}
+
 /// Adds what to do to the client's words for a connection problem.
 fn describe_problem(message: &str) -> String {
     let lower = message.to_ascii_lowercase();
     if lower.contains("authorization violation") || lower.contains("authentication") {
-        format!(
-            "the server refused the login ({message}); check username and password, token, nkey_seed or credentials_file"
-        )
+        format!("the server refused the login ({message}); {LOGIN_HINT}")
     } else if lower.contains("certificate") || lower.contains("tls") {
-        format!(
-            "TLS failed ({message}); for a server with an internal CA give its certificate in tls_ca_file"
-        )
+        format!("TLS failed ({message}); {TLS_HINT}")
     } else {
         message.to_string()
     }
@@ -291,15 +303,7 @@ impl NatsSink {
                         "created the JetStream stream"
                     );
                 }
-                Ok(None) => {
-                    return Err(SinkError::retryable(format!(
-                        "NATS at {} has no stream {}; create it (nats stream add {} --subjects '{}') or set create_stream = true",
-                        self.config.describe_servers(),
-                        self.config.stream,
-                        self.config.stream,
-                        self.config.stream_config().subjects.join(" ")
-                    )));
-                }
+                Ok(None) => return Err(SinkError::retryable(no_stream(&self.config))),
                 Err(err) => return Err(SinkError::retryable(err)),
             }
             connection.stream_ready = true;
@@ -508,12 +512,12 @@ async fn connect(
             };
             let what = match err.kind() {
                 _ if tls => format!(
-                    "TLS with NATS at {} failed ({err}); for a server with an internal CA give its certificate in tls_ca_file",
+                    "TLS with NATS at {} failed ({err}); {TLS_HINT}",
                     config.describe_servers()
                 ),
                 ConnectErrorKind::AuthorizationViolation | ConnectErrorKind::Authentication => {
                     format!(
-                        "NATS at {} refused the login {} ({err}); check username and password, token, nkey_seed or credentials_file",
+                        "NATS at {} refused the login {} ({err}); {LOGIN_HINT}",
                         config.describe_servers(),
                         config.describe_login()
                     )
@@ -604,11 +608,6 @@ pub async fn check_connection(config: &NatsConfig) -> Result<String, String> {
             config.stream,
             config.stream_config().subjects.join(", ")
         )),
-        None => Err(format!(
-            "NATS at {servers} has no stream {}; create it (nats stream add {} --subjects '{}') or set create_stream = true",
-            config.stream,
-            config.stream,
-            config.stream_config().subjects.join(" ")
-        )),
+        None => Err(no_stream(config)),
     }
 }
