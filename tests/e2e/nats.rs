@@ -394,6 +394,9 @@ fn a_lost_stream_is_created_again_and_subjects_no_stream_of_ours_takes_are_dead_
     let Some(mut server) = NatsServer::start("") else {
         return;
     };
+    // There before herald publishes, so that the subjects of MEM are taken
+    // when the `mismatch` sink first publishes.
+    server.create_stream("MEM", &["qliksense.>"], true);
     let config = ConfigBuilder::new()
         // A memory stream: gone when the server restarts.
         .extra(&sink(

@@ -196,6 +196,31 @@ impl NatsServer {
         })
     }
 
+    /// Creates the stream `name` taking `subjects` (no login), in memory or on
+    /// disk.
+    pub fn create_stream(&self, name: &str, subjects: &[&str], memory: bool) {
+        runtime().block_on(async {
+            let client = async_nats::ConnectOptions::new()
+                .connect(self.url())
+                .await
+                .expect("the test connects to nats-server");
+            let jetstream = async_nats::jetstream::new(client);
+            jetstream
+                .create_stream(async_nats::jetstream::stream::Config {
+                    name: name.to_string(),
+                    subjects: subjects.iter().map(|s| (*s).to_string()).collect(),
+                    storage: if memory {
+                        async_nats::jetstream::stream::StorageType::Memory
+                    } else {
+                        async_nats::jetstream::stream::StorageType::File
+                    },
+                    ..Default::default()
+                })
+                .await
+                .expect("create the stream");
+        });
+    }
+
     /// How many messages the stream holds (no login).
     pub fn count(&self, stream: &str) -> u64 {
         self.count_with(stream, async_nats::ConnectOptions::new())
