@@ -31,17 +31,8 @@ pub const PASSWORD: &str = "s3cret-Pa55";
 /// The CN (and so the user name) of the client certificate.
 pub const CLIENT_CN: &str = "herald-client";
 
+use crate::harness::find_program;
 use crate::ports::server_port as free_port;
-
-/// `name` on the PATH, or in `/usr/sbin` and `/usr/bin` (Debian puts the broker
-/// in `/usr/sbin`, which a non-root PATH may lack).
-fn find_program(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")])
-        .map(|dir| dir.join(name))
-        .find(|candidate| candidate.is_file())
-}
 
 /// Runs a program in `dir`; fails the test with its output when it fails.
 fn run(dir: &Path, program: &Path, args: &[&str]) {

@@ -17,17 +17,8 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+use crate::harness::find_program;
 use crate::ports::server_port as free_port;
-
-/// `name` on the PATH, or in `/usr/sbin` and `/usr/bin` (Debian puts the server
-/// in `/usr/sbin`, which a non-root PATH may lack).
-fn find_program(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")])
-        .map(|dir| dir.join(name))
-        .find(|candidate| candidate.is_file())
-}
 
 /// A running (or stopped) nats-server.
 #[derive(Debug)]

@@ -595,6 +595,17 @@ pub fn send(from: &str, to: SocketAddr, datagrams: &[&[u8]]) -> SocketAddr {
     socket.local_addr().expect("local addr")
 }
 
+/// `name` on the PATH, or in `/usr/sbin` and `/usr/bin` (Debian puts servers
+/// such as mosquitto and nats-server in `/usr/sbin`, which a non-root PATH
+/// may lack).
+pub fn find_program(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")])
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+}
+
 /// Runs `herald <args>` to completion.
 pub fn run_herald(args: &[&str]) -> Output {
     herald_command(args).output().expect("run herald")
