@@ -30,6 +30,9 @@ pub(super) struct Times {
     pub(super) local: Option<value::SenseTimestamp>,
 }
 
+/// How many pieces each slot of a layout takes.
+type Widths = [usize; MAX_SLOTS];
+
 /// The layout a datagram was found to be, and its split.
 #[derive(Debug)]
 pub(super) struct Chosen {
@@ -101,8 +104,10 @@ impl Parser {
         let mut likeliest = None;
         for layout in layouts.iter().filter(|layout| absorbs(layout)) {
             let (fitting, first) = self.assign(layout, got - layout.minimum_pieces(), datagram);
-            if let Some(widths) = fitting {
-                return Ok(Chosen::new(layout, widths, true));
+            if let Some((widths, times)) = fitting {
+                let mut chosen = Chosen::new(layout, widths, true);
+                chosen.times = Some(times);
+                return Ok(chosen);
             }
             // Only the current layout is taken on a guess; another must be
             // proven by the shapes.
@@ -139,17 +144,17 @@ impl Parser {
 
     /// How `layout`'s free text takes `extra` more pieces than the layout has
     /// slots: the split under which every fixed field has its shape, if any,
-    /// and the likeliest split (the first tried under which the required ids
-    /// are GUIDs, else the first tried).
+    /// with the timestamps read on the way, and the likeliest split (the first
+    /// tried under which the required ids are GUIDs, else the first tried).
     fn assign(
         &self,
         layout: &Layout,
         extra: usize,
         datagram: &[u8],
-    ) -> (Option<[usize; MAX_SLOTS]>, Option<[usize; MAX_SLOTS]>) {
+    ) -> (Option<(Widths, Times)>, Option<Widths>) {
         let mut first_candidate = None;
         let mut ids_are_guids = None;
-        let mut found: Option<[usize; MAX_SLOTS]> = None;
+        let mut found: Option<(Widths, Times)> = None;
         layout.candidates(extra, |widths| {
             first_candidate.get_or_insert(*widths);
             if ids_are_guids.is_none()
@@ -160,25 +165,26 @@ impl Parser {
             {
                 ids_are_guids = Some(*widths);
             }
-            if !layout.fits(widths, &self.pieces, datagram, &mut Times::default()) {
+            let mut times = Times::default();
+            if !layout.fits(widths, &self.pieces, datagram, &mut times) {
                 return false;
             }
             match found {
                 // Among fitting splits that differ only in how the task and app
                 // names share their pieces, prefer one where the task name ends
                 // with the app name ("Reload of Sales" / "Sales").
-                Some(first)
+                Some((first, _))
                     if first[layout.free_priority[0]] == widths[layout.free_priority[0]] =>
                 {
                     if layout.names_agree(widths, &self.pieces, datagram) {
-                        found = Some(*widths);
+                        found = Some((*widths, times));
                         return true;
                     }
                     false
                 }
                 Some(_) => true,
                 None => {
-                    found = Some(*widths);
+                    found = Some((*widths, times));
                     !layout.has_name_pair() || layout.names_agree(widths, &self.pieces, datagram)
                 }
             }
