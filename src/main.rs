@@ -17,6 +17,37 @@ use herald::{appenders, http, pipeline, redact, replay, send, service};
 use tracing::{debug, error, info, warn};
 use tracing_subscriber::EnvFilter;
 
+/// `print!` that ends the command quietly when the reader went away; see
+/// [`write_stdout`].
+macro_rules! out {
+    ($($arg:tt)*) => {
+        write_stdout(format_args!($($arg)*))
+    };
+}
+
+/// `println!` that ends the command quietly when the reader went away; see
+/// [`write_stdout`].
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        write_stdout(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// Writes to standard output. A reader that went away (`herald check | head`)
+/// ends the command quietly, as it ends other command-line tools, where
+/// `print!` would panic.
+fn write_stdout(text: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(err) = stdout.write_fmt(text).and_then(|()| stdout.flush()) {
+        if err.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("herald: cannot write to standard output: {err}");
+        std::process::exit(1);
+    }
+}
+
 /// Receives Qlik Sense log4net UDP events and routes them to files, metrics and alerts.
 #[derive(Debug, Parser)]
 #[command(version, about)]
@@ -273,7 +304,9 @@ fn main() -> ExitCode {
             force,
         } => import(butler_sos, butler, out.as_deref(), force),
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "herald", &mut std::io::stdout());
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "herald", &mut script);
+            out!("{}", String::from_utf8_lossy(&script));
             Ok(())
         }
         Command::Man { out } => write_man_pages(&out),
@@ -332,7 +365,7 @@ fn import(
                 .with_context(|| format!("cannot write {}", out.display()))?;
             say(&format!("herald import: wrote {}", out.display()));
         }
-        None => print!("{}", imported.toml),
+        None => out!("{}", imported.toml),
     }
     if !imported.variables.is_empty() {
         say(
@@ -397,11 +430,11 @@ fn say(line: &str) {
 fn check(path: &Path, connect: bool) -> anyhow::Result<()> {
     let config = load(path)?;
     let resolution = pipeline::resolve_allowlist(&config.ingest.allow)?.resolution;
-    println!(
+    outln!(
         "# herald: effective configuration of {} (defaults filled in)",
         path.display()
     );
-    print!("{}", config.to_toml());
+    out!("{}", config.to_toml());
     for host in &resolution.unresolved {
         say(&format!(
             "herald: warning: ingest.allow: host name {host:?} does not resolve; its datagrams will be refused until it does"
@@ -517,7 +550,7 @@ fn send_samples(
                 })
             })
             .collect();
-        println!(
+        outln!(
             "{}",
             serde_json::json!({
                 "to": to.to_string(),
@@ -529,7 +562,7 @@ fn send_samples(
             })
         );
     } else {
-        println!(
+        outln!(
             "sent {} datagram(s) to {to} in {:.3} s ({:.1}/s)",
             report.sent,
             report.elapsed.as_secs_f64(),
@@ -589,26 +622,26 @@ fn replay_dead_letters(path: &Path, options: &replay::ReplayOptions) -> anyhow::
     } else {
         "sent"
     };
-    println!(
+    outln!(
         "{}: {} record(s) read, {} left out by --reason, --since or a drop rule",
         options.dead_letter.display(),
         summary.records,
         summary.filtered
     );
     for (sink, events) in &summary.sent {
-        println!("  {verb} {events} event(s) to sinks.{sink}");
+        outln!("  {verb} {events} event(s) to sinks.{sink}");
     }
     if summary.sent.is_empty() {
-        println!("  nothing to send");
+        outln!("  nothing to send");
     }
     if summary.unsendable > 0 {
-        println!(
+        outln!(
             "  {} record(s) could not be sent anywhere (not an event, a sink that no longer exists, a datagram that still does not parse, or no sink matches)",
             summary.unsendable
         );
     }
     if summary.failed > 0 {
-        println!("  {} event(s) failed again", summary.failed);
+        outln!("  {} event(s) failed again", summary.failed);
     }
     match &summary.out {
         Some(out) => anyhow::bail!(
@@ -673,15 +706,17 @@ fn write_appenders(target: &appenders::Target, out: &Path, force: bool) -> anyho
         let path = path_of(file);
         std::fs::write(&path, &file.xml)
             .with_context(|| format!("cannot write {}", path.display()))?;
-        println!(
+        outln!(
             "wrote {}  ->  copy to C:\\ProgramData\\Qlik\\Sense\\{}\\LocalLogConfig.xml on every node",
             path.display(),
             file.service
         );
     }
-    println!(
+    outln!(
         "Then restart the Qlik Sense services, add the nodes to ingest.allow, and open UDP {}, {} and {} to this server.",
-        target.log_port, target.user_port, target.task_port
+        target.log_port,
+        target.user_port,
+        target.task_port
     );
     Ok(())
 }

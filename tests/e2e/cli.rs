@@ -1,10 +1,13 @@
 //! The command line itself: `herald send` (host names, failures, pacing),
-//! `herald appenders` and which options each command takes.
+//! `herald appenders`, which options each command takes, and output into a
+//! pipe nobody reads.
 
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
-use crate::harness::{ConfigBuilder, Herald, free_udp_port, run_herald, run_herald_in};
+use crate::harness::{
+    ConfigBuilder, Herald, free_udp_port, herald_command, run_herald, run_herald_in,
+};
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
@@ -153,4 +156,33 @@ fn config_is_an_option_of_the_commands_that_read_one() {
         "{}",
         text(&output.stderr)
     );
+}
+
+/// `herald check | head -1` and the like: when the reader of the output has
+/// gone, a command ends quietly (as other command-line tools do) instead of
+/// panicking on the failed write.
+#[test]
+fn commands_end_quietly_when_nobody_reads_their_output() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("herald.toml");
+    std::fs::write(&config, ConfigBuilder::new().build()).expect("write config");
+    let config = config.to_string_lossy().into_owned();
+    let listener = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let to = listener.local_addr().expect("address").to_string();
+    for args in [
+        vec!["send", "--to", &to, "--kind", "all"],
+        vec!["check", "--config", &config],
+        vec!["completions", "bash"],
+    ] {
+        // A pipe whose reading end is closed before herald writes.
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        let output = herald_command(&args)
+            .stdout(writer)
+            .output()
+            .expect("run herald");
+        let stderr = text(&output.stderr);
+        assert!(!stderr.contains("panicked"), "herald {args:?}: {stderr}");
+        assert_eq!(output.status.code(), Some(0), "herald {args:?}: {stderr}");
+    }
 }
