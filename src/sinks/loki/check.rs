@@ -22,7 +22,7 @@ pub async fn check_connection(config: &LokiConfig) -> Result<String, String> {
         )
     };
     let ready = client
-        .get(format!("{base}/ready"))
+        .get(config.endpoint("/ready")?)
         .send()
         .await
         .map_err(unreachable)?;

@@ -234,14 +234,32 @@ impl LokiConfig {
         transport::client(self.timeout_ms, self.tls_ca_file.as_deref())
     }
 
+    /// The base URL without its query (which may carry a key) and without a
+    /// trailing `/`: for messages, and for telling whether it names the push
+    /// path itself.
     pub(super) fn base(&self) -> &str {
-        self.url.trim_end_matches('/')
+        self.url
+            .split(['?', '#'])
+            .next()
+            .unwrap_or_default()
+            .trim_end_matches('/')
+    }
+
+    /// The URL of Loki's `path` (such as [`PUSH_PATH`]) under the base URL:
+    /// `path` appended to the base's path, the base's query (a gateway may
+    /// want one) kept.
+    pub(super) fn endpoint(&self, path: &str) -> Result<reqwest::Url, String> {
+        let mut url =
+            reqwest::Url::parse(&self.url).map_err(|err| format!("url {:?}: {err}", self.url))?;
+        let joined = format!("{}{path}", url.path().trim_end_matches('/'));
+        url.set_path(&joined);
+        url.set_fragment(None);
+        Ok(url)
     }
 
     /// The push URL.
     pub(super) fn push_url(&self) -> Result<reqwest::Url, String> {
-        reqwest::Url::parse(&format!("{}{PUSH_PATH}", self.base()))
-            .map_err(|err| format!("url {:?}: {err}", self.url))
+        self.endpoint(PUSH_PATH)
     }
 
     /// Adds the tenant and the configured credentials to a request.
@@ -281,6 +299,26 @@ mod tests {
                 .unwrap()
                 .as_str(),
             "http://gw:8080/tenant-a/loki/api/v1/push"
+        );
+    }
+
+    #[test]
+    fn a_query_on_the_base_url_stays_a_query() {
+        let c = config("url = \"https://gw.example.com/loki/?org=sense#top\"");
+        assert_eq!(
+            c.push_url().unwrap().as_str(),
+            "https://gw.example.com/loki/loki/api/v1/push?org=sense"
+        );
+        assert_eq!(
+            c.endpoint("/ready").unwrap().as_str(),
+            "https://gw.example.com/loki/ready?org=sense"
+        );
+        // Messages name the server, not the query.
+        assert_eq!(c.base(), "https://gw.example.com/loki");
+        assert!(
+            config("url = \"http://loki:3100/loki/api/v1/push?x=1\"")
+                .validate()
+                .is_err()
         );
     }
 
