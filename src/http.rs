@@ -99,34 +99,58 @@ pub async fn serve(listener: TcpListener, state: HttpState) {
     }
 }
 
+/// How reading a request head ended.
+enum Head {
+    /// Its blank line arrived.
+    Complete,
+    /// The client stopped sending before it.
+    Ended,
+    /// Over [`MAX_REQUEST_BYTES`] without it.
+    TooLarge,
+    /// Not within [`READ_TIMEOUT`].
+    Overdue,
+}
+
 async fn handle(mut stream: TcpStream, state: &HttpState) -> std::io::Result<()> {
     let mut request = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
-    let head_complete = tokio::time::timeout(READ_TIMEOUT, async {
+    let head = tokio::time::timeout(READ_TIMEOUT, async {
         loop {
             let n = stream.read(&mut chunk).await?;
             if n == 0 {
-                return Ok::<bool, std::io::Error>(false);
+                return Ok::<Head, std::io::Error>(Head::Ended);
             }
             request.extend_from_slice(&chunk[..n]);
             if memchr::memmem::find(&request, b"\r\n\r\n").is_some() {
-                return Ok(true);
+                return Ok(Head::Complete);
             }
             if request.len() > MAX_REQUEST_BYTES {
-                return Ok(false);
+                return Ok(Head::TooLarge);
             }
         }
     })
     .await
-    .unwrap_or(Ok(false))?;
-    if !head_complete {
-        return write_answer(
-            &mut stream,
-            "400 Bad Request",
-            "text/plain",
-            "bad request\n",
-        )
-        .await;
+    .unwrap_or(Ok(Head::Overdue))?;
+    let refusal = match head {
+        Head::Complete => None,
+        Head::Ended => Some(("400 Bad Request", "bad request\n".to_string())),
+        Head::TooLarge => Some((
+            "431 Request Header Fields Too Large",
+            format!(
+                "the request head is over {} KiB\n",
+                MAX_REQUEST_BYTES / 1024
+            ),
+        )),
+        Head::Overdue => Some((
+            "408 Request Timeout",
+            format!(
+                "no complete request head within {} s\n",
+                READ_TIMEOUT.as_secs()
+            ),
+        )),
+    };
+    if let Some((status, body)) = refusal {
+        return write_answer(&mut stream, status, "text/plain", &body).await;
     }
     if state.token.is_none() && !local_host(&request) {
         let body = "without http.token this endpoint answers only requests for localhost \

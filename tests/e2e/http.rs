@@ -216,6 +216,17 @@ fn health_reports_ok_and_the_sinks_and_other_requests_are_refused() {
     assert_eq!(status, 405, "{body}");
     let (status, _) = herald.http_get("/metrics?x=1");
     assert_eq!(status, 200);
+
+    // A request head that never ends within 8 KiB is refused as too large.
+    let mut stream = std::net::TcpStream::connect(herald.http).expect("connect");
+    let head = format!("GET /health HTTP/1.1\r\nX-Pad: {}\r\n", "a".repeat(9000));
+    let _ = std::io::Write::write_all(&mut stream, head.as_bytes());
+    let mut answer = String::new();
+    let _ = std::io::Read::read_to_string(&mut stream, &mut answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 431 "),
+        "an oversized head got {answer:?}"
+    );
 }
 
 #[test]
@@ -457,7 +468,7 @@ fn thousands_of_idle_and_slow_connections_neither_block_requests_nor_stay_open()
         opened.elapsed()
     );
 
-    // herald answers each idle connection 400 once the request head is
+    // herald answers each idle connection 408 once the request head is
     // overdue and closes it, so none can be held open for ever. (A connection
     // beyond the cap would be closed without an answer.)
     let mut closed_after = Vec::with_capacity(IDLE);
@@ -471,7 +482,7 @@ fn thousands_of_idle_and_slow_connections_neither_block_requests_nor_stay_open()
         }
         let answer = String::from_utf8_lossy(&answer);
         assert!(
-            answer.starts_with("HTTP/1.1 400 "),
+            answer.starts_with("HTTP/1.1 408 "),
             "idle connection {i} got {answer:?}"
         );
         closed_after.push(opened.elapsed());
