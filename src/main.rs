@@ -207,6 +207,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    redact_panics();
     let cli = Cli::parse();
     let command = cli.command.unwrap_or(Command::Run {
         config: ConfigArg::default(),
@@ -859,6 +860,49 @@ fn log_colour(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> b
     stderr_is_terminal && no_color.is_none_or(std::ffi::OsStr::is_empty)
 }
 
+/// Prints a panic as the default hook does, but through the redactor: its
+/// message may quote a value (a URL, a header) that is a secret.
+fn redact_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let thread = std::thread::current();
+        let report = panic_report(
+            thread.name().unwrap_or("<unnamed>"),
+            info.location(),
+            panic_message(info.payload()),
+            &std::backtrace::Backtrace::capture(),
+        );
+        // Nothing more to do if standard error is gone too.
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), report.as_bytes());
+    }));
+}
+
+/// A panic's message: the text `panic!` was given, or a placeholder.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
+}
+
+/// A panic's report, redacted: thread, place, message, and the backtrace
+/// when `RUST_BACKTRACE` asked for one.
+fn panic_report(
+    thread: &str,
+    location: Option<&std::panic::Location<'_>>,
+    message: &str,
+    backtrace: &std::backtrace::Backtrace,
+) -> String {
+    let at = location.map_or_else(String::new, |at| {
+        format!(" at {}:{}:{}", at.file(), at.line(), at.column())
+    });
+    let mut report = format!("thread '{thread}' panicked{at}:\n{message}\n");
+    if backtrace.status() == std::backtrace::BacktraceStatus::Captured {
+        report.push_str(&format!("stack backtrace:\n{backtrace}\n"));
+    }
+    redact::string(report)
+}
+
 /// Raises the soft limit on open files to the hard limit. Every HTTP client,
 /// sink connection and buffer segment holds a descriptor, and the usual soft
 /// limit of 1,024 is below what the HTTP endpoint alone may hold
@@ -1030,6 +1074,27 @@ mod tests {
             .find_subcommand_mut(command)
             .unwrap_or_else(|| panic!("no command {command}"));
         sub.render_long_help().to_string()
+    }
+
+    #[test]
+    fn panic_reports_are_redacted() {
+        let redactor = redact::Redactor::builder()
+            .secret("s3cr3t-token-value")
+            .build()
+            .expect("redactor");
+        redact::install(std::sync::Arc::new(redactor));
+        let report = panic_report(
+            "sink-slack",
+            Some(std::panic::Location::caller()),
+            "request to https://hooks.example.com/s3cr3t-token-value failed",
+            &std::backtrace::Backtrace::disabled(),
+        );
+        assert!(
+            report.starts_with("thread 'sink-slack' panicked at src/main.rs:"),
+            "{report}"
+        );
+        assert!(!report.contains("s3cr3t-token-value"), "{report}");
+        assert!(report.contains("https://hooks.example.com/"), "{report}");
     }
 
     #[test]
