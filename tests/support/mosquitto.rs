@@ -16,7 +16,6 @@
 
 #![allow(dead_code)] // each user needs a different part
 
-use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -31,7 +30,7 @@ pub const PASSWORD: &str = "s3cret-Pa55";
 /// The CN (and so the user name) of the client certificate.
 pub const CLIENT_CN: &str = "herald-client";
 
-use crate::harness::find_program;
+use crate::harness::{find_program, wait_until_listening};
 use crate::ports::server_port as free_port;
 
 /// Runs a program in `dir`; fails the test with its output when it fails.
@@ -290,26 +289,10 @@ impl Mosquitto {
             .stderr(log)
             .spawn()
             .expect("start mosquitto");
-        self.child = Some(child);
-        let ports = [self.tls_port, self.cert_port, self.plain_port];
-        let end = Instant::now() + Duration::from_secs(20);
-        let up = loop {
-            let listening = ports.iter().all(|port| {
-                TcpStream::connect_timeout(
-                    &SocketAddr::from(([127, 0, 0, 1], *port)),
-                    Duration::from_millis(200),
-                )
-                .is_ok()
-            });
-            let exited = self
-                .child
-                .as_mut()
-                .is_some_and(|c| c.try_wait().ok().flatten().is_some());
-            if listening || exited || Instant::now() > end {
-                break listening && !exited;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
+        let up = wait_until_listening(
+            self.child.insert(child),
+            &[self.tls_port, self.cert_port, self.plain_port],
+        );
         assert!(up, "mosquitto did not start:\n{}", self.log());
     }
 

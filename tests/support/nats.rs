@@ -10,14 +10,12 @@
 
 #![allow(dead_code)] // each user needs a different part
 
-use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use crate::harness::find_program;
+use crate::harness::{find_program, wait_until_listening};
 use crate::ports::server_port as free_port;
 
 /// A running (or stopped) nats-server.
@@ -101,23 +99,7 @@ impl NatsServer {
             .stderr(log)
             .spawn()
             .expect("start nats-server");
-        self.child = Some(child);
-        let end = Instant::now() + Duration::from_secs(20);
-        let up = loop {
-            let listening = TcpStream::connect_timeout(
-                &SocketAddr::from(([127, 0, 0, 1], self.port)),
-                Duration::from_millis(200),
-            )
-            .is_ok();
-            let exited = self
-                .child
-                .as_mut()
-                .is_some_and(|c| c.try_wait().ok().flatten().is_some());
-            if listening || exited || Instant::now() > end {
-                break listening && !exited;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
+        let up = wait_until_listening(self.child.insert(child), &[self.port]);
         assert!(up, "nats-server did not start:\n{}", self.log());
     }
 

@@ -606,6 +606,27 @@ pub fn find_program(name: &str) -> Option<PathBuf> {
         .find(|candidate| candidate.is_file())
 }
 
+/// Waits up to 20 s until a server `child` just started accepts TCP
+/// connections on every port of `ports` (on 127.0.0.1); false when it exited
+/// or the time ran out first.
+pub fn wait_until_listening(child: &mut Child, ports: &[u16]) -> bool {
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        let listening = ports.iter().all(|&port| {
+            TcpStream::connect_timeout(
+                &SocketAddr::from(([127, 0, 0, 1], port)),
+                Duration::from_millis(200),
+            )
+            .is_ok()
+        });
+        let exited = child.try_wait().ok().flatten().is_some();
+        if listening || exited || Instant::now() > end {
+            return listening && !exited;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Runs `herald <args>` to completion.
 pub fn run_herald(args: &[&str]) -> Output {
     herald_command(args).output().expect("run herald")
