@@ -298,7 +298,7 @@ impl Event {
         if !input.rest.is_empty() {
             return Err(DecodeError::TrailingBytes(input.rest.len()));
         }
-        Ok(Event {
+        let mut event = Event {
             event_type,
             source,
             layout,
@@ -313,11 +313,14 @@ impl Event {
             tags,
             sequence,
             tag,
+            escaped: u64::MAX,
             text,
             spans,
             values,
             raws,
-        })
+        };
+        event.escaped = event.escape_mask();
+        Ok(event)
     }
 }
 

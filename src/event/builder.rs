@@ -48,6 +48,7 @@ impl EventBuilder {
                 spans: [Span::default(); Field::COUNT],
                 values: 0,
                 raws: 0,
+                escaped: u64::MAX,
             },
         }
     }
@@ -157,6 +158,13 @@ impl EventBuilder {
         if self.event.text.capacity() > used.saturating_mul(2) + COMPACT_SLACK {
             self.event.compact(used);
         }
+        // The parser appends only clean text (no control characters but tab).
+        debug_assert!(
+            !self.event.text.chars().any(|c| c.is_control() && c != '\t'),
+            "control characters in an event's text: {:?}",
+            self.event.text
+        );
+        self.event.escaped = self.event.escape_mask_of_clean_text();
         self.event
     }
 }

@@ -178,7 +178,7 @@ impl Event {
                 ));
             }
         }
-        Ok(Event {
+        let mut event = Event {
             event_type,
             source,
             layout,
@@ -193,11 +193,14 @@ impl Event {
             tags,
             sequence: 0,
             tag: tag.ok_or_else(|| missing("tag"))?,
+            escaped: u64::MAX,
             text,
             spans: fields.spans,
             values: fields.values,
             raws: fields.raws,
-        })
+        };
+        event.escaped = event.escape_mask();
+        Ok(event)
     }
 }
 

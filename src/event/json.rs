@@ -10,7 +10,10 @@ use std::net::SocketAddr;
 use jiff::Timestamp;
 use jiff::tz::Offset;
 
-use super::{Event, Field, FieldKind, field_bit};
+use super::{Event, Field, FieldKind, Span, field_bit};
+
+/// The tag's bit in [`Event`]'s `escaped` mask (fields have the bits below).
+const TAG_ESCAPED: u64 = 1 << 63;
 
 impl Event {
     /// Appends the event as one JSON object (no trailing newline) to `out`.
@@ -24,7 +27,7 @@ impl Event {
         out.extend_from_slice(b"\",\"source\":\"");
         out.extend_from_slice(self.source.as_str().as_bytes());
         out.extend_from_slice(b"\",\"tag\":");
-        json_string(out, self.tag());
+        self.write_text(out, TAG_ESCAPED, self.tag());
         out.extend_from_slice(b",\"layout\":\"");
         out.extend_from_slice(self.layout.as_str().as_bytes());
         out.extend_from_slice(b"\",\"time\":\"");
@@ -39,7 +42,7 @@ impl Event {
         out.push(b'"');
         if let Some(host) = self.host() {
             out.extend_from_slice(Field::Host.json_key());
-            json_string(out, host);
+            self.write_text(out, field_bit(Field::Host), host);
         }
         if let Some(level) = self.level {
             out.extend_from_slice(b",\"level\":\"");
@@ -64,7 +67,7 @@ impl Event {
                 FieldKind::Integer | FieldKind::Decimal => {
                     out.extend_from_slice(value.as_bytes());
                 }
-                _ => json_string(out, value),
+                _ => self.write_text(out, field_bit(field), value),
             }
         }
         if !self.categories.is_empty() {
@@ -86,8 +89,15 @@ impl Event {
             let mut first = true;
             for &field in Field::ALL {
                 if let Some(value) = self.raw(field) {
-                    json_key_str(out, field.name(), value, first);
+                    if !first {
+                        out.push(b',');
+                    }
                     first = false;
+                    // Field names are ASCII words that need no escaping.
+                    out.push(b'"');
+                    out.extend_from_slice(field.name().as_bytes());
+                    out.extend_from_slice(b"\":");
+                    self.write_text(out, field_bit(field), value);
                 }
             }
             out.push(b'}');
@@ -106,6 +116,64 @@ impl Event {
             out.extend_from_slice(b",\"truncated\":true");
         }
         out.push(b'}');
+    }
+
+    /// Which of the event's values may need escaping in JSON: the mask
+    /// [`Event`]'s `escaped` holds, for text that may hold any character.
+    pub(super) fn escape_mask(&self) -> u64 {
+        let controls = self.text.bytes().fold(false, |any, b| {
+            any | ((b < 0x20) & (b != b'\t')) | (b == 0x7f)
+        });
+        if controls {
+            return u64::MAX;
+        }
+        self.escape_mask_of_clean_text()
+    }
+
+    /// [`Event::escape_mask`] for text without control characters other than
+    /// tab (what the parser makes), where only quotes, backslashes and tabs
+    /// need escaping. One search of the text finds them (most datagrams have
+    /// none, or a backslash or two in a Windows user name); a value holding
+    /// none of them is copied as it is. Text with more than a few such bytes
+    /// escapes every value.
+    pub(super) fn escape_mask_of_clean_text(&self) -> u64 {
+        const MAX_FOUND: usize = 8;
+        let mut found = [0u32; MAX_FOUND];
+        let mut count = 0;
+        for at in memchr::memchr3_iter(b'"', b'\\', b'\t', self.text.as_bytes()) {
+            if count == MAX_FOUND {
+                return u64::MAX;
+            }
+            found[count] = at as u32;
+            count += 1;
+        }
+        let found = &found[..count];
+        if found.is_empty() {
+            return 0;
+        }
+        let holds = |span: Span| found.iter().any(|&at| span.start <= at && at < span.end);
+        let mut mask = if holds(self.tag) { TAG_ESCAPED } else { 0 };
+        let mut rest = self.values | self.raws;
+        while rest != 0 {
+            let field = rest.trailing_zeros();
+            rest &= rest - 1;
+            if holds(self.spans[field as usize]) {
+                mask |= 1 << field;
+            }
+        }
+        mask
+    }
+
+    /// Writes `value`, the text of the field (or tag) with `escaped` bit `bit`,
+    /// as a JSON string: copied as it is unless it may need escaping.
+    fn write_text(&self, out: &mut Vec<u8>, bit: u64, value: &str) {
+        if self.escaped & bit == 0 {
+            out.push(b'"');
+            out.extend_from_slice(value.as_bytes());
+            out.push(b'"');
+        } else {
+            json_string(out, value);
+        }
     }
 
     /// The event as a JSON string (convenience for tests and low-volume sinks).
@@ -145,6 +213,12 @@ static JSON_ESCAPE: [u8; 256] = {
     table
 };
 
+/// Whether `byte` needs escaping: what [`JSON_ESCAPE`] says, by comparisons
+/// the compiler can vectorise (a test checks they agree).
+fn needs_escape(byte: u8) -> bool {
+    (byte < 0x20) | (byte == b'"') | (byte == b'\\') | (byte == 0x7f)
+}
+
 /// Where the first byte that needs escaping is in `bytes`, if any.
 fn next_escape(bytes: &[u8]) -> Option<usize> {
     // Skip clean 16-byte blocks with a branch-free check the compiler vectorises
@@ -152,11 +226,7 @@ fn next_escape(bytes: &[u8]) -> Option<usize> {
     let (blocks, _) = bytes.as_chunks::<16>();
     let clean_blocks = blocks
         .iter()
-        .take_while(|block| {
-            !block.iter().fold(false, |any, &b| {
-                any | (b < 0x20) | (b == b'"') | (b == b'\\') | (b == 0x7f)
-            })
-        })
+        .take_while(|block| !block.iter().fold(false, |any, &b| any | needs_escape(b)))
         .count();
     let from = clean_blocks * 16;
     bytes[from..]
@@ -307,7 +377,7 @@ pub fn rfc3339(instant: Timestamp, offset: Offset, zulu: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::EventType;
+    use crate::event::{EventType, LayoutName};
 
     #[test]
     fn json_string_escapes_quotes_backslashes_and_controls() {
@@ -423,6 +493,76 @@ mod tests {
         let mut out = Vec::new();
         json_string(&mut out, "\u{7f}\u{0}");
         assert_eq!(out, br#""\u007f\u0000""#);
+    }
+
+    #[test]
+    fn the_vectorised_check_agrees_with_the_escape_table() {
+        for byte in 0..=u8::MAX {
+            assert_eq!(
+                needs_escape(byte),
+                JSON_ESCAPE[byte as usize] != 0,
+                "{byte:#04x}"
+            );
+        }
+    }
+
+    #[test]
+    fn values_copied_without_escaping_are_written_as_escaping_would() {
+        // Every fixture event, its values copied as they are where the mask
+        // allows, against the same event with every value escaped.
+        let mut copied = 0;
+        for (name, event) in crate::event::test_events() {
+            let mut escaped = event.clone();
+            escaped.escaped = u64::MAX;
+            assert_eq!(event.to_json(), escaped.to_json(), "{name}");
+            copied += (event.values & !event.escaped).count_ones();
+        }
+        assert!(
+            copied > 300,
+            "only {copied} fixture values were copied as they are"
+        );
+    }
+
+    #[test]
+    fn the_escape_mask_names_exactly_the_values_that_need_escaping() {
+        use crate::event::EventBuilder;
+        let build = |text: &str, fields: &[(Field, usize, usize)]| {
+            let sender = "10.0.0.5:61000".parse().unwrap();
+            let mut builder =
+                EventBuilder::new(LayoutName::Proxy, sender, Timestamp::UNIX_EPOCH, 64);
+            builder.buffer().push_str(text);
+            builder.commit_tag(0, 3);
+            for &(field, start, end) in fields {
+                builder.commit_range(field, start, end, field != Field::Level);
+            }
+            builder.build()
+        };
+        let fields = [
+            (Field::Host, 3, 6),
+            (Field::Message, 6, 11),
+            (Field::UserId, 11, 15),
+            (Field::Level, 15, 19),
+        ];
+        // The tag, host, message, user id and a raw level.
+        let event = build("/t/h\\x\"msg\"user\tERR", &fields);
+        assert_eq!(
+            event.escaped,
+            field_bit(Field::Host) | field_bit(Field::Message) | field_bit(Field::Level)
+        );
+        let json: serde_json::Value = serde_json::from_str(&event.to_json()).unwrap();
+        assert_eq!(json["host"], "h\\x");
+        assert_eq!(json["message"], "\"msg\"");
+        assert_eq!(json["user_id"], "user");
+        assert_eq!(json["raw_fields"]["level"], "\tERR");
+        // A quote in the tag marks the tag; none anywhere marks nothing.
+        assert_eq!(
+            build("/\"/hostmessageuser", &fields[..3]).escaped,
+            TAG_ESCAPED
+        );
+        assert_eq!(build("/t/hostmessageuser", &fields[..3]).escaped, 0);
+        // Text with more bytes to escape than the search keeps escapes all.
+        let crowded = format!("/t/{}", "\\".repeat(20));
+        assert_eq!(build(&crowded, &fields[..1]).escaped, u64::MAX);
     }
 
     #[test]

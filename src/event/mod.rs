@@ -506,10 +506,14 @@ pub struct Event {
     /// `spans[f]`; written under `raw_fields`. A field is in at most one mask;
     /// in neither, it is absent.
     raws: u64,
+    /// Bit `f` set: field `f`'s value may need escaping in a JSON string (bit
+    /// 63: the tag's); the encoder copies every other value as it is. Set by
+    /// [`Event::escape_mask`] wherever an event is made.
+    escaped: u64,
 }
 
-// The field masks have one bit per field.
-const _: () = assert!(Field::COUNT <= 64);
+// The field masks have one bit per field (and `escaped` one more, the tag's).
+const _: () = assert!(Field::COUNT < 64);
 
 /// The bit of `field` in [`Event`]'s field masks.
 fn field_bit(field: Field) -> u64 {
