@@ -149,22 +149,39 @@ impl EventBuilder {
         self.event.truncated = true;
     }
 
-    /// Finishes the event. When the text buffer is much larger than the values
-    /// kept (a long datagram whose text was cut, or a buffer sized for the whole
-    /// datagram), the values are copied into a buffer of their own size, so a
-    /// queued event holds only what the sinks need.
-    pub fn build(mut self) -> Event {
-        let used = self.event.used_text_bytes();
-        if self.event.text.capacity() > used.saturating_mul(2) + COMPACT_SLACK {
-            self.event.compact(used);
-        }
+    /// Finishes the event, every value to be escaped in JSON (see
+    /// [`EventBuilder::build_knowing_escapes`]). When the text buffer is much
+    /// larger than the values kept (a long datagram whose text was cut, or a
+    /// buffer sized for the whole datagram), the values are copied into a
+    /// buffer of their own size, so a queued event holds only what the sinks
+    /// need.
+    pub fn build(self) -> Event {
+        self.build_knowing_escapes(Some(&[]), 0)
+    }
+
+    /// [`EventBuilder::build`] when where the first `known` bytes of the text
+    /// hold a quote, backslash or tab is known: at `found`, or, with `None`,
+    /// at more places than [`MAX_ESCAPES`](super::MAX_ESCAPES). Values in
+    /// those bytes that hold none of them are copied into JSON as they are;
+    /// all others are escaped.
+    pub fn build_knowing_escapes(mut self, found: Option<&[u32]>, known: usize) -> Event {
         // The parser appends only clean text (no control characters but tab).
         debug_assert!(
             !self.event.text.chars().any(|c| c.is_control() && c != '\t'),
             "control characters in an event's text: {:?}",
             self.event.text
         );
-        self.event.escaped = self.event.escape_mask_of_clean_text();
+        // Before compacting: `found` are places in the text as it is.
+        self.event.escaped = match found {
+            Some(found) if found.len() <= super::MAX_ESCAPES => {
+                self.event.escape_mask_knowing(found, known)
+            }
+            _ => u64::MAX,
+        };
+        let used = self.event.used_text_bytes();
+        if self.event.text.capacity() > used.saturating_mul(2) + COMPACT_SLACK {
+            self.event.compact(used);
+        }
         self.event
     }
 }

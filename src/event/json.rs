@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use jiff::Timestamp;
 use jiff::tz::Offset;
 
-use super::{Event, Field, FieldKind, Span, field_bit};
+use super::{Event, Field, FieldKind, MAX_ESCAPES, Span, field_bit};
 
 /// The tag's bit in [`Event`]'s `escaped` mask (fields have the bits below).
 const TAG_ESCAPED: u64 = 1 << 63;
@@ -119,45 +119,48 @@ impl Event {
     }
 
     /// Which of the event's values may need escaping in JSON: the mask
-    /// [`Event`]'s `escaped` holds, for text that may hold any character.
+    /// [`Event`]'s `escaped` holds, for text that may hold any character (an
+    /// event read back from the disk buffer or from JSON). Text with a control
+    /// character other than tab, or more than [`MAX_ESCAPES`] quotes,
+    /// backslashes and tabs, escapes every value.
     pub(super) fn escape_mask(&self) -> u64 {
-        let controls = self.text.bytes().fold(false, |any, b| {
+        let bytes = self.text.as_bytes();
+        let controls = bytes.iter().fold(false, |any, &b| {
             any | ((b < 0x20) & (b != b'\t')) | (b == 0x7f)
         });
         if controls {
             return u64::MAX;
         }
-        self.escape_mask_of_clean_text()
-    }
-
-    /// [`Event::escape_mask`] for text without control characters other than
-    /// tab (what the parser makes), where only quotes, backslashes and tabs
-    /// need escaping. One search of the text finds them (most datagrams have
-    /// none, or a backslash or two in a Windows user name); a value holding
-    /// none of them is copied as it is. Text with more than a few such bytes
-    /// escapes every value.
-    pub(super) fn escape_mask_of_clean_text(&self) -> u64 {
-        const MAX_FOUND: usize = 8;
-        let mut found = [0u32; MAX_FOUND];
+        let mut found = [0u32; MAX_ESCAPES];
         let mut count = 0;
-        for at in memchr::memchr3_iter(b'"', b'\\', b'\t', self.text.as_bytes()) {
-            if count == MAX_FOUND {
+        for at in memchr::memchr3_iter(b'"', b'\\', b'\t', bytes) {
+            let Some(slot) = found.get_mut(count) else {
                 return u64::MAX;
-            }
-            found[count] = at as u32;
+            };
+            *slot = at as u32;
             count += 1;
         }
-        let found = &found[..count];
-        if found.is_empty() {
-            return 0;
-        }
-        let holds = |span: Span| found.iter().any(|&at| span.start <= at && at < span.end);
-        let mut mask = if holds(self.tag) { TAG_ESCAPED } else { 0 };
+        self.escape_mask_knowing(&found[..count], bytes.len())
+    }
+
+    /// The `escaped` mask when the quotes, backslashes and tabs of the first
+    /// `known` bytes of the text are at `found`, and nothing is known of the
+    /// rest (where the parser appends derived values), and the text has no
+    /// other control character: a value holding one of `found`, or reaching
+    /// past `known`, may need escaping; every other is copied as it is.
+    pub(super) fn escape_mask_knowing(&self, found: &[u32], known: usize) -> u64 {
+        let known = known as u32;
+        // `at` in `start..end`, as one unsigned comparison, for each place.
+        let escaped = |span: Span| {
+            let len = span.end.wrapping_sub(span.start);
+            span.end > known || found.iter().any(|&at| at.wrapping_sub(span.start) < len)
+        };
+        let mut mask = if escaped(self.tag) { TAG_ESCAPED } else { 0 };
         let mut rest = self.values | self.raws;
         while rest != 0 {
             let field = rest.trailing_zeros();
             rest &= rest - 1;
-            if holds(self.spans[field as usize]) {
+            if escaped(self.spans[field as usize]) {
                 mask |= 1 << field;
             }
         }
@@ -526,7 +529,7 @@ mod tests {
     #[test]
     fn the_escape_mask_names_exactly_the_values_that_need_escaping() {
         use crate::event::EventBuilder;
-        let build = |text: &str, fields: &[(Field, usize, usize)]| {
+        let builder = |text: &str, fields: &[(Field, usize, usize)]| {
             let sender = "10.0.0.5:61000".parse().unwrap();
             let mut builder =
                 EventBuilder::new(LayoutName::Proxy, sender, Timestamp::UNIX_EPOCH, 64);
@@ -535,34 +538,57 @@ mod tests {
             for &(field, start, end) in fields {
                 builder.commit_range(field, start, end, field != Field::Level);
             }
-            builder.build()
+            builder
         };
+        let searched = |text: &str, fields: &[(Field, usize, usize)]| {
+            builder(text, fields).build().escape_mask()
+        };
+        // The tag, host, message, user id and a raw level.
         let fields = [
             (Field::Host, 3, 6),
             (Field::Message, 6, 11),
             (Field::UserId, 11, 15),
             (Field::Level, 15, 19),
         ];
-        // The tag, host, message, user id and a raw level.
-        let event = build("/t/h\\x\"msg\"user\tERR", &fields);
-        assert_eq!(
-            event.escaped,
-            field_bit(Field::Host) | field_bit(Field::Message) | field_bit(Field::Level)
-        );
+        let text = "/t/h\\x\"msg\"user\tERR";
+        let needed = field_bit(Field::Host) | field_bit(Field::Message) | field_bit(Field::Level);
+        assert_eq!(searched(text, &fields), needed);
+        // What the parser's scan found gives the same mask.
+        let event = builder(text, &fields).build_knowing_escapes(Some(&[4, 6, 10, 15]), 19);
+        assert_eq!(event.escaped, needed);
         let json: serde_json::Value = serde_json::from_str(&event.to_json()).unwrap();
         assert_eq!(json["host"], "h\\x");
         assert_eq!(json["message"], "\"msg\"");
         assert_eq!(json["user_id"], "user");
         assert_eq!(json["raw_fields"]["level"], "\tERR");
-        // A quote in the tag marks the tag; none anywhere marks nothing.
-        assert_eq!(
-            build("/\"/hostmessageuser", &fields[..3]).escaped,
-            TAG_ESCAPED
+        // A value past what the scan saw is escaped, found or not.
+        let event = builder(text, &fields).build_knowing_escapes(Some(&[4, 6, 10]), 15);
+        assert_eq!(event.escaped, needed);
+        // Nothing known: everything is escaped.
+        assert_eq!(builder(text, &fields).build().escaped & needed, needed);
+        assert_ne!(
+            builder(text, &fields).build().escaped & field_bit(Field::UserId),
+            0
         );
-        assert_eq!(build("/t/hostmessageuser", &fields[..3]).escaped, 0);
-        // Text with more bytes to escape than the search keeps escapes all.
-        let crowded = format!("/t/{}", "\\".repeat(20));
-        assert_eq!(build(&crowded, &fields[..1]).escaped, u64::MAX);
+        // A quote in the tag marks the tag; none anywhere marks nothing.
+        assert_eq!(searched("/\"/hostmessageuser", &fields[..3]), TAG_ESCAPED);
+        assert_eq!(searched("/t/hostmessageuser", &fields[..3]), 0);
+        // Text with more bytes to escape than are kept, or with a control
+        // character, escapes all.
+        let crowded = format!("/t/{}", "\\".repeat(MAX_ESCAPES + 1));
+        assert_eq!(searched(&crowded, &fields[..1]), u64::MAX);
+        let mut event = builder(text, &fields).build();
+        event.text = "/t/ab\u{1}cdefghijklmn".to_string();
+        assert_eq!(event.escape_mask(), u64::MAX);
+        let many: Vec<u32> = (0..=MAX_ESCAPES as u32).collect();
+        let event = builder(text, &fields).build_knowing_escapes(Some(&many), 19);
+        assert_eq!(event.escaped, u64::MAX);
+        assert_eq!(
+            builder(text, &fields)
+                .build_knowing_escapes(None, 19)
+                .escaped,
+            u64::MAX
+        );
     }
 
     #[test]

@@ -512,6 +512,11 @@ pub struct Event {
     escaped: u64,
 }
 
+/// How many bytes that JSON must escape an event's text may hold for the
+/// encoder to still copy the values without them as they are; text with
+/// more has every value escaped.
+pub const MAX_ESCAPES: usize = 8;
+
 // The field masks have one bit per field (and `escaped` one more, the tag's).
 const _: () = assert!(Field::COUNT < 64);
 

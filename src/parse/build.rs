@@ -18,16 +18,19 @@ use crate::event::{
 
 use super::choose::{Chosen, Times};
 use super::layout::{Layout, MAX_SLOTS, Slot};
+use super::scan::Scan;
 use super::{Parser, value};
 
 use Field as F;
 
 impl Parser {
     /// Builds the event of `datagram` (without its trailing newline), read
-    /// with the `chosen` layout and split (pieces in `self.pieces`).
+    /// with the `chosen` layout and split (pieces in `self.pieces`); `scan`
+    /// is what the grammar's pass over the bytes found.
     pub(super) fn build(
         &self,
         datagram: &[u8],
+        scan: &Scan,
         chosen: &Chosen,
         sender: SocketAddr,
         received_at: Timestamp,
@@ -38,8 +41,15 @@ impl Parser {
         // invalid UTF-8 makes the text longer).
         let capacity = datagram.len() + layout.derived_bytes(widths, &self.pieces);
         let mut event = EventBuilder::new(layout.name, sender, received_at, capacity);
-        // Clean text (the norm) is copied whole, once; fields then point into it.
-        let clean = value::clean_text(datagram);
+        // Clean text (the norm) is copied whole, once; fields then point into
+        // it. Plain ASCII, which the scan saw, is clean text with nothing to check.
+        let clean = if scan.plain {
+            // SAFETY: every byte is printable ASCII or a tab (the scan checked),
+            // so the bytes are UTF-8.
+            Some(unsafe { std::str::from_utf8_unchecked(datagram) })
+        } else {
+            value::clean_text(datagram)
+        };
         if let Some(text) = clean {
             event.buffer().push_str(text);
         }
@@ -74,7 +84,12 @@ impl Parser {
         derive_user_fields(&mut event);
         layout.derive(&mut event);
         self.stamp(&mut event, times);
-        event.build()
+        if input.mirrored {
+            // The text starts with the datagram, whose escapes the scan found.
+            event.build_knowing_escapes(scan.escapes(), datagram.len())
+        } else {
+            event.build()
+        }
     }
 
     /// Fills one fixed or free slot from pieces `first..=last`.

@@ -3,7 +3,9 @@
 //! A datagram goes through three steps, each in its own file and each called
 //! once:
 //!
-//! 1. `grammar.rs`: the tag and the `;`-separated pieces (nom);
+//! 1. `grammar.rs`: the tag (nom) and the `;`-separated pieces, found by one
+//!    pass over the bytes (`scan.rs`) that also notes what the later steps
+//!    would otherwise read the text again for;
 //! 2. `choose.rs`: which of the tag's [`layout::Layout`]s the datagram proves,
 //!    and which pieces each slot takes (extra `;` belong to free text:
 //!    messages, exceptions, task and app names);
@@ -24,6 +26,7 @@ mod build;
 mod choose;
 mod grammar;
 pub mod layout;
+mod scan;
 pub mod value;
 
 use std::collections::BTreeMap;
@@ -224,7 +227,7 @@ impl Parser {
         sender: SocketAddr,
         received_at: Timestamp,
     ) -> Result<Event, ParseError> {
-        let (datagram, layouts) = grammar::read(datagram, &mut self.pieces)?;
+        let (datagram, layouts, scan) = grammar::read(datagram, &mut self.pieces)?;
         let chosen = self.choose(layouts, datagram)?;
         if chosen
             .layout
@@ -232,7 +235,7 @@ impl Parser {
         {
             return Err(ParseError::EmptyFields);
         }
-        Ok(self.build(datagram, &chosen, sender, received_at))
+        Ok(self.build(datagram, &scan, &chosen, sender, received_at))
     }
 }
 
