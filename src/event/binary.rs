@@ -50,7 +50,7 @@ use jiff::tz::Offset;
 
 use super::{
     Event, EventTime, EventType, Field, FieldKind, LayoutName, Level, Source, Span, TaskOutcome,
-    TimeSource, field_bit,
+    TimeSource, field_bit, fields_in,
 };
 use crate::parse::value::is_json_number;
 
@@ -252,10 +252,7 @@ impl Event {
         };
         let tag = text_span(tag, "the tag")?;
         let mut spans = [Span::default(); Field::COUNT];
-        let mut rest = values | raws;
-        while rest != 0 {
-            let field = Field::ALL[rest.trailing_zeros() as usize];
-            rest &= rest - 1;
+        for field in fields_in(values | raws) {
             let span = text_span(input.span(field.name())?, field.name())?;
             let number = match field.kind() {
                 FieldKind::Integer => Some(true),

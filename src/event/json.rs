@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use jiff::Timestamp;
 use jiff::tz::Offset;
 
-use super::{Event, Field, FieldKind, MAX_ESCAPES, Span, field_bit};
+use super::{Event, Field, FieldKind, MAX_ESCAPES, Span, field_bit, fields_in};
 
 /// The tag's bit in [`Event`]'s `escaped` mask (fields have the bits below).
 const TAG_ESCAPED: u64 = 1 << 63;
@@ -56,10 +56,7 @@ impl Event {
         }
         // Host and level are written above; a level that is not a known level
         // is only ever stored raw.
-        let mut rest = self.values & !(field_bit(Field::Host) | field_bit(Field::Level));
-        while rest != 0 {
-            let field = Field::ALL[rest.trailing_zeros() as usize];
-            rest &= rest - 1;
+        for field in fields_in(self.values & !(field_bit(Field::Host) | field_bit(Field::Level))) {
             let value = self.text_at(self.spans[field as usize]);
             out.extend_from_slice(field.json_key());
             match field.kind() {
@@ -87,18 +84,20 @@ impl Event {
         if self.raws != 0 {
             out.extend_from_slice(b",\"raw_fields\":{");
             let mut first = true;
-            for &field in Field::ALL {
-                if let Some(value) = self.raw(field) {
-                    if !first {
-                        out.push(b',');
-                    }
-                    first = false;
-                    // Field names are ASCII words that need no escaping.
-                    out.push(b'"');
-                    out.extend_from_slice(field.name().as_bytes());
-                    out.extend_from_slice(b"\":");
-                    self.write_text(out, field_bit(field), value);
+            for field in fields_in(self.raws) {
+                if !first {
+                    out.push(b',');
                 }
+                first = false;
+                // Field names are ASCII words that need no escaping.
+                out.push(b'"');
+                out.extend_from_slice(field.name().as_bytes());
+                out.extend_from_slice(b"\":");
+                self.write_text(
+                    out,
+                    field_bit(field),
+                    self.text_at(self.spans[field as usize]),
+                );
             }
             out.push(b'}');
             out.extend_from_slice(b",\"malformed_fields\":[");

@@ -525,6 +525,19 @@ fn field_bit(field: Field) -> u64 {
     1 << field as u32
 }
 
+/// The fields whose bits are set in `mask`, in field order; visits only the
+/// set bits (an event has a dozen or so of the 44 fields).
+fn fields_in(mask: u64) -> impl Iterator<Item = Field> {
+    let mut rest = mask & ((1 << Field::COUNT) - 1);
+    std::iter::from_fn(move || {
+        (rest != 0).then(|| {
+            let field = Field::ALL[rest.trailing_zeros() as usize];
+            rest &= rest - 1;
+            field
+        })
+    })
+}
+
 impl Event {
     /// The tag exactly as received, e.g. `/qseow-proxy/`.
     pub fn tag(&self) -> &str {
@@ -543,16 +556,8 @@ impl Event {
 
     /// The fields whose values failed their kind's check (the JSON
     /// `malformed_fields`), in field order.
-    pub fn malformed_fields(&self) -> impl Iterator<Item = Field> + '_ {
-        // Visits only the set bits: nothing at all for the usual event.
-        let mut rest = self.raws;
-        std::iter::from_fn(move || {
-            (rest != 0).then(|| {
-                let field = Field::ALL[rest.trailing_zeros() as usize];
-                rest &= rest - 1;
-                field
-            })
-        })
+    pub fn malformed_fields(&self) -> impl Iterator<Item = Field> + use<> {
+        fields_in(self.raws)
     }
 
     fn text_at(&self, span: Span) -> &str {
@@ -561,13 +566,8 @@ impl Event {
 
     /// The spans in use: the tag's and every field's that has a value.
     fn spans_in_use(&self) -> impl Iterator<Item = Span> + '_ {
-        let present = self.values | self.raws;
-        std::iter::once(self.tag).chain(
-            Field::ALL
-                .iter()
-                .filter(move |&&field| present & field_bit(field) != 0)
-                .map(|&field| self.spans[field as usize]),
-        )
+        std::iter::once(self.tag)
+            .chain(fields_in(self.values | self.raws).map(|field| self.spans[field as usize]))
     }
 
     /// Bytes of text the event's values use (a value shared by two fields
@@ -591,12 +591,9 @@ impl Event {
             }
         };
         let tag = moved(self.tag, &mut text);
-        let present = self.values | self.raws;
         let mut spans = [Span::default(); Field::COUNT];
-        for &field in Field::ALL {
-            if present & field_bit(field) != 0 {
-                spans[field as usize] = moved(self.spans[field as usize], &mut text);
-            }
+        for field in fields_in(self.values | self.raws) {
+            spans[field as usize] = moved(self.spans[field as usize], &mut text);
         }
         self.tag = tag;
         self.spans = spans;
