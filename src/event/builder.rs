@@ -159,17 +159,30 @@ impl EventBuilder {
         self.build_knowing_escapes(Some(&[]), 0)
     }
 
-    /// [`EventBuilder::build`] when where the first `known` bytes of the text
-    /// hold a quote, backslash or tab is known: at `found`, or, with `None`,
-    /// at more places than [`MAX_ESCAPES`](super::MAX_ESCAPES). Values in
-    /// those bytes that hold none of them are copied into JSON as they are;
-    /// all others are escaped.
-    pub fn build_knowing_escapes(mut self, found: Option<&[u32]>, known: usize) -> Event {
+    /// [`EventBuilder::build`] for a parser that knows where the first
+    /// `known` bytes of the text hold a quote, backslash or tab: at `found`,
+    /// or, with `None`, at more places than [`MAX_ESCAPES`](super::MAX_ESCAPES).
+    /// Values in those bytes that hold none of them are copied into JSON as
+    /// they are; all others are escaped. Wrong positions would make invalid
+    /// JSON, so this is for the crate's parser only (and checked in debug
+    /// builds).
+    pub(crate) fn build_knowing_escapes(mut self, found: Option<&[u32]>, known: usize) -> Event {
         // The parser appends only clean text (no control characters but tab).
         debug_assert!(
             !self.event.text.chars().any(|c| c.is_control() && c != '\t'),
             "control characters in an event's text: {:?}",
             self.event.text
+        );
+        debug_assert!(
+            found.is_none_or(|found| {
+                let bytes = &self.event.text.as_bytes()[..known];
+                let actual = bytes
+                    .iter()
+                    .enumerate()
+                    .filter(|&(_, &b)| matches!(b, b'"' | b'\\' | b'\t'));
+                actual.map(|(at, _)| at as u32).eq(found.iter().copied())
+            }),
+            "the escapes found are not those of the text"
         );
         // Before compacting: `found` are places in the text as it is.
         self.event.escaped = match found {

@@ -507,8 +507,9 @@ pub struct Event {
     /// in neither, it is absent.
     raws: u64,
     /// Bit `f` set: field `f`'s value may need escaping in a JSON string (bit
-    /// 63: the tag's); the encoder copies every other value as it is. Set by
-    /// [`Event::escape_mask`] wherever an event is made.
+    /// 63: the tag's); the encoder copies every other value as it is. Set
+    /// wherever an event is made: by the builder from what the parser's scan
+    /// found, by [`Event::escape_mask`] for an event read back.
     escaped: u64,
 }
 

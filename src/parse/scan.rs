@@ -201,6 +201,11 @@ mod tests {
         assert_eq!(found, [&b"/t/"[..], b"a\"b", b"", b"c\td\\"]);
         assert_eq!(scan.escapes(), Some(&[5, 10, 12][..]));
         assert!(scan.plain);
+        // The same in whole blocks.
+        let (found, scan) = pieces(b"/qseow-proxy/;a\"bcdefghijklmnop;;c\td\\0123456789abcdef");
+        assert_eq!(found.len(), 4);
+        assert_eq!(scan.escapes(), Some(&[15, 34, 36][..]));
+        assert!(scan.plain);
         assert_eq!(pieces(b"").0, [&b""[..]]);
     }
 

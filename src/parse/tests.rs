@@ -551,6 +551,31 @@ mod properties {
             prop_assert_eq!(event.malformed_fields().count(), 0, "{}", &built.datagram);
         }
 
+        /// Values the encoder copies as they are (no byte to escape, as the
+        /// parser's scan found) are written exactly as escaping every value
+        /// writes them, whatever quotes, backslashes, tabs and non-ASCII text
+        /// the fields hold and wherever they fall in the datagram: in
+        /// datagrams of every layout, and in arbitrary fields behind a tag.
+        #[test]
+        fn values_copied_as_they_are_are_written_as_escaping_writes_them(
+            which in 0..ALL_LAYOUTS.len(),
+            free in proptest::collection::vec("[a-z ;é]{0,8}[\"\\\\\t]?[a-z é]{0,8}", 3),
+            semicolons_in in 0..2usize,
+            seed in any::<u64>(),
+            tag in proptest::sample::select(layout::TAGS.iter().map(|(t, _)| *t).collect::<Vec<_>>()),
+            fields in proptest::collection::vec("[ -~\t\"\\\\é]{0,20}", 0..40),
+        ) {
+            let (layout_tag, layout) = ALL_LAYOUTS[which];
+            let built = build(layout_tag, layout, &free, semicolons_in, seed);
+            let event = parse(built.datagram.as_bytes())
+                .map_err(|err| TestCaseError::fail(format!("{err}: {}", built.datagram)))?;
+            prop_assert_eq!(event.to_json(), event.to_json_escaping_every_value(), "{}", &built.datagram);
+            let datagram = format!("{tag};{}", fields.join(";"));
+            if let Ok(event) = parse(datagram.as_bytes()) {
+                prop_assert_eq!(event.to_json(), event.to_json_escaping_every_value(), "{}", &datagram);
+            }
+        }
+
         #[test]
         fn every_event_is_valid_json(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
             let mut datagram = b"/qseow-proxy-session/;h;Start session;LAB;u;o;/app/".to_vec();
