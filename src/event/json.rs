@@ -155,12 +155,9 @@ impl Event {
             span.end > known || found.iter().any(|&at| at.wrapping_sub(span.start) < len)
         };
         let mut mask = if escaped(self.tag) { TAG_ESCAPED } else { 0 };
-        let mut rest = self.values | self.raws;
-        while rest != 0 {
-            let field = rest.trailing_zeros();
-            rest &= rest - 1;
+        for field in fields_in(self.values | self.raws) {
             if escaped(self.spans[field as usize]) {
-                mask |= 1 << field;
+                mask |= field_bit(field);
             }
         }
         mask
