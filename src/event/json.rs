@@ -41,7 +41,7 @@ impl Event {
         write_socket_addr(out, self.sender);
         out.push(b'"');
         if let Some(host) = self.host() {
-            out.extend_from_slice(Field::Host.json_key());
+            Field::Host.write_json_key(out);
             self.write_text(out, field_bit(Field::Host), host);
         }
         if let Some(level) = self.level {
@@ -58,7 +58,7 @@ impl Event {
         // is only ever stored raw.
         for field in fields_in(self.values & !(field_bit(Field::Host) | field_bit(Field::Level))) {
             let value = self.text_at(self.spans[field as usize]);
-            out.extend_from_slice(field.json_key());
+            field.write_json_key(out);
             match field.kind() {
                 // The parser only stores numbers that are valid JSON.
                 FieldKind::Integer | FieldKind::Decimal => {
@@ -623,10 +623,9 @@ mod tests {
             assert_eq!(out, format!("\"{word}\"").as_bytes());
         }
         for &field in Field::ALL {
-            assert_eq!(
-                field.json_key(),
-                format!(",\"{}\":", field.name()).as_bytes()
-            );
+            let mut out = b"{}".to_vec();
+            field.write_json_key(&mut out);
+            assert_eq!(out, format!("{{}},\"{}\":", field.name()).as_bytes());
         }
     }
 

@@ -338,6 +338,25 @@ impl TimeSource {
     }
 }
 
+/// Room for the longest `,"key":` of a field (a longer one fails to compile).
+const KEY_ROOM: usize = 32;
+
+/// `key` padded with spaces to [`KEY_ROOM`] bytes.
+const fn padded_key(key: &str) -> [u8; KEY_ROOM] {
+    let bytes = key.as_bytes();
+    assert!(
+        bytes.len() <= KEY_ROOM,
+        "a field's JSON key is longer than KEY_ROOM"
+    );
+    let mut padded = [b' '; KEY_ROOM];
+    let mut i = 0;
+    while i < bytes.len() {
+        padded[i] = bytes[i];
+        i += 1;
+    }
+    padded
+}
+
 /// Declares [`Field`] with its JSON name and value kind in one table.
 macro_rules! fields {
     ($($variant:ident => $name:literal, $kind:ident;)*) => {
@@ -358,9 +377,17 @@ macro_rules! fields {
                 match self { $(Field::$variant => $name,)* }
             }
 
-            /// `,"key":`, ready to write (keys never need escaping).
-            fn json_key(self) -> &'static [u8] {
-                match self { $(Field::$variant => concat!(",\"", $name, "\":").as_bytes(),)* }
+            /// Appends `,"key":` to `out` (keys never need escaping): a copy
+            /// of fixed size, the key padded to [`KEY_ROOM`] bytes, cut back
+            /// to the key's length, which needs no call to a copy of variable
+            /// length.
+            fn write_json_key(self, out: &mut Vec<u8>) {
+                const KEYS: [([u8; KEY_ROOM], usize); Field::COUNT] = [$(
+                    (padded_key(concat!(",\"", $name, "\":")), concat!(",\"", $name, "\":").len()),
+                )*];
+                let (key, len) = &KEYS[self as usize];
+                out.extend_from_slice(key);
+                out.truncate(out.len() - (KEY_ROOM - len));
             }
 
             /// How the parser validates the field's value.
