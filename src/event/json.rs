@@ -5,6 +5,7 @@
 //! Everything here writes by hand into a byte buffer, without serde, because it
 //! runs for every event. This file does not read JSON back.
 
+use std::cell::Cell;
 use std::net::SocketAddr;
 
 use jiff::Timestamp;
@@ -338,34 +339,77 @@ pub fn write_rfc3339(out: &mut Vec<u8>, instant: Timestamp, offset: Offset, zulu
         seconds -= 1;
         nanos += 1_000_000_000;
     }
+    // Built in a buffer of fixed size and appended whole, then cut back to
+    // the bytes used: copies of fixed size need no call to a copy routine.
+    let mut buf = [0u8; 32];
+    buf[..24].copy_from_slice(&civil_second_cached(seconds, usize::from(zulu)));
+    let millis = nanos as u32 / 1_000_000;
+    buf[19] = b'.';
+    buf[20] = b'0' + (millis / 100) as u8;
+    buf[21] = b'0' + (millis / 10 % 10) as u8;
+    buf[22] = b'0' + (millis % 10) as u8;
+    let used = if zulu && offset == Offset::UTC {
+        buf[23] = b'Z';
+        24
+    } else {
+        let seconds = offset.seconds();
+        let minutes = seconds.unsigned_abs() / 60;
+        buf[23] = if seconds < 0 { b'-' } else { b'+' };
+        put_digits(&mut buf[24..26], minutes / 60);
+        buf[26] = b':';
+        put_digits(&mut buf[27..29], minutes % 60);
+        29
+    };
+    out.extend_from_slice(&buf);
+    out.truncate(out.len() - (buf.len() - used));
+}
+
+thread_local! {
+    /// The second each of [`civil_second_cached`]'s two callers (an event's
+    /// own time, and the `Z` times such as `received_at`) formatted last on
+    /// this thread, and its text. Events come in time order and a batch
+    /// shares one receive time, so most calls find their second here.
+    static LAST_SECOND: [Cell<(i64, [u8; 24])>; 2] = const {
+        [Cell::new((i64::MIN, [0; 24])), Cell::new((i64::MIN, [0; 24]))]
+    };
+}
+
+/// [`civil_second`], from this thread's [`LAST_SECOND`] slot `slot` when it
+/// holds that second. (No instant jiff can hold is `i64::MIN` seconds, the
+/// empty slot's mark.)
+fn civil_second_cached(seconds: i64, slot: usize) -> [u8; 24] {
+    LAST_SECOND.with(|last| {
+        let last = &last[slot];
+        let (cached, text) = last.get();
+        if cached == seconds {
+            return text;
+        }
+        let text = civil_second(seconds);
+        last.set((seconds, text));
+        text
+    })
+}
+
+/// `YYYY-MM-DDThh:mm:ss` (the first 19 of its bytes) of `seconds` counted
+/// from 1970-01-01 in civil time. Kept out of line, so that the compiler
+/// copies the remembered text in whole words.
+#[inline(never)]
+fn civil_second(seconds: i64) -> [u8; 24] {
     let (year, month, day) = civil_from_days(seconds.div_euclid(86_400));
     let second_of_day = seconds.rem_euclid(86_400) as u32;
-    let mut buf = [0u8; 29];
-    put_digits(&mut buf[0..4], year.clamp(0, 9999) as u32);
-    buf[4] = b'-';
-    put_digits(&mut buf[5..7], month);
-    buf[7] = b'-';
-    put_digits(&mut buf[8..10], day);
-    buf[10] = b'T';
-    put_digits(&mut buf[11..13], second_of_day / 3600);
-    buf[13] = b':';
-    put_digits(&mut buf[14..16], second_of_day / 60 % 60);
-    buf[16] = b':';
-    put_digits(&mut buf[17..19], second_of_day % 60);
-    buf[19] = b'.';
-    put_digits(&mut buf[20..23], nanos as u32 / 1_000_000);
-    if zulu && offset == Offset::UTC {
-        out.extend_from_slice(&buf[..23]);
-        out.push(b'Z');
-        return;
-    }
-    let seconds = offset.seconds();
-    buf[23] = if seconds < 0 { b'-' } else { b'+' };
-    let minutes = seconds.unsigned_abs() / 60;
-    put_digits(&mut buf[24..26], minutes / 60);
-    buf[26] = b':';
-    put_digits(&mut buf[27..29], minutes % 60);
-    out.extend_from_slice(&buf);
+    let mut text = [0u8; 24];
+    put_digits(&mut text[0..4], year.clamp(0, 9999) as u32);
+    text[4] = b'-';
+    put_digits(&mut text[5..7], month);
+    text[7] = b'-';
+    put_digits(&mut text[8..10], day);
+    text[10] = b'T';
+    put_digits(&mut text[11..13], second_of_day / 3600);
+    text[13] = b':';
+    put_digits(&mut text[14..16], second_of_day / 60 % 60);
+    text[16] = b':';
+    put_digits(&mut text[17..19], second_of_day % 60);
+    text
 }
 
 fn put_digits(out: &mut [u8], mut value: u32) {
@@ -462,6 +506,32 @@ mod tests {
                 assert_eq!(
                     rfc3339(instant, offset, false),
                     rfc3339_via_jiff(instant, offset, false)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn rfc3339_of_instants_in_the_same_second_as_the_one_before() {
+        // Runs of instants within one second, and back again, in two offsets
+        // and as `Z`: the remembered second must never show through.
+        let start: Timestamp = "2024-05-19T17:03:12.114Z".parse().unwrap();
+        let east = Offset::from_seconds(3600).unwrap();
+        let west = Offset::from_seconds(-5 * 3600 - 30 * 60).unwrap();
+        for millis in [0, 1, 999, 500, 1000, 1001, -1, 86_400_000, 0, 999, -86_400_001] {
+            let instant = start + jiff::SignedDuration::from_millis(millis);
+            for (offset, zulu) in [
+                (east, false),
+                (Offset::UTC, true),
+                (east, false),
+                (west, false),
+                (Offset::UTC, false),
+                (Offset::UTC, true),
+            ] {
+                assert_eq!(
+                    rfc3339(instant, offset, zulu),
+                    rfc3339_via_jiff(instant, offset, zulu),
+                    "{instant:?} {offset:?} {zulu}"
                 );
             }
         }
