@@ -495,11 +495,17 @@ impl HostCounters {
 }
 
 /// A worker's `herald_events_total` and `herald_task_events_total` handles,
-/// cached per host so counting an event is a map lookup and an atomic add.
+/// cached per host so counting an event is a map lookup and an atomic add;
+/// the host of the event before is tried first, without the map (events
+/// come in runs from one host).
 #[derive(Debug)]
 pub struct EventCounters {
     hosts: Arc<HostLabels>,
-    by_host: HashMap<String, HostCounters>,
+    /// Where each admitted host's counters are in `counters`.
+    by_host: HashMap<String, usize>,
+    counters: Vec<HostCounters>,
+    /// The index in `counters` of the host counted last (none at first).
+    last: usize,
     other: HostCounters,
     unknown: HostCounters,
 }
@@ -510,6 +516,8 @@ impl EventCounters {
         EventCounters {
             hosts,
             by_host: HashMap::new(),
+            counters: Vec::new(),
+            last: usize::MAX,
             other: HostCounters::new("other".into()),
             unknown: HostCounters::new("unknown".into()),
         }
@@ -522,16 +530,23 @@ impl EventCounters {
             return;
         };
         let label = host_label(host);
-        if let Some(counters) = self.by_host.get_mut(label) {
+        if let Some(counters) = self.counters.get_mut(self.last)
+            && counters.label == label
+        {
             counters.count(event);
+            return;
+        }
+        if let Some(&index) = self.by_host.get(label) {
+            self.last = index;
+            self.counters[index].count(event);
             return;
         }
         // Only admitted labels get an entry: at most `metrics.max_hosts`.
         if self.hosts.admit(label) {
-            self.by_host
-                .entry(label.to_string())
-                .or_insert_with(|| HostCounters::new(label.to_string()))
-                .count(event);
+            self.last = self.counters.len();
+            self.by_host.insert(label.to_string(), self.last);
+            self.counters.push(HostCounters::new(label.to_string()));
+            self.counters[self.last].count(event);
         } else {
             self.other.count(event);
         }
@@ -548,6 +563,51 @@ const _: () = {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn events_are_counted_per_host_when_hosts_alternate_and_beyond_the_cap() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let fixture = String::from_utf8(
+            std::fs::read(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/fixtures/datagrams/engine_error.txt"
+            ))
+            .unwrap(),
+        )
+        .unwrap();
+        let mut parser = crate::parse::Parser::new(&crate::parse::ParseConfig::default()).unwrap();
+        metrics::with_local_recorder(&recorder, || {
+            let mut counters = EventCounters::new(Arc::new(HostLabels::new(2)));
+            // Runs, switches back and forth, and a third host over the cap.
+            for host in ["a", "a", "b", "a", "b", "b", "c", "a", "c", "b"] {
+                let datagram = fixture.replace(";pro2-win1;", &format!(";{host};"));
+                let event = parser
+                    .parse(
+                        datagram.as_bytes(),
+                        "127.0.0.1:1".parse().unwrap(),
+                        jiff::Timestamp::UNIX_EPOCH,
+                    )
+                    .unwrap();
+                counters.count(&event);
+            }
+        });
+        let text = handle.render();
+        let count = |host: &str| -> f64 {
+            text.lines()
+                .filter(|line| {
+                    line.starts_with("herald_events_total{")
+                        && line.contains(&format!("host=\"{host}\""))
+                })
+                .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum()
+        };
+        assert_eq!(
+            [count("a"), count("b"), count("other"), count("c")],
+            [4.0, 4.0, 2.0, 0.0],
+            "{text}"
+        );
+    }
 
     #[test]
     fn host_labels_admit_the_first_hosts_then_say_other() {
@@ -584,6 +644,7 @@ mod tests {
             counters.count(&event);
         }
         assert_eq!(counters.by_host.len(), 1);
+        assert_eq!(counters.counters.len(), 1);
         assert_eq!(
             counters.by_host.keys().next().map(String::len),
             Some(MAX_HOST_LABEL)
