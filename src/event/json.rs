@@ -518,7 +518,19 @@ mod tests {
         let start: Timestamp = "2024-05-19T17:03:12.114Z".parse().unwrap();
         let east = Offset::from_seconds(3600).unwrap();
         let west = Offset::from_seconds(-5 * 3600 - 30 * 60).unwrap();
-        for millis in [0, 1, 999, 500, 1000, 1001, -1, 86_400_000, 0, 999, -86_400_001] {
+        for millis in [
+            0,
+            1,
+            999,
+            500,
+            1000,
+            1001,
+            -1,
+            86_400_000,
+            0,
+            999,
+            -86_400_001,
+        ] {
             let instant = start + jiff::SignedDuration::from_millis(millis);
             for (offset, zulu) in [
                 (east, false),

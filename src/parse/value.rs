@@ -7,6 +7,8 @@
 //! buffer. Numbers are read with nom (in check mode, where only the answer
 //! counts); a GUID and a timestamp are hand-written, each saying why.
 
+use std::cell::Cell;
+
 use jiff::Timestamp;
 use jiff::civil::{Date, DateTime, Time};
 use jiff::tz::Offset;
@@ -141,20 +143,75 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
 /// nom combinators (`preceded(one_of(".,"), digit1)`, `alt` of `Z` and a sign
 /// with two-digit groups, under `all_consuming`), a timestamp took 603
 /// instructions on average over the benchmark's datagram mix (callgrind), this
-/// 401.
+/// 401. The date and time of day are read once per second and form on each
+/// thread: a timestamp whose first 19 (or 15) bytes are those read last
+/// reads only its fraction and offset.
 pub fn timestamp(bytes: &[u8]) -> Option<SenseTimestamp> {
-    let (rest, [year, month, day, hour, minute, second]) = date_time(bytes).ok()?;
+    let compact = bytes.get(4).is_some_and(u8::is_ascii_digit);
+    let (head, rest) = bytes.split_at_checked(if compact { 15 } else { 19 })?;
+    let (date, [hour, minute, second]) = date_and_second(head, usize::from(compact))?;
     let (nanos, rest) = fraction(rest)?;
     let offset = match offset(rest)? {
         Some(seconds) => Some(Offset::from_seconds(seconds).ok()?),
         None => None,
     };
-    let date = Date::new(year as i16, month as i8, day as i8).ok()?;
-    let time = Time::new(hour as i8, minute as i8, second as i8, nanos).ok()?;
+    let time = Time::new(hour, minute, second, nanos).ok()?;
     Some(SenseTimestamp {
         datetime: date.to_datetime(time),
         offset,
     })
+}
+
+/// A valid date and time of day to the second, and the text it was read
+/// from as [`head_key`] gives it.
+type DateAndSecond = ([u64; 3], Date, [i8; 3]);
+
+thread_local! {
+    /// The last valid date and second [`date_and_second`] read on this thread
+    /// in each form (separated, compact). Sense writes both forms in most
+    /// events, and events come in time order, so most reads find theirs here.
+    static LAST_DATE_AND_SECOND: [Cell<Option<DateAndSecond>>; 2] =
+        const { [Cell::new(None), Cell::new(None)] };
+}
+
+/// The date and the hour, minute and second `head` (the first 19 or 15 bytes
+/// of a timestamp, `slot` 0 or 1) names, if it is a valid one; from this
+/// thread's [`LAST_DATE_AND_SECOND`] when `head` is the text read last.
+fn date_and_second(head: &[u8], slot: usize) -> Option<(Date, [i8; 3])> {
+    let key = head_key(head);
+    LAST_DATE_AND_SECOND.with(|last| {
+        let last = &last[slot];
+        if let Some((cached, date, time)) = last.get()
+            && cached == key
+        {
+            return Some((date, time));
+        }
+        let (_, [year, month, day, hour, minute, second]) = date_time(head).ok()?;
+        let date = Date::new(year as i16, month as i8, day as i8).ok()?;
+        let time = [hour as i8, minute as i8, second as i8];
+        Time::new(time[0], time[1], time[2], 0).ok()?;
+        last.set(Some((key, date, time)));
+        Some((date, time))
+    })
+}
+
+/// Every byte of `head` (15 or 19 bytes) as three overlapping words: from
+/// its start, its middle and its end. Heads of one length are equal exactly
+/// when their keys are.
+fn head_key(head: &[u8]) -> [u64; 3] {
+    let word = |at: usize| {
+        let mut bytes = [0; 8];
+        if let Some(slice) = head.get(at..at + 8) {
+            bytes.copy_from_slice(slice);
+        }
+        u64::from_le_bytes(bytes)
+    };
+    let len = head.len();
+    [
+        word(0),
+        word((len / 2).saturating_sub(4)),
+        word(len.saturating_sub(8)),
+    ]
 }
 
 /// A fraction of a second, `[.,]` and 1 to 9 digits, if `bytes` starts with
@@ -433,6 +490,59 @@ mod tests {
         }
         let ts = timestamp(b"20211109T153726.5").unwrap();
         assert_eq!(ts.datetime.subsec_nanosecond(), 500_000_000);
+    }
+
+    #[test]
+    fn head_keys_differ_when_any_byte_differs() {
+        for head in [&b"2021-11-09 15:37:26"[..], &b"20211109T153726"[..]] {
+            for at in 0..head.len() {
+                let mut other = head.to_vec();
+                other[at] ^= 1;
+                assert_ne!(head_key(head), head_key(&other), "byte {at} of {head:?}");
+            }
+            assert_eq!(head_key(head), head_key(&head.to_vec()));
+        }
+    }
+
+    #[test]
+    fn timestamps_read_in_a_row_agree_with_each_read_alone() {
+        // Repeats, the same second with other fractions and offsets, the
+        // other form, other separators, and invalid ones in between: what
+        // this thread remembers of the timestamp before must never show.
+        let texts = [
+            "2021-11-09 15:37:26,099",
+            "2021-11-09 15:37:26,100",
+            "20211109T153726.028+0200",
+            "2021-11-09 15:37:26",
+            "2021-11-09T15:37:26.5Z",
+            "20211109T153726.029+0100",
+            "20211109 153726.029",
+            "2021-11-09 15:37:26+2600",
+            "2021-11-09 15:37:26.",
+            "2021-11-09 15:37:27,000",
+            "2021-11-09 15:37:26,099",
+            "2021-02-30 09:24:59,099",
+            "2021-02-28 09:24:59,099",
+            "20211109T153760.028+0200",
+            "20211109T153726.028+0200",
+            "2021-11-09 15:37:26,099x",
+            "2021-11-09 15:37:26,099",
+        ];
+        let forget = || LAST_DATE_AND_SECOND.with(|last| last.iter().for_each(|c| c.set(None)));
+        let alone: Vec<_> = texts
+            .iter()
+            .map(|text| {
+                forget();
+                timestamp(text.as_bytes())
+            })
+            .collect();
+        forget();
+        for _ in 0..2 {
+            for (text, expected) in texts.iter().zip(&alone) {
+                assert_eq!(timestamp(text.as_bytes()), *expected, "{text}");
+            }
+        }
+        assert!(alone.iter().filter(|t| t.is_some()).count() > 10);
     }
 
     #[test]
