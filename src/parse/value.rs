@@ -500,7 +500,8 @@ mod tests {
                 other[at] ^= 1;
                 assert_ne!(head_key(head), head_key(&other), "byte {at} of {head:?}");
             }
-            assert_eq!(head_key(head), head_key(&head.to_vec()));
+            let copy = head.to_vec();
+            assert_eq!(head_key(head), head_key(&copy));
         }
     }
 
