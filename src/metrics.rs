@@ -564,32 +564,29 @@ const _: () = {
 mod tests {
     use super::*;
 
+    /// The engine error fixture's event, sent by `host`.
+    fn event_from(parser: &mut crate::parse::Parser, host: &str) -> Event {
+        let fixture = include_str!("../fixtures/datagrams/engine_error.txt").trim_end();
+        let datagram = fixture.replace(";pro2-win1;", &format!(";{host};"));
+        parser
+            .parse(
+                datagram.as_bytes(),
+                "127.0.0.1:1".parse().unwrap(),
+                jiff::Timestamp::UNIX_EPOCH,
+            )
+            .unwrap()
+    }
+
     #[test]
     fn events_are_counted_per_host_when_hosts_alternate_and_beyond_the_cap() {
         let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
         let handle = recorder.handle();
-        let fixture = String::from_utf8(
-            std::fs::read(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/fixtures/datagrams/engine_error.txt"
-            ))
-            .unwrap(),
-        )
-        .unwrap();
         let mut parser = crate::parse::Parser::new(&crate::parse::ParseConfig::default()).unwrap();
         metrics::with_local_recorder(&recorder, || {
             let mut counters = EventCounters::new(Arc::new(HostLabels::new(2)));
             // Runs, switches back and forth, and a third host over the cap.
             for host in ["a", "a", "b", "a", "b", "b", "c", "a", "c", "b"] {
-                let datagram = fixture.replace(";pro2-win1;", &format!(";{host};"));
-                let event = parser
-                    .parse(
-                        datagram.as_bytes(),
-                        "127.0.0.1:1".parse().unwrap(),
-                        jiff::Timestamp::UNIX_EPOCH,
-                    )
-                    .unwrap();
-                counters.count(&event);
+                counters.count(&event_from(&mut parser, host));
             }
         });
         let text = handle.render();
@@ -630,18 +627,9 @@ mod tests {
     fn names_differing_beyond_the_cut_share_one_entry() {
         let mut counters = EventCounters::new(Arc::new(HostLabels::new(50)));
         let mut parser = crate::parse::Parser::new(&crate::parse::ParseConfig::default()).unwrap();
-        let fixture = include_str!("../fixtures/datagrams/engine_error.txt").trim_end();
         let prefix = "h".repeat(MAX_HOST_LABEL);
         for i in 0..500 {
-            let datagram = fixture.replace(";pro2-win1;", &format!(";{prefix}{i};"));
-            let event = parser
-                .parse(
-                    datagram.as_bytes(),
-                    "127.0.0.1:1".parse().unwrap(),
-                    jiff::Timestamp::UNIX_EPOCH,
-                )
-                .unwrap();
-            counters.count(&event);
+            counters.count(&event_from(&mut parser, &format!("{prefix}{i}")));
         }
         assert_eq!(counters.by_host.len(), 1);
         assert_eq!(counters.counters.len(), 1);
