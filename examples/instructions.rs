@@ -1,5 +1,5 @@
-//! The work herald does for each datagram as shipped (parse, categorise, route,
-//! encode as JSON for the service config's file sink) over every fixture
+//! The work herald does for each datagram as shipped (parse into the shared
+//! event the pipeline hands its sinks, categorise, route, encode as JSON for the service config's file sink) over every fixture
 //! datagram, `ROUNDS` times, for counting instructions under callgrind:
 //! `instructions FIXTURES_DIR CONFIG ROUNDS` prints the number of datagrams in
 //! the mix, how many of them became events a sink took, and the bytes of
@@ -67,10 +67,10 @@ fn workload(
     let (mut events, mut written) = (0, 0);
     for _ in 0..rounds {
         for datagram in mix {
-            let Ok(mut event) = parser.parse(black_box(datagram), sender, now) else {
+            let Ok(mut event) = parser.parse_shared(black_box(datagram), sender, now) else {
                 continue;
             };
-            if enricher.apply(&mut event) == Verdict::Drop {
+            if enricher.apply(std::sync::Arc::make_mut(&mut event)) == Verdict::Drop {
                 continue;
             }
             let mut taken = false;

@@ -1,5 +1,6 @@
 //! [`EventBuilder`]: how the parser fills an [`Event`] field by field, appending
-//! values to the event's text buffer and pointing the field spans into it.
+//! values to the event's text buffer and pointing the field spans into it, in
+//! place (an [`Event::blank`] is where it starts).
 //!
 //! It checks nothing itself: which values are valid is the parser's call, made
 //! with `commit`'s `valid` flag.
@@ -11,46 +12,53 @@ use jiff::tz::Offset;
 
 use super::{Event, EventTime, Field, LayoutName, Level, Span, TaskOutcome, TimeSource, field_bit};
 
-/// Builds an [`Event`] field by field; used by the parser.
-#[derive(Debug)]
-pub struct EventBuilder {
-    event: Event,
-}
-
-impl EventBuilder {
-    /// Starts an event; `capacity` is a hint for the text buffer (the datagram's length).
-    pub fn new(
+impl Event {
+    /// The event an [`EventBuilder`] starts from: no fields, its time the
+    /// receive time; `capacity` is a hint for the text buffer (the
+    /// datagram's length).
+    pub fn blank(
         layout: LayoutName,
         sender: SocketAddr,
         received_at: Timestamp,
         capacity: usize,
-    ) -> EventBuilder {
-        EventBuilder {
-            event: Event {
-                event_type: layout.event_type(),
-                source: layout.source(),
-                layout,
-                level: None,
-                outcome: None,
-                time: EventTime {
-                    instant: received_at,
-                    offset: Offset::UTC,
-                },
-                time_source: TimeSource::Received,
-                received_at,
-                sender,
-                truncated: false,
-                categories: Vec::new(),
-                tags: None,
-                sequence: 0,
-                tag: Span::default(),
-                text: String::with_capacity(capacity),
-                spans: [Span::default(); Field::COUNT],
-                values: 0,
-                raws: 0,
-                escaped: u64::MAX,
+    ) -> Event {
+        Event {
+            event_type: layout.event_type(),
+            source: layout.source(),
+            layout,
+            level: None,
+            outcome: None,
+            time: EventTime {
+                instant: received_at,
+                offset: Offset::UTC,
             },
+            time_source: TimeSource::Received,
+            received_at,
+            sender,
+            truncated: false,
+            categories: Vec::new(),
+            tags: None,
+            sequence: 0,
+            tag: Span::default(),
+            text: String::with_capacity(capacity),
+            spans: [Span::default(); Field::COUNT],
+            values: 0,
+            raws: 0,
+            escaped: u64::MAX,
         }
+    }
+}
+
+/// Fills an [`Event`] field by field, in place; used by the parser.
+#[derive(Debug)]
+pub struct EventBuilder<'a> {
+    event: &'a mut Event,
+}
+
+impl<'a> EventBuilder<'a> {
+    /// Starts filling `event`, a [`Event::blank`].
+    pub fn new(event: &'a mut Event) -> EventBuilder<'a> {
+        EventBuilder { event }
     }
 
     /// The text buffer, for appending a value before [`EventBuilder::commit`].
@@ -80,7 +88,7 @@ impl EventBuilder {
 
     /// Points `field` at `start..end` of the buffer, as a valid value or a raw one.
     fn set_span(&mut self, field: Field, start: usize, end: usize, valid: bool) {
-        let event = &mut self.event;
+        let event = &mut *self.event;
         event.spans[field as usize] = Span {
             start: start as u32,
             end: end as u32,
@@ -155,8 +163,8 @@ impl EventBuilder {
     /// buffer sized for the whole datagram), the values are copied into a
     /// buffer of their own size, so a queued event holds only what the sinks
     /// need.
-    pub fn build(self) -> Event {
-        self.build_knowing_escapes(Some(&[]), 0)
+    pub fn build(self) {
+        self.build_knowing_escapes(Some(&[]), 0);
     }
 
     /// [`EventBuilder::build`] for a parser that knows where the first
@@ -166,7 +174,7 @@ impl EventBuilder {
     /// they are; all others are escaped. Wrong positions would make invalid
     /// JSON, so this is for the crate's parser only (and checked in debug
     /// builds).
-    pub(crate) fn build_knowing_escapes(mut self, found: Option<&[u32]>, known: usize) -> Event {
+    pub(crate) fn build_knowing_escapes(self, found: Option<&[u32]>, known: usize) {
         // The parser appends only clean text (no control characters but tab),
         // and `found` must be exactly where the quotes, backslashes and tabs
         // are. Checked in debug builds for text of up to 4 KiB (every test
@@ -202,7 +210,6 @@ impl EventBuilder {
         if self.event.text.capacity() > used.saturating_mul(2) + COMPACT_SLACK {
             self.event.compact(used);
         }
-        self.event
     }
 }
 

@@ -615,19 +615,35 @@ mod tests {
         );
     }
 
+    /// A test event filled by an [`EventBuilder`] that is still to finish it.
+    struct Unfinished(Event);
+
+    impl Unfinished {
+        fn build(mut self) -> Event {
+            crate::event::EventBuilder::new(&mut self.0).build();
+            self.0
+        }
+
+        fn build_knowing_escapes(mut self, found: Option<&[u32]>, known: usize) -> Event {
+            crate::event::EventBuilder::new(&mut self.0).build_knowing_escapes(found, known);
+            self.0
+        }
+    }
+
     #[test]
     fn the_escape_mask_names_exactly_the_values_that_need_escaping() {
         use crate::event::EventBuilder;
+        // An event with `text` and `fields`, not finished yet.
         let builder = |text: &str, fields: &[(Field, usize, usize)]| {
             let sender = "10.0.0.5:61000".parse().unwrap();
-            let mut builder =
-                EventBuilder::new(LayoutName::Proxy, sender, Timestamp::UNIX_EPOCH, 64);
+            let mut event = Event::blank(LayoutName::Proxy, sender, Timestamp::UNIX_EPOCH, 64);
+            let mut builder = EventBuilder::new(&mut event);
             builder.buffer().push_str(text);
             builder.commit_tag(0, 3);
             for &(field, start, end) in fields {
                 builder.commit_range(field, start, end, field != Field::Level);
             }
-            builder
+            Unfinished(event)
         };
         let searched = |text: &str, fields: &[(Field, usize, usize)]| {
             builder(text, fields).build().escape_mask()

@@ -3,11 +3,14 @@
 //! checked against the field's kind (a value of the wrong shape is kept as raw
 //! text, see `docs/EVENTS.md`), then the derived fields and the event's time.
 //!
-//! It allocates the event's one text buffer and nothing else: clean text (the
-//! norm) is copied into it whole, once, and every field points into that copy;
-//! only text that needs cleaning is cleaned field by field.
+//! It allocates the event, in the `Arc` the pipeline shares with its sinks, so
+//! that it is built where it stays, and its one text buffer; nothing else.
+//! Clean text (the norm) is copied into that buffer whole, once, and every
+//! field points into the copy; only text that needs cleaning is cleaned field
+//! by field.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
@@ -26,7 +29,8 @@ use Field as F;
 impl Parser {
     /// Builds the event of `datagram` (without its trailing newline), read
     /// with the `chosen` layout and split (pieces in `self.pieces`); `scan`
-    /// is what the grammar's pass over the bytes found.
+    /// is what the grammar's pass over the bytes found. The event is built
+    /// in place in the `Arc` the pipeline shares, not moved afterwards.
     pub(super) fn build(
         &self,
         datagram: &[u8],
@@ -34,13 +38,15 @@ impl Parser {
         chosen: &Chosen,
         sender: SocketAddr,
         received_at: Timestamp,
-    ) -> Event {
+    ) -> Arc<Event> {
         let (layout, widths) = (chosen.layout, &chosen.widths);
-        // The event's one allocation: room for the datagram's text plus whatever
+        // The event's text buffer: room for the datagram's text plus whatever
         // derived fields append, so the buffer never grows (unless cleaning
         // invalid UTF-8 makes the text longer).
         let capacity = datagram.len() + layout.derived_bytes(widths, &self.pieces);
-        let mut event = EventBuilder::new(layout.name, sender, received_at, capacity);
+        let mut shared = Arc::new(Event::blank(layout.name, sender, received_at, capacity));
+        // Not shared yet: `make_mut` never clones here.
+        let mut event = EventBuilder::new(Arc::make_mut(&mut shared));
         // Clean text (the norm) is copied whole, once; fields then point into
         // it. Plain ASCII, which the scan saw, is clean text with nothing to check.
         let clean = if scan.plain {
@@ -86,16 +92,17 @@ impl Parser {
         self.stamp(&mut event, times);
         if input.mirrored {
             // The text starts with the datagram, whose escapes the scan found.
-            event.build_knowing_escapes(scan.escapes(), datagram.len())
+            event.build_knowing_escapes(scan.escapes(), datagram.len());
         } else {
-            event.build()
+            event.build();
         }
+        shared
     }
 
     /// Fills one fixed or free slot from pieces `first..=last`.
     fn slot(
         &self,
-        event: &mut EventBuilder,
+        event: &mut EventBuilder<'_>,
         times: &mut Times,
         slot: Slot,
         input: &Input,
@@ -131,7 +138,7 @@ impl Parser {
     /// (a timestamp read on the way is kept in `times`).
     fn field(
         &self,
-        event: &mut EventBuilder,
+        event: &mut EventBuilder<'_>,
         times: &mut Times,
         field: Field,
         input: &Input,
@@ -189,7 +196,7 @@ impl Parser {
     /// Stores cleaned text, capped at the field cap.
     fn value(
         &self,
-        event: &mut EventBuilder,
+        event: &mut EventBuilder<'_>,
         field: Field,
         input: &Input,
         start: usize,
@@ -209,7 +216,7 @@ impl Parser {
     /// Stores free text spanning pieces `first..=last` (semicolons included).
     fn text(
         &self,
-        event: &mut EventBuilder,
+        event: &mut EventBuilder<'_>,
         field: Field,
         input: &Input,
         first: usize,
@@ -232,7 +239,7 @@ impl Parser {
     #[inline(always)]
     fn store(
         &self,
-        event: &mut EventBuilder,
+        event: &mut EventBuilder<'_>,
         field: Field,
         input: &Input,
         (start, end): (usize, usize),
@@ -250,7 +257,7 @@ impl Parser {
     /// to at most `cap` bytes; says where in the text it sits and whether it was cut.
     fn put(
         &self,
-        event: &mut EventBuilder,
+        event: &mut EventBuilder<'_>,
         input: &Input,
         start: usize,
         end: usize,
@@ -270,7 +277,7 @@ impl Parser {
     /// and never cut.
     fn put_lowercase(
         &self,
-        event: &mut EventBuilder,
+        event: &mut EventBuilder<'_>,
         input: &Input,
         start: usize,
         end: usize,
@@ -296,7 +303,7 @@ impl Parser {
     /// Sets `time` from the best timestamp the event has: `%longIso8601date`
     /// with its offset, else `%date` with one, else either read in the
     /// sender's zone.
-    fn stamp(&self, event: &mut EventBuilder, times: Times) {
+    fn stamp(&self, event: &mut EventBuilder<'_>, times: Times) {
         let Times { iso, local } = times;
         for ts in [iso, local].into_iter().flatten() {
             if let Some(offset) = ts.offset
@@ -352,7 +359,7 @@ impl Layout {
 
     /// Fills fields derived from others (qix-perf activity, user-event app id and
     /// user agent).
-    fn derive(&self, event: &mut EventBuilder) {
+    fn derive(&self, event: &mut EventBuilder<'_>) {
         match self.name.event_type() {
             EventType::QixPerf => {
                 let activity = match event.get(F::ProxySessionId) {
@@ -402,7 +409,7 @@ fn exception_start(datagram: &[u8], group: &[(usize, usize)]) -> usize {
 }
 
 /// Fills `user_full` from directory and id, or splits `user_full` into them.
-fn derive_user_fields(event: &mut EventBuilder) {
+fn derive_user_fields(event: &mut EventBuilder<'_>) {
     let has_dir = event.has(Field::UserDirectory);
     let has_id = event.has(Field::UserId);
     if let Some((start, end)) = event.range(Field::UserFull) {
@@ -440,7 +447,7 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 /// `app_id` from a Context such as `/app/<guid>?reloaduri=...` or `app/<guid>`.
-fn derive_app_id(event: &mut EventBuilder) {
+fn derive_app_id(event: &mut EventBuilder<'_>) {
     let Some((start, end)) = event.range(F::Context) else {
         return;
     };
@@ -472,7 +479,7 @@ fn derive_app_id(event: &mut EventBuilder) {
 }
 
 /// `user_agent`: the text after `UserAgent:` in the message, without its quotes.
-fn derive_user_agent(event: &mut EventBuilder) {
+fn derive_user_agent(event: &mut EventBuilder<'_>) {
     let Some((start, _)) = event.range(F::Message) else {
         return;
     };

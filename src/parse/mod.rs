@@ -32,6 +32,7 @@ pub mod value;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
@@ -227,6 +228,24 @@ impl Parser {
         sender: SocketAddr,
         received_at: Timestamp,
     ) -> Result<Event, ParseError> {
+        // Not shared yet: taken out of the `Arc`, not cloned.
+        self.parse_shared(datagram, sender, received_at)
+            .map(Arc::unwrap_or_clone)
+    }
+
+    /// [`Parser::parse`], the event built in place in the `Arc` the
+    /// pipeline shares with its sinks (not shared yet: `Arc::make_mut`
+    /// gives it back to change without a copy).
+    ///
+    /// # Errors
+    ///
+    /// A [`ParseError`] saying why the datagram is not a Sense event.
+    pub fn parse_shared(
+        &mut self,
+        datagram: &[u8],
+        sender: SocketAddr,
+        received_at: Timestamp,
+    ) -> Result<Arc<Event>, ParseError> {
         let (datagram, layouts, scan) = grammar::read(datagram, &mut self.pieces)?;
         let chosen = self.choose(layouts, datagram)?;
         if chosen

@@ -629,19 +629,20 @@ fn work(
         let current = routing.get();
         debug_assert_eq!(current.routes.len(), stages.len());
         for datagram in &batch.datagrams {
-            match parser.parse(&datagram.bytes, datagram.peer, batch.received_at) {
+            match parser.parse_shared(&datagram.bytes, datagram.peer, batch.received_at) {
                 Ok(mut event) => {
-                    shared.metrics.event(event.event_type);
-                    malformed.count(&event);
-                    event.sequence = sequence;
+                    // Built in place and not shared yet: changed without a copy.
+                    let unshared = Arc::make_mut(&mut event);
+                    shared.metrics.event(unshared.event_type);
+                    malformed.count(unshared);
+                    unshared.sequence = sequence;
                     sequence += workers as u64;
-                    event_counters.count(&event);
-                    rows.note(&event);
-                    if current.enricher.apply(&mut event) == Verdict::Drop {
+                    event_counters.count(unshared);
+                    rows.note(unshared);
+                    if current.enricher.apply(unshared) == Verdict::Drop {
                         shared.metrics.rule_drops.increment(1);
                         continue;
                     }
-                    let event = Arc::new(event);
                     taps.offer(&event);
                     let mut routed = false;
                     for ((route, touched), stage) in current
