@@ -17,10 +17,12 @@
 //! (received < sent, or the kernel dropped any) in two runs in a row, then
 //! bisected the same way. Reported per
 //! receiver: zero-loss rate and its ratio to the drain's, CPU % and CPU time per
-//! datagram at that rate, peak RSS, what is lost at twice that rate by cause,
-//! and for herald the p50/p99 latency from receive to sink at half that rate;
-//! then herald as shipped against its targets (rsyslog's rate, the drain's
-//! rate and CPU). The table goes to `BENCHMARKS.md` with the machine.
+//! datagram at that rate, the sender's CPU per datagram and the cores both
+//! used, peak RSS, what is lost at twice that rate by cause, and for herald
+//! the p50/p99 latency from receive to sink at half that rate; then herald as
+//! shipped against its targets (rsyslog's rate, the drain's rate and CPU) and
+//! the CPU budget behind the rates (receiver and sender share the machine's
+//! cores). The table goes to `BENCHMARKS.md` with the machine.
 //!
 //! Run: `cargo bench --bench e2e` (needs `rsyslogd` from Debian's `rsyslog`;
 //! without it the rsyslog row says so). `HERALD_BENCH_SECONDS` sets the run
@@ -666,6 +668,8 @@ struct Run {
     seconds: f64,
     /// Bytes the receiver wrote to storage (`/proc/<pid>/io` write_bytes).
     written_bytes: u64,
+    /// CPU seconds (user + system) of the sender's process.
+    sender_cpu_seconds: f64,
 }
 
 impl Run {
@@ -677,6 +681,17 @@ impl Run {
     /// The receiver's CPU time per handled datagram, in µs.
     fn cpu_per_event_us(&self) -> f64 {
         self.cpu_seconds / self.received.max(1) as f64 * 1e6
+    }
+
+    /// The sender's CPU time per datagram sent, in µs. Sending over loopback
+    /// includes the kernel's delivery into the receiver's socket.
+    fn sender_per_event_us(&self) -> f64 {
+        self.sender_cpu_seconds / self.sent.max(1) as f64 * 1e6
+    }
+
+    /// The cores the receiver and the sender kept busy together.
+    fn cores_used(&self) -> f64 {
+        (self.cpu_seconds + self.sender_cpu_seconds) / self.seconds.max(0.001)
     }
 
     fn lossless(&self) -> bool {
@@ -706,16 +721,33 @@ impl Run {
     }
 }
 
-/// What `herald send` reported.
+/// What `herald send` reported, and the CPU it used.
 struct Sent {
     sent: u64,
     elapsed: Duration,
+    cpu_seconds: f64,
+}
+
+/// CPU seconds (user + system) of this process's children that have ended
+/// and been waited for.
+fn children_cpu_seconds() -> f64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage);
+        usage
+    };
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    seconds(usage.ru_utime) + seconds(usage.ru_stime)
 }
 
 /// Sends the lines of `mix` to `port` at `rate` for `seconds` from a process
 /// of its own (`herald send`), so that the receiver's CPU figures are its own
 /// and the two do not share a thread.
 fn send_from_process(mix: &Path, port: u16, rate: f64, seconds: f64) -> Sent {
+    // The receivers run until their row ends, so the sender is the only
+    // child that ends meanwhile: the difference is its CPU.
+    let children_before = children_cpu_seconds();
     let output = Command::new(env!("CARGO_BIN_EXE_herald"))
         .args(["send", "--json", "--to"])
         .arg(format!("127.0.0.1:{port}"))
@@ -731,6 +763,7 @@ fn send_from_process(mix: &Path, port: u16, rate: f64, seconds: f64) -> Sent {
         .stderr(Stdio::inherit())
         .output()
         .expect("run herald send");
+    let cpu_seconds = children_cpu_seconds() - children_before;
     // A send that reports failures still says what it sent; anything else
     // means the figures would be wrong.
     assert!(
@@ -743,6 +776,7 @@ fn send_from_process(mix: &Path, port: u16, rate: f64, seconds: f64) -> Sent {
     Sent {
         sent: report["sent"].as_u64().unwrap_or(0),
         elapsed: Duration::from_secs_f64(report["elapsed_s"].as_f64().unwrap_or(0.0)),
+        cpu_seconds,
     }
 }
 
@@ -782,6 +816,7 @@ fn run(target: &dyn Target, mix: &Path, rate: f64, seconds: f64) -> Run {
         cpu_seconds: cpu_of(&target.pids()) - before_cpu,
         seconds: report.elapsed.as_secs_f64(),
         written_bytes: written_of(&target.pids()).saturating_sub(before_written),
+        sender_cpu_seconds: report.cpu_seconds,
     }
 }
 
@@ -789,6 +824,8 @@ fn run(target: &dyn Target, mix: &Path, rate: f64, seconds: f64) -> Run {
 struct Outcome {
     name: String,
     zero_loss: Run,
+    /// The lowest rate that lost datagrams twice, when one did.
+    first_lossy: Option<Run>,
     sender_bound: bool,
     overload: Option<Run>,
     latency: Option<(f64, f64)>,
@@ -802,13 +839,14 @@ struct Outcome {
 fn log_run(log: &mut String, name: &str, what: &str, run: &Run) {
     let _ = writeln!(
         log,
-        "{name}: {what} {:.0}/s achieved {:.0}/s sent {} received {} lost: {} cpu {:.2}s",
+        "{name}: {what} {:.0}/s achieved {:.0}/s sent {} received {} lost: {} cpu {:.2}s sender cpu {:.2}s",
         run.rate,
         run.achieved,
         run.sent,
         run.received,
         run.losses(),
-        run.cpu_seconds
+        run.cpu_seconds,
+        run.sender_cpu_seconds
     );
     eprintln!("{}", log.lines().last().unwrap_or(""));
 }
@@ -857,6 +895,7 @@ fn measure(target: &dyn Target, mix: &Path, seconds: f64, log: &mut String) -> O
             break;
         }
     }
+    let mut first_lossy = None;
     if let Some(mut high) = bad {
         // Bisect between the last good and first bad rate.
         let mut low = good;
@@ -870,6 +909,7 @@ fn measure(target: &dyn Target, mix: &Path, seconds: f64, log: &mut String) -> O
             }
         }
         good = low;
+        first_lossy = Some(high);
     }
     // Latency first: the overload run would leave its queueing in the window.
     let latency = target.latency_buckets().map(|before| {
@@ -897,6 +937,7 @@ fn measure(target: &dyn Target, mix: &Path, seconds: f64, log: &mut String) -> O
     Outcome {
         name: target.name().to_string(),
         zero_loss: good,
+        first_lossy,
         sender_bound,
         overload,
         latency,
@@ -970,10 +1011,65 @@ fn targets(herald: Option<&Outcome>, drain: Option<&Outcome>, rsyslog: Option<&O
             h / r.max(1e-12)
         ));
     }
+    lines.extend(budget(herald, drain, rsyslog));
     format!(
         "herald as shipped, in this run:\n\n{}\n\n",
         lines.join("\n")
     )
+}
+
+/// The CPU budget behind the zero-loss rates: the sender shares the machine
+/// with the receiver, so at a rate `r` a receiver can use at most
+/// `cores / r` minus the sender's own CPU per datagram. Says what herald and
+/// the sender used where herald first lost datagrams, and what the rate
+/// targets would leave herald.
+fn budget(herald: &Outcome, drain: Option<&Outcome>, rsyslog: Option<&Outcome>) -> Vec<String> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let mut lines = Vec::new();
+    if let Some(lossy) = &herald.first_lossy {
+        lines.push(format!(
+            "- where herald first lost datagrams, at {:.0}/s: herald used {:.2} µs and the \
+             sender {:.2} µs of CPU per datagram, {:.2} of the {cores:.0} cores together",
+            lossy.achieved,
+            lossy.cpu_per_event_us(),
+            lossy.sender_per_event_us(),
+            lossy.cores_used()
+        ));
+    }
+    // The sender's cost near a rate, from the drain's runs (the drain keeps
+    // up, so the sender's figure there is its cost of sending everything).
+    let sender_near = |rate: f64| {
+        drain?
+            .ladder
+            .iter()
+            .filter(|run| run.lossless() && run.sent > 0)
+            .min_by(|a, b| {
+                (a.achieved - rate)
+                    .abs()
+                    .total_cmp(&(b.achieved - rate).abs())
+            })
+            .map(|run| (run.achieved, run.sender_per_event_us()))
+    };
+    let mut wanted = Vec::new();
+    if let Some(rsyslog) = rsyslog {
+        wanted.push(("1.3× rsyslog's rate", 1.3 * rsyslog.zero_loss.achieved));
+    }
+    if let Some(drain) = drain {
+        wanted.push(("90 % of the drain's rate", 0.9 * drain.zero_loss.achieved));
+    }
+    for (what, rate) in wanted {
+        if let Some((near, sender)) = sender_near(rate) {
+            let left = cores / rate * 1e6 - sender;
+            lines.push(format!(
+                "- {what}, {rate:.0}/s: the sender takes about {sender:.2} µs per datagram \
+                 (the drain's run at {near:.0}/s), which leaves the receiver at most \
+                 {left:.2} µs per datagram on {cores:.0} cores; herald used {:.2} µs at its \
+                 zero-loss rate",
+                herald.zero_loss.cpu_per_event_us()
+            ));
+        }
+    }
+    lines
 }
 
 fn machine() -> String {
@@ -1098,9 +1194,9 @@ fn main() {
     let mut table = String::new();
     let _ = writeln!(
         table,
-        "| receiver | zero-loss rate (datagrams/s) | vs drain | CPU at that rate | CPU µs/event | written to disk per event | peak RSS | at 2× that rate: sent / handled | lost at 2×, by cause | latency p50 / p99 (half rate) |"
+        "| receiver | zero-loss rate (datagrams/s) | vs drain | CPU at that rate | CPU µs/event | sender µs/event; cores used with it | written to disk per event | peak RSS | at 2× that rate: sent / handled | lost at 2×, by cause | latency p50 / p99 (half rate) |"
     );
-    let _ = writeln!(table, "|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(table, "|---|---|---|---|---|---|---|---|---|---|---|");
     for o in &outcomes {
         let z = &o.zero_loss;
         let cpu_pct = z.cpu_seconds / z.seconds.max(0.001) * 100.0;
@@ -1117,7 +1213,7 @@ fn main() {
         };
         let _ = writeln!(
             table,
-            "| {name} | {:.0}{} | {} | {:.0} % | {:.2} | {:.0} B | {:.1} MiB | {over} | {lost} | {latency} |",
+            "| {name} | {:.0}{} | {} | {:.0} % | {:.2} | {:.2}; {:.2} | {:.0} B | {:.1} MiB | {over} | {lost} | {latency} |",
             z.achieved,
             if o.sender_bound {
                 " (sender-bound)"
@@ -1130,6 +1226,8 @@ fn main() {
             )),
             cpu_pct,
             z.cpu_per_event_us(),
+            z.sender_per_event_us(),
+            z.cores_used(),
             z.written_per_event(),
             o.peak_rss_mib,
         );
@@ -1137,7 +1235,7 @@ fn main() {
     if rsyslog_missing {
         let _ = writeln!(
             table,
-            "| rsyslog | not installed (apt-get install rsyslog) | | | | | | | | |"
+            "| rsyslog | not installed (apt-get install rsyslog) | | | | | | | | | |"
         );
     }
     let targets = targets(find(Setup::File.label()), drain, find(RSYSLOG));
@@ -1186,7 +1284,9 @@ fn main() {
          by rsyslog, delivered by herald's sink) and the kernel dropped none \
          (`/proc/net/udp`); a rate that lost datagrams is run a second time and counts \
          as lossy only if it loses again (this machine is shared). CPU is the receiver processes' user + system time during the \
-         zero-loss run. Losses at 2×: the kernel's (receive buffer full), herald's own by \
+         zero-loss run; the sender's is its process's, which over loopback includes the \
+         kernel's delivery into the receiver's socket, and the cores used are both \
+         together over the run's length (the machine has no more to give). Losses at 2×: the kernel's (receive buffer full), herald's own by \
          cause (hand-off full: parse workers behind; sink queue full: the sink behind), \
          and what was not handled by the end of the run. Latency is from herald's \
          `herald_event_latency_seconds` histogram (read to delivered, one event in 17 \
