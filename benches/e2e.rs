@@ -689,6 +689,12 @@ impl Run {
         self.sender_cpu_seconds / self.sent.max(1) as f64 * 1e6
     }
 
+    /// The receiver's CPU time per datagram sent (handled or not), in µs:
+    /// with [`Run::sender_per_event_us`], what a datagram cost the machine.
+    fn cpu_per_sent_us(&self) -> f64 {
+        self.cpu_seconds / self.sent.max(1) as f64 * 1e6
+    }
+
     /// The cores the receiver and the sender kept busy together.
     fn cores_used(&self) -> f64 {
         (self.cpu_seconds + self.sender_cpu_seconds) / self.seconds.max(0.001)
@@ -1029,20 +1035,25 @@ fn budget(herald: &Outcome, drain: Option<&Outcome>, rsyslog: Option<&Outcome>) 
     if let Some(lossy) = &herald.first_lossy {
         lines.push(format!(
             "- where herald first lost datagrams, at {:.0}/s: herald used {:.2} µs and the \
-             sender {:.2} µs of CPU per datagram, {:.2} of the {cores:.0} cores together",
+             sender {:.2} µs of CPU per datagram sent, {:.2} of the {cores:.0} cores together \
+             (at its zero-loss rate: {:.2} and {:.2} µs)",
             lossy.achieved,
-            lossy.cpu_per_event_us(),
+            lossy.cpu_per_sent_us(),
             lossy.sender_per_event_us(),
-            lossy.cores_used()
+            lossy.cores_used(),
+            herald.zero_loss.cpu_per_sent_us(),
+            herald.zero_loss.sender_per_event_us(),
         ));
     }
-    // The sender's cost near a rate, from the drain's runs (the drain keeps
-    // up, so the sender's figure there is its cost of sending everything).
+    // The sender's cost near a rate, from herald's own runs: it depends on
+    // the receiver (waking a receiver blocked in a read costs the sender;
+    // herald's receive thread mostly sleeps between reads instead).
     let sender_near = |rate: f64| {
-        drain?
+        herald
             .ladder
             .iter()
-            .filter(|run| run.lossless() && run.sent > 0)
+            .chain(&herald.first_lossy)
+            .filter(|run| run.sent > 0)
             .min_by(|a, b| {
                 (a.achieved - rate)
                     .abs()
@@ -1062,10 +1073,8 @@ fn budget(herald: &Outcome, drain: Option<&Outcome>, rsyslog: Option<&Outcome>) 
             let left = cores / rate * 1e6 - sender;
             lines.push(format!(
                 "- {what}, {rate:.0}/s: the sender takes about {sender:.2} µs per datagram \
-                 (the drain's run at {near:.0}/s), which leaves the receiver at most \
-                 {left:.2} µs per datagram on {cores:.0} cores; herald used {:.2} µs at its \
-                 zero-loss rate",
-                herald.zero_loss.cpu_per_event_us()
+                 (herald's run at {near:.0}/s), which leaves herald at most {left:.2} µs per \
+                 datagram sent on {cores:.0} cores",
             ));
         }
     }
