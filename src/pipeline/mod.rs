@@ -16,38 +16,35 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
 use metrics::gauge;
 use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
 mod reload;
+mod worker;
 
 pub use reload::ReloadReport;
 
 use crate::budget::ByteBudget;
 use crate::config::{Config, EMPTY_ALLOWLIST};
-use crate::deadletter::{self, DeadLetters, Record};
-use crate::flood::{FloodLog, Tally, Unused};
-use crate::gaps::{Rows, SenderGaps};
+use crate::deadletter::{self, DeadLetters};
+use crate::gaps::SenderGaps;
 use crate::ingest::allowlist::{AllowEntry, Resolution, SharedAllowlist, resolve};
 use crate::ingest::{self, Batch, BindError};
-use crate::metrics::{
-    ALLOWLIST_ENTRIES, ALLOWLIST_UNRESOLVED, EventCounters, HostLabels, MalformedFields,
-    WorkerMetrics,
-};
+use crate::metrics::{ALLOWLIST_ENTRIES, ALLOWLIST_UNRESOLVED, HostLabels, WorkerMetrics};
 use crate::parse::Parser;
-use crate::route::{Enricher, Matcher, Verdict};
+use crate::route::{Enricher, Matcher};
 use crate::sinks::driver::{SinkState, SinkStatus, Stopped};
-use crate::sinks::queue::{Kept, SinkQueue, Stage};
+use crate::sinks::queue::{Kept, SinkQueue};
 use crate::sinks::{self, StartError};
-use crate::swap::{Current, Swap};
+use crate::swap::Swap;
 use crate::tap::Taps;
+use worker::{Route, Routing, STREAMS_PER_HOST, Worker, WorkerShared};
 
 /// Why the pipeline could not start or stop cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -298,6 +295,7 @@ pub fn start(config: &Config) -> Result<Running, PipelineError> {
         handoff: handoff.clone(),
         senders: senders.clone(),
         taps: taps.clone(),
+        sequence: AtomicU64::new(0),
     });
     let parser = Parser::new(&config.parse)
         .map_err(|err| PipelineError::Thread(std::io::Error::other(err)))?;
@@ -305,12 +303,11 @@ pub fn start(config: &Config) -> Result<Running, PipelineError> {
     let workers = config.pipeline.workers;
     for index in 0..workers {
         let rx = rx.clone();
-        let shared = shared.clone();
-        let parser = parser.clone();
+        let worker = Worker::new(parser.clone(), shared.clone());
         worker_threads.push(
             std::thread::Builder::new()
                 .name(format!("worker {index}"))
-                .spawn(move || work(rx, parser, &shared, index, workers))
+                .spawn(move || worker::run(&rx, worker))
                 .map_err(PipelineError::Thread)?,
         );
     }
@@ -558,173 +555,6 @@ fn spawn_ingest(
     Ok(IngestThread { addr, stop, thread })
 }
 
-/// One sink as the workers see it.
-struct Route {
-    sink: String,
-    matcher: Matcher,
-    queue: Arc<SinkQueue>,
-}
-
-/// What the workers route by; a reload replaces it as a whole.
-struct Routing {
-    routes: Vec<Route>,
-    enricher: Enricher,
-}
-
-/// What every worker shares.
-struct WorkerShared {
-    routing: Arc<Swap<Routing>>,
-    dead: DeadLetters,
-    metrics: WorkerMetrics,
-    hosts: Arc<HostLabels>,
-    /// The ingest hand-off's byte budget: a worker gives a batch's bytes back
-    /// once it is done with the batch.
-    handoff: Arc<ByteBudget>,
-    /// Loss detection per sender.
-    senders: Arc<SenderGaps>,
-    /// Taps on the event stream.
-    taps: Arc<Taps>,
-}
-
-/// Appender streams followed per host (see [`SenderGaps`]).
-const STREAMS_PER_HOST: usize = 8;
-
-/// A parse/route worker: runs until every ingest thread is gone and the channel is empty.
-fn work(
-    rx: Receiver<Batch>,
-    mut parser: Parser,
-    shared: &WorkerShared,
-    index: usize,
-    workers: usize,
-) {
-    let mut unusable = Tally::default();
-    // Worker i numbers its events i, i + workers, i + 2·workers, ...: unique
-    // across workers without a shared counter.
-    let mut sequence = index as u64;
-    let mut event_counters = EventCounters::new(shared.hosts.clone());
-    let mut malformed = MalformedFields::default();
-    let mut routing = Current::new(shared.routing.clone());
-    // Per route: whether this batch pushed to it, and its staged events. They
-    // follow the routes: a reload may add, remove and reorder them.
-    let (mut touched, mut stages) = per_route(routing.get());
-    let mut rows = Rows::default();
-    let mut taps = shared.taps.reader();
-    loop {
-        // Between batches (and when idle) pick up routes a reload replaced,
-        // so the old ones are released once every worker has moved on.
-        let batch = match rx.recv_timeout(IDLE_REFRESH) {
-            Ok(batch) => Some(batch),
-            Err(RecvTimeoutError::Timeout) => None,
-            Err(RecvTimeoutError::Disconnected) => break,
-        };
-        if routing.refresh() {
-            (touched, stages) = per_route(routing.get());
-        }
-        let Some(batch) = batch else {
-            // Count the losses of senders that went quiet.
-            shared.senders.close_due(Instant::now());
-            continue;
-        };
-        taps.refresh();
-        let current = routing.get();
-        debug_assert_eq!(current.routes.len(), stages.len());
-        for datagram in &batch.datagrams {
-            match parser.parse_shared(&datagram.bytes, datagram.peer, batch.received_at) {
-                Ok(mut event) => {
-                    // Built in place and not shared yet: changed without a copy.
-                    let unshared = Arc::make_mut(&mut event);
-                    shared.metrics.event(unshared.event_type);
-                    malformed.count(unshared);
-                    unshared.sequence = sequence;
-                    sequence += workers as u64;
-                    event_counters.count(unshared);
-                    rows.note(unshared);
-                    if current.enricher.apply(unshared) == Verdict::Drop {
-                        shared.metrics.rule_drops.increment(1);
-                        continue;
-                    }
-                    taps.offer(&event);
-                    let mut routed = false;
-                    for ((route, touched), stage) in current
-                        .routes
-                        .iter()
-                        .zip(touched.iter_mut())
-                        .zip(&mut stages)
-                    {
-                        if route.matcher.matches(&event) {
-                            route.queue.push(&event, stage);
-                            *touched = true;
-                            routed = true;
-                        }
-                    }
-                    if !routed {
-                        shared.metrics.unrouted.increment(1);
-                    }
-                }
-                Err(err) => {
-                    shared.metrics.error(&err);
-                    unusable.note(Unused::Unparsable, datagram.peer, || {
-                        format!(
-                            "{}: {err}; starts {:?}",
-                            err.reason(),
-                            preview(&datagram.bytes)
-                        )
-                    });
-                    shared.dead.send(Record::datagram(
-                        batch.received_at,
-                        datagram.peer,
-                        err.reason(),
-                        &err.to_string(),
-                        &datagram.bytes,
-                    ));
-                }
-            }
-        }
-        for ((route, touched), stage) in current
-            .routes
-            .iter()
-            .zip(touched.iter_mut())
-            .zip(&mut stages)
-        {
-            if std::mem::take(touched) {
-                route.queue.commit(stage);
-            }
-        }
-        if !rows.is_empty() {
-            shared
-                .senders
-                .record(&mut rows, Instant::now(), batch.received_at);
-        }
-        shared.handoff.release(batch.bytes);
-        if !unusable.is_empty() {
-            FloodLog::global().report("parse", &mut unusable, Instant::now());
-        }
-    }
-}
-
-/// A worker's state for each route of `routing`: not yet pushed to, nothing
-/// staged.
-fn per_route(routing: &Routing) -> (Vec<bool>, Vec<Stage>) {
-    let routes = routing.routes.len();
-    (
-        vec![false; routes],
-        (0..routes).map(|_| Stage::default()).collect(),
-    )
-}
-
-/// How often an idle worker looks for routes a reload replaced.
-const IDLE_REFRESH: Duration = Duration::from_millis(200);
-
-/// The first 80 bytes of a datagram, escaped so it is safe in a log line.
-fn preview(bytes: &[u8]) -> String {
-    let cut = &bytes[..bytes.len().min(80)];
-    let mut text: String = String::from_utf8_lossy(cut).escape_debug().collect();
-    if bytes.len() > cut.len() {
-        text.push('…');
-    }
-    text
-}
-
 /// Re-resolves allowlist host names every `every` until `stop`.
 fn refresh_allowlist(
     entries: &Swap<Vec<AllowEntry>>,
@@ -763,17 +593,5 @@ fn refresh_allowlist(
             .unresolved
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = resolution.unresolved;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn preview_escapes_and_cuts() {
-        assert_eq!(preview(b"a\nb\"\xff"), "a\\nb\\\"\u{fffd}");
-        assert!(preview(&[b'x'; 200]).ends_with('…'));
-        assert_eq!(preview(&[b'x'; 200]).chars().count(), 81);
     }
 }
