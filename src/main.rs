@@ -640,6 +640,15 @@ fn replay_dead_letters(path: &Path, options: &replay::ReplayOptions) -> anyhow::
             "  {} record(s) could not be sent anywhere (not an event, a sink that no longer exists, a datagram that still does not parse, or no sink matches)",
             summary.unsendable
         );
+        for (line, reason) in &summary.unsendable_reasons {
+            outln!("    line {line}: {reason}");
+        }
+        if summary.unsendable > summary.unsendable_reasons.len() as u64 {
+            outln!(
+                "    (the first {} are shown)",
+                summary.unsendable_reasons.len()
+            );
+        }
     }
     if summary.failed > 0 {
         outln!("  {} event(s) failed again", summary.failed);

@@ -65,10 +65,25 @@ pub struct ReplaySummary {
     /// longer exists, a datagram that still does not parse, no matching sink),
     /// written to the new dead-letter file as they were.
     pub unsendable: u64,
+    /// The first [`ReplaySummary::REASONS_KEPT`] of them: line number and why.
+    pub unsendable_reasons: Vec<(u64, String)>,
     /// Events the sinks gave up on again (in the new dead-letter file).
     pub failed: u64,
     /// The new dead-letter file, when anything was written to it.
     pub out: Option<PathBuf>,
+}
+
+impl ReplaySummary {
+    /// Unsendable records whose reason is kept for the report.
+    pub const REASONS_KEPT: usize = 5;
+
+    /// Counts the record on `line` as unsendable, for `reason`.
+    fn unsendable(&mut self, line: u64, reason: String) {
+        self.unsendable += 1;
+        if self.unsendable_reasons.len() < Self::REASONS_KEPT {
+            self.unsendable_reasons.push((line, reason));
+        }
+    }
 }
 
 /// Why a replay could not run.
@@ -206,6 +221,7 @@ pub async fn replay(
     let mut line = Vec::new();
     let mut read_bytes = 0u64;
     let mut sequence = 0u64;
+    let mut line_number = 0u64;
     loop {
         line.clear();
         let read = reader
@@ -218,6 +234,7 @@ pub async fn replay(
             break;
         }
         read_bytes += read as u64;
+        line_number += 1;
         progress(read_bytes);
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
@@ -226,7 +243,7 @@ pub async fn replay(
         let record: Value = match serde_json::from_slice(&line) {
             Ok(Value::Object(record)) => Value::Object(record),
             _ => {
-                summary.unsendable += 1;
+                summary.unsendable(line_number, "not a JSON object".into());
                 dead.send_waiting(Record::verbatim(&line), std::time::Duration::from_secs(5));
                 continue;
             }
@@ -235,50 +252,60 @@ pub async fn replay(
             summary.filtered += 1;
             continue;
         }
-        let delivered_to = match record["kind"].as_str() {
+        let delivered = match record["kind"].as_str() {
             Some("event") => {
                 let event = serde_json::to_vec(&record["event"])
-                    .ok()
-                    .and_then(|json| Event::from_json(&json).ok());
-                let sink = options.sink.as_deref().or_else(|| record["sink"].as_str());
-                match (event, sink) {
-                    (Some(mut event), Some(sink)) => {
-                        event.sequence = sequence;
-                        sequence += 1;
-                        hand_to(
-                            &mut targets,
-                            &mut summary.sent,
-                            &Arc::new(event),
-                            |target, _| target.name == sink,
-                        )
+                    .map_err(|err| err.to_string())
+                    .and_then(|json| Event::from_json(&json))
+                    .map_err(|err| format!("event.{err}"));
+                let sink = options
+                    .sink
+                    .as_deref()
+                    .or_else(|| record["sink"].as_str())
+                    .ok_or_else(|| "sink: missing (name one with --sink)".to_string());
+                event.and_then(|mut event| {
+                    let sink = sink?;
+                    event.sequence = sequence;
+                    sequence += 1;
+                    let taken = hand_to(
+                        &mut targets,
+                        &mut summary.sent,
+                        &Arc::new(event),
+                        |target, _| target.name == sink,
+                    );
+                    if taken == 0 {
+                        return Err(format!(
+                            "sink: {sink:?} is not a sink of the config (name another with --sink)"
+                        ));
                     }
-                    _ => 0,
-                }
+                    Ok(())
+                })
             }
-            Some("datagram") => {
-                let parsed = datagram_event(&record, &mut parser);
-                match parsed {
-                    Some(mut event) => {
-                        event.sequence = sequence;
-                        sequence += 1;
-                        if enricher.apply(&mut event) == Verdict::Drop {
-                            summary.filtered += 1;
-                            continue;
-                        }
-                        hand_to(
-                            &mut targets,
-                            &mut summary.sent,
-                            &Arc::new(event),
-                            |target, event| target.matcher.matches(event),
-                        )
-                    }
-                    None => 0,
+            Some("datagram") => datagram_event(&record, &mut parser).and_then(|mut event| {
+                event.sequence = sequence;
+                sequence += 1;
+                if enricher.apply(&mut event) == Verdict::Drop {
+                    summary.filtered += 1;
+                    return Ok(());
                 }
-            }
-            _ => 0,
+                let taken = hand_to(
+                    &mut targets,
+                    &mut summary.sent,
+                    &Arc::new(event),
+                    |target, event| target.matcher.matches(event),
+                );
+                if taken == 0 {
+                    return Err("no sink's match takes the event".into());
+                }
+                Ok(())
+            }),
+            _ => Err(format!(
+                "kind: {} is neither \"event\" nor \"datagram\"",
+                record["kind"]
+            )),
         };
-        if delivered_to == 0 {
-            summary.unsendable += 1;
+        if let Err(reason) = delivered {
+            summary.unsendable(line_number, reason);
             dead.send_waiting(Record::verbatim(&line), std::time::Duration::from_secs(5));
         }
     }
@@ -348,14 +375,102 @@ fn selected(record: &Value, options: &ReplayOptions) -> bool {
 }
 
 /// A `datagram` record parsed again with today's parser.
-fn datagram_event(record: &Value, parser: &mut Parser) -> Option<Event> {
-    let bytes = deadletter::base64_decode(record["raw_base64"].as_str()?)?;
-    let sender = record["sender"].as_str()?.parse().ok()?;
-    let received_at = record["received_at"].as_str()?.parse().ok()?;
-    parser.parse(&bytes, sender, received_at).ok()
+fn datagram_event(record: &Value, parser: &mut Parser) -> Result<Event, String> {
+    let bytes = record["raw_base64"]
+        .as_str()
+        .and_then(deadletter::base64_decode)
+        .ok_or("raw_base64: missing or not base64")?;
+    let sender = record["sender"]
+        .as_str()
+        .and_then(|sender| sender.parse().ok())
+        .ok_or("sender: missing or not an address and port")?;
+    let received_at = record["received_at"]
+        .as_str()
+        .and_then(|at| at.parse().ok())
+        .ok_or("received_at: missing or not an RFC 3339 time")?;
+    parser
+        .parse(&bytes, sender, received_at)
+        .map_err(|err| format!("the datagram still does not parse: {err}"))
 }
 
 /// The size of the file to replay, for a progress bar.
 pub fn file_size(path: &Path) -> u64 {
     std::fs::metadata(path).map_or(0, |m| m.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::test_events;
+
+    /// A dead-letter record of `event` (JSON text) for `sink`.
+    fn event_record(sink: &str, event: &str) -> String {
+        format!(
+            r#"{{"kind":"event","failed_at":"2026-11-23T08:00:00Z","reason":"sink_failed","sink":"{sink}","error":"down","event":{event}}}"#
+        )
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn each_record_that_cannot_be_sent_is_reported_with_its_line_and_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::from_toml(
+            &format!(
+                "[ingest]\nlisten = \"127.0.0.1:0\"\nallow = [\"127.0.0.1\"]\n\
+                 [sinks.out]\ntype = \"file\"\npath = {:?}\n",
+                dir.path().join("out.jsonl")
+            ),
+            &dir.path().join("herald.toml"),
+        )
+        .unwrap();
+        let (_, event) = &test_events()[1];
+        let good = event.to_json();
+        let mut bad: serde_json::Value = serde_json::from_str(&good).unwrap();
+        bad["sender"] = "somewhere".into();
+        let mut garbage = Vec::new();
+        deadletter::base64(&mut garbage, b"not a Sense datagram");
+        let lines = [
+            event_record("out", &good),
+            String::new(),
+            event_record("out", &bad.to_string()),
+            event_record("gone", &good),
+            "not json".into(),
+            format!(
+                r#"{{"kind":"datagram","received_at":"2026-11-23T08:00:00Z","sender":"10.0.0.5:61000","reason":"unknown_tag","raw_base64":"{}"}}"#,
+                String::from_utf8(garbage).unwrap()
+            ),
+            r#"{"kind":"metric"}"#.into(),
+            r#"{"kind":"datagram","raw_base64":""}"#.into(),
+        ];
+        let file = dir.path().join("dead.jsonl");
+        std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+        let options = ReplayOptions {
+            dead_letter: file,
+            sink: None,
+            reason: None,
+            since: None,
+            dry_run: true,
+            out: Some(dir.path().join("again.jsonl")),
+        };
+        let summary = replay(&config, &options, |_| {}).await.unwrap();
+        assert_eq!(summary.records, 7);
+        assert_eq!(summary.sent.get("out"), Some(&1));
+        assert_eq!(summary.unsendable, 6);
+        let reasons: Vec<(u64, &str)> = summary
+            .unsendable_reasons
+            .iter()
+            .map(|(line, reason)| (*line, reason.as_str()))
+            .collect();
+        assert_eq!(reasons.len(), ReplaySummary::REASONS_KEPT);
+        let expected = [
+            (3, "event.sender: "),
+            (4, "sink: \"gone\" is not a sink of the config"),
+            (5, "not a JSON object"),
+            (6, "the datagram still does not parse: "),
+            (7, "kind: \"metric\" is neither \"event\" nor \"datagram\""),
+        ];
+        for ((line, reason), (want_line, start)) in reasons.iter().zip(expected) {
+            assert_eq!(*line, want_line, "{reason}");
+            assert!(reason.starts_with(start), "line {line}: {reason}");
+        }
+    }
 }

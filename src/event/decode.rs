@@ -13,7 +13,8 @@
 //!
 //! It does not accept what herald would not write: unknown or repeated keys, a
 //! valid `level` field (an unknown level is only ever under `raw_fields`), a
-//! number that is not in the form the parser keeps. Times are kept to the
+//! number that is not in the form the parser keeps, a GUID field that is not a
+//! GUID in lower case, a time field that is not a log4net time. Times are kept to the
 //! precision written (milliseconds) and `sequence`, which is not in the JSON, is
 //! 0. It does not parse datagrams (that is [`crate::parse`]).
 
@@ -31,7 +32,7 @@ use super::{
     Category, Event, EventTime, EventType, Field, FieldKind, LayoutName, Level, Source, Span,
     TaskOutcome, TimeSource, field_bit,
 };
-use crate::parse::value::is_json_number;
+use crate::parse::value::{is_guid, is_json_number, timestamp};
 
 impl Event {
     /// Reads an event from the JSON object [`Event::write_json`] writes (as
@@ -131,10 +132,24 @@ impl Event {
                             }
                             push(&mut text, number)
                         }
-                        FieldKind::Text
-                        | FieldKind::Guid
-                        | FieldKind::GuidOrText
-                        | FieldKind::Timestamp => push(&mut text, &string(key, value)?),
+                        FieldKind::Text => push(&mut text, &string(key, value)?),
+                        FieldKind::Guid | FieldKind::GuidOrText => {
+                            let guid = string(key, value)?;
+                            check_guid(key, &guid, field.kind() == FieldKind::Guid)?;
+                            push(&mut text, &guid)
+                        }
+                        FieldKind::Timestamp => {
+                            let time = string(key, value)?;
+                            if timestamp(time.as_bytes()).is_none() {
+                                return Err(format!(
+                                    "{key}: {time:?} is not a log4net time like \
+                                     \"2021-02-16 09:24:59,099\" or \
+                                     \"2021-02-16T09:24:59.099+0100\" \
+                                     (herald keeps any other value under raw_fields)"
+                                ));
+                            }
+                            push(&mut text, &time)
+                        }
                     };
                     fields.set(field, span, true)?;
                 }
@@ -255,6 +270,22 @@ fn push(text: &mut String, value: &str) -> Span {
 /// A JSON string's value.
 fn string(key: &str, value: &RawValue) -> Result<String, String> {
     serde_json::from_str(value.get()).map_err(|_| format!("{key}: {} is not a string", value.get()))
+}
+
+/// A GUID field's value as herald writes it: a GUID in lower case (the parser
+/// lower-cases them), or, for a field that may hold text instead (`only_guid`
+/// false), anything not shaped like a GUID.
+fn check_guid(key: &str, value: &str, only_guid: bool) -> Result<(), String> {
+    let shaped = is_guid(value.as_bytes());
+    if shaped && !value.bytes().any(|b| b.is_ascii_uppercase()) || !shaped && !only_guid {
+        return Ok(());
+    }
+    let problem = if shaped {
+        "is a GUID in upper case (herald writes them in lower case)"
+    } else {
+        "is not a GUID (herald keeps any other value under raw_fields)"
+    };
+    Err(format!("{key}: {value:?} {problem}"))
 }
 
 /// The variant of `table` whose `name` is the JSON string `value`.
@@ -419,6 +450,31 @@ mod tests {
                 "process_time: \"fast\" is not a number",
             ),
             ("message", "1", "message: 1 is not a string"),
+            (
+                "task_id",
+                "\"reload-7\"",
+                "task_id: \"reload-7\" is not a GUID (herald keeps",
+            ),
+            (
+                "app_id",
+                "\"E7AF59A0-C243-480D-9571-08727551A66F\"",
+                "app_id: \"E7AF59A0-C243-480D-9571-08727551A66F\" is a GUID in upper case",
+            ),
+            (
+                "session_id",
+                "\"DEC2A02A-1680-44EF-8DC2-E2BFB180AF87\"",
+                "session_id: \"DEC2A02A-1680-44EF-8DC2-E2BFB180AF87\" is a GUID in upper case",
+            ),
+            (
+                "ts_iso",
+                "\"yesterday\"",
+                "ts_iso: \"yesterday\" is not a log4net time",
+            ),
+            (
+                "ts_local",
+                "\"2021-02-30 09:24:59,099\"",
+                "ts_local: \"2021-02-30 09:24:59,099\" is not a log4net time",
+            ),
             ("colour", "\"red\"", "colour: is not a key of an event"),
             ("categories", "{\"a\": 1}", "categories.a: "),
             ("categories", "[]", "categories: "),
@@ -441,6 +497,32 @@ mod tests {
         for json in [&b"[1]"[..], b"{", b""] {
             let message = Event::from_json(json).unwrap_err();
             assert!(message.starts_with("not a JSON object"), "{message}");
+        }
+    }
+
+    #[test]
+    fn guid_and_time_fields_take_what_herald_writes() {
+        for (key, value) in [
+            ("task_id", "dec2a02a-1680-44ef-8dc2-e2bfb180af87"),
+            ("session_id", "0"),
+            ("proxy_session_id", "not a session"),
+            ("ts_iso", "2021-02-16T09:24:59.099+0100"),
+            ("ts_local", "2021-02-16 09:24:59,099"),
+        ] {
+            // The first fixture keeps some fields under raw_fields: without them.
+            let (_, fixture) = &test_events()[0];
+            let mut object: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_str(&fixture.to_json()).unwrap();
+            object.remove("raw_fields");
+            object.remove("malformed_fields");
+            object.insert(key.into(), value.into());
+            let json = serde_json::to_string(&object).unwrap();
+            let event = Event::from_json(json.as_bytes())
+                .unwrap_or_else(|err| panic!("{key} = {value:?}: {err}"));
+            let field = Field::from_name(key).unwrap();
+            assert_eq!(event.get(field), Some(value), "{key}");
+            let again = Event::from_json(event.to_json().as_bytes()).unwrap();
+            assert_eq!(again.to_json(), event.to_json(), "{key}");
         }
     }
 
