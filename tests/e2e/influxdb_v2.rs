@@ -187,7 +187,14 @@ fn influxdb_v2_write_carries_org_bucket_token_and_herald_lines() {
     herald.wait_for("2 delivered", |h| {
         h.metric("herald_sink_events_delivered_total", &[("sink", "influx")]) == 2.0
     });
-    // The start-up check looked the bucket up with the same org and token.
+    // The start-up check runs beside delivery: once it reports the bucket
+    // ready, it looked the bucket up with the same org and token.
+    herald.wait_for("the start-up check to report the bucket ready", |h| {
+        h.stderr()
+            .contains("bucket \\\"sense\\\" in org \\\"acme corp\\\" is ready")
+            || h.stderr()
+                .contains("bucket \"sense\" in org \"acme corp\" is ready")
+    });
     let lookup = stub
         .requests()
         .into_iter()
@@ -196,12 +203,6 @@ fn influxdb_v2_write_carries_org_bucket_token_and_herald_lines() {
     assert_eq!(lookup.query_param("org"), Some("acme corp"));
     assert_eq!(lookup.query_param("name"), Some("sense"));
     assert_eq!(lookup.header("authorization"), Some("Token tok-123"));
-    herald.wait_for("the start-up check to report the bucket ready", |h| {
-        h.stderr()
-            .contains("bucket \\\"sense\\\" in org \\\"acme corp\\\" is ready")
-            || h.stderr()
-                .contains("bucket \"sense\" in org \"acme corp\" is ready")
-    });
 }
 
 #[test]
