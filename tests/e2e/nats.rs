@@ -1,6 +1,7 @@
 //! The NATS sink against a real nats-server with JetStream (Debian's
 //! `nats-server` package), started here on a loopback port with a temporary
-//! store: every event stored once, on the subject its template gives, through
+//! store: every event stored once, on the subject its template gives, in a
+//! batch larger than one acknowledgement window too, through
 //! a server that stalls and one that restarts; logins accepted and refused.
 //!
 //! Without nats-server these tests say so and pass, except under CI (`CI` set).
@@ -230,6 +231,57 @@ fn a_server_that_stalls_and_one_that_restarts_store_every_event_exactly_once() {
         0.0
     );
     eprintln!("retries {retries}, duplicates stored once {duplicates}");
+}
+
+#[test]
+fn a_batch_larger_than_one_acknowledgement_window_is_stored_once() {
+    let Some(server) = NatsServer::start("") else {
+        return;
+    };
+    // The sink publishes 1000 events at a time and awaits their
+    // acknowledgements before the next 1000: one batch of 2500 takes three
+    // windows. The batch is only full once all of them are queued.
+    const TOTAL: usize = 2500;
+    let config = ConfigBuilder::new()
+        .extra(&sink(
+            &server,
+            "stream",
+            "QLIK",
+            &format!("batch_max_events = {TOTAL}\nflush_interval_ms = 60000"),
+        ))
+        .build();
+    let mut herald = Herald::start(&config);
+    let datagrams = numbered(TOTAL);
+    for chunk in datagrams.chunks(500) {
+        let refs: Vec<&[u8]> = chunk.iter().map(Vec::as_slice).collect();
+        send("127.0.0.1", herald.udp, &refs);
+    }
+    herald.wait_for_events(TOTAL);
+    assert!(
+        poll_until(DELIVERY, || server.count("QLIK") >= TOTAL as u64),
+        "the stream holds {} of {TOTAL}\n{}",
+        server.count("QLIK"),
+        herald.stderr()
+    );
+    herald.wait_for("the batch counted as delivered", |h| {
+        h.metric("herald_sink_events_delivered_total", &[("sink", "stream")]) == TOTAL as f64
+    });
+    let stored = server.messages("QLIK");
+    assert_eq!(stored.len(), TOTAL, "messages stored");
+    let ids: BTreeSet<String> = stored.iter().filter_map(|m| m.msg_id.clone()).collect();
+    assert_eq!(ids.len(), TOTAL, "one id per event");
+    let messages: BTreeSet<String> = stored
+        .iter()
+        .map(|m| {
+            let json: Value = serde_json::from_slice(&m.payload).expect("JSON");
+            json["message"].as_str().expect("message").to_string()
+        })
+        .collect();
+    assert_eq!(messages.len(), TOTAL, "distinct events stored");
+    assert_eq!(
+        herald.metric("herald_sink_retries_total", &[("sink", "stream")]),
+        0.0
+    );
 }
 
 fn server_pid(server: &NatsServer) -> i32 {
