@@ -156,6 +156,30 @@ fn numbered(count: usize) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// Waits until `stream` holds at least `count` messages; fails the test with
+/// herald's log when it does not within [`DELIVERY`].
+fn wait_stored(server: &NatsServer, stream: &str, count: usize, herald: &Herald) {
+    assert!(
+        poll_until(DELIVERY, || server.count(stream) >= count as u64),
+        "{stream} holds {} of {count}\n{}",
+        server.count(stream),
+        herald.stderr()
+    );
+}
+
+/// How many different `message` values the stored events hold ([`numbered`]
+/// gives each event its own).
+fn distinct_messages(stored: &[nats_server::Stored]) -> usize {
+    stored
+        .iter()
+        .map(|m| {
+            let json: Value = serde_json::from_slice(&m.payload).expect("JSON");
+            json["message"].as_str().expect("message").to_string()
+        })
+        .collect::<BTreeSet<String>>()
+        .len()
+}
+
 #[test]
 fn a_server_that_stalls_and_one_that_restarts_store_every_event_exactly_once() {
     let Some(mut server) = NatsServer::start("") else {
@@ -201,23 +225,11 @@ fn a_server_that_stalls_and_one_that_restarts_store_every_event_exactly_once() {
     server.run();
     sender.join().expect("the sender");
     herald.wait_for_events(TOTAL);
-    assert!(
-        poll_until(DELIVERY, || server.count("QLIK") >= TOTAL as u64),
-        "the stream holds {} of {TOTAL}\n{}",
-        server.count("QLIK"),
-        herald.stderr()
-    );
+    wait_stored(&server, "QLIK", TOTAL, &herald);
     // Nothing more arrives later: every event was stored exactly once.
     std::thread::sleep(Duration::from_secs(2));
     let stored = server.messages("QLIK");
-    let messages: BTreeSet<String> = stored
-        .iter()
-        .map(|m| {
-            let json: Value = serde_json::from_slice(&m.payload).expect("JSON");
-            json["message"].as_str().expect("message").to_string()
-        })
-        .collect();
-    assert_eq!(messages.len(), TOTAL, "distinct events stored");
+    assert_eq!(distinct_messages(&stored), TOTAL, "distinct events stored");
     assert_eq!(stored.len(), TOTAL, "messages stored");
     let retries = herald.metric("herald_sink_retries_total", &[("sink", "stream")]);
     let duplicates = herald.metric("herald_sink_duplicates_total", &[("sink", "stream")]);
@@ -257,12 +269,7 @@ fn a_batch_larger_than_one_acknowledgement_window_is_stored_once() {
         send("127.0.0.1", herald.udp, &refs);
     }
     herald.wait_for_events(TOTAL);
-    assert!(
-        poll_until(DELIVERY, || server.count("QLIK") >= TOTAL as u64),
-        "the stream holds {} of {TOTAL}\n{}",
-        server.count("QLIK"),
-        herald.stderr()
-    );
+    wait_stored(&server, "QLIK", TOTAL, &herald);
     herald.wait_for("the batch counted as delivered", |h| {
         h.metric("herald_sink_events_delivered_total", &[("sink", "stream")]) == TOTAL as f64
     });
@@ -270,14 +277,7 @@ fn a_batch_larger_than_one_acknowledgement_window_is_stored_once() {
     assert_eq!(stored.len(), TOTAL, "messages stored");
     let ids: BTreeSet<String> = stored.iter().filter_map(|m| m.msg_id.clone()).collect();
     assert_eq!(ids.len(), TOTAL, "one id per event");
-    let messages: BTreeSet<String> = stored
-        .iter()
-        .map(|m| {
-            let json: Value = serde_json::from_slice(&m.payload).expect("JSON");
-            json["message"].as_str().expect("message").to_string()
-        })
-        .collect();
-    assert_eq!(messages.len(), TOTAL, "distinct events stored");
+    assert_eq!(distinct_messages(&stored), TOTAL, "distinct events stored");
     assert_eq!(
         herald.metric("herald_sink_retries_total", &[("sink", "stream")]),
         0.0
