@@ -8,7 +8,8 @@
 //! Verification cannot be turned off: nothing here builds a config without it,
 //! and no setting asks for that. This module opens no connections. The HTTP
 //! sinks hand the CAs read here to reqwest's own client builder, and the email
-//! sink hands them to lettre's; the MQTT sink uses [`client_config`] as is.
+//! sink hands them to lettre's; the MQTT and NATS sinks check and use their
+//! files through [`TlsFiles`].
 
 use std::fmt;
 use std::path::Path;
@@ -62,6 +63,67 @@ pub struct ClientCertificate<'a> {
     pub cert_file: &'a Path,
     /// Its private key (PEM: PKCS#8, PKCS#1 or SEC1).
     pub key_file: &'a Path,
+}
+
+/// The TLS files of a sink that connects to a broker (MQTT, NATS), as
+/// configured: extra CAs, and a client certificate with its key.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TlsFiles<'a> {
+    /// `tls_ca_file`.
+    pub ca_file: Option<&'a Path>,
+    /// `tls_client_cert_file`.
+    pub cert_file: Option<&'a Path>,
+    /// `tls_client_key_file`.
+    pub key_file: Option<&'a Path>,
+}
+
+impl TlsFiles<'_> {
+    /// Checks that the keys agree with each other and with whether the
+    /// connection uses TLS (`tls`): a client certificate comes with its key,
+    /// and no file is given that a plain connection would leave unused
+    /// (`turn_on` says how to turn TLS on).
+    ///
+    /// # Errors
+    ///
+    /// The key to fix and what to do.
+    pub fn check(&self, tls: bool, turn_on: &str) -> Result<(), SettingError> {
+        if self.cert_file.is_some() != self.key_file.is_some() {
+            return Err(SettingError::new(
+                CLIENT_CERT_KEY,
+                format!("give both {CLIENT_CERT_KEY} and {CLIENT_KEY_KEY}, or neither"),
+            ));
+        }
+        if !tls {
+            for (key, set) in [
+                (CA_FILE_KEY, self.ca_file.is_some()),
+                (CLIENT_CERT_KEY, self.cert_file.is_some()),
+            ] {
+                if set {
+                    return Err(SettingError::new(
+                        key,
+                        format!("is set but TLS is off, so it would go unused; {turn_on}"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The [`client_config`] for these files.
+    ///
+    /// # Errors
+    ///
+    /// As [`client_config`].
+    pub fn client_config(&self) -> Result<rustls::ClientConfig, SettingError> {
+        let client = match (self.cert_file, self.key_file) {
+            (Some(cert_file), Some(key_file)) => Some(ClientCertificate {
+                cert_file,
+                key_file,
+            }),
+            _ => None,
+        };
+        client_config(self.ca_file, client)
+    }
 }
 
 /// Installs rustls's ring provider as the process default, once. reqwest and
@@ -238,6 +300,42 @@ mod tests {
         let err = read_private_key(&not_a_key).unwrap_err();
         assert_eq!(err.key, "tls_client_key_file");
         assert!(err.problem.contains("no usable PEM private key"), "{err}");
+    }
+
+    #[test]
+    fn tls_files_come_as_a_certificate_with_its_key_and_only_with_tls() {
+        let file = Some(Path::new("/etc/herald/x.pem"));
+        let fix = "set tls = true";
+        let check = |ca_file, cert_file, key_file, tls| {
+            TlsFiles {
+                ca_file,
+                cert_file,
+                key_file,
+            }
+            .check(tls, fix)
+            .map_err(|err| (err.key, err.problem))
+        };
+        assert_eq!(check(None, None, None, false), Ok(()));
+        assert_eq!(check(file, file, file, true), Ok(()));
+        for (cert, key) in [(file, None), (None, file)] {
+            let (key_name, problem) = check(None, cert, key, true).unwrap_err();
+            assert_eq!(key_name, "tls_client_cert_file");
+            assert_eq!(
+                problem,
+                "give both tls_client_cert_file and tls_client_key_file, or neither"
+            );
+        }
+        for (ca, cert, name) in [
+            (file, None, "tls_ca_file"),
+            (None, file, "tls_client_cert_file"),
+        ] {
+            let (key_name, problem) = check(ca, cert, cert, false).unwrap_err();
+            assert_eq!(key_name, name);
+            assert_eq!(
+                problem,
+                "is set but TLS is off, so it would go unused; set tls = true"
+            );
+        }
     }
 
     #[test]

@@ -128,6 +128,15 @@ impl MqttConfig {
         }
     }
 
+    /// The TLS files as configured.
+    fn tls_files(&self) -> tls::TlsFiles<'_> {
+        tls::TlsFiles {
+            ca_file: self.tls_ca_file.as_deref(),
+            cert_file: self.tls_client_cert_file.as_deref(),
+            key_file: self.tls_client_key_file.as_deref(),
+        }
+    }
+
     /// Checks the keys (no I/O); returns the key and the problem.
     ///
     /// # Errors
@@ -184,26 +193,10 @@ impl MqttConfig {
                 "give both username and password, or neither".into(),
             ));
         }
-        if self.tls_client_cert_file.is_some() != self.tls_client_key_file.is_some() {
-            return Err((
-                "tls_client_cert_file",
-                "give both tls_client_cert_file and tls_client_key_file, or neither".into(),
-            ));
-        }
-        if !self.tls {
-            for (key, set) in [
-                ("tls_ca_file", self.tls_ca_file.is_some()),
-                ("tls_client_cert_file", self.tls_client_cert_file.is_some()),
-            ] {
-                if set {
-                    return Err((
-                        key,
-                        "is set but tls is off; set tls = true (the broker's TLS port is usually 8883)"
-                            .into(),
-                    ));
-                }
-            }
-        }
+        self.tls_files().check(
+            self.tls,
+            "set tls = true (the broker's TLS port is usually 8883)",
+        )?;
         if self.qos > 2 {
             return Err((
                 "qos",
@@ -331,14 +324,7 @@ pub(super) fn random_client_id() -> String {
 /// `tls_ca_file`, and the client certificate when one is configured.
 /// Verification cannot be turned off.
 fn tls_client_config(config: &MqttConfig) -> Result<rustls::ClientConfig, (&'static str, String)> {
-    let client = match (&config.tls_client_cert_file, &config.tls_client_key_file) {
-        (Some(cert_file), Some(key_file)) => Some(tls::ClientCertificate {
-            cert_file,
-            key_file,
-        }),
-        _ => None,
-    };
-    tls::client_config(config.tls_ca_file.as_deref(), client).map_err(Into::into)
+    config.tls_files().client_config().map_err(Into::into)
 }
 
 #[cfg(test)]

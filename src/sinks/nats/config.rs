@@ -311,32 +311,24 @@ impl NatsConfig {
                 "is not a user NKey seed (one starts with \"SU\"); use file:/path/to/user.nk or ${NATS_NKEY_SEED}".into(),
             ));
         }
-        if self.tls_client_cert_file.is_some() != self.tls_client_key_file.is_some() {
-            return Err((
-                "tls_client_cert_file",
-                "give both tls_client_cert_file and tls_client_key_file, or neither".into(),
-            ));
-        }
         if !(1..=600_000).contains(&self.timeout_ms) {
             return Err((
                 "timeout_ms",
                 "must be 1 to 600000 (milliseconds); the default is 10000".into(),
             ));
         }
-        if !self.requires_tls() {
-            for (key, set) in [
-                ("tls_ca_file", self.tls_ca_file.is_some()),
-                ("tls_client_cert_file", self.tls_client_cert_file.is_some()),
-            ] {
-                if set {
-                    return Err((
-                        key,
-                        "is set but TLS is not required, so it could go unused on a plain connection; set tls = true or use tls:// URLs".into(),
-                    ));
-                }
-            }
-        }
+        self.tls_files()
+            .check(self.requires_tls(), "set tls = true or use tls:// URLs")?;
         Ok(())
+    }
+
+    /// The TLS files as configured.
+    fn tls_files(&self) -> tls::TlsFiles<'_> {
+        tls::TlsFiles {
+            ca_file: self.tls_ca_file.as_deref(),
+            cert_file: self.tls_client_cert_file.as_deref(),
+            key_file: self.tls_client_key_file.as_deref(),
+        }
     }
 
     /// The connect options: login, TLS, timeouts, reconnect pacing. Reads the
@@ -383,14 +375,9 @@ impl NatsConfig {
             })?;
         }
         if self.requires_tls() {
-            let client = match (&self.tls_client_cert_file, &self.tls_client_key_file) {
-                (Some(cert_file), Some(key_file)) => Some(tls::ClientCertificate {
-                    cert_file,
-                    key_file,
-                }),
-                _ => None,
-            };
-            let config = tls::client_config(self.tls_ca_file.as_deref(), client)
+            let config = self
+                .tls_files()
+                .client_config()
                 .map_err(<(&'static str, String)>::from)?;
             options = options.tls_client_config(config).require_tls(true);
         }
