@@ -14,9 +14,7 @@ use serde_json::Value;
 pub mod influxd;
 use influxd::Influxd;
 
-use crate::harness::{
-    ConfigBuilder, Herald, fixture, free_tcp_port, poll_until, run_herald, sample_datagrams, send,
-};
+use crate::harness::{ConfigBuilder, Herald, fixture, free_tcp_port, poll_until, run_herald};
 
 /// A herald config with one `influxdb` sink writing to `db` in `schema`.
 fn herald_config(influxd: &Influxd, db: &str, schema: &str, extra: &str) -> ConfigBuilder {
@@ -67,10 +65,8 @@ fn every_family_lands_in_influxdb_with_event_time_in_the_herald_schema() {
     };
     influxd.create_database("herald");
     let mut herald = Herald::start(&herald_config(&influxd, "herald", "herald", "").build());
-    let datagrams = sample_datagrams();
-    let refs: Vec<&[u8]> = datagrams.iter().map(Vec::as_slice).collect();
-    send("127.0.0.1", herald.udp, &refs);
-    let events = herald.wait_for_events(12);
+    let samples = herald.send_samples();
+    let events = herald.wait_for_events(samples);
     let measurements = [
         "log",
         "qix_perf",
@@ -189,10 +185,8 @@ fn the_butler_sos_schema_writes_the_names_existing_dashboards_query() {
     };
     influxd.create_database("butler");
     let mut herald = Herald::start(&herald_config(&influxd, "butler", "butler-sos", "").build());
-    let datagrams = sample_datagrams();
-    let refs: Vec<&[u8]> = datagrams.iter().map(Vec::as_slice).collect();
-    send("127.0.0.1", herald.udp, &refs);
-    let events = herald.wait_for_events(12);
+    let samples = herald.send_samples();
+    let events = herald.wait_for_events(samples);
     let measurements = [
         "log_event",
         "user_events",
@@ -386,9 +380,7 @@ fn points_influxdb_refuses_go_to_the_dead_letter_file_and_the_rest_are_written()
     let (status, body) = influxd.request("POST", "/write?db=conflict", &lines);
     assert_eq!(status, 204, "{body}");
     let mut herald = Herald::start(&herald_config(&influxd, "conflict", "herald", "").build());
-    let datagrams = sample_datagrams();
-    let refs: Vec<&[u8]> = datagrams.iter().map(Vec::as_slice).collect();
-    send("127.0.0.1", herald.udp, &refs);
+    herald.send_samples();
     herald.wait_for("the batch settled", |h| {
         h.metric("herald_sink_events_failed_total", &[("sink", "influx")])
             + h.metric("herald_sink_events_delivered_total", &[("sink", "influx")])

@@ -15,7 +15,7 @@ use serde_json::Value;
 pub(crate) mod mosquitto;
 use mosquitto::{Mosquitto, PASSWORD, Subscriber, USERNAME};
 
-use crate::harness::{ConfigBuilder, Herald, fixture, run_herald, sample_datagrams, send};
+use crate::harness::{ConfigBuilder, Herald, fixture, run_herald, send};
 
 /// How long the subscriber waits for what herald publishes.
 const DELIVERY: Duration = Duration::from_secs(20);
@@ -56,10 +56,8 @@ fn butler_and_butler_sos_presets_publish_the_event_json_on_their_topics() {
         .extra(&tls_sink(&broker, "sos", "preset = \"butler-sos\""))
         .build();
     let mut herald = Herald::start(&config);
-    let datagrams = sample_datagrams();
-    let refs: Vec<&[u8]> = datagrams.iter().map(Vec::as_slice).collect();
-    send("127.0.0.1", herald.udp, &refs);
-    let events = events_by_tag(&herald.wait_for_events(12));
+    let samples = herald.send_samples();
+    let events = events_by_tag(&herald.wait_for_events(samples));
 
     // Topic → the tag of the event it carries, as JSON unless noted.
     let expected: [(&str, &str); 22] = [

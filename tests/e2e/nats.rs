@@ -18,9 +18,7 @@ mod nats_server;
 use crate::mqtt::mosquitto as certs;
 use nats_server::NatsServer;
 
-use crate::harness::{
-    ConfigBuilder, Herald, fixture, poll_until, run_herald, sample_datagrams, send,
-};
+use crate::harness::{ConfigBuilder, Herald, fixture, poll_until, run_herald, send};
 
 /// How long the stream may take to hold what herald was sent.
 const DELIVERY: Duration = Duration::from_secs(60);
@@ -66,17 +64,15 @@ fn every_event_is_stored_once_on_the_subject_its_template_gives() {
         ))
         .build();
     let mut herald = Herald::start(&config);
-    let datagrams = sample_datagrams();
-    let refs: Vec<&[u8]> = datagrams.iter().map(Vec::as_slice).collect();
-    send("127.0.0.1", herald.udp, &refs);
+    let samples = herald.send_samples();
     let events: BTreeMap<String, Value> = herald
-        .wait_for_events(datagrams.len())
+        .wait_for_events(samples)
         .into_iter()
         .map(|e| (e["tag"].as_str().expect("tag").to_string(), e))
         .collect();
     assert!(
-        poll_until(DELIVERY, || server.count("QLIK") == datagrams.len() as u64
-            && server.count("BYHOST") == datagrams.len() as u64),
+        poll_until(DELIVERY, || server.count("QLIK") == samples as u64
+            && server.count("BYHOST") == samples as u64),
         "QLIK holds {}, BYHOST {}\n{}",
         server.count("QLIK"),
         server.count("BYHOST"),
@@ -108,7 +104,7 @@ fn every_event_is_stored_once_on_the_subject_its_template_gives() {
         ),
     ] {
         let stored = server.messages(stream);
-        assert_eq!(stored.len(), datagrams.len(), "{stream}");
+        assert_eq!(stored.len(), samples, "{stream}");
         let mut tags = BTreeSet::new();
         let mut ids = BTreeSet::new();
         for message in &stored {
@@ -123,12 +119,8 @@ fn every_event_is_stored_once_on_the_subject_its_template_gives() {
             ids.insert(id);
             tags.insert(tag);
         }
-        assert_eq!(
-            tags.len(),
-            datagrams.len(),
-            "{stream}: one message per event"
-        );
-        assert_eq!(ids.len(), datagrams.len(), "{stream}: one id per event");
+        assert_eq!(tags.len(), samples, "{stream}: one message per event");
+        assert_eq!(ids.len(), samples, "{stream}: one id per event");
     }
     // The same event in both streams has the same id.
     let ids = |stream: &str| -> BTreeSet<String> {
@@ -371,10 +363,8 @@ fn logins_are_checked_and_a_refused_one_is_said_plainly() {
         ))
         .build();
     let mut herald = Herald::start_with_env(&wrong, &[("NATS_PASSWORD", "wrong-Pa55")]);
-    let datagrams = sample_datagrams();
-    let refs: Vec<&[u8]> = datagrams.iter().map(Vec::as_slice).collect();
-    send("127.0.0.1", herald.udp, &refs);
-    herald.wait_for_events(datagrams.len());
+    let samples = herald.send_samples();
+    herald.wait_for_events(samples);
     herald.wait_for("a refused login in /health", |h| {
         h.http_get("/health").1.contains("refused the login")
     });
@@ -423,10 +413,8 @@ fn tls_is_verified_against_the_ca_given() {
         .extra(&sink(&server, "stream", "QLIK", &trusted))
         .build();
     let mut herald = Herald::start(&config);
-    let datagrams = sample_datagrams();
-    let refs: Vec<&[u8]> = datagrams.iter().map(Vec::as_slice).collect();
-    send("127.0.0.1", herald.udp, &refs);
-    herald.wait_for_events(datagrams.len());
+    let samples = herald.send_samples();
+    herald.wait_for_events(samples);
     let reader = || {
         async_nats::ConnectOptions::new()
             .add_root_certificates(ca.cert.clone())
@@ -434,7 +422,7 @@ fn tls_is_verified_against_the_ca_given() {
     };
     assert!(
         poll_until(DELIVERY, || server.count_with("QLIK", reader())
-            == datagrams.len() as u64),
+            == samples as u64),
         "the stream holds {}\n{}",
         server.count_with("QLIK", reader()),
         herald.stderr()
@@ -473,17 +461,15 @@ fn a_lost_stream_is_created_again_and_subjects_no_stream_of_ours_takes_are_dead_
         ))
         .build();
     let mut herald = Herald::start(&config);
-    let datagrams = sample_datagrams();
-    let refs: Vec<&[u8]> = datagrams.iter().map(Vec::as_slice).collect();
-    send("127.0.0.1", herald.udp, &refs);
-    herald.wait_for_events(datagrams.len());
+    let samples = herald.send_samples();
+    herald.wait_for_events(samples);
     assert!(
-        poll_until(DELIVERY, || server.count("MEM") == datagrams.len() as u64),
+        poll_until(DELIVERY, || server.count("MEM") == samples as u64),
         "MEM holds {}\n{}",
         server.count("MEM"),
         herald.stderr()
     );
-    let expected = 2 * datagrams.len();
+    let expected = 2 * samples;
     herald.wait_for("both other sinks' events in the dead-letter file", |h| {
         h.json_lines("dead.jsonl").len() >= expected
     });
@@ -507,10 +493,10 @@ fn a_lost_stream_is_created_again_and_subjects_no_stream_of_ours_takes_are_dead_
     // and delivers what comes next.
     server.stop();
     server.run();
-    send("127.0.0.1", herald.udp, &refs);
-    herald.wait_for_events(2 * datagrams.len());
+    herald.send_samples();
+    herald.wait_for_events(2 * samples);
     assert!(
-        poll_until(DELIVERY, || server.count("MEM") == datagrams.len() as u64),
+        poll_until(DELIVERY, || server.count("MEM") == samples as u64),
         "MEM holds {}\n{}",
         server.count("MEM"),
         herald.stderr()

@@ -83,17 +83,15 @@ fn every_query_of_the_prometheus_dashboard_returns_data_from_a_real_prometheus()
     let Some(prometheus) = Prometheus::start(&[herald.http]) else {
         return;
     };
-    let datagrams = sample_datagrams();
-    let refs: Vec<&[u8]> = datagrams.iter().map(Vec::as_slice).collect();
-    send("127.0.0.1", herald.udp, &refs);
+    let samples = herald.send_samples();
     // Not on the allowlist, and not a Sense datagram: rejected and parse errors.
-    send("127.0.0.2", herald.udp, &refs[..1]);
+    send("127.0.0.2", herald.udp, &[&sample_datagrams()[0]]);
     send(
         "127.0.0.1",
         herald.udp,
         &[b"not a sense datagram".as_slice()],
     );
-    herald.wait_for_events(datagrams.len() - 1);
+    herald.wait_for_events(samples - 1);
     herald.wait_for("the webhook's events in the dead-letter file", |h| {
         h.metric("herald_sink_events_failed_total", &[("sink", "hook")]) > 0.0
     });

@@ -1,4 +1,4 @@
-use crate::harness::{ConfigBuilder, Herald, read_json_lines, sample_datagrams, send};
+use crate::harness::{ConfigBuilder, Herald, read_json_lines};
 
 #[test]
 fn routing_match_sends_only_matching_events() {
@@ -9,11 +9,9 @@ fn routing_match_sends_only_matching_events() {
         )
         .build();
     let mut herald = Herald::start(&config);
-    let samples = sample_datagrams();
-    let datagrams: Vec<&[u8]> = samples.iter().map(Vec::as_slice).collect();
-    send("127.0.0.1", herald.udp, &datagrams);
+    let samples = herald.send_samples();
 
-    herald.wait_for_events(12);
+    herald.wait_for_events(samples);
     herald.wait_for("the failed sink to deliver its event", |h| {
         h.metric("herald_sink_events_delivered_total", &[("sink", "failed")]) >= 1.0
     });
@@ -44,12 +42,10 @@ fn a_json_stdout_sink_writes_the_same_events_as_the_file_sink() {
         .extra("[sinks.console]\ntype = \"stdout\"\nformat = \"json\"\nflush_interval_ms = 50\n")
         .build();
     let mut herald = Herald::start(&config);
-    let samples = sample_datagrams();
-    let datagrams: Vec<&[u8]> = samples.iter().map(Vec::as_slice).collect();
-    send("127.0.0.1", herald.udp, &datagrams);
-    let mut events = herald.wait_for_events(12);
-    herald.wait_for("12 JSON lines on stdout", |h| {
-        h.stdout().lines().count() >= 12
+    let samples = herald.send_samples();
+    let mut events = herald.wait_for_events(samples);
+    herald.wait_for(&format!("{samples} JSON lines on stdout"), |h| {
+        h.stdout().lines().count() >= samples
     });
     let mut printed: Vec<serde_json::Value> = herald
         .stdout()

@@ -67,11 +67,9 @@ fn accepted_events_all_reach_the_file_on_sigterm() {
 #[test]
 fn sigint_drains_and_exits_cleanly_like_sigterm() {
     let mut herald = Herald::start(&ConfigBuilder::new().flush_interval_ms(5000).build());
-    let samples = sample_datagrams();
-    let datagrams: Vec<&[u8]> = samples.iter().map(Vec::as_slice).collect();
-    crate::harness::send("127.0.0.1", herald.udp, &datagrams);
-    herald.wait_for("12 datagrams parsed", |h| {
-        h.metric("herald_parse_events_total", &[]) >= 12.0
+    let samples = herald.send_samples();
+    herald.wait_for(&format!("{samples} datagrams parsed"), |h| {
+        h.metric("herald_parse_events_total", &[]) >= samples as f64
     });
     // With a 5 s flush interval the events are still queued in the sink.
     herald.signal(libc::SIGINT);
@@ -102,10 +100,8 @@ fn a_busy_udp_port_stops_start_up_and_names_the_address() {
 #[test]
 fn sighup_with_an_unchanged_config_reloads_and_loses_nothing() {
     let mut herald = Herald::start(&ConfigBuilder::new().build());
-    let samples = sample_datagrams();
-    let refs: Vec<&[u8]> = samples.iter().map(Vec::as_slice).collect();
-    crate::harness::send("127.0.0.1", herald.udp, &refs);
-    herald.wait_for_events(samples.len());
+    let samples = herald.send_samples();
+    herald.wait_for_events(samples);
     herald.signal(libc::SIGHUP);
     herald.wait_for("the reload logged", |h| {
         h.stderr()
@@ -113,8 +109,8 @@ fn sighup_with_an_unchanged_config_reloads_and_loses_nothing() {
             .any(|l| l.contains("config reloaded") && l.contains("nothing changed"))
     });
     assert!(!herald.has_exited(), "SIGHUP ended herald");
-    crate::harness::send("127.0.0.1", herald.udp, &refs);
-    herald.wait_for_events(2 * samples.len());
+    herald.send_samples();
+    herald.wait_for_events(2 * samples);
     herald.sigterm();
     assert!(herald.wait_exit().success(), "{}", herald.stderr());
 }

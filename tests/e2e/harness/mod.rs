@@ -525,6 +525,15 @@ impl Herald {
         );
     }
 
+    /// Sends every sample datagram ([`sample_datagrams`]) from 127.0.0.1 to
+    /// the herald; returns how many.
+    pub fn send_samples(&self) -> usize {
+        let datagrams = sample_datagrams();
+        let refs: Vec<&[u8]> = datagrams.iter().map(Vec::as_slice).collect();
+        send("127.0.0.1", self.udp, &refs);
+        datagrams.len()
+    }
+
     /// Waits until the `events` file has at least `n` lines and returns them.
     pub fn wait_for_events(&mut self, n: usize) -> Vec<Value> {
         self.wait_for(&format!("{n} events in events.jsonl"), |h| {
