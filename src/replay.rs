@@ -254,10 +254,13 @@ pub async fn replay(
         }
         let delivered = match record["kind"].as_str() {
             Some("event") => {
-                let event = serde_json::to_vec(&record["event"])
-                    .map_err(|err| err.to_string())
-                    .and_then(|json| Event::from_json(&json))
-                    .map_err(|err| format!("event.{err}"));
+                let event = match &record["event"] {
+                    event @ Value::Object(_) => serde_json::to_vec(event)
+                        .map_err(|err| err.to_string())
+                        .and_then(|json| Event::from_json(&json))
+                        .map_err(|err| format!("event.{err}")),
+                    _ => Err("event: missing or not an object".into()),
+                };
                 let sink = options
                     .sink
                     .as_deref()
@@ -410,8 +413,8 @@ mod tests {
         )
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
-    async fn each_record_that_cannot_be_sent_is_reported_with_its_line_and_why() {
+    /// A dry run over a dead-letter file of `lines`, with one file sink `out`.
+    async fn dry_run(lines: &[String]) -> ReplaySummary {
         let dir = tempfile::tempdir().unwrap();
         let config = Config::from_toml(
             &format!(
@@ -422,6 +425,21 @@ mod tests {
             &dir.path().join("herald.toml"),
         )
         .unwrap();
+        let file = dir.path().join("dead.jsonl");
+        std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+        let options = ReplayOptions {
+            dead_letter: file,
+            sink: None,
+            reason: None,
+            since: None,
+            dry_run: true,
+            out: Some(dir.path().join("again.jsonl")),
+        };
+        replay(&config, &options, |_| {}).await.unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn each_record_that_cannot_be_sent_is_reported_with_its_line_and_why() {
         let (_, event) = &test_events()[1];
         let good = event.to_json();
         let mut bad: serde_json::Value = serde_json::from_str(&good).unwrap();
@@ -441,17 +459,7 @@ mod tests {
             r#"{"kind":"metric"}"#.into(),
             r#"{"kind":"datagram","raw_base64":""}"#.into(),
         ];
-        let file = dir.path().join("dead.jsonl");
-        std::fs::write(&file, lines.join("\n") + "\n").unwrap();
-        let options = ReplayOptions {
-            dead_letter: file,
-            sink: None,
-            reason: None,
-            since: None,
-            dry_run: true,
-            out: Some(dir.path().join("again.jsonl")),
-        };
-        let summary = replay(&config, &options, |_| {}).await.unwrap();
+        let summary = dry_run(&lines).await;
         assert_eq!(summary.records, 7);
         assert_eq!(summary.sent.get("out"), Some(&1));
         assert_eq!(summary.unsendable, 6);
@@ -472,5 +480,20 @@ mod tests {
             assert_eq!(*line, want_line, "{reason}");
             assert!(reason.starts_with(start), "line {line}: {reason}");
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn an_event_record_without_its_event_says_so() {
+        let summary = dry_run(&[
+            r#"{"kind":"event","sink":"out","event":null}"#.into(),
+            r#"{"kind":"event","sink":"out"}"#.into(),
+        ])
+        .await;
+        let reasons: Vec<&str> = summary
+            .unsendable_reasons
+            .iter()
+            .map(|(_, reason)| reason.as_str())
+            .collect();
+        assert_eq!(reasons, ["event: missing or not an object"; 2]);
     }
 }

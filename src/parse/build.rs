@@ -169,7 +169,9 @@ impl Parser {
                 if !input.times_read {
                     *slot = value::timestamp(bytes);
                 }
-                let valid = slot.is_some();
+                // A timestamp the field cap would cut is no longer one: kept
+                // under raw_fields (the event's time still comes from it whole).
+                let valid = slot.is_some() && end - start <= self.max_field_bytes;
                 self.value(event, field, input, start, end, valid);
             }
             FieldKind::Integer | FieldKind::Decimal => {

@@ -17,14 +17,14 @@ fn routing_match_sends_only_matching_events() {
     });
     assert_eq!(
         herald.metric("herald_sink_events_delivered_total", &[("sink", "events")]),
-        12.0
+        samples as f64
     );
     assert_eq!(herald.metric("herald_route_unrouted_total", &[]), 0.0);
     herald.sigterm();
     let status = herald.wait_exit();
     assert!(status.success(), "{status:?}\n{}", herald.stderr());
 
-    assert_eq!(herald.events().len(), 12);
+    assert_eq!(herald.events().len(), samples);
     let failed = read_json_lines(&herald.dir().join("failed.jsonl"));
     assert_eq!(failed.len(), 1, "{failed:#?}");
     assert_eq!(failed[0]["type"], "task");

@@ -79,7 +79,12 @@ fn sigint_drains_and_exits_cleanly_like_sigterm() {
         "exit {status:?}\nstderr:\n{}",
         herald.stderr()
     );
-    assert_eq!(herald.events().len(), 12, "stderr:\n{}", herald.stderr());
+    assert_eq!(
+        herald.events().len(),
+        samples,
+        "stderr:\n{}",
+        herald.stderr()
+    );
 }
 
 #[test]
