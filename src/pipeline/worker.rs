@@ -120,14 +120,14 @@ impl Worker {
 
     /// What a worker does when no batch came for a while: picks up a reload's
     /// routes and counts the losses of senders that went quiet.
-    pub(super) fn idle(&mut self) {
+    fn idle(&mut self) {
         self.refresh();
         self.shared.senders.close_due(Instant::now());
     }
 
     /// Parses, categorises and routes every datagram of `batch`; what does
     /// not parse is counted, logged within the flood budget and dead-lettered.
-    pub(super) fn handle(&mut self, batch: &Batch) {
+    fn handle(&mut self, batch: &Batch) {
         self.refresh();
         self.taps.refresh();
         let Worker {
