@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use crossbeam_channel::{Sender, TrySendError};
 use jiff::Timestamp;
 use serde::{Deserialize, Deserializer, Serialize};
@@ -299,6 +299,12 @@ const HANDOFF_MAX: usize = 1024;
 /// datagrams of 64 KB would make one 64 MiB batch).
 const HANDOFF_MAX_BYTES: usize = 4 * 1024 * 1024;
 
+/// The room to start the next batch's buffer with: a little more than this
+/// batch took, so that a steady stream fills each buffer without growing it.
+fn next_capacity(last: usize) -> usize {
+    (last + last / 4).clamp(64 * 1024, 2 * HANDOFF_MAX_BYTES)
+}
+
 impl ReceiveLoop {
     /// Reads one `recvmmsg` batch (waiting as `wait` says), refusing oversized
     /// datagrams, senders outside the allowlist and senders over their rate
@@ -308,7 +314,7 @@ impl ReceiveLoop {
     fn receive(
         &mut self,
         wait: socket::Wait,
-        arena: &mut BytesMut,
+        arena: &mut Vec<u8>,
         accepted: &mut Vec<(usize, usize, SocketAddr)>,
         now: Instant,
     ) -> usize {
@@ -358,7 +364,7 @@ impl ReceiveLoop {
     }
 
     fn run(&mut self, stop: &AtomicBool) {
-        let mut arena = BytesMut::new();
+        let mut arena: Vec<u8> = Vec::new();
         let mut accepted: Vec<(usize, usize, SocketAddr)> = Vec::new();
         while !stop.load(Ordering::Relaxed) {
             self.allowlist.refresh();
@@ -383,12 +389,20 @@ impl ReceiveLoop {
             if accepted.is_empty() {
                 continue;
             }
-            let buffer = arena.split().freeze();
-            let bytes = (buffer.len() + accepted.len() * std::mem::size_of::<Received>()) as u64;
+            // The batch owns exactly its own allocation, and the budget
+            // counts all of it: a buffer shared between batches (or with the
+            // next read) would stay allocated for as long as any of them is
+            // queued, beyond what the budget counted.
+            let bytes = (arena.len() + accepted.len() * std::mem::size_of::<Received>()) as u64;
             if !self.budget.try_take(bytes) {
                 self.behind(accepted.len(), now);
+                arena.clear();
                 continue;
             }
+            let next = next_capacity(arena.len());
+            let mut buffer = std::mem::replace(&mut arena, Vec::with_capacity(next));
+            buffer.shrink_to_fit();
+            let buffer = Bytes::from(buffer);
             let batch = Batch {
                 received_at: Timestamp::now(),
                 datagrams: accepted
@@ -429,7 +443,7 @@ impl ReceiveLoop {
         &mut self,
         first_read: usize,
         deadline: Instant,
-        arena: &mut BytesMut,
+        arena: &mut Vec<u8>,
         accepted: &mut Vec<(usize, usize, SocketAddr)>,
         now: Instant,
     ) {

@@ -229,10 +229,13 @@ fn garbage_at_full_speed_stays_within_the_hand_off_and_dead_letter_budgets() {
         herald.metric("herald_pipeline_dropped_total", &[("stage", "ingest")]),
         herald.metric("herald_ingest_kernel_drops_total", &[]),
     );
+    // Garbage never reaches a sink, so the sinks' term of the worst case is
+    // not used. (Batches that shared one buffer kept the batches dropped at
+    // the hand-off allocated beside them: 186-495 MiB over many runs.)
     report(
         "40,000 garbage datagrams of 64 KB",
         &herald,
-        worst_case(1, 2),
+        worst_case(1, 0),
     );
     // The dead-letter files keep to max_bytes, within one record.
     let mut files = 0;
