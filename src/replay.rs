@@ -258,7 +258,7 @@ pub async fn replay(
                     event @ Value::Object(_) => serde_json::to_vec(event)
                         .map_err(|err| err.to_string())
                         .and_then(|json| Event::from_json(&json))
-                        .map_err(|err| format!("event.{err}")),
+                        .map_err(|err| under_event(&err)),
                     _ => Err("event: missing or not an object".into()),
                 };
                 let sink = options
@@ -401,6 +401,16 @@ pub fn file_size(path: &Path) -> u64 {
     std::fs::metadata(path).map_or(0, |m| m.len())
 }
 
+/// Places an error of [`Event::from_json`] under the record's `event` key:
+/// `event.task_id: …` when it names a key (keys have no spaces), `event: …`
+/// when it is about the whole object.
+fn under_event(err: &str) -> String {
+    match err.split_once(':') {
+        Some((key, _)) if !key.contains(' ') => format!("event.{err}"),
+        _ => format!("event: {err}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -495,5 +505,21 @@ mod tests {
             .map(|(_, reason)| reason.as_str())
             .collect();
         assert_eq!(reasons, ["event: missing or not an object"; 2]);
+    }
+
+    #[test]
+    fn event_errors_read_as_the_key_under_event_or_as_the_whole_event() {
+        assert_eq!(
+            under_event("raw_fields.task_id: is not a string"),
+            "event.raw_fields.task_id: is not a string"
+        );
+        assert_eq!(
+            under_event("the event is larger than 4 GiB"),
+            "event: the event is larger than 4 GiB"
+        );
+        assert_eq!(
+            under_event("not a JSON object: EOF while parsing"),
+            "event: not a JSON object: EOF while parsing"
+        );
     }
 }

@@ -44,7 +44,8 @@ impl Event {
     ///
     /// # Errors
     ///
-    /// A message naming the key that is missing or wrong and why.
+    /// `key: why` for a key that is missing or wrong; a message without a
+    /// key (`the event is larger than 4 GiB`) when the whole object is.
     pub fn from_json(json: &[u8]) -> Result<Event, String> {
         if u32::try_from(json.len()).is_err() {
             return Err("the event is larger than 4 GiB".into());
