@@ -18,6 +18,7 @@ use super::{Sink, SinkError};
 use crate::event::Event;
 
 mod rotating;
+mod upkeep;
 
 pub use rotating::RotatingFile;
 

@@ -7,14 +7,16 @@
 //! nothing it wrote. It does not sync on its own (its users decide when).
 //!
 //! A rotation does only renames and an open in the writer's way. What is slow
-//! about it happens on a thread of its own (see [`Retirer`]): the file rotated
-//! away is synced and closed there, and the oldest file, unlinked while still
-//! open, is closed there too, so that freeing its blocks and its page cache
-//! (tens of milliseconds for 100 MiB) never holds up a write.
+//! about it (syncing and closing the file rotated away, closing the oldest
+//! file, unlinked while still open, which frees its blocks), and writing back
+//! and dropping from the page cache what lies behind the writer, happen on a
+//! thread of its own ([`Upkeep`]).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+
+use super::upkeep::{Retired, Upkeep, WRITE_BEHIND, WRITE_BEHIND_CHUNK, WriteBehind};
 
 /// An append-only file that rotates by size.
 #[derive(Debug)]
@@ -24,93 +26,16 @@ pub struct RotatingFile {
     max_files: u32,
     file: Option<File>,
     size: u64,
-    /// Where rotated-away files go to be synced and closed; started at the
-    /// first rotation.
-    retirer: Option<Retirer>,
-}
-
-/// The thread that syncs and closes the files a rotation left behind, off the
-/// writer's path: the file just rotated away (its last writes reach the disk
-/// before it is closed) and the oldest file, already unlinked (closing it is
-/// what frees its blocks). At most [`Retirer::PENDING`] rotations wait for it;
-/// beyond that the writer waits, so open files stay bounded.
-#[derive(Debug)]
-struct Retirer {
-    tx: Option<std::sync::mpsc::SyncSender<Retired>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-/// What one rotation hands to the [`Retirer`].
-#[derive(Debug)]
-struct Retired {
-    /// The file rotated away, now `<path>.1`; synced, then closed.
-    rotated: Option<File>,
-    /// The oldest file, unlinked while open; closing it frees it.
-    removed: Option<File>,
-    /// The rotated file's path, for log lines.
-    path: PathBuf,
-}
-
-impl Retired {
-    /// Syncs the rotated file, then closes both.
-    fn close(self) {
-        let Retired {
-            rotated,
-            removed,
-            path,
-        } = self;
-        if let Some(file) = &rotated
-            && let Err(err) = file.sync_data()
-        {
-            tracing::warn!(path = %path.display(), %err, "syncing the rotated file failed");
-        }
-        drop(rotated);
-        // The last handle on an unlinked file: this frees it.
-        drop(removed);
-    }
-}
-
-impl Retirer {
-    /// Rotations that may wait for the thread before the writer waits too.
-    const PENDING: usize = 4;
-
-    fn start() -> io::Result<Retirer> {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Retired>(Self::PENDING);
-        let thread = std::thread::Builder::new()
-            .name("file rotation".into())
-            .spawn(move || {
-                for retired in rx {
-                    retired.close();
-                }
-            })?;
-        Ok(Retirer {
-            tx: Some(tx),
-            thread: Some(thread),
-        })
-    }
-
-    /// Hands `retired` over; waits only while [`Retirer::PENDING`] rotations
-    /// are still being closed. Closes it here if the thread is gone.
-    fn retire(&self, retired: Retired) {
-        match &self.tx {
-            Some(tx) => {
-                if let Err(std::sync::mpsc::SendError(retired)) = tx.send(retired) {
-                    retired.close();
-                }
-            }
-            None => retired.close(),
-        }
-    }
-}
-
-impl Drop for Retirer {
-    /// Waits until every rotated file is synced and closed.
-    fn drop(&mut self) {
-        drop(self.tx.take());
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
+    /// Writing back to disk was started up to here (see [`WriteBehind`]).
+    behind_started: u64,
+    /// Dropped from the page cache up to here.
+    behind_forgotten: u64,
+    /// The thread that retires rotated files and writes behind; started when
+    /// first needed.
+    upkeep: Option<Upkeep>,
+    /// Starting [`RotatingFile::upkeep`] failed once: it is not tried again,
+    /// and rotated files are closed in line.
+    upkeep_failed: bool,
 }
 
 impl RotatingFile {
@@ -126,7 +51,10 @@ impl RotatingFile {
             max_files,
             file: None,
             size: 0,
-            retirer: None,
+            behind_started: 0,
+            behind_forgotten: 0,
+            upkeep: None,
+            upkeep_failed: false,
         };
         file.reopen()?;
         Ok(file)
@@ -141,8 +69,50 @@ impl RotatingFile {
             .append(true)
             .open(&self.path)?;
         self.size = file.metadata()?.len();
+        self.behind_started = self.size;
+        self.behind_forgotten = self.size;
         self.file = Some(file);
         Ok(())
+    }
+
+    /// The upkeep thread, started on first use.
+    fn upkeep(&mut self) -> Option<&Upkeep> {
+        if self.upkeep.is_none() && !self.upkeep_failed {
+            match Upkeep::start() {
+                Ok(upkeep) => self.upkeep = Some(upkeep),
+                Err(err) => {
+                    self.upkeep_failed = true;
+                    tracing::warn!(path = %self.path.display(), %err, "cannot start the thread that closes rotated files; closing them in line");
+                }
+            }
+        }
+        self.upkeep.as_ref()
+    }
+
+    /// Asks the upkeep thread to write back what was written since the last
+    /// request and to drop what it wrote back before, once a chunk has been
+    /// written and no request is pending.
+    fn write_behind(&mut self) {
+        if !WRITE_BEHIND || self.size - self.behind_started < WRITE_BEHIND_CHUNK {
+            return;
+        }
+        let (start, forget) = (
+            self.behind_started..self.size,
+            self.behind_forgotten..self.behind_started,
+        );
+        if !self.upkeep().is_some_and(Upkeep::behind_idle) {
+            return;
+        }
+        let (Some(upkeep), Some(Ok(file))) = (&self.upkeep, self.handle()) else {
+            return;
+        };
+        if upkeep.write_behind(WriteBehind {
+            file,
+            start: start.clone(),
+            forget,
+        }) {
+            (self.behind_forgotten, self.behind_started) = (start.start, start.end);
+        }
     }
 
     /// Appends `bytes` (whole lines). Lines that would take the file past
@@ -191,6 +161,7 @@ impl RotatingFile {
         match file.write_all(bytes) {
             Ok(()) => {
                 self.size += bytes.len() as u64;
+                self.write_behind();
                 Ok(())
             }
             Err(err) => {
@@ -224,18 +195,11 @@ impl RotatingFile {
     }
 
     /// Renames the files along, opens a new one, and leaves syncing and
-    /// closing the old ones to the [`Retirer`] (or does it here when its
-    /// thread cannot be started). Whatever step fails, the file rotated away
-    /// is still synced and closed.
+    /// closing the old ones to the [`Upkeep`] thread (or does it here when it
+    /// cannot be started). Whatever step fails, the file rotated away is still
+    /// synced and closed.
     fn rotate(&mut self) -> io::Result<()> {
-        if self.retirer.is_none() {
-            match Retirer::start() {
-                Ok(retirer) => self.retirer = Some(retirer),
-                Err(err) => {
-                    tracing::warn!(path = %self.path.display(), %err, "cannot start the thread that closes rotated files; closing them in line");
-                }
-            }
-        }
+        self.upkeep();
         let numbered = |n: u32| {
             let mut name = self.path.clone().into_os_string();
             name.push(format!(".{n}"));
@@ -264,8 +228,8 @@ impl RotatingFile {
                 fs::rename(&self.path, numbered(1)).or_else(ignore_missing)
             })
         };
-        match &self.retirer {
-            Some(retirer) => retirer.retire(retired),
+        match &self.upkeep {
+            Some(upkeep) => upkeep.retire(retired),
             None => retired.close(),
         }
         moved?;
@@ -298,6 +262,8 @@ fn ignore_missing(err: io::Error) -> io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
@@ -383,10 +349,7 @@ mod tests {
                 file.append(format!("line {n:04} {}\n", "x".repeat(40)).as_bytes())
                     .unwrap();
             }
-            assert!(
-                file.retirer.is_some(),
-                "rotation started the closing thread"
-            );
+            assert!(file.upkeep.is_some(), "rotation started the closing thread");
             drop(file);
             // Dropping waits for the thread: no handle is left, on a kept file
             // or on a removed one.
@@ -402,6 +365,84 @@ mod tests {
             .collect();
         names.sort();
         assert_eq!(names, ["events.jsonl", "events.jsonl.1", "events.jsonl.2"]);
+    }
+
+    /// Bytes of `path` in the page cache, or `None` where the test cannot
+    /// tell (a file system that keeps everything in memory).
+    #[cfg(target_os = "linux")]
+    fn cached_bytes(path: &Path) -> Option<u64> {
+        use std::os::fd::AsRawFd;
+        let file = File::open(path).unwrap();
+        let len = file.metadata().unwrap().len() as usize;
+        // SAFETY: `statfs` fills the zeroed struct; the mapping is read by
+        // `mincore` only (never dereferenced) and unmapped before returning.
+        unsafe {
+            let mut fs: libc::statfs = std::mem::zeroed();
+            assert_eq!(libc::fstatfs(file.as_raw_fd(), &mut fs), 0);
+            if fs.f_type == libc::TMPFS_MAGIC {
+                return None;
+            }
+            if len == 0 {
+                return Some(0);
+            }
+            let map = libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            );
+            assert_ne!(map, libc::MAP_FAILED);
+            let page = libc::sysconf(libc::_SC_PAGESIZE) as usize;
+            let mut resident = vec![0u8; len.div_ceil(page)];
+            assert_eq!(libc::mincore(map, len, resident.as_mut_ptr()), 0);
+            libc::munmap(map, len);
+            Some(resident.iter().filter(|&&r| r & 1 == 1).count() as u64 * page as u64)
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn what_lies_behind_the_writer_leaves_the_page_cache_and_stays_in_the_file() {
+        const MIB: u64 = 1024 * 1024;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        let line = format!("{}\n", "e".repeat(1023));
+        let chunk = line.repeat(1024);
+        let mut file = RotatingFile::open(&path, 0, 0).unwrap();
+        for _ in 0..48 {
+            file.append(chunk.as_bytes()).unwrap();
+            // Each chunk gets its request (a busy thread would make the
+            // writer skip one and ask for a longer range later).
+            while file.upkeep.as_ref().is_some_and(|u| !u.behind_idle()) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        assert_eq!(file.behind_forgotten, 40 * MIB);
+        drop(file);
+        let Some(cached) = cached_bytes(&path) else {
+            println!("skipped: the temporary directory keeps files in memory");
+            return;
+        };
+        // Without write-behind all 48 MiB stay cached.
+        assert!(cached <= 8 * MIB, "{} MiB still cached", cached / MIB);
+        let written = fs::read(&path).unwrap();
+        assert_eq!(written.len() as u64, 48 * MIB);
+        assert!(written.chunks(1024).all(|l| l == line.as_bytes()));
+
+        // A file rotated away leaves the cache once it is synced.
+        let rotating = dir.path().join("rotating.jsonl");
+        let mut file = RotatingFile::open(&rotating, 4 * MIB, 2).unwrap();
+        for _ in 0..3 {
+            file.append(line.repeat(4096).as_bytes()).unwrap();
+        }
+        drop(file);
+        for n in [1, 2] {
+            let rotated = dir.path().join(format!("rotating.jsonl.{n}"));
+            assert_eq!(fs::metadata(&rotated).unwrap().len(), 4 * MIB);
+            assert_eq!(cached_bytes(&rotated), Some(0), "rotating.jsonl.{n}");
+        }
     }
 
     #[test]
