@@ -27,7 +27,7 @@ use tokio::task::JoinSet;
 use crate::buffer::BufferConfig;
 use crate::config::Config;
 use crate::deadletter::{self, DeadLetterConfig, DeadLetters, Record};
-use crate::event::Event;
+use crate::event::{Event, decode};
 use crate::parse::Parser;
 use crate::route::{Enricher, Matcher, Verdict};
 use crate::sinks::driver::SinkStatus;
@@ -402,12 +402,13 @@ pub fn file_size(path: &Path) -> u64 {
 }
 
 /// Places an error of [`Event::from_json`] under the record's `event` key:
-/// `event.task_id: …` when it names a key (keys have no spaces), `event: …`
-/// when it is about the whole object.
+/// `event: …` for the two errors about the whole object, `event.task_id: …`
+/// for the rest, which start with the key.
 fn under_event(err: &str) -> String {
-    match err.split_once(':') {
-        Some((key, _)) if !key.contains(' ') => format!("event.{err}"),
-        _ => format!("event: {err}"),
+    if err == decode::TOO_LARGE || err.starts_with(decode::NOT_AN_OBJECT) {
+        format!("event: {err}")
+    } else {
+        format!("event.{err}")
     }
 }
 
@@ -520,6 +521,10 @@ mod tests {
         assert_eq!(
             under_event("not a JSON object: EOF while parsing"),
             "event: not a JSON object: EOF while parsing"
+        );
+        assert_eq!(
+            under_event("categories.Error Code: is not a category"),
+            "event.categories.Error Code: is not a category"
         );
     }
 }

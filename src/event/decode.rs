@@ -35,6 +35,13 @@ use super::{
 };
 use crate::parse::value::{is_guid, is_json_number, timestamp};
 
+/// The error of [`Event::from_json`] for an event too large to read.
+pub(crate) const TOO_LARGE: &str = "the event is larger than 4 GiB";
+
+/// How the error of [`Event::from_json`] starts when the text is not a JSON
+/// object.
+pub(crate) const NOT_AN_OBJECT: &str = "not a JSON object";
+
 impl Event {
     /// Reads an event from the JSON object [`Event::write_json`] writes (as
     /// bytes, so that numbers keep their spelling); its `to_json()` is that
@@ -48,10 +55,10 @@ impl Event {
     /// key (`the event is larger than 4 GiB`) when the whole object is.
     pub fn from_json(json: &[u8]) -> Result<Event, String> {
         if u32::try_from(json.len()).is_err() {
-            return Err("the event is larger than 4 GiB".into());
+            return Err(TOO_LARGE.into());
         }
         let members = serde_json::from_slice::<Members<'_>>(json)
-            .map_err(|err| format!("not a JSON object: {err}"))?
+            .map_err(|err| format!("{NOT_AN_OBJECT}: {err}"))?
             .0;
         let mut seen = HashSet::with_capacity(members.len());
         let mut text = String::with_capacity(json.len());

@@ -13,7 +13,7 @@
 
 pub mod binary;
 mod builder;
-mod decode;
+pub(crate) mod decode;
 mod json;
 
 pub use binary::{BINARY_VERSION, DecodeError};

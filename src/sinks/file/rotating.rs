@@ -16,7 +16,11 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use super::upkeep::{Retired, Upkeep, WRITE_BEHIND, WRITE_BEHIND_CHUNK, WriteBehind};
+use std::sync::Arc;
+
+use super::upkeep::{
+    Retired, Upkeep, WRITE_BEHIND, WRITE_BEHIND_ALIGN, WRITE_BEHIND_CHUNK, own_description,
+};
 
 /// An append-only file that rotates by size.
 #[derive(Debug)]
@@ -26,10 +30,12 @@ pub struct RotatingFile {
     max_files: u32,
     file: Option<File>,
     size: u64,
-    /// Writing back to disk was started up to here (see [`WriteBehind`]).
+    /// Writing back to disk was asked for up to here (see [`Upkeep`]).
     behind_started: u64,
-    /// Dropped from the page cache up to here.
+    /// Dropping from the page cache was asked for up to here.
     behind_forgotten: u64,
+    /// The upkeep thread's own open description of the current file.
+    behind_file: Option<Arc<File>>,
     /// The thread that retires rotated files and writes behind; started when
     /// first needed.
     upkeep: Option<Upkeep>,
@@ -53,6 +59,7 @@ impl RotatingFile {
             size: 0,
             behind_started: 0,
             behind_forgotten: 0,
+            behind_file: None,
             upkeep: None,
             upkeep_failed: false,
         };
@@ -71,6 +78,7 @@ impl RotatingFile {
         self.size = file.metadata()?.len();
         self.behind_started = self.size;
         self.behind_forgotten = self.size;
+        self.behind_file = None;
         self.file = Some(file);
         Ok(())
     }
@@ -82,7 +90,7 @@ impl RotatingFile {
                 Ok(upkeep) => self.upkeep = Some(upkeep),
                 Err(err) => {
                     self.upkeep_failed = true;
-                    tracing::warn!(path = %self.path.display(), %err, "cannot start the thread that closes rotated files; closing them in line");
+                    tracing::warn!(path = %self.path.display(), %err, "cannot start the thread that closes rotated files and writes back behind the writer; closing them in line, and leaving writing back to the system");
                 }
             }
         }
@@ -93,25 +101,25 @@ impl RotatingFile {
     /// request and to drop what it wrote back before, once a chunk has been
     /// written and no request is pending.
     fn write_behind(&mut self) {
-        if !WRITE_BEHIND || self.size - self.behind_started < WRITE_BEHIND_CHUNK {
+        let end = self.size & !(WRITE_BEHIND_ALIGN - 1);
+        if !WRITE_BEHIND || end < self.behind_started + WRITE_BEHIND_CHUNK {
             return;
         }
-        let (start, forget) = (
-            self.behind_started..self.size,
-            self.behind_forgotten..self.behind_started,
-        );
         if !self.upkeep().is_some_and(Upkeep::behind_idle) {
             return;
         }
-        let (Some(upkeep), Some(Ok(file))) = (&self.upkeep, self.handle()) else {
+        if self.behind_file.is_none() {
+            self.behind_file = self.file.as_ref().and_then(own_description);
+        }
+        let (Some(upkeep), Some(file)) = (&self.upkeep, &self.behind_file) else {
             return;
         };
-        if upkeep.write_behind(WriteBehind {
-            file,
-            start: start.clone(),
-            forget,
-        }) {
-            (self.behind_forgotten, self.behind_started) = (start.start, start.end);
+        let (start, forget) = (
+            self.behind_started..end,
+            self.behind_forgotten..self.behind_started,
+        );
+        if upkeep.write_behind(file.clone(), start, forget) {
+            (self.behind_forgotten, self.behind_started) = (self.behind_started, end);
         }
     }
 
@@ -367,10 +375,11 @@ mod tests {
         assert_eq!(names, ["events.jsonl", "events.jsonl.1", "events.jsonl.2"]);
     }
 
-    /// Bytes of `path` in the page cache, or `None` where the test cannot
-    /// tell (a file system that keeps everything in memory).
+    /// Bytes of `path` in the page cache (of the pages in `within`, all when
+    /// `None`), or `None` where the test cannot tell (a file system that
+    /// keeps everything in memory).
     #[cfg(target_os = "linux")]
-    fn cached_bytes(path: &Path) -> Option<u64> {
+    fn cached_bytes(path: &Path, within: Option<std::ops::Range<u64>>) -> Option<u64> {
         use std::os::fd::AsRawFd;
         let file = File::open(path).unwrap();
         let len = file.metadata().unwrap().len() as usize;
@@ -398,7 +407,10 @@ mod tests {
             let mut resident = vec![0u8; len.div_ceil(page)];
             assert_eq!(libc::mincore(map, len, resident.as_mut_ptr()), 0);
             libc::munmap(map, len);
-            Some(resident.iter().filter(|&&r| r & 1 == 1).count() as u64 * page as u64)
+            let pages = within.map_or(0..resident.len(), |range| {
+                range.start as usize / page..(range.end as usize).div_ceil(page)
+            });
+            Some(resident[pages].iter().filter(|&&r| r & 1 == 1).count() as u64 * page as u64)
         }
     }
 
@@ -408,8 +420,10 @@ mod tests {
         const MIB: u64 = 1024 * 1024;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("events.jsonl");
-        let line = format!("{}\n", "e".repeat(1023));
-        let chunk = line.repeat(1024);
+        // Lines of 777 bytes: chunk boundaries fall mid-page unless the file
+        // rounds them.
+        let line = format!("{}\n", "e".repeat(776));
+        let chunk = line.repeat(1350);
         let mut file = RotatingFile::open(&path, 0, 0).unwrap();
         for _ in 0..48 {
             file.append(chunk.as_bytes()).unwrap();
@@ -419,29 +433,37 @@ mod tests {
                 std::thread::sleep(Duration::from_millis(1));
             }
         }
-        assert_eq!(file.behind_forgotten, 40 * MIB);
+        let forgotten = file.behind_forgotten;
+        assert!(
+            forgotten >= 32 * MIB,
+            "dropping asked for up to {forgotten}"
+        );
         drop(file);
-        let Some(cached) = cached_bytes(&path) else {
+        let Some(cached) = cached_bytes(&path, None) else {
             println!("skipped: the temporary directory keeps files in memory");
             return;
         };
-        // Without write-behind all 48 MiB stay cached.
-        assert!(cached <= 8 * MIB, "{} MiB still cached", cached / MIB);
+        // Without write-behind all 48 MiB stay cached; with it, nothing
+        // before the last range it was asked to drop, not even the page at
+        // a range's end.
+        assert_eq!(cached_bytes(&path, Some(0..forgotten)), Some(0));
+        assert!(cached <= 17 * MIB, "{} MiB still cached", cached / MIB);
         let written = fs::read(&path).unwrap();
-        assert_eq!(written.len() as u64, 48 * MIB);
-        assert!(written.chunks(1024).all(|l| l == line.as_bytes()));
+        assert_eq!(written.len(), 48 * chunk.len());
+        assert!(written.chunks(777).all(|l| l == line.as_bytes()));
 
         // A file rotated away leaves the cache once it is synced.
         let rotating = dir.path().join("rotating.jsonl");
         let mut file = RotatingFile::open(&rotating, 4 * MIB, 2).unwrap();
+        let kib = format!("{}\n", "r".repeat(1023));
         for _ in 0..3 {
-            file.append(line.repeat(4096).as_bytes()).unwrap();
+            file.append(kib.repeat(4096).as_bytes()).unwrap();
         }
         drop(file);
         for n in [1, 2] {
             let rotated = dir.path().join(format!("rotating.jsonl.{n}"));
             assert_eq!(fs::metadata(&rotated).unwrap().len(), 4 * MIB);
-            assert_eq!(cached_bytes(&rotated), Some(0), "rotating.jsonl.{n}");
+            assert_eq!(cached_bytes(&rotated, None), Some(0), "rotating.jsonl.{n}");
         }
     }
 

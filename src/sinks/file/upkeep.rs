@@ -4,8 +4,9 @@
 //! * **Retiring** ([`Retired`]): after a rotation, the file rotated away is
 //!   synced and closed, and the oldest file, unlinked while still open, is
 //!   closed (which frees its blocks and page cache: tens of milliseconds for
-//!   100 MiB). At most [`Upkeep::PENDING`] rotations wait; beyond that the
-//!   writer waits, so open files stay bounded.
+//!   100 MiB). At most [`Upkeep::PENDING`] rotations (one more while no
+//!   write-behind is queued) wait; beyond that the writer waits, so open
+//!   files stay bounded.
 //! * **Write-behind** ([`WriteBehind`], Linux): every [`WRITE_BEHIND_CHUNK`]
 //!   bytes, writing the new bytes back to disk is started, and the bytes written
 //!   back before them are dropped from the page cache. A file that is only
@@ -18,19 +19,26 @@
 //!   synced.
 //!
 //! It does not decide when to sync for durability (the file sink does, every
-//! `sync_interval_ms`), and its failures cost nothing but cache: a page that
-//! cannot be written back stays cached, and the error shows where the writer
-//! writes or syncs.
+//! `sync_interval_ms`), and its failures cost nothing but cache. It works on
+//! an open file description of its own (opened through `/proc/self/fd`), so
+//! that a write error it waits for is still reported to the writer's own
+//! sync; a range whose writing back failed is not dropped. On 32-bit systems
+//! without 64-bit file offsets, nothing past 2 GiB is dropped.
 
 use std::fs::File;
 use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::mpsc::SyncSender;
 
 /// How far the writer goes between two write-behind requests, in bytes.
 pub(super) const WRITE_BEHIND_CHUNK: u64 = 8 * 1024 * 1024;
+
+/// Write-behind ranges end on a multiple of this (any page size up to it):
+/// dropping skips the pages a range only partly covers, so a range ending
+/// mid-page would leave that page cached for good.
+pub(super) const WRITE_BEHIND_ALIGN: u64 = 64 * 1024;
 
 /// Whether this system can write back and drop ranges of a file.
 pub(super) const WRITE_BEHIND: bool = cfg!(target_os = "linux");
@@ -57,7 +65,7 @@ impl Retired {
         } = self;
         if let Some(file) = &rotated {
             match file.sync_data() {
-                Ok(()) => forget(file, 0..0),
+                Ok(()) => forget_all(file),
                 Err(err) => {
                     tracing::warn!(path = %path.display(), %err, "syncing the rotated file failed");
                 }
@@ -72,10 +80,23 @@ impl Retired {
 /// One write-behind request: start writing `start` back, and drop `forget`
 /// (whose writing back started with the request before) from the page cache.
 #[derive(Debug)]
-pub(super) struct WriteBehind {
-    pub(super) file: File,
-    pub(super) start: Range<u64>,
-    pub(super) forget: Range<u64>,
+struct WriteBehind {
+    /// The upkeep's own open file description of the file.
+    file: Arc<File>,
+    start: Range<u64>,
+    forget: Range<u64>,
+    /// Clears [`Upkeep::behind_busy`] when the request is done with, however
+    /// it ends (done, refused by a full channel, or lost with the thread).
+    _busy: Busy,
+}
+
+#[derive(Debug)]
+struct Busy(Arc<AtomicBool>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
 }
 
 #[derive(Debug)]
@@ -101,25 +122,19 @@ impl Upkeep {
 
     pub(super) fn start() -> std::io::Result<Upkeep> {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Chore>(Self::PENDING + 1);
-        let behind_busy = Arc::new(AtomicBool::new(false));
-        let busy = behind_busy.clone();
         let thread = std::thread::Builder::new()
             .name("file upkeep".into())
             .spawn(move || {
                 for chore in rx {
                     match chore {
                         Chore::Retire(retired) => retired.close(),
-                        Chore::WriteBehind(request) => {
-                            write_behind(&request);
-                            drop(request);
-                            busy.store(false, Ordering::Release);
-                        }
+                        Chore::WriteBehind(request) => write_behind(&request),
                     }
                 }
             })?;
         Ok(Upkeep {
             tx: Some(tx),
-            behind_busy,
+            behind_busy: Arc::new(AtomicBool::new(false)),
             thread: Some(thread),
         })
     }
@@ -142,22 +157,29 @@ impl Upkeep {
         !self.behind_busy.load(Ordering::Acquire)
     }
 
-    /// Hands a write-behind request over, never waiting; returns whether it
-    /// was taken (when not, the writer asks again later with a longer range).
-    pub(super) fn write_behind(&self, request: WriteBehind) -> bool {
+    /// Asks for `start` to be written back and `forget` dropped, through
+    /// `file` (the upkeep's own description of the file), never waiting;
+    /// returns whether the request was taken (when not, the writer asks again
+    /// later with longer ranges).
+    pub(super) fn write_behind(
+        &self,
+        file: Arc<File>,
+        start: Range<u64>,
+        forget: Range<u64>,
+    ) -> bool {
         let Some(tx) = &self.tx else {
             return false;
         };
         if self.behind_busy.swap(true, Ordering::AcqRel) {
             return false;
         }
-        match tx.try_send(Chore::WriteBehind(request)) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                self.behind_busy.store(false, Ordering::Release);
-                false
-            }
-        }
+        let request = WriteBehind {
+            file,
+            start,
+            forget,
+            _busy: Busy(self.behind_busy.clone()),
+        };
+        tx.try_send(Chore::WriteBehind(request)).is_ok()
     }
 }
 
@@ -172,71 +194,108 @@ impl Drop for Upkeep {
 }
 
 fn write_behind(request: &WriteBehind) {
-    start_writing(&request.file, request.start.clone());
-    if !request.forget.is_empty() {
-        // Wait until the range is on disk (its writing back started with the
-        // request before), then drop it: only clean pages can be dropped.
-        wait_written(&request.file, request.forget.clone());
-        forget(&request.file, request.forget.clone());
+    start_writing(&request.file, &request.start);
+    // Wait until the older range is on disk (its writing back started with
+    // the request before), then drop it: only clean pages can be dropped, and
+    // a range that failed to reach the disk stays.
+    if !request.forget.is_empty() && wait_written(&request.file, &request.forget) {
+        forget(&request.file, &request.forget);
     }
 }
 
+/// A range as the offset and length the system calls take (`None` when the
+/// range is empty or does not fit them: an empty length would mean "to the
+/// end of the file").
 #[cfg(target_os = "linux")]
-fn start_writing(file: &File, range: Range<u64>) {
-    sync_range(file, range, libc::SYNC_FILE_RANGE_WRITE);
+fn offset_len<T: TryFrom<u64>>(range: &Range<u64>) -> Option<(T, T)> {
+    if range.is_empty() {
+        return None;
+    }
+    Some((
+        T::try_from(range.start).ok()?,
+        T::try_from(range.end - range.start).ok()?,
+    ))
 }
 
 #[cfg(target_os = "linux")]
-fn wait_written(file: &File, range: Range<u64>) {
+fn start_writing(file: &File, range: &Range<u64>) {
+    sync_range(file, range, libc::SYNC_FILE_RANGE_WRITE);
+}
+
+/// Waits until `range` is written back; false when that failed.
+#[cfg(target_os = "linux")]
+fn wait_written(file: &File, range: &Range<u64>) -> bool {
     sync_range(
         file,
         range,
         libc::SYNC_FILE_RANGE_WAIT_BEFORE
             | libc::SYNC_FILE_RANGE_WRITE
             | libc::SYNC_FILE_RANGE_WAIT_AFTER,
-    );
+    )
 }
 
-/// `sync_file_range`; a failure leaves the pages dirty, for the writer's own
-/// sync to report.
+/// `sync_file_range`; false when it failed (the pages stay dirty or keep
+/// their error, for the writer's own sync to report).
 #[cfg(target_os = "linux")]
-fn sync_range(file: &File, range: Range<u64>, flags: libc::c_uint) {
+fn sync_range(file: &File, range: &Range<u64>, flags: libc::c_uint) -> bool {
     use std::os::fd::AsRawFd;
-    let (Ok(offset), Ok(len)) = (
-        libc::off64_t::try_from(range.start),
-        libc::off64_t::try_from(range.end.saturating_sub(range.start)),
-    ) else {
-        return;
+    let Some((offset, len)) = offset_len(range) else {
+        return false;
     };
     // SAFETY: the descriptor is open for as long as `file` is borrowed, and
     // the call reads no memory of ours.
-    unsafe {
-        libc::sync_file_range(file.as_raw_fd(), offset, len, flags);
+    unsafe { libc::sync_file_range(file.as_raw_fd(), offset, len, flags) == 0 }
+}
+
+/// Drops `range` from the page cache; pages not yet written back stay.
+#[cfg(target_os = "linux")]
+fn forget(file: &File, range: &Range<u64>) {
+    if let Some((offset, len)) = offset_len(range) {
+        fadvise_dontneed(file, offset, len);
     }
 }
 
-/// Drops `range` (`0..0`: the whole file) from the page cache; pages not yet
-/// written back stay.
+/// Drops the whole file from the page cache; pages not yet written back stay.
 #[cfg(target_os = "linux")]
-fn forget(file: &File, range: Range<u64>) {
+fn forget_all(file: &File) {
+    // A length of 0 is "to the end of the file".
+    fadvise_dontneed(file, 0, 0);
+}
+
+#[cfg(target_os = "linux")]
+fn fadvise_dontneed(file: &File, offset: libc::off_t, len: libc::off_t) {
     use std::os::fd::AsRawFd;
-    let (Ok(offset), Ok(len)) = (
-        libc::off_t::try_from(range.start),
-        libc::off_t::try_from(range.end.saturating_sub(range.start)),
-    ) else {
-        return;
-    };
     // SAFETY: as in `sync_range`; the advice changes no data.
     unsafe {
         libc::posix_fadvise(file.as_raw_fd(), offset, len, libc::POSIX_FADV_DONTNEED);
     }
 }
 
-#[cfg(not(target_os = "linux"))]
-fn start_writing(_file: &File, _range: Range<u64>) {}
+/// Opens a description of its own of the file `file` has open, read-only,
+/// for write-behind.
+#[cfg(target_os = "linux")]
+pub(super) fn own_description(file: &File) -> Option<Arc<File>> {
+    use std::os::fd::AsRawFd;
+    File::open(format!("/proc/self/fd/{}", file.as_raw_fd()))
+        .ok()
+        .map(Arc::new)
+}
 
 #[cfg(not(target_os = "linux"))]
-fn wait_written(_file: &File, _range: Range<u64>) {}
+fn start_writing(_file: &File, _range: &Range<u64>) {}
 
 #[cfg(not(target_os = "linux"))]
-fn forget(_file: &File, _range: Range<u64>) {}
+fn wait_written(_file: &File, _range: &Range<u64>) -> bool {
+    false
+}
+
+#[cfg(not(target_os = "linux"))]
+fn forget(_file: &File, _range: &Range<u64>) {}
+
+#[cfg(not(target_os = "linux"))]
+fn forget_all(_file: &File) {}
+
+#[cfg(not(target_os = "linux"))]
+pub(super) fn own_description(_file: &File) -> Option<Arc<File>> {
+    None
+}
