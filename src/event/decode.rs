@@ -386,7 +386,7 @@ impl<'de> Deserialize<'de> for Members<'de> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::test_events;
+    use crate::event::{fixture_datagrams, test_events};
 
     #[test]
     fn every_fixture_event_reads_back_to_the_same_json() {
@@ -534,11 +534,7 @@ mod tests {
 
     #[test]
     fn events_with_values_cut_to_a_small_field_cap_read_back() {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/datagrams");
-        let datagrams: Vec<Vec<u8>> = std::fs::read_dir(root)
-            .unwrap()
-            .map(|entry| std::fs::read(entry.unwrap().path()).unwrap())
-            .collect();
+        let datagrams = fixture_datagrams();
         let sender = "10.0.0.5:61000".parse().unwrap();
         let received_at = "2026-11-23T08:00:00Z".parse().unwrap();
         for cap in [1, 8, 16, 23, 35, 36, 37] {
@@ -547,7 +543,7 @@ mod tests {
                 ..crate::parse::ParseConfig::default()
             };
             let mut parser = crate::parse::Parser::new(&config).unwrap();
-            for datagram in &datagrams {
+            for (_, datagram) in &datagrams {
                 let Ok(event) = parser.parse(datagram, sender, received_at) else {
                     continue;
                 };

@@ -649,6 +649,25 @@ impl Event {
     }
 }
 
+/// Every fixture datagram (`fixtures/datagrams`), with its path, in path
+/// order.
+#[cfg(test)]
+pub(crate) fn fixture_datagrams() -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/datagrams");
+    let mut paths: Vec<_> = std::fs::read_dir(root)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    paths.sort();
+    paths
+        .into_iter()
+        .map(|path| {
+            let datagram = std::fs::read(&path).unwrap();
+            (path, datagram)
+        })
+        .collect()
+}
+
 /// Every fixture datagram that parses, as an event with categories, tags, a
 /// sequence number and a sender and receive time of its own (one in four from
 /// an IPv6 address), named by its fixture: what the encoders' round-trip tests
@@ -658,12 +677,6 @@ pub(crate) fn test_events() -> Vec<(String, Event)> {
     static EVENTS: std::sync::OnceLock<Vec<(String, Event)>> = std::sync::OnceLock::new();
     EVENTS
         .get_or_init(|| {
-            let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/datagrams");
-            let mut paths: Vec<_> = std::fs::read_dir(root)
-                .unwrap()
-                .map(|entry| entry.unwrap().path())
-                .collect();
-            paths.sort();
             let mut parser =
                 crate::parse::Parser::new(&crate::parse::ParseConfig::default()).unwrap();
             let tags: StaticTags = Arc::new(BTreeMap::from([
@@ -671,7 +684,7 @@ pub(crate) fn test_events() -> Vec<(String, Event)> {
                 ("site".to_string(), "Göteborg".to_string()),
             ]));
             let mut events = Vec::new();
-            for (i, path) in paths.iter().enumerate() {
+            for (i, (path, datagram)) in fixture_datagrams().iter().enumerate() {
                 let name = path.file_stem().unwrap().to_string_lossy().into_owned();
                 let sender: SocketAddr = if i % 4 == 3 {
                     format!("[fe80::1:{i}%3]:{}", 50_000 + i).parse().unwrap()
@@ -679,9 +692,7 @@ pub(crate) fn test_events() -> Vec<(String, Event)> {
                     format!("10.0.{i}.5:{}", 61_000 + i).parse().unwrap()
                 };
                 let received_at = Timestamp::new(1_779_523_200 + i as i64, 123_456_789).unwrap();
-                let Ok(mut event) =
-                    parser.parse(&std::fs::read(path).unwrap(), sender, received_at)
-                else {
+                let Ok(mut event) = parser.parse(datagram, sender, received_at) else {
                     continue;
                 };
                 event.sequence = 1_000_003 * i as u64;
