@@ -321,6 +321,19 @@ pub async fn run<S: Sink>(
         } else if deadline.is_none() {
             deadline = Some(Instant::now() + flush_interval);
         }
+        // Woken for the first event of a batch, then only once the queue
+        // holds enough to fill it (or at the deadline).
+        let (room, room_bytes) = if batch.is_empty() {
+            (1, 1)
+        } else {
+            (
+                max.saturating_sub(batch.len()),
+                BATCH_MAX_BYTES.saturating_sub(batch_bytes),
+            )
+        };
+        if queue.wake_when(room, room_bytes as u64) {
+            continue;
+        }
         tokio::select! {
             () = queue.notified() => {}
             () = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {}

@@ -6,7 +6,10 @@
 //! * A **memory** buffer is a lock-free ring ([`ArrayQueue`]) of `queue_events`
 //!   events holding at most `queue_bytes` ([`ByteBudget`]; an event counts
 //!   [`Event::memory_bytes`]); a [`Notify`] wakes the driver once per pushed
-//!   batch, not per event.
+//!   batch, not per event, and only once the queue holds what the driver
+//!   waits for ([`SinkQueue::wake_when`]: any event when its batch is empty,
+//!   else enough to fill the batch), so a driver gathering a batch is not
+//!   woken for every batch the workers push.
 //! * A **disk** buffer frames each event into the worker's [`Stage`] and
 //!   appends the whole batch to the sink's [`DiskLog`] with one write; the
 //!   driver reads events back and acknowledges each batch once the sink has
@@ -23,7 +26,7 @@
 //! events go to the dead-letter file (`reason="shutdown"`).
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -153,6 +156,10 @@ pub struct SinkQueue {
     budget: ByteBudget,
     overflow: Overflow,
     notify: Notify,
+    /// What the driver waits for (see [`SinkQueue::wake_when`]): events
+    /// queued, and bytes in the memory ring.
+    wake_at_events: AtomicUsize,
+    wake_at_bytes: AtomicU64,
     stop: watch::Sender<StopState>,
     /// Whether [`SinkQueue::keep`] ran.
     kept_all: AtomicBool,
@@ -201,6 +208,8 @@ impl SinkQueue {
             budget: ByteBudget::new(capacity.bytes),
             overflow,
             notify: Notify::new(),
+            wake_at_events: AtomicUsize::new(1),
+            wake_at_bytes: AtomicU64::new(1),
             stop: watch::Sender::new(StopState::default()),
             kept_all: AtomicBool::new(false),
             kept: Mutex::new(Kept::default()),
@@ -417,10 +426,38 @@ impl SinkQueue {
         *wait = (*wait * 2).min(Duration::from_millis(10));
     }
 
-    /// Wakes the driver.
+    /// Wakes the driver if the queue now holds what it waits for (a disk
+    /// buffer's driver is always woken).
     pub fn wake(&self) {
         self.update_gauges();
-        self.notify.notify_one();
+        // Pairs with the fence in `wake_when`: either the driver sees what
+        // was pushed before this, or this sees what it waits for.
+        fence(Ordering::SeqCst);
+        if self.disk.is_some() || self.holds_what_driver_waits_for() {
+            self.notify.notify_one();
+        }
+    }
+
+    fn holds_what_driver_waits_for(&self) -> bool {
+        self.len() >= self.wake_at_events.load(Ordering::Relaxed)
+            || self.budget.used() >= self.wake_at_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Says when the driver, about to wait, wants waking: once `events` are
+    /// queued or the memory ring holds `bytes`, but never later than when the
+    /// ring is half full (in events or bytes), so that its overflow policy does
+    /// not discard events while the driver sleeps. Returns true when the queue
+    /// already holds that much, so the driver should not wait. A stop, and a
+    /// push that finds the queue full under `block`, wake it regardless; with
+    /// a disk buffer every push does.
+    pub fn wake_when(&self, events: usize, bytes: u64) -> bool {
+        let events = events.clamp(1, (self.ring.capacity() / 2).max(1));
+        let bytes = bytes.clamp(1, (self.budget.max() / 2).max(1));
+        self.wake_at_events.store(events, Ordering::Relaxed);
+        self.wake_at_bytes.store(bytes, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        // A disk buffer's count includes what the driver holds unacknowledged.
+        self.disk.is_none() && self.holds_what_driver_waits_for()
     }
 
     /// Takes the oldest event: from the disk buffer first, then memory.

@@ -1,4 +1,5 @@
-//! The memory buffer's byte budget under each overflow policy.
+//! The memory buffer's byte budget under each overflow policy, and when
+//! pushes wake the driver.
 
 use super::*;
 
@@ -15,7 +16,8 @@ fn queue(overflow: Overflow, events: usize, bytes: u64) -> SinkQueue {
 /// Events numbered by `sequence`, each `size` bytes as the budget counts.
 fn events(count: u64) -> (Vec<Arc<Event>>, u64) {
     let template = crate::send::sample_event("engine");
-    let size = template.memory_bytes() as u64;
+    // A clone's text has no spare capacity; the template's may.
+    let size = template.clone().memory_bytes() as u64;
     let events = (0..count)
         .map(|sequence| {
             let mut event = template.clone();
@@ -72,4 +74,75 @@ fn an_event_larger_than_the_budget_still_gets_through_alone() {
     let queue = queue(Overflow::DropOldest, 10, size / 2);
     push_all(&queue, &events);
     assert_eq!(drain(&queue), vec![2]);
+}
+
+/// Whether the driver's wake-up is pending (a permit `notify_one` left).
+async fn woken(queue: &SinkQueue) -> bool {
+    tokio::time::timeout(Duration::from_millis(20), queue.notified())
+        .await
+        .is_ok()
+}
+
+#[tokio::test]
+async fn a_driver_gathering_a_batch_is_woken_once_the_queue_can_fill_it() {
+    let (events, size) = events(10);
+    let queue = queue(Overflow::DropOldest, 1000, 1000 * size);
+    // Holding 5 of a batch of 10: woken for 5 more, not for each push.
+    assert!(!queue.wake_when(5, u64::MAX));
+    push_all(&queue, &events[..2]);
+    push_all(&queue, &events[2..4]);
+    assert!(
+        !woken(&queue).await,
+        "woken before the batch could be filled"
+    );
+    push_all(&queue, &events[4..5]);
+    assert!(
+        woken(&queue).await,
+        "not woken once the batch could be filled"
+    );
+    // Asked again with that much queued: no need to wait at all.
+    assert!(queue.wake_when(5, u64::MAX));
+    drain(&queue);
+    // Holding nothing: the first event wakes it.
+    assert!(!queue.wake_when(1, 1));
+    push_all(&queue, &events[5..6]);
+    assert!(woken(&queue).await);
+}
+
+#[tokio::test]
+async fn bytes_wake_the_driver_too() {
+    let (events, size) = events(3);
+    let queue = queue(Overflow::DropOldest, 1000, 1000 * size);
+    assert!(!queue.wake_when(1000, 3 * size));
+    push_all(&queue, &events[..2]);
+    assert!(!woken(&queue).await);
+    push_all(&queue, &events[2..]);
+    assert!(woken(&queue).await);
+}
+
+#[tokio::test]
+async fn a_driver_is_woken_before_the_ring_can_overflow() {
+    // Waiting for more than half the ring (in events, then in bytes) is
+    // capped at half, so drop_oldest never discards while the driver sleeps.
+    let (events, size) = events(10);
+    let by_events = queue(Overflow::DropOldest, 10, 1000 * size);
+    assert!(!by_events.wake_when(1000, u64::MAX));
+    push_all(&by_events, &events[..4]);
+    assert!(!woken(&by_events).await);
+    push_all(&by_events, &events[4..5]);
+    assert!(woken(&by_events).await);
+
+    let by_bytes = queue(Overflow::DropOldest, 1000, 10 * size);
+    assert!(!by_bytes.wake_when(1000, u64::MAX));
+    push_all(&by_bytes, &events[..5]);
+    assert!(woken(&by_bytes).await);
+    assert_eq!(drain(&by_bytes), (0..5).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn a_stop_wakes_a_driver_whatever_it_waits_for() {
+    let queue = queue(Overflow::DropOldest, 1000, u64::MAX);
+    assert!(!queue.wake_when(1000, u64::MAX));
+    queue.close();
+    assert!(woken(&queue).await);
 }
