@@ -17,6 +17,9 @@
 //!   into an empty log.
 //! * A background thread `fdatasync`s the segment being written, the ack file
 //!   and the directory at most every `sync_interval`; a clean close syncs too.
+//!   It also deletes the segments the reader acknowledged or `drop_oldest`
+//!   gave up: unlinking a 128 MiB segment takes tens of milliseconds, which
+//!   on the sink's task held up delivery.
 //! * On open, the last segment's torn or damaged tail is truncated and the
 //!   records lost are counted; damage in the middle of a segment is skipped by
 //!   the reader (each record is checksummed and numbered, see
@@ -172,6 +175,8 @@ struct SyncState {
     sealed: Vec<Arc<File>>,
     current: Option<Arc<File>>,
     dir_changed: bool,
+    /// Segments (by first record) no longer in the live list, to delete.
+    doomed: Vec<u64>,
     ack: Option<Arc<File>>,
     stop: bool,
 }
@@ -493,12 +498,31 @@ impl DiskLog {
     }
 }
 
-/// Deletes a segment file that left the live list.
+/// Has a segment file that left the live list deleted by the sync thread, or
+/// at once once that has stopped. Nothing reads a segment by name once it
+/// left the list, and one left behind by a crash is deleted at the next open.
 fn remove_segment(shared: &Shared, first_seq: u64) {
+    let mut sync = lock(&shared.sync);
+    if sync.stop {
+        drop(sync);
+        delete_segment(shared, first_seq);
+        return;
+    }
+    sync.doomed.push(first_seq);
+    drop(sync);
+    shared.wake_sync.notify_one();
+}
+
+/// Deletes a segment file; true when it is gone.
+fn delete_segment(shared: &Shared, first_seq: u64) -> bool {
     let path = segment_path(&shared.dir, first_seq);
     match fs::remove_file(&path) {
-        Ok(()) => lock(&shared.sync).dir_changed = true,
-        Err(err) => warn!(path = %path.display(), %err, "cannot delete a delivered buffer segment"),
+        Ok(()) => true,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => false,
+        Err(err) => {
+            warn!(path = %path.display(), %err, "cannot delete a delivered buffer segment");
+            false
+        }
     }
 }
 
@@ -507,9 +531,9 @@ fn remove_segment(shared: &Shared, first_seq: u64) {
 fn sync_loop(shared: &Shared, written_file: &File, interval: Duration) {
     let mut last = WrittenMark::default();
     loop {
-        let (sealed, current, dir_changed, ack, stop) = {
+        let (sealed, current, mut dir_changed, doomed, ack, stop) = {
             let mut sync = lock(&shared.sync);
-            if !sync.stop {
+            if !sync.stop && sync.doomed.is_empty() {
                 sync = shared
                     .wake_sync
                     .wait_timeout(sync, interval)
@@ -520,10 +544,14 @@ fn sync_loop(shared: &Shared, written_file: &File, interval: Duration) {
                 std::mem::take(&mut sync.sealed),
                 sync.current.clone(),
                 std::mem::take(&mut sync.dir_changed),
+                std::mem::take(&mut sync.doomed),
                 sync.ack.clone(),
                 sync.stop,
             )
         };
+        for first in doomed {
+            dir_changed |= delete_segment(shared, first);
+        }
         let mut result = Ok(());
         for file in sealed.iter().chain(current.iter()) {
             result = result.and(file.sync_data());
@@ -700,9 +728,33 @@ mod tests {
         reader.next_record().unwrap().unwrap();
         reader.next_record().unwrap().unwrap();
         reader.ack().unwrap();
-        assert_eq!(list_segments(dir.path()).unwrap().len(), 1);
+        // Counted down at once; the files go on the sync thread.
         assert!(log.bytes() < total / 2, "{}", log.bytes());
         assert_eq!(log.records(), 1);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while list_segments(dir.path()).unwrap().len() > 1 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "delivered segments are still there"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn segments_given_up_after_the_sync_thread_stopped_are_deleted_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, mut reader, _) = open(dir.path(), 8 << 20);
+        let big = "x".repeat(600 * 1024);
+        for _ in 0..3 {
+            let mut staged = stage([big.clone()]);
+            log.append(&mut staged, false).unwrap();
+        }
+        log.close();
+        reader.next_record().unwrap().unwrap();
+        reader.next_record().unwrap().unwrap();
+        reader.ack().unwrap();
+        assert_eq!(list_segments(dir.path()).unwrap().len(), 1);
     }
 
     #[test]
