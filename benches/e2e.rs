@@ -15,7 +15,9 @@
 //! source ports in turn as the services of Sense nodes do. For each
 //! receiver the rate is stepped over fixed-length runs until datagrams are lost
 //! (received < sent, or the kernel dropped any) in two runs in a row, then
-//! bisected the same way. Reported per
+//! bisected the same way. A run starts once herald has delivered what earlier
+//! runs left queued (a disk buffer can hold much more than one run's
+//! settling time). Reported per
 //! receiver: zero-loss rate and its ratio to the drain's, CPU % and CPU time per
 //! datagram at that rate, the sender's CPU per datagram and the cores both
 //! used, peak RSS, what is lost at twice that rate by cause, and for herald
@@ -209,6 +211,11 @@ trait Target {
     /// (upper bound in seconds, count) pairs, when the receiver reports one.
     fn latency_buckets(&self) -> Option<Vec<(f64, f64)>> {
         None
+    }
+    /// Events accepted and not yet delivered (queued in memory or in a disk
+    /// buffer), when the receiver reports it.
+    fn backlog(&self) -> u64 {
+        0
     }
     /// Empties the receiver's output file between runs, as log rotation would.
     /// Without it every run writes into never-used memory: on a virtual machine
@@ -436,6 +443,9 @@ impl Target for Herald {
     fn received(&self) -> u64 {
         self.metric(&self.metrics(), "herald_sink_events_delivered_total") as u64
     }
+    fn backlog(&self) -> u64 {
+        self.metric(&self.metrics(), "herald_sink_queue_depth") as u64
+    }
     fn app_drops(&self) -> Drops {
         // herald_pipeline_dropped_total{stage="ingest"|"sink",...} and
         // herald_ingest_rejected_total{reason=...}, by stage or reason.
@@ -526,6 +536,9 @@ impl Target for Pair {
     }
     fn received(&self) -> u64 {
         self.instances.iter().map(Target::received).sum()
+    }
+    fn backlog(&self) -> u64 {
+        self.instances.iter().map(Target::backlog).sum()
     }
     fn app_drops(&self) -> Drops {
         let mut drops = Drops::new();
@@ -786,8 +799,22 @@ fn send_from_process(mix: &Path, port: u16, rate: f64, seconds: f64) -> Sent {
     }
 }
 
+/// How long a run may wait for what the one before left queued.
+const BACKLOG_WAIT: Duration = Duration::from_secs(120);
+
+/// Waits until the target has delivered what earlier runs left queued (a
+/// disk buffer can hold minutes of events), so that a run neither counts
+/// them as its own nor measures its latency behind them.
+fn wait_for_backlog(target: &dyn Target) {
+    let start = Instant::now();
+    while target.backlog() > 0 && start.elapsed() < BACKLOG_WAIT {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Sends at `rate` for `seconds` and waits until the target has settled.
 fn run(target: &dyn Target, mix: &Path, rate: f64, seconds: f64) -> Run {
+    wait_for_backlog(target);
     target.recycle_output();
     let before_received = target.received();
     let before_drops = kernel_drops(target.port());
@@ -1297,7 +1324,10 @@ fn main() {
          kernel's delivery into the receiver's socket, and the cores used are both \
          together over the run's length (the machine has no more to give). Losses at 2×: the kernel's (receive buffer full), herald's own by \
          cause (hand-off full: parse workers behind; sink queue full: the sink behind), \
-         and what was not handled by the end of the run. Latency is from herald's \
+         and what was not handled by the end of the run (a run ends once the count stops \
+         moving, at most 10 s after sending; the next starts once herald has delivered \
+         what its queue or disk buffer still held, so it neither counts those events \
+         as its own nor measures its latency behind them). Latency is from herald's \
          `herald_event_latency_seconds` histogram (read to delivered, one event in 17 \
          sampled), over the half-rate run only, interpolated within its bucket as \
          Prometheus's `histogram_quantile` does. Where nothing rotates the output (rsyslog, \
