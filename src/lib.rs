@@ -42,6 +42,7 @@ pub mod http;
 pub mod import;
 pub mod ingest;
 pub mod metrics;
+pub mod pagecache;
 pub mod parse;
 pub mod pipeline;
 pub mod redact;

@@ -18,9 +18,8 @@ use std::path::{Path, PathBuf};
 
 use std::sync::Arc;
 
-use super::upkeep::{
-    Retired, Upkeep, WRITE_BEHIND, WRITE_BEHIND_ALIGN, WRITE_BEHIND_CHUNK, own_description,
-};
+use super::upkeep::{Retired, Upkeep, WRITE_BEHIND_CHUNK, own_description};
+use crate::pagecache;
 
 /// An append-only file that rotates by size.
 #[derive(Debug)]
@@ -101,8 +100,8 @@ impl RotatingFile {
     /// request and to drop what it wrote back before, once a chunk has been
     /// written and no request is pending.
     fn write_behind(&mut self) {
-        let end = self.size & !(WRITE_BEHIND_ALIGN - 1);
-        if !WRITE_BEHIND || end < self.behind_started + WRITE_BEHIND_CHUNK {
+        let end = pagecache::align_down(self.size);
+        if !pagecache::SUPPORTED || end < self.behind_started + WRITE_BEHIND_CHUNK {
             return;
         }
         if !self.upkeep().is_some_and(Upkeep::behind_idle) {

@@ -11,19 +11,16 @@
 //!   bytes, writing the new bytes back to disk is started, and the bytes written
 //!   back before them are dropped from the page cache. A file that is only
 //!   appended to then keeps about two chunks cached instead of growing the page
-//!   cache by everything written (hundreds of MB a second at full rate). Each
-//!   new page of cache costs the writer the most where memory is fresh: on a
-//!   virtual machine that hands freed memory back to its host, appending to
-//!   fresh pages cost 2.4-2.7 ns a byte against 0.6-0.7 ns for pages the file
-//!   just dropped (`BENCHMARKS.md`). The file rotated away is dropped once it is
+//!   cache by everything written (hundreds of MB a second at full rate), which
+//!   costs the writer the most where memory is fresh (see
+//!   [`crate::pagecache`]). The file rotated away is dropped once it is
 //!   synced.
 //!
 //! It does not decide when to sync for durability (the file sink does, every
 //! `sync_interval_ms`), and its failures cost nothing but cache. It works on
 //! an open file description of its own (opened through `/proc/self/fd`), so
 //! that a write error it waits for is still reported to the writer's own
-//! sync; a range whose writing back failed is not dropped. On 32-bit systems
-//! without 64-bit file offsets, nothing past 2 GiB is dropped.
+//! sync; a range whose writing back failed is not dropped.
 
 use std::fs::File;
 use std::ops::Range;
@@ -32,16 +29,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::SyncSender;
 
+use crate::pagecache::{forget, forget_all, start_writing, wait_written};
+
 /// How far the writer goes between two write-behind requests, in bytes.
 pub(super) const WRITE_BEHIND_CHUNK: u64 = 8 * 1024 * 1024;
-
-/// Write-behind ranges end on a multiple of this (any page size up to it):
-/// dropping skips the pages a range only partly covers, so a range ending
-/// mid-page would leave that page cached for good.
-pub(super) const WRITE_BEHIND_ALIGN: u64 = 64 * 1024;
-
-/// Whether this system can write back and drop ranges of a file.
-pub(super) const WRITE_BEHIND: bool = cfg!(target_os = "linux");
 
 /// What one rotation hands to the [`Upkeep`] thread.
 #[derive(Debug)]
@@ -203,74 +194,6 @@ fn write_behind(request: &WriteBehind) {
     }
 }
 
-/// A range as the offset and length the system calls take (`None` when the
-/// range is empty or does not fit them: an empty length would mean "to the
-/// end of the file").
-#[cfg(target_os = "linux")]
-fn offset_len<T: TryFrom<u64>>(range: &Range<u64>) -> Option<(T, T)> {
-    if range.is_empty() {
-        return None;
-    }
-    Some((
-        T::try_from(range.start).ok()?,
-        T::try_from(range.end - range.start).ok()?,
-    ))
-}
-
-#[cfg(target_os = "linux")]
-fn start_writing(file: &File, range: &Range<u64>) {
-    sync_range(file, range, libc::SYNC_FILE_RANGE_WRITE);
-}
-
-/// Waits until `range` is written back; false when that failed.
-#[cfg(target_os = "linux")]
-fn wait_written(file: &File, range: &Range<u64>) -> bool {
-    sync_range(
-        file,
-        range,
-        libc::SYNC_FILE_RANGE_WAIT_BEFORE
-            | libc::SYNC_FILE_RANGE_WRITE
-            | libc::SYNC_FILE_RANGE_WAIT_AFTER,
-    )
-}
-
-/// `sync_file_range`; false when it failed (the pages stay dirty or keep
-/// their error, for the writer's own sync to report).
-#[cfg(target_os = "linux")]
-fn sync_range(file: &File, range: &Range<u64>, flags: libc::c_uint) -> bool {
-    use std::os::fd::AsRawFd;
-    let Some((offset, len)) = offset_len(range) else {
-        return false;
-    };
-    // SAFETY: the descriptor is open for as long as `file` is borrowed, and
-    // the call reads no memory of ours.
-    unsafe { libc::sync_file_range(file.as_raw_fd(), offset, len, flags) == 0 }
-}
-
-/// Drops `range` from the page cache; pages not yet written back stay.
-#[cfg(target_os = "linux")]
-fn forget(file: &File, range: &Range<u64>) {
-    if let Some((offset, len)) = offset_len(range) {
-        fadvise_dontneed(file, offset, len);
-    }
-}
-
-/// Drops the whole file from the page cache; pages not yet written back stay.
-#[cfg(target_os = "linux")]
-fn forget_all(file: &File) {
-    // A length of 0 is "to the end of the file".
-    fadvise_dontneed(file, 0, 0);
-}
-
-#[cfg(target_os = "linux")]
-fn fadvise_dontneed(file: &File, offset: libc::off_t, len: libc::off_t) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: as in `sync_range`; the advice changes no data.
-    unsafe {
-        libc::posix_fadvise(file.as_raw_fd(), offset, len, libc::POSIX_FADV_DONTNEED);
-    }
-}
-
 /// Opens a description of its own of the file `file` has open, read-only,
 /// for write-behind.
 #[cfg(target_os = "linux")]
@@ -280,20 +203,6 @@ pub(super) fn own_description(file: &File) -> Option<Arc<File>> {
         .ok()
         .map(Arc::new)
 }
-
-#[cfg(not(target_os = "linux"))]
-fn start_writing(_file: &File, _range: &Range<u64>) {}
-
-#[cfg(not(target_os = "linux"))]
-fn wait_written(_file: &File, _range: &Range<u64>) -> bool {
-    false
-}
-
-#[cfg(not(target_os = "linux"))]
-fn forget(_file: &File, _range: &Range<u64>) {}
-
-#[cfg(not(target_os = "linux"))]
-fn forget_all(_file: &File) {}
 
 #[cfg(not(target_os = "linux"))]
 pub(super) fn own_description(_file: &File) -> Option<Arc<File>> {
