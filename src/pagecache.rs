@@ -114,3 +114,45 @@ pub fn forget(_file: &File, _range: &Range<u64>) {}
 /// Does nothing here.
 #[cfg(not(target_os = "linux"))]
 pub fn forget_all(_file: &File) {}
+
+/// Bytes of `path` in the page cache (of the pages in `within`, all when
+/// `None`), or `None` where the test cannot tell (a file system that
+/// keeps everything in memory).
+#[cfg(all(test, target_os = "linux"))]
+pub(crate) fn cached_bytes(
+    path: &std::path::Path,
+    within: Option<std::ops::Range<u64>>,
+) -> Option<u64> {
+    use std::os::fd::AsRawFd;
+    let file = File::open(path).unwrap();
+    let len = file.metadata().unwrap().len() as usize;
+    // SAFETY: `statfs` fills the zeroed struct; the mapping is read by
+    // `mincore` only (never dereferenced) and unmapped before returning.
+    unsafe {
+        let mut fs: libc::statfs = std::mem::zeroed();
+        assert_eq!(libc::fstatfs(file.as_raw_fd(), &mut fs), 0);
+        if fs.f_type == libc::TMPFS_MAGIC {
+            return None;
+        }
+        if len == 0 {
+            return Some(0);
+        }
+        let map = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            file.as_raw_fd(),
+            0,
+        );
+        assert_ne!(map, libc::MAP_FAILED);
+        let page = libc::sysconf(libc::_SC_PAGESIZE) as usize;
+        let mut resident = vec![0u8; len.div_ceil(page)];
+        assert_eq!(libc::mincore(map, len, resident.as_mut_ptr()), 0);
+        libc::munmap(map, len);
+        let pages = within.map_or(0..resident.len(), |range| {
+            range.start as usize / page..(range.end as usize).div_ceil(page)
+        });
+        Some(resident[pages].iter().filter(|&&r| r & 1 == 1).count() as u64 * page as u64)
+    }
+}

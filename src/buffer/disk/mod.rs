@@ -18,8 +18,11 @@
 //! * A background thread `fdatasync`s the segment being written, the ack file
 //!   and the directory at most every `sync_interval`; a clean close syncs too.
 //!   It also deletes the segments the reader acknowledged or `drop_oldest`
-//!   gave up: unlinking a 128 MiB segment takes tens of milliseconds, which
-//!   on the sink's task held up delivery.
+//!   gave up (unlinking a 128 MiB segment takes tens of milliseconds, which
+//!   on the sink's task held up delivery), and drops from the page cache
+//!   what it synced and the reader acknowledged: nothing reads that again,
+//!   and a segment would otherwise grow the cache by everything written (see
+//!   [`crate::pagecache`]).
 //! * On open, the last segment's torn or damaged tail is truncated and the
 //!   records lost are counted; damage in the middle of a segment is skipped by
 //!   the reader (each record is checksummed and numbered, see
@@ -46,6 +49,7 @@ use std::time::Duration;
 use tracing::warn;
 
 use super::record;
+use crate::pagecache;
 use files::{
     WrittenMark, list_segments, read_ack, read_written, scan_tail, segment_path, write_written,
 };
@@ -171,9 +175,10 @@ struct Writer {
 
 #[derive(Debug, Default)]
 struct SyncState {
-    /// Sealed segments written since the last sync.
-    sealed: Vec<Arc<File>>,
-    current: Option<Arc<File>>,
+    /// Sealed segments written since the last sync, by first record.
+    sealed: Vec<(u64, Arc<File>)>,
+    /// The segment being written, by first record.
+    current: Option<(u64, Arc<File>)>,
     dir_changed: bool,
     /// Segments (by first record) no longer in the live list, to delete.
     doomed: Vec<u64>,
@@ -412,7 +417,7 @@ impl DiskLog {
             }
         }
         let mut sync = lock(&shared.sync);
-        if let Some(old) = sync.current.replace(file.clone()) {
+        if let Some(old) = sync.current.replace((first_seq, file.clone())) {
             sync.sealed.push(old);
         }
         sync.dir_changed = true;
@@ -530,6 +535,8 @@ fn delete_segment(shared: &Shared, first_seq: u64) -> bool {
 /// when stopped.
 fn sync_loop(shared: &Shared, written_file: &File, interval: Duration) {
     let mut last = WrittenMark::default();
+    // How far the segment being written was dropped from the page cache.
+    let mut dropped = (u64::MAX, 0);
     loop {
         let (sealed, current, mut dir_changed, doomed, ack, stop) = {
             let mut sync = lock(&shared.sync);
@@ -552,9 +559,24 @@ fn sync_loop(shared: &Shared, written_file: &File, interval: Duration) {
         for first in doomed {
             dir_changed |= delete_segment(shared, first);
         }
+        // What each segment held before its sync: on disk once that succeeds.
+        let committed: Vec<(u64, u64, &Arc<File>)> = {
+            let segments = lock(&shared.segments);
+            sealed
+                .iter()
+                .chain(current.iter())
+                .filter_map(|(first, file)| {
+                    let segment = segments.list.iter().find(|s| s.first == *first)?;
+                    Some((*first, segment.len, file))
+                })
+                .collect()
+        };
         let mut result = Ok(());
-        for file in sealed.iter().chain(current.iter()) {
+        for (_, file) in sealed.iter().chain(current.iter()) {
             result = result.and(file.sync_data());
+        }
+        if result.is_ok() {
+            drop_delivered(shared, &committed, &mut dropped);
         }
         if dir_changed {
             result = result.and(sync_dir(&shared.dir));
@@ -577,6 +599,32 @@ fn sync_loop(shared: &Shared, written_file: &File, interval: Duration) {
         }
         if stop {
             return;
+        }
+    }
+}
+
+/// Drops from the page cache what of the just synced segments (first record,
+/// bytes synced, file) the reader has acknowledged: only the oldest live
+/// segment holds any (older ones are deleted), up to the acknowledged point.
+/// `dropped` is how far that went in which segment, so no range is dropped
+/// twice.
+fn drop_delivered(shared: &Shared, synced: &[(u64, u64, &Arc<File>)], dropped: &mut (u64, u64)) {
+    if !pagecache::SUPPORTED {
+        return;
+    }
+    let (oldest, acked_bytes) = {
+        let segments = lock(&shared.segments);
+        (segments.list.front().map(|s| s.first), segments.acked_bytes)
+    };
+    for &(first, len, file) in synced {
+        if Some(first) != oldest {
+            continue;
+        }
+        let from = if dropped.0 == first { dropped.1 } else { 0 };
+        let to = pagecache::align_down(len.min(acked_bytes));
+        if to > from {
+            pagecache::forget(file, &(from..to));
+            *dropped = (first, to);
         }
     }
 }
@@ -739,6 +787,56 @@ mod tests {
             );
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn what_the_reader_acknowledged_leaves_the_page_cache_once_synced() {
+        use crate::pagecache::cached_bytes;
+        const MIB: u64 = 1024 * 1024;
+        let dir = tempfile::tempdir().unwrap();
+        // One segment (an eighth of 1 GiB) holds all 24 MiB.
+        let (log, mut reader, _) = open(dir.path(), 1 << 30);
+        let record = "r".repeat(777);
+        for _ in 0..24 {
+            let mut staged = stage(std::iter::repeat_n(record.clone(), 1350));
+            log.append(&mut staged, false).unwrap();
+        }
+        let segment = segment_path(dir.path(), 0);
+        let Some(before) = cached_bytes(&segment, None) else {
+            println!("skipped: the temporary directory keeps files in memory");
+            return;
+        };
+        assert!(before >= 20 * MIB, "only {} MiB cached", before / MIB);
+        // Read and acknowledge two thirds: the sync drops those, not the rest.
+        for _ in 0..16 * 1350 {
+            reader.next_record().unwrap().unwrap();
+        }
+        reader.ack().unwrap();
+        let acked = lock(&log.shared.segments).acked_bytes;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while cached_bytes(&segment, Some(0..pagecache::align_down(acked))) != Some(0) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "acknowledged records are still cached"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let unread = cached_bytes(&segment, Some(acked..log.bytes())).unwrap();
+        assert!(
+            unread >= 7 * MIB,
+            "only {} MiB of unread records cached",
+            unread / MIB
+        );
+        // Dropped from the cache, still in the file.
+        assert_eq!(read_all(&mut reader).len(), 8 * 1350);
+        let (_log, mut again, _) = {
+            log.close();
+            drop(log);
+            drop(reader);
+            open(dir.path(), 1 << 30)
+        };
+        assert_eq!(read_all(&mut again).len(), 8 * 1350);
     }
 
     #[test]
