@@ -807,7 +807,16 @@ const BACKLOG_WAIT: Duration = Duration::from_secs(120);
 /// them as its own nor measures its latency behind them.
 fn wait_for_backlog(target: &dyn Target) {
     let start = Instant::now();
-    while target.backlog() > 0 && start.elapsed() < BACKLOG_WAIT {
+    while target.backlog() > 0 {
+        if start.elapsed() >= BACKLOG_WAIT {
+            eprintln!(
+                "{}: still {} events queued after {} s; the next run starts anyway",
+                target.name(),
+                target.backlog(),
+                BACKLOG_WAIT.as_secs()
+            );
+            return;
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
 }

@@ -16,7 +16,8 @@
 //!   [`DiskLog::drop_oldest`] deletes the oldest segment. A batch always fits
 //!   into an empty log.
 //! * A background thread `fdatasync`s the segment being written, the ack file
-//!   and the directory at most every `sync_interval`; a clean close syncs too.
+//!   and the directory every `sync_interval` (and after deleting a segment); a
+//!   clean close syncs too.
 //!   It also deletes the segments the reader acknowledged or `drop_oldest`
 //!   gave up (unlinking a 128 MiB segment takes tens of milliseconds, which
 //!   on the sink's task held up delivery), and drops from the page cache
@@ -503,8 +504,8 @@ impl DiskLog {
     }
 }
 
-/// Has a segment file that left the live list deleted by the sync thread, or
-/// at once once that has stopped. Nothing reads a segment by name once it
+/// Has a segment file that left the live list deleted by the sync thread
+/// (or right away when that has stopped). Nothing reads a segment by name once it
 /// left the list, and one left behind by a crash is deleted at the next open.
 fn remove_segment(shared: &Shared, first_seq: u64) {
     let mut sync = lock(&shared.sync);
@@ -535,8 +536,9 @@ fn delete_segment(shared: &Shared, first_seq: u64) -> bool {
 /// when stopped.
 fn sync_loop(shared: &Shared, written_file: &File, interval: Duration) {
     let mut last = WrittenMark::default();
-    // How far the segment being written was dropped from the page cache.
-    let mut dropped = (u64::MAX, 0);
+    // The live segments synced so far, for dropping what the reader
+    // acknowledged from the page cache.
+    let mut synced: Vec<Synced> = Vec::new();
     loop {
         let (sealed, current, mut dir_changed, doomed, ack, stop) = {
             let mut sync = lock(&shared.sync);
@@ -576,8 +578,19 @@ fn sync_loop(shared: &Shared, written_file: &File, interval: Duration) {
             result = result.and(file.sync_data());
         }
         if result.is_ok() {
-            drop_delivered(shared, &committed, &mut dropped);
+            for (first, len, file) in committed {
+                match synced.iter_mut().find(|s| s.first == first) {
+                    Some(known) => known.len = len,
+                    None => synced.push(Synced {
+                        first,
+                        file: file.clone(),
+                        len,
+                        dropped: 0,
+                    }),
+                }
+            }
         }
+        drop_delivered(shared, &mut synced);
         if dir_changed {
             result = result.and(sync_dir(&shared.dir));
         }
@@ -603,28 +616,34 @@ fn sync_loop(shared: &Shared, written_file: &File, interval: Duration) {
     }
 }
 
-/// Drops from the page cache what of the just synced segments (first record,
-/// bytes synced, file) the reader has acknowledged: only the oldest live
-/// segment holds any (older ones are deleted), up to the acknowledged point.
-/// `dropped` is how far that went in which segment, so no range is dropped
-/// twice.
-fn drop_delivered(shared: &Shared, synced: &[(u64, u64, &Arc<File>)], dropped: &mut (u64, u64)) {
-    if !pagecache::SUPPORTED {
-        return;
-    }
+/// A live segment as the sync thread knows it.
+struct Synced {
+    first: u64,
+    file: Arc<File>,
+    /// Bytes on disk (synced).
+    len: u64,
+    /// Bytes dropped from the page cache.
+    dropped: u64,
+}
+
+/// Drops from the page cache what the reader acknowledged of the synced
+/// segments: only the oldest live segment holds any (older ones are deleted),
+/// up to the acknowledged point, and the reader never reads it again (after a
+/// restart it starts there too). Forgets segments that left the live list.
+fn drop_delivered(shared: &Shared, synced: &mut Vec<Synced>) {
     let (oldest, acked_bytes) = {
         let segments = lock(&shared.segments);
         (segments.list.front().map(|s| s.first), segments.acked_bytes)
     };
-    for &(first, len, file) in synced {
-        if Some(first) != oldest {
-            continue;
-        }
-        let from = if dropped.0 == first { dropped.1 } else { 0 };
-        let to = pagecache::align_down(len.min(acked_bytes));
-        if to > from {
-            pagecache::forget(file, &(from..to));
-            *dropped = (first, to);
+    synced.retain(|s| oldest.is_some_and(|oldest| s.first >= oldest));
+    if !pagecache::SUPPORTED {
+        return;
+    }
+    for segment in synced.iter_mut().filter(|s| Some(s.first) == oldest) {
+        let to = pagecache::align_down(segment.len.min(acked_bytes));
+        if to > segment.dropped {
+            pagecache::forget(&segment.file, &(segment.dropped..to));
+            segment.dropped = to;
         }
     }
 }
@@ -795,48 +814,54 @@ mod tests {
         use crate::pagecache::cached_bytes;
         const MIB: u64 = 1024 * 1024;
         let dir = tempfile::tempdir().unwrap();
-        // One segment (an eighth of 1 GiB) holds all 24 MiB.
-        let (log, mut reader, _) = open(dir.path(), 1 << 30);
+        // Segments of 8 MiB (an eighth of 64 MiB): 24 MiB make three.
+        let (log, mut reader, _) = open(dir.path(), 64 * MIB);
         let record = "r".repeat(777);
         for _ in 0..24 {
             let mut staged = stage(std::iter::repeat_n(record.clone(), 1350));
             log.append(&mut staged, false).unwrap();
         }
-        let segment = segment_path(dir.path(), 0);
-        let Some(before) = cached_bytes(&segment, None) else {
+        // Synced while nothing was acknowledged yet.
+        std::thread::sleep(Duration::from_millis(200));
+        let first_segment = segment_path(dir.path(), 0);
+        let Some(before) = cached_bytes(&first_segment, None) else {
             println!("skipped: the temporary directory keeps files in memory");
             return;
         };
-        assert!(before >= 20 * MIB, "only {} MiB cached", before / MIB);
-        // Read and acknowledge two thirds: the sync drops those, not the rest.
-        for _ in 0..16 * 1350 {
+        assert!(before >= 6 * MIB, "only {} MiB cached", before / MIB);
+        // The reader a segment and a half behind the writer: acknowledging
+        // the first half of the records deletes the first segment and drops
+        // what is acknowledged of the second, sealed before, not the rest.
+        for _ in 0..12 * 1350 {
             reader.next_record().unwrap().unwrap();
         }
         reader.ack().unwrap();
-        let acked = lock(&log.shared.segments).acked_bytes;
+        let (oldest, acked) = {
+            let segments = lock(&log.shared.segments);
+            (segments.list[0].first, segments.acked_bytes)
+        };
+        assert_ne!(oldest, 0, "the first segment is still live");
+        assert!(
+            acked > 2 * MIB,
+            "acknowledged only {acked} bytes of the second"
+        );
+        let second = segment_path(dir.path(), oldest);
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while cached_bytes(&segment, Some(0..pagecache::align_down(acked))) != Some(0) {
+        while cached_bytes(&second, Some(0..pagecache::align_down(acked))) != Some(0) {
             assert!(
                 std::time::Instant::now() < deadline,
                 "acknowledged records are still cached"
             );
             std::thread::sleep(Duration::from_millis(10));
         }
-        let unread = cached_bytes(&segment, Some(acked..log.bytes())).unwrap();
-        assert!(
-            unread >= 7 * MIB,
-            "only {} MiB of unread records cached",
-            unread / MIB
-        );
-        // Dropped from the cache, still in the file.
-        assert_eq!(read_all(&mut reader).len(), 8 * 1350);
-        let (_log, mut again, _) = {
-            log.close();
-            drop(log);
-            drop(reader);
-            open(dir.path(), 1 << 30)
-        };
-        assert_eq!(read_all(&mut again).len(), 8 * 1350);
+        let unread = cached_bytes(&second, Some(acked..fs::metadata(&second).unwrap().len()));
+        assert!(unread.unwrap() >= MIB, "unread records left the cache");
+        // Dropped from the cache, still in the files.
+        assert_eq!(read_all(&mut reader).len(), 12 * 1350);
+        log.close();
+        drop((log, reader));
+        let (_log, mut again, _) = open(dir.path(), 64 * MIB);
+        assert_eq!(read_all(&mut again).len(), 12 * 1350);
     }
 
     #[test]
@@ -880,6 +905,15 @@ mod tests {
         let mut staged = stage([big]);
         log.append(&mut staged, false).unwrap();
         assert_eq!(log.drop_oldest(), Some(2));
+        // The sync thread deletes the file.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while list_segments(dir.path()).unwrap().len() > 1 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the dropped segment is still there"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
         assert_eq!(
             reader.next_record().unwrap().map(<[u8]>::len),
             Some(700 * 1024)

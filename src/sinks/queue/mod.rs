@@ -439,17 +439,22 @@ impl SinkQueue {
     }
 
     fn holds_what_driver_waits_for(&self) -> bool {
-        self.len() >= self.wake_at_events.load(Ordering::Relaxed)
-            || self.budget.used() >= self.wake_at_bytes.load(Ordering::Relaxed)
+        // A push takes its bytes before its event enters the ring: bytes
+        // alone, with nothing in the ring to take yet, would have the driver
+        // go round without waiting.
+        !self.ring.is_empty()
+            && (self.len() >= self.wake_at_events.load(Ordering::Relaxed)
+                || self.budget.used() >= self.wake_at_bytes.load(Ordering::Relaxed))
     }
 
     /// Says when the driver, about to wait, wants waking: once `events` are
     /// queued or the memory ring holds `bytes`, but never later than when the
-    /// ring is half full (in events or bytes), so that its overflow policy does
-    /// not discard events while the driver sleeps. Returns true when the queue
-    /// already holds that much, so the driver should not wait. A stop, and a
-    /// push that finds the queue full under `block`, wake it regardless; with
-    /// a disk buffer every push does.
+    /// ring is half full (in events or bytes), so that the overflow policy
+    /// discards nothing while the driver gathers a batch unless one commit
+    /// brings more than half the ring. Returns true when the queue already
+    /// holds that much, so the driver should not wait. [`SinkQueue::close`],
+    /// [`SinkQueue::abort`] and a push that finds the queue full under `block`
+    /// wake it regardless; with a disk buffer every push does.
     pub fn wake_when(&self, events: usize, bytes: u64) -> bool {
         let events = events.clamp(1, (self.ring.capacity() / 2).max(1));
         let bytes = bytes.clamp(1, (self.budget.max() / 2).max(1));

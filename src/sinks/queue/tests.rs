@@ -146,3 +146,12 @@ async fn a_stop_wakes_a_driver_whatever_it_waits_for() {
     queue.close();
     assert!(woken(&queue).await);
 }
+
+#[test]
+fn bytes_taken_for_an_event_not_yet_in_the_ring_do_not_count() {
+    // A push takes its bytes first: the driver must not take that for an
+    // event to pop and go round without waiting.
+    let queue = queue(Overflow::DropOldest, 1000, 1 << 20);
+    queue.budget.take(1000);
+    assert!(!queue.wake_when(1, 1));
+}
