@@ -693,6 +693,28 @@ mod tests {
         (from..to).map(|i| format!("record {i}")).collect()
     }
 
+    /// A log of 1 MiB segments (an eighth of 8 MiB) with three records of
+    /// 600 KiB, one in each.
+    fn three_segments(dir: &Path) -> (DiskLog, Reader) {
+        let (log, reader, _) = open(dir, 8 << 20);
+        let big = "x".repeat(600 * 1024);
+        for _ in 0..3 {
+            let mut staged = stage([big.clone()]);
+            log.append(&mut staged, false).unwrap();
+        }
+        (log, reader)
+    }
+
+    /// Waits up to 10 s for `done` (what the sync thread does happens soon,
+    /// not at once); fails the test saying `what` did not happen.
+    fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// A closed buffer holding records 0 to 9 in one segment.
     fn ten_records() -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
@@ -782,13 +804,7 @@ mod tests {
     #[test]
     fn acked_segments_are_deleted_and_the_bytes_counted_down() {
         let dir = tempfile::tempdir().unwrap();
-        // 1 MiB segments (an eighth of 8 MiB): 3 appends of ~600 KiB make 3 segments.
-        let (log, mut reader, _) = open(dir.path(), 8 << 20);
-        let big = "x".repeat(600 * 1024);
-        for _ in 0..3 {
-            let mut staged = stage([big.clone()]);
-            log.append(&mut staged, false).unwrap();
-        }
+        let (log, mut reader) = three_segments(dir.path());
         assert_eq!(list_segments(dir.path()).unwrap().len(), 3);
         let total = log.bytes();
         assert!(total > 1_800_000, "{total}");
@@ -798,14 +814,9 @@ mod tests {
         // Counted down at once; the files go on the sync thread.
         assert!(log.bytes() < total / 2, "{}", log.bytes());
         assert_eq!(log.records(), 1);
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while list_segments(dir.path()).unwrap().len() > 1 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "delivered segments are still there"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_for("delivered segments are still there", || {
+            list_segments(dir.path()).unwrap().len() == 1
+        });
     }
 
     #[cfg(target_os = "linux")]
@@ -846,14 +857,9 @@ mod tests {
             "acknowledged only {acked} bytes of the second"
         );
         let second = segment_path(dir.path(), oldest);
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while cached_bytes(&second, Some(0..pagecache::align_down(acked))) != Some(0) {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "acknowledged records are still cached"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_for("acknowledged records are still cached", || {
+            cached_bytes(&second, Some(0..pagecache::align_down(acked))) == Some(0)
+        });
         let unread = cached_bytes(&second, Some(acked..fs::metadata(&second).unwrap().len()));
         assert!(unread.unwrap() >= MIB, "unread records left the cache");
         // Dropped from the cache, still in the files.
@@ -867,12 +873,7 @@ mod tests {
     #[test]
     fn segments_given_up_after_the_sync_thread_stopped_are_deleted_at_once() {
         let dir = tempfile::tempdir().unwrap();
-        let (log, mut reader, _) = open(dir.path(), 8 << 20);
-        let big = "x".repeat(600 * 1024);
-        for _ in 0..3 {
-            let mut staged = stage([big.clone()]);
-            log.append(&mut staged, false).unwrap();
-        }
+        let (log, mut reader) = three_segments(dir.path());
         log.close();
         reader.next_record().unwrap().unwrap();
         reader.next_record().unwrap().unwrap();
@@ -906,14 +907,9 @@ mod tests {
         log.append(&mut staged, false).unwrap();
         assert_eq!(log.drop_oldest(), Some(2));
         // The sync thread deletes the file.
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while list_segments(dir.path()).unwrap().len() > 1 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the dropped segment is still there"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_for("the dropped segment is still there", || {
+            list_segments(dir.path()).unwrap().len() == 1
+        });
         assert_eq!(
             reader.next_record().unwrap().map(<[u8]>::len),
             Some(700 * 1024)
