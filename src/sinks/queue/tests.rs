@@ -123,7 +123,8 @@ async fn bytes_wake_the_driver_too() {
 #[tokio::test]
 async fn a_driver_is_woken_before_the_ring_can_overflow() {
     // Waiting for more than half the ring (in events, then in bytes) is
-    // capped at half, so drop_oldest never discards while the driver sleeps.
+    // capped at half, so drop_oldest discards nothing while the driver
+    // gathers a batch (unless one commit brings more than half the ring).
     let (events, size) = events(10);
     let by_events = queue(Overflow::DropOldest, 10, 1000 * size);
     assert!(!by_events.wake_when(1000, u64::MAX));
