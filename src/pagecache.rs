@@ -123,7 +123,6 @@ pub(crate) fn cached_bytes(
     path: &std::path::Path,
     within: Option<std::ops::Range<u64>>,
 ) -> Option<u64> {
-    use std::os::fd::AsRawFd;
     let file = File::open(path).unwrap();
     let len = file.metadata().unwrap().len() as usize;
     // SAFETY: `statfs` fills the zeroed struct; the mapping is read by
