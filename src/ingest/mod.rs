@@ -3,13 +3,18 @@
 //! One dedicated thread per listening socket reads batches of datagrams, refuses
 //! oversized ones and senders outside the allowlist (before looking at a single
 //! payload byte), copies the rest into one shared buffer per batch and hands the
-//! batch to the parse workers with `try_send`. UDP cannot push back on senders, so
+//! batch to the parse workers with `try_send`; the workers give the buffer back
+//! for a later batch (`batch`). UDP cannot push back on senders, so
 //! a full hand-off queue drops the batch and counts it; blocking would only move
 //! the loss into the kernel, where fewer people look.
 
 pub mod allowlist;
+mod batch;
 pub mod limit;
 pub mod socket;
+
+pub use batch::{Batch, Datagram};
+use batch::{Filling, Spares};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,7 +22,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use crossbeam_channel::{Sender, TrySendError};
 use jiff::Timestamp;
 use serde::{Deserialize, Deserializer, Serialize};
@@ -136,27 +140,6 @@ fn one_or_many<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<SocketA
     deserializer.deserialize_any(OneOrMany)
 }
 
-/// A batch of accepted datagrams from one socket read, sharing one buffer.
-#[derive(Debug)]
-pub struct Batch {
-    /// When the batch was read.
-    pub received_at: Timestamp,
-    /// The datagrams.
-    pub datagrams: Vec<Received>,
-    /// The bytes it holds, taken from the hand-off's [`ByteBudget`]; whoever
-    /// is done with the batch gives them back.
-    pub bytes: u64,
-}
-
-/// One accepted datagram.
-#[derive(Debug, Clone)]
-pub struct Received {
-    /// The payload.
-    pub bytes: Bytes,
-    /// The sender.
-    pub peer: SocketAddr,
-}
-
 /// A socket bound and ready for its receive thread.
 #[derive(Debug)]
 pub struct Listener {
@@ -260,6 +243,7 @@ pub fn spawn(
                 next_tick: Instant::now(),
                 queue_full_log: Throttle::new(Duration::from_secs(10)),
                 kernel_drops_log: Throttle::new(Duration::from_secs(10)),
+                spares: Spares::new(),
             };
             loop_state.run(&stop);
         })
@@ -280,6 +264,8 @@ struct ReceiveLoop {
     next_tick: Instant,
     queue_full_log: Throttle,
     kernel_drops_log: Throttle,
+    /// The buffers of batches the workers are done with.
+    spares: Arc<Spares>,
 }
 
 /// After the first datagrams arrive, keep collecting for up to this long (or
@@ -299,25 +285,22 @@ const HANDOFF_MAX: usize = 1024;
 /// datagrams of 64 KB would make one 64 MiB batch).
 const HANDOFF_MAX_BYTES: usize = 4 * 1024 * 1024;
 
-/// The room to start the next batch's buffer with: a little more than this
+/// The smallest buffer a batch is filled in.
+const MIN_BUFFER_BYTES: usize = 64 * 1024;
+
+/// The room to start a new batch buffer with: a little more than the last
 /// batch took, so that a steady stream fills each buffer without growing it.
 fn next_capacity(last: usize) -> usize {
-    (last + last / 4).clamp(64 * 1024, 2 * HANDOFF_MAX_BYTES)
+    (last + last / 4).clamp(MIN_BUFFER_BYTES, HANDOFF_MAX_BYTES)
 }
 
 impl ReceiveLoop {
     /// Reads one `recvmmsg` batch (waiting as `wait` says), refusing oversized
     /// datagrams, senders outside the allowlist and senders over their rate
-    /// limit, and appends the rest to `arena`/`accepted`. Refusals are
+    /// limit, and appends the rest to `filling`. Refusals are
     /// counted, and logged within the flood log's budget once per read.
     /// Returns how many datagrams were read.
-    fn receive(
-        &mut self,
-        wait: socket::Wait,
-        arena: &mut Vec<u8>,
-        accepted: &mut Vec<(usize, usize, SocketAddr)>,
-        now: Instant,
-    ) -> usize {
+    fn receive(&mut self, wait: socket::Wait, filling: &mut Filling, now: Instant) -> usize {
         let mut received = 0usize;
         let ReceiveLoop {
             receiver,
@@ -348,9 +331,7 @@ impl ReceiveLoop {
                 unused.note(Unused::RateLimited, peer, String::new);
                 return;
             }
-            let start = arena.len();
-            arena.extend_from_slice(datagram.payload);
-            accepted.push((start, arena.len(), peer));
+            filling.push(datagram.payload, peer);
         });
         self.metrics.datagrams.increment(received as u64);
         if !self.unused.is_empty() {
@@ -364,13 +345,20 @@ impl ReceiveLoop {
     }
 
     fn run(&mut self, stop: &AtomicBool) {
-        let mut arena: Vec<u8> = Vec::new();
-        let mut accepted: Vec<(usize, usize, SocketAddr)> = Vec::new();
+        let mut filling = Filling::default();
+        // Payload bytes of the last batch: sizes a buffer made afresh.
+        let mut last_bytes = 0;
         while !stop.load(Ordering::Relaxed) {
             self.allowlist.refresh();
-            accepted.clear();
+            if filling.memory_bytes() == 0 {
+                filling = self
+                    .spares
+                    .take()
+                    .unwrap_or_else(|| Filling::with_capacity(next_capacity(last_bytes)));
+            }
+            filling.clear();
             let now = Instant::now();
-            let first = self.receive(socket::Wait::Block, &mut arena, &mut accepted, now);
+            let first = self.receive(socket::Wait::Block, &mut filling, now);
             // The kernel's drop count is asked once per hand-off, and when idle
             // (drops at the end of a burst show up then).
             if let Some(drops) = self.receiver.kernel_drops() {
@@ -383,42 +371,37 @@ impl ReceiveLoop {
                 self.next_tick = now + Duration::from_secs(1);
             }
             if first == 0 {
+                // Quiet: free what a burst left behind.
+                self.spares.release();
+                filling = Filling::default();
+                last_bytes = 0;
                 continue;
             }
-            self.linger(first, now + LINGER, &mut arena, &mut accepted, now);
-            if accepted.is_empty() {
+            self.linger(first, now + LINGER, &mut filling, now);
+            if filling.len() == 0 {
                 continue;
             }
-            // The batch owns exactly its own allocation, and the budget
-            // counts all of it: a buffer shared between batches (or with the
-            // next read) would stay allocated for as long as any of them is
-            // queued, beyond what the budget counted.
-            let bytes = (arena.len() + accepted.len() * std::mem::size_of::<Received>()) as u64;
-            if !self.budget.try_take(bytes) {
-                self.behind(accepted.len(), now);
-                arena.clear();
-                continue;
-            }
-            let next = next_capacity(arena.len());
-            let mut buffer = std::mem::replace(&mut arena, Vec::with_capacity(next));
-            buffer.shrink_to_fit();
-            let buffer = Bytes::from(buffer);
-            let batch = Batch {
-                received_at: Timestamp::now(),
-                datagrams: accepted
-                    .iter()
-                    .map(|&(start, end, peer)| Received {
-                        bytes: buffer.slice(start..end),
-                        peer,
-                    })
-                    .collect(),
-                bytes,
+            last_bytes = filling.payload_bytes();
+            // A few datagrams go over in a copy of their size, and the buffer
+            // stays for the next read; otherwise the buffer goes over whole,
+            // and comes back once the workers are done with it. The budget
+            // counts the memory the batch holds, capacity included.
+            let handed = if filling.mostly_empty() {
+                filling.exact_copy()
+            } else {
+                std::mem::take(&mut filling)
             };
+            let bytes = handed.memory_bytes();
+            if !self.budget.try_take(bytes) {
+                self.behind(handed.len(), now);
+                continue;
+            }
+            let batch = Batch::new(Timestamp::now(), handed, bytes, self.spares.clone());
             match self.tx.try_send(batch) {
                 Ok(()) => {}
                 Err(TrySendError::Full(batch)) => {
                     self.budget.release(batch.bytes);
-                    self.behind(batch.datagrams.len(), now);
+                    self.behind(batch.len(), now);
                 }
                 Err(TrySendError::Disconnected(_)) => return,
             }
@@ -443,14 +426,13 @@ impl ReceiveLoop {
         &mut self,
         first_read: usize,
         deadline: Instant,
-        arena: &mut Vec<u8>,
-        accepted: &mut Vec<(usize, usize, SocketAddr)>,
+        filling: &mut Filling,
         now: Instant,
     ) {
         let full = self.receiver.batch_size();
         let mut slept = false;
         let mut last_read = first_read;
-        while accepted.len() < HANDOFF_MAX && arena.len() < HANDOFF_MAX_BYTES {
+        while filling.len() < HANDOFF_MAX && filling.payload_bytes() < HANDOFF_MAX_BYTES {
             if last_read < full {
                 if slept {
                     break;
@@ -462,7 +444,7 @@ impl ReceiveLoop {
                 std::thread::sleep(left);
                 slept = true;
             }
-            last_read = self.receive(socket::Wait::Never, arena, accepted, now);
+            last_read = self.receive(socket::Wait::Never, filling, now);
             if last_read == 0 {
                 break;
             }

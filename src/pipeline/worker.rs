@@ -148,9 +148,9 @@ impl Worker {
         // without touching a shared counter per event.
         let mut sequence = shared
             .sequence
-            .fetch_add(batch.datagrams.len() as u64, Ordering::Relaxed);
-        for datagram in &batch.datagrams {
-            match parser.parse_shared(&datagram.bytes, datagram.peer, batch.received_at) {
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        for datagram in batch.datagrams() {
+            match parser.parse_shared(datagram.bytes, datagram.peer, batch.received_at) {
                 Ok(mut event) => {
                     // Built in place and not shared yet: changed without a copy.
                     let unshared = Arc::make_mut(&mut event);
@@ -188,7 +188,7 @@ impl Worker {
                         format!(
                             "{}: {err}; starts {:?}",
                             err.reason(),
-                            preview(&datagram.bytes)
+                            preview(datagram.bytes)
                         )
                     });
                     shared.dead.send(Record::datagram(
@@ -196,7 +196,7 @@ impl Worker {
                         datagram.peer,
                         err.reason(),
                         &err.to_string(),
-                        &datagram.bytes,
+                        datagram.bytes,
                     ));
                 }
             }

@@ -5,7 +5,7 @@
 //! throughout; see "Memory" in the README):
 //!
 //! ```text
-//! program + listeners × (3 × recv_batch × max_datagram_bytes + 8 MiB)
+//! program + listeners × (3 × recv_batch × max_datagram_bytes + 24 MiB)
 //!         + pipeline.queue_bytes + workers × 8 MiB
 //!         + sinks × (queue_bytes + 24 MiB) + disk-buffered sinks × 8 MiB
 //!         + dead_letter.queue_bytes + 1 MiB
@@ -26,7 +26,7 @@ const PROGRAM: u64 = 64 * MIB;
 /// buffered sinks, with two workers, a dead-letter file and every budget at
 /// its default.
 fn worst_case(listeners: u64, sinks: u64) -> u64 {
-    let per_listener = 3 * 64 * 65_507 + 8 * MIB;
+    let per_listener = 3 * 64 * 65_507 + 24 * MIB;
     PROGRAM
         + listeners * per_listener
         + 64 * MIB
