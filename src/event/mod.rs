@@ -15,6 +15,7 @@ pub mod binary;
 mod builder;
 pub(crate) mod decode;
 mod json;
+pub mod prefetch;
 
 pub use binary::{BINARY_VERSION, DecodeError};
 pub use builder::EventBuilder;

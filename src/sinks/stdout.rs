@@ -10,7 +10,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::{Sink, SinkError};
-use crate::event::{Event, EventType, Field, write_rfc3339};
+use crate::event::{Event, EventType, Field, prefetch, write_rfc3339};
 
 /// Settings of a `stdout` sink.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -52,13 +52,14 @@ impl StdoutSink {
 impl Sink for StdoutSink {
     async fn deliver(&mut self, batch: &[Arc<Event>]) -> Result<(), SinkError> {
         self.buffer.clear();
-        for event in batch {
-            match self.format {
-                StdoutFormat::Json => event.write_json(&mut self.buffer),
-                StdoutFormat::Text => write_text(&mut self.buffer, event),
+        let (buffer, format) = (&mut self.buffer, self.format);
+        prefetch::each(batch, |event| {
+            match format {
+                StdoutFormat::Json => event.write_json(buffer),
+                StdoutFormat::Text => write_text(buffer, event),
             }
-            self.buffer.push(b'\n');
-        }
+            buffer.push(b'\n');
+        });
         let buffer = &self.buffer;
         tokio::task::block_in_place(|| {
             let mut out = std::io::stdout().lock();

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
 use super::alert::{Notifier, Rendered};
-use crate::event::Event;
+use crate::event::{Event, prefetch};
 use crate::secret::Secret;
 use crate::sinks::transport;
 use crate::sinks::{Sink, SinkError};
@@ -208,15 +208,15 @@ impl Sink for WebhookBatchSink {
         if array {
             body.push(b'[');
         }
-        for (i, event) in batch.iter().enumerate() {
-            if array && i > 0 {
+        prefetch::each(batch, |event| {
+            if array && body.len() > 1 {
                 body.push(b',');
             }
             event.write_json(&mut body);
             if !array {
                 body.push(b'\n');
             }
-        }
+        });
         if array {
             body.push(b']');
         }

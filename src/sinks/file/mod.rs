@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::{Sink, SinkError};
-use crate::event::Event;
+use crate::event::{Event, prefetch};
 
 mod rotating;
 mod upkeep;
@@ -99,10 +99,11 @@ impl FileSink {
 impl Sink for FileSink {
     async fn deliver(&mut self, batch: &[Arc<Event>]) -> Result<(), SinkError> {
         self.buffer.clear();
-        for event in batch {
-            event.write_json(&mut self.buffer);
-            self.buffer.push(b'\n');
-        }
+        let buffer = &mut self.buffer;
+        prefetch::each(batch, |event| {
+            event.write_json(buffer);
+            buffer.push(b'\n');
+        });
         self.unsynced = true;
         let (file, buffer) = (&mut self.file, &self.buffer);
         tokio::task::block_in_place(|| file.append(buffer)).map_err(SinkError::io)

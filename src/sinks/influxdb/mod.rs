@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use super::isolate::{self, PostRange, Refusals};
 use super::transport;
 use super::{Sink, SinkError};
-use crate::event::Event;
+use crate::event::{Event, prefetch};
 use crate::secret::Secret;
 pub use schema::{Api, Schema};
 
@@ -231,10 +231,11 @@ impl Sink for InfluxdbSink {
     async fn deliver(&mut self, batch: &[Arc<Event>]) -> Result<(), SinkError> {
         self.body.clear();
         self.starts.clear();
-        for event in batch {
-            self.starts.push(self.body.len());
-            schema::write(&mut self.body, event, self.config.schema, self.config.api);
-        }
+        let (body, starts, config) = (&mut self.body, &mut self.starts, &self.config);
+        prefetch::each(batch, |event| {
+            starts.push(body.len());
+            schema::write(body, event, config.schema, config.api);
+        });
         self.starts.push(self.body.len());
         isolate::deliver(&REFUSALS, batch.len(), self).await
     }

@@ -15,7 +15,7 @@ use serde::ser::{SerializeMap as _, SerializeSeq as _, SerializeTuple as _};
 use serde::{Serialize, Serializer};
 
 use super::{LokiConfig, LokiLabel};
-use crate::event::Event;
+use crate::event::{Event, prefetch};
 use crate::sinks::influxdb::schema::timestamp_ns;
 
 /// A batch made ready to send: each event's label values, timestamp and line.
@@ -43,12 +43,12 @@ impl<'a> Prepared<'a> {
         starts.clear();
         times.clear();
         let mut values = Vec::with_capacity(events.len() * config.labels.len());
-        for event in events {
+        prefetch::each(events, |event| {
             starts.push(lines.len());
             event.write_json(lines);
             times.push(timestamp_ns(event));
             values.extend(config.labels.iter().map(|label| label.value(event)));
-        }
+        });
         starts.push(lines.len());
         Prepared {
             labels: &config.labels,

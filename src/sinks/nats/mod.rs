@@ -48,7 +48,7 @@ use tracing::{info, warn};
 pub use config::NatsConfig;
 use subject::{SubjectTemplate, message_id};
 
-use crate::event::Event;
+use crate::event::{Event, prefetch};
 use crate::metrics::SINK_DUPLICATES;
 use crate::sinks::backoff::Backoff;
 use crate::sinks::mqtt::LOG_EVERY;
@@ -347,7 +347,8 @@ impl Sink for NatsSink {
         // refuses that event only.
         let mut publishes = Vec::with_capacity(batch.len());
         let mut rejected = Vec::new();
-        for (index, event) in batch.iter().enumerate() {
+        let mut index = 0;
+        prefetch::each(batch, |event| {
             self.body.clear();
             event.write_json(&mut self.body);
             match self.subjects.render(&self.body) {
@@ -359,7 +360,8 @@ impl Sink for NatsSink {
                 }),
                 Err(err) => rejected.push((index, err)),
             }
-        }
+            index += 1;
+        });
         let stream = self.config.stream.clone();
         let mut duplicates = 0u64;
         // Published, but no stream answered for their subject.

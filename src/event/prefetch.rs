@@ -1,0 +1,86 @@
+//! Walking a batch of events with the memory each needs asked for ahead.
+//!
+//! A sink's batch holds events that parse workers built on other cores, so
+//! the first read of each one waits for its cache lines to come over: a
+//! profile of the file sink put about two thirds of its JSON encoding's time
+//! on the first loads of an event's fields and of its text. [`each`] asks the
+//! CPU for the event two ahead and for the text of the next one while the
+//! current one is encoded, so that the waits overlap with work. It changes
+//! nothing but timing; on CPUs other than x86-64 it is a plain loop.
+
+use std::sync::Arc;
+
+use super::Event;
+
+/// Visits `events` in order; before each visit, starts loading the next
+/// event's text and the one after's fields.
+pub fn each<'a>(events: &'a [Arc<Event>], mut visit: impl FnMut(&'a Event)) {
+    for (i, event) in events.iter().enumerate() {
+        if let Some(after_next) = events.get(i + 2) {
+            fields(after_next);
+        }
+        // Its fields were asked for one visit ago: reading where its text
+        // is should not wait.
+        if let Some(next) = events.get(i + 1) {
+            text(next);
+        }
+        visit(event);
+    }
+}
+
+/// Starts loading the cache lines of `event`'s fields.
+fn fields(event: &Event) {
+    let start = std::ptr::from_ref(event).cast::<u8>();
+    lines(start, std::mem::size_of::<Event>());
+}
+
+/// Starts loading the cache lines of `event`'s text.
+fn text(event: &Event) {
+    lines(event.text.as_ptr(), event.text.len());
+}
+
+/// The cache line size of the CPUs herald runs on.
+const LINE: usize = 64;
+
+/// Starts loading every cache line of the `len` bytes at `start`.
+fn lines(start: *const u8, len: usize) {
+    let mut offset = 0;
+    while offset < len {
+        line(start.wrapping_add(offset));
+        offset += LINE;
+    }
+    // The last line, when `start` is not at a line's start.
+    if len > 0 {
+        line(start.wrapping_add(len - 1));
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn line(at: *const u8) {
+    use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+    // SAFETY: a prefetch is a hint: it never faults and reads nothing the
+    // program sees, whatever the address.
+    unsafe { _mm_prefetch::<_MM_HINT_T0>(at.cast::<i8>()) }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn line(_at: *const u8) {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn visits_every_event_once_in_order() {
+        let events: Vec<Arc<Event>> = crate::event::test_events()
+            .into_iter()
+            .map(|(_, event)| Arc::new(event))
+            .collect();
+        assert!(events.len() > 3);
+        let mut seen = Vec::new();
+        each(&events, |event| seen.push(std::ptr::from_ref(event)));
+        let expected: Vec<_> = events.iter().map(|e| std::ptr::from_ref(&**e)).collect();
+        assert_eq!(seen, expected);
+        each(&[], |_| panic!("nothing to visit"));
+    }
+}
