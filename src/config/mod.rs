@@ -145,11 +145,13 @@ pub struct PipelineConfig {
     /// Parse and route threads.
     #[serde(default = "default_workers")]
     pub workers: usize,
-    /// Batches (one socket read each) waiting for a worker before new ones are dropped.
+    /// Batches waiting for a worker before new ones are dropped (each what a
+    /// receive thread read in about a millisecond, at most 1,024 datagrams).
     #[serde(default = "default_queue_batches")]
     pub queue_batches: usize,
-    /// Bytes of datagrams waiting for a worker before new ones are dropped
-    /// (the same drop, counted the same way, as a full `queue_batches`).
+    /// Bytes of memory the batches waiting for a worker may hold, their
+    /// buffers' spare room included, before new ones are dropped (the same
+    /// drop, counted the same way, as a full `queue_batches`).
     #[serde(default = "default_queue_bytes")]
     pub queue_bytes: u64,
     /// How long shutdown may take to drain queues and flush sinks, in milliseconds.

@@ -1,12 +1,12 @@
 //! Walking a batch of events with the memory each needs asked for ahead.
 //!
 //! A sink's batch holds events that parse workers built on other cores, so
-//! the first read of each one waits for its cache lines to come over: a
-//! profile of the file sink put about two thirds of its JSON encoding's time
-//! on the first loads of an event's fields and of its text. [`each`] asks the
-//! CPU for the event two ahead and for the text of the next one while the
-//! current one is encoded, so that the waits overlap with work. It changes
-//! nothing but timing; on CPUs other than x86-64 it is a plain loop.
+//! the first read of each one waits for its cache lines to come over, and
+//! for an encoder that waiting is most of the work. [`each`] asks the CPU for
+//! the fields of the event two ahead and for the text of the next one while
+//! the current one is encoded, so that the waits overlap with work. It does
+//! not encode, and visits every event once, in order: it changes timing
+//! only. On CPUs other than x86-64 it is a plain loop.
 
 use std::sync::Arc;
 
@@ -59,7 +59,8 @@ fn lines(start: *const u8, len: usize) {
 fn line(at: *const u8) {
     use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
     // SAFETY: a prefetch is a hint: it never faults and reads nothing the
-    // program sees, whatever the address.
+    // program sees, whatever the address (and every address asked for here
+    // lies within an event or its text).
     unsafe { _mm_prefetch::<_MM_HINT_T0>(at.cast::<i8>()) }
 }
 

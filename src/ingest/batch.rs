@@ -2,14 +2,13 @@
 //! back to back in one buffer, and the spare buffers that come back from the
 //! workers to be filled again.
 //!
-//! Recycling the buffers is what keeps fresh memory out of the receive path.
-//! A buffer freed on a worker thread goes back to the receive thread's
-//! allocator arena, which returns the pages of a freed block that large to the
-//! kernel; the next batch then faulted every page in again, about 100 page
-//! faults for each 400 KiB batch at high rates, when the page faults alone
-//! cost as much CPU as parsing. This module does not read sockets or decide
-//! when to hand a batch over (that is the receive loop in `ingest`), and it
-//! does not parse (that is the workers').
+//! Recycling the buffers keeps fresh memory out of the receive path at high
+//! rates. A buffer freed on a worker thread goes back to the receive thread's
+//! allocator arena, which may hand the pages of a block that large back to
+//! the kernel; a new buffer then faults every page in again, at a cost in
+//! the order of parsing the datagrams it holds. This module does not read
+//! sockets or decide when to hand a batch over (that is the receive loop in
+//! `ingest`), and it does not parse (that is the workers').
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,12 +17,13 @@ use crossbeam_queue::ArrayQueue;
 use jiff::Timestamp;
 
 /// Spare buffers kept per receive thread: enough for the batches the workers
-/// hold and the next one, so that a steady stream needs no new memory.
+/// hold at a steady rate, so that such a stream needs no new memory.
 const SPARES: usize = 4;
 
-/// Larger buffers are freed, not kept: at most this much each, so the spares
-/// of one receive thread hold at most [`SPARES`] times this (16 MiB), and only
-/// while datagrams arrive (see [`Spares::release`]).
+/// Larger buffers are freed, not kept: at most this much each (plus a slot
+/// list of about 50 KiB), so the spares of one receive thread hold at most
+/// [`SPARES`] times this (16 MiB), and only while datagrams arrive faster
+/// than a trickle (see [`Spares::release`]).
 const SPARE_MAX_BYTES: usize = super::HANDOFF_MAX_BYTES;
 
 /// Where one accepted datagram lies in its batch's buffer.
@@ -81,6 +81,11 @@ impl Filling {
         self.buffer.len()
     }
 
+    /// Payload bytes it has room for.
+    pub(super) fn capacity(&self) -> usize {
+        self.buffer.capacity()
+    }
+
     /// Bytes of memory held, capacity included: what the hand-off's budget
     /// counts for a batch made of it.
     pub(super) fn memory_bytes(&self) -> u64 {
@@ -99,6 +104,12 @@ impl Filling {
     /// whole buffer against the hand-off's budget.
     pub(super) fn mostly_empty(&self) -> bool {
         self.buffer.len() < self.buffer.capacity() / 4
+    }
+
+    /// Where its buffer is (tests compare it to see a buffer come back).
+    #[cfg(test)]
+    pub(super) fn buffer_ptr(&self) -> *const u8 {
+        self.buffer.as_ptr()
     }
 
     /// A copy of exactly the size of what it holds.
@@ -133,7 +144,7 @@ impl Spares {
 
     /// Keeps `filling` for the next batch when it is worth keeping; frees it
     /// otherwise (or when enough are kept already).
-    fn give_back(&self, filling: Filling) {
+    pub(super) fn give_back(&self, filling: Filling) {
         let capacity = filling.buffer.capacity();
         // Copies made for a few datagrams are too small to be worth keeping.
         if (super::MIN_BUFFER_BYTES..=SPARE_MAX_BYTES).contains(&capacity) {
@@ -142,14 +153,15 @@ impl Spares {
     }
 
     /// Frees every spare: the receive thread does this when nothing arrived
-    /// for a while, so a quiet herald holds no memory a burst left behind.
+    /// for a while or the stream is slow enough to go over in copies, so a
+    /// quiet herald holds no memory a burst left behind.
     pub(super) fn release(&self) {
         while self.queue.pop().is_some() {}
     }
 }
 
 /// A batch of accepted datagrams from one receive thread, sharing one
-/// buffer. Dropping it gives the buffer back to that thread.
+/// buffer. Dropping it offers the buffer back to that thread.
 #[derive(Debug)]
 pub struct Batch {
     /// When the batch was read.
@@ -282,7 +294,7 @@ mod tests {
     }
 
     #[test]
-    fn a_mostly_empty_filling_is_handed_over_as_an_exact_copy() {
+    fn an_exact_copy_is_as_small_as_what_it_holds() {
         let filling = filled(super::super::MIN_BUFFER_BYTES, &[b"abc"]);
         assert!(filling.mostly_empty());
         let copy = filling.exact_copy();

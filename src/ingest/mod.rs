@@ -219,34 +219,10 @@ pub fn spawn(
     budget: Arc<ByteBudget>,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<JoinHandle<()>> {
-    let metrics = IngestMetrics::register(&listener.name);
-    metrics
-        .receive_buffer
-        .set(listener.bound.receive_buffer_bytes as f64);
-    let batch_size = config.recv_batch;
-    let max = config.max_datagram_bytes;
-    let per_source = config.max_datagrams_per_source_per_second;
+    let config = config.clone();
     std::thread::Builder::new()
         .name(format!("ingest {}", listener.name))
-        .spawn(move || {
-            let receiver = socket::Receiver::new(listener.bound.socket, batch_size, max);
-            let mut loop_state = ReceiveLoop {
-                name: listener.name,
-                receiver,
-                allowlist: AllowlistReader::new(allowlist),
-                tx,
-                budget,
-                metrics,
-                kernel_drops_seen: 0,
-                limiter: (per_source > 0).then(|| SourceLimiter::new(per_source)),
-                unused: Tally::default(),
-                next_tick: Instant::now(),
-                queue_full_log: Throttle::new(Duration::from_secs(10)),
-                kernel_drops_log: Throttle::new(Duration::from_secs(10)),
-                spares: Spares::new(),
-            };
-            loop_state.run(&stop);
-        })
+        .spawn(move || ReceiveLoop::new(listener, &config, allowlist, tx, budget).run(&stop))
 }
 
 struct ReceiveLoop {
@@ -266,6 +242,8 @@ struct ReceiveLoop {
     kernel_drops_log: Throttle,
     /// The buffers of batches the workers are done with.
     spares: Arc<Spares>,
+    /// Payload bytes of the last batch: sizes a buffer made afresh.
+    last_bytes: usize,
 }
 
 /// After the first datagrams arrive, keep collecting for up to this long (or
@@ -295,6 +273,40 @@ fn next_capacity(last: usize) -> usize {
 }
 
 impl ReceiveLoop {
+    fn new(
+        listener: Listener,
+        config: &IngestConfig,
+        allowlist: Arc<SharedAllowlist>,
+        tx: Sender<Batch>,
+        budget: Arc<ByteBudget>,
+    ) -> ReceiveLoop {
+        let metrics = IngestMetrics::register(&listener.name);
+        metrics
+            .receive_buffer
+            .set(listener.bound.receive_buffer_bytes as f64);
+        let per_source = config.max_datagrams_per_source_per_second;
+        ReceiveLoop {
+            receiver: socket::Receiver::new(
+                listener.bound.socket,
+                config.recv_batch,
+                config.max_datagram_bytes,
+            ),
+            name: listener.name,
+            allowlist: AllowlistReader::new(allowlist),
+            tx,
+            budget,
+            metrics,
+            kernel_drops_seen: 0,
+            limiter: (per_source > 0).then(|| SourceLimiter::new(per_source)),
+            unused: Tally::default(),
+            next_tick: Instant::now(),
+            queue_full_log: Throttle::new(Duration::from_secs(10)),
+            kernel_drops_log: Throttle::new(Duration::from_secs(10)),
+            spares: Spares::new(),
+            last_bytes: 0,
+        }
+    }
+
     /// Reads one `recvmmsg` batch (waiting as `wait` says), refusing oversized
     /// datagrams, senders outside the allowlist and senders over their rate
     /// limit, and appends the rest to `filling`. Refusals are
@@ -346,15 +358,13 @@ impl ReceiveLoop {
 
     fn run(&mut self, stop: &AtomicBool) {
         let mut filling = Filling::default();
-        // Payload bytes of the last batch: sizes a buffer made afresh.
-        let mut last_bytes = 0;
         while !stop.load(Ordering::Relaxed) {
             self.allowlist.refresh();
             if filling.memory_bytes() == 0 {
                 filling = self
                     .spares
                     .take()
-                    .unwrap_or_else(|| Filling::with_capacity(next_capacity(last_bytes)));
+                    .unwrap_or_else(|| Filling::with_capacity(next_capacity(self.last_bytes)));
             }
             filling.clear();
             let now = Instant::now();
@@ -371,40 +381,58 @@ impl ReceiveLoop {
                 self.next_tick = now + Duration::from_secs(1);
             }
             if first == 0 {
-                // Quiet: free what a burst left behind.
-                self.spares.release();
-                filling = Filling::default();
-                last_bytes = 0;
+                self.quiet(&mut filling);
                 continue;
             }
             self.linger(first, now + LINGER, &mut filling, now);
-            if filling.len() == 0 {
-                continue;
+            if filling.len() > 0 && !self.hand_off(&mut filling, now) {
+                return;
             }
-            last_bytes = filling.payload_bytes();
-            // A few datagrams go over in a copy of their size, and the buffer
-            // stays for the next read; otherwise the buffer goes over whole,
-            // and comes back once the workers are done with it. The budget
-            // counts the memory the batch holds, capacity included.
-            let handed = if filling.mostly_empty() {
-                filling.exact_copy()
-            } else {
-                std::mem::take(&mut filling)
-            };
-            let bytes = handed.memory_bytes();
-            if !self.budget.try_take(bytes) {
-                self.behind(handed.len(), now);
-                continue;
+        }
+    }
+
+    /// Nothing arrived for a poll interval: frees what a burst left behind.
+    fn quiet(&mut self, filling: &mut Filling) {
+        self.spares.release();
+        *filling = Filling::default();
+        self.last_bytes = 0;
+    }
+
+    /// Hands what `filling` holds to the workers, or counts it dropped when
+    /// they are behind. A few datagrams go over in a copy of their size and
+    /// the buffer stays for the next read; otherwise the buffer goes over
+    /// whole and comes back once the workers are done with it. The budget
+    /// counts the memory a batch holds, capacity included. False once the
+    /// workers are gone.
+    fn hand_off(&mut self, filling: &mut Filling, now: Instant) -> bool {
+        self.last_bytes = filling.payload_bytes();
+        let handed = if filling.mostly_empty() {
+            // A slow stream: spares are not needed, and a buffer a burst
+            // left is swapped for one this stream's size.
+            self.spares.release();
+            let copy = filling.exact_copy();
+            if filling.capacity() > 4 * next_capacity(self.last_bytes) {
+                *filling = Filling::default();
             }
-            let batch = Batch::new(Timestamp::now(), handed, bytes, self.spares.clone());
-            match self.tx.try_send(batch) {
-                Ok(()) => {}
-                Err(TrySendError::Full(batch)) => {
-                    self.budget.release(batch.bytes);
-                    self.behind(batch.len(), now);
-                }
-                Err(TrySendError::Disconnected(_)) => return,
+            copy
+        } else {
+            std::mem::take(filling)
+        };
+        let bytes = handed.memory_bytes();
+        if !self.budget.try_take(bytes) {
+            self.behind(handed.len(), now);
+            self.spares.give_back(handed);
+            return true;
+        }
+        let batch = Batch::new(Timestamp::now(), handed, bytes, self.spares.clone());
+        match self.tx.try_send(batch) {
+            Ok(()) => true,
+            Err(TrySendError::Full(batch)) => {
+                self.budget.release(batch.bytes);
+                self.behind(batch.len(), now);
+                true
             }
+            Err(TrySendError::Disconnected(_)) => false,
         }
     }
 
@@ -461,5 +489,122 @@ impl ReceiveLoop {
             }
         }
         self.kernel_drops_seen = cumulative;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use allowlist::Allowlist;
+    use crossbeam_channel::Receiver;
+
+    /// A receive loop on a loopback socket of its own, handing over into a
+    /// channel of `queue` batches within a budget of `budget` bytes.
+    fn test_loop(queue: usize, budget: u64) -> (ReceiveLoop, Receiver<Batch>, Arc<ByteBudget>) {
+        let config: IngestConfig =
+            toml::from_str("listen = \"127.0.0.1:0\"\nallow = [\"127.0.0.0/8\"]").unwrap();
+        let listener = bind_one("127.0.0.1:0".parse().unwrap(), &config).unwrap();
+        let allowlist = Arc::new(SharedAllowlist::new(Allowlist::new(vec![
+            "127.0.0.0/8".parse().unwrap(),
+        ])));
+        let (tx, rx) = crossbeam_channel::bounded(queue);
+        let budget = Arc::new(ByteBudget::new(budget));
+        let receive_loop = ReceiveLoop::new(listener, &config, allowlist, tx, budget.clone());
+        (receive_loop, rx, budget)
+    }
+
+    /// A filling of `count` datagrams of `len` bytes in a buffer of `capacity`.
+    fn filling(capacity: usize, count: usize, len: usize) -> Filling {
+        let mut filling = Filling::with_capacity(capacity);
+        for _ in 0..count {
+            filling.push(&vec![b'x'; len], "127.0.0.1:5000".parse().unwrap());
+        }
+        filling
+    }
+
+    #[test]
+    fn a_few_datagrams_go_over_as_a_copy_and_the_buffer_stays() {
+        let (mut receive_loop, rx, budget) = test_loop(4, 64 << 20);
+        let mut held = filling(MIN_BUFFER_BYTES, 3, 100);
+        assert!(receive_loop.hand_off(&mut held, Instant::now()));
+        let batch = rx.try_recv().expect("handed over");
+        assert_eq!(batch.len(), 3);
+        assert!(batch.bytes < 1024, "charged {} bytes", batch.bytes);
+        assert_eq!(budget.used(), batch.bytes);
+        assert_eq!(held.capacity(), MIN_BUFFER_BYTES, "kept for the next read");
+    }
+
+    #[test]
+    fn a_full_buffer_goes_over_whole_and_comes_back_when_dropped() {
+        let (mut receive_loop, rx, budget) = test_loop(4, 64 << 20);
+        let mut held = filling(MIN_BUFFER_BYTES, 200, 400);
+        let buffer = held.buffer_ptr();
+        assert!(receive_loop.hand_off(&mut held, Instant::now()));
+        assert_eq!(held.memory_bytes(), 0, "the buffer went over");
+        let batch = rx.try_recv().expect("handed over");
+        assert_eq!(batch.len(), 200);
+        assert!(batch.bytes >= 80_000);
+        assert_eq!(budget.used(), batch.bytes);
+        assert!(receive_loop.spares.take().is_none());
+        budget.release(batch.bytes);
+        drop(batch);
+        let spare = receive_loop.spares.take().expect("given back");
+        assert_eq!(spare.buffer_ptr(), buffer);
+        assert_eq!(spare.len(), 0);
+    }
+
+    #[test]
+    fn a_batch_the_workers_have_no_room_for_gives_back_its_bytes_and_buffer() {
+        // The channel holds one batch.
+        let (mut receive_loop, rx, budget) = test_loop(1, 64 << 20);
+        let mut first = filling(MIN_BUFFER_BYTES, 200, 400);
+        assert!(receive_loop.hand_off(&mut first, Instant::now()));
+        let queued = budget.used();
+        let mut second = filling(MIN_BUFFER_BYTES, 200, 400);
+        assert!(receive_loop.hand_off(&mut second, Instant::now()));
+        assert_eq!(budget.used(), queued, "only the queued batch is charged");
+        assert_eq!(rx.len(), 1);
+        assert!(
+            receive_loop.spares.take().is_some(),
+            "the dropped batch's buffer"
+        );
+
+        // And a budget with no room left for the batch.
+        let (mut receive_loop, rx, budget) = test_loop(4, 100_000);
+        let mut few = filling(MIN_BUFFER_BYTES, 3, 400);
+        assert!(receive_loop.hand_off(&mut few, Instant::now()));
+        let queued = budget.used();
+        let mut held = filling(MIN_BUFFER_BYTES, 300, 400);
+        assert!(receive_loop.hand_off(&mut held, Instant::now()));
+        assert_eq!((budget.used(), rx.len()), (queued, 1));
+        assert!(receive_loop.spares.take().is_some(), "the refused buffer");
+    }
+
+    #[test]
+    fn a_slow_stream_frees_the_spares_and_a_buffer_sized_for_a_burst() {
+        let (mut receive_loop, _rx, _budget) = test_loop(4, 64 << 20);
+        receive_loop
+            .spares
+            .give_back(Filling::with_capacity(MIN_BUFFER_BYTES));
+        let mut held = filling(HANDOFF_MAX_BYTES, 2, 400);
+        assert!(receive_loop.hand_off(&mut held, Instant::now()));
+        assert!(receive_loop.spares.take().is_none());
+        assert_eq!(held.memory_bytes(), 0, "the 4 MiB buffer was freed");
+        // A buffer about the stream's size stays.
+        let mut held = filling(MIN_BUFFER_BYTES, 2, 400);
+        assert!(receive_loop.hand_off(&mut held, Instant::now()));
+        assert_eq!(held.capacity(), MIN_BUFFER_BYTES);
+    }
+
+    #[test]
+    fn quiet_frees_every_buffer() {
+        let (mut receive_loop, _rx, _budget) = test_loop(4, 64 << 20);
+        receive_loop
+            .spares
+            .give_back(Filling::with_capacity(MIN_BUFFER_BYTES));
+        let mut held = filling(MIN_BUFFER_BYTES, 1, 10);
+        receive_loop.quiet(&mut held);
+        assert_eq!(held.memory_bytes(), 0);
+        assert!(receive_loop.spares.take().is_none());
     }
 }

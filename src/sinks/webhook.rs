@@ -208,10 +208,12 @@ impl Sink for WebhookBatchSink {
         if array {
             body.push(b'[');
         }
+        let mut first = true;
         prefetch::each(batch, |event| {
-            if array && body.len() > 1 {
+            if array && !first {
                 body.push(b',');
             }
+            first = false;
             event.write_json(&mut body);
             if !array {
                 body.push(b'\n');
