@@ -2,7 +2,7 @@
 //!
 //! A sink's batch holds events that parse workers built on other cores, so
 //! the first read of each one waits for its cache lines to come over, and
-//! for an encoder that waiting is most of the work. [`each`] asks the CPU for
+//! for an encoder that waiting is most of the work. [`ahead`] asks the CPU for
 //! the fields of the event two ahead and for the text of the next one while
 //! the current one is encoded, so that the waits overlap with work. It does
 //! not encode, and visits every event once, in order: it changes timing
@@ -12,20 +12,20 @@ use std::sync::Arc;
 
 use super::Event;
 
-/// Visits `events` in order; before each visit, starts loading the next
-/// event's text and the one after's fields.
-pub fn each<'a>(events: &'a [Arc<Event>], mut visit: impl FnMut(&'a Event)) {
-    for (i, event) in events.iter().enumerate() {
+/// The events of `events` in order; taking each from the iterator first
+/// starts loading the next event's text and the one after's fields.
+pub fn ahead(events: &[Arc<Event>]) -> impl ExactSizeIterator<Item = &Event> {
+    events.iter().enumerate().map(|(i, event)| {
         if let Some(after_next) = events.get(i + 2) {
             fields(after_next);
         }
-        // Its fields were asked for one visit ago: reading where its text
+        // Its fields were asked for one step ago: reading where its text
         // is should not wait.
         if let Some(next) = events.get(i + 1) {
             text(next);
         }
-        visit(event);
-    }
+        &**event
+    })
 }
 
 /// Starts loading the cache lines of `event`'s fields.
@@ -78,10 +78,10 @@ mod tests {
             .map(|(_, event)| Arc::new(event))
             .collect();
         assert!(events.len() > 3);
-        let mut seen = Vec::new();
-        each(&events, |event| seen.push(std::ptr::from_ref(event)));
+        let seen: Vec<_> = ahead(&events).map(std::ptr::from_ref).collect();
         let expected: Vec<_> = events.iter().map(|e| std::ptr::from_ref(&**e)).collect();
         assert_eq!(seen, expected);
-        each(&[], |_| panic!("nothing to visit"));
+        assert_eq!(ahead(&events).len(), events.len());
+        assert_eq!(ahead(&[]).count(), 0);
     }
 }

@@ -52,14 +52,13 @@ impl StdoutSink {
 impl Sink for StdoutSink {
     async fn deliver(&mut self, batch: &[Arc<Event>]) -> Result<(), SinkError> {
         self.buffer.clear();
-        let (buffer, format) = (&mut self.buffer, self.format);
-        prefetch::each(batch, |event| {
-            match format {
-                StdoutFormat::Json => event.write_json(buffer),
-                StdoutFormat::Text => write_text(buffer, event),
+        for event in prefetch::ahead(batch) {
+            match self.format {
+                StdoutFormat::Json => event.write_json(&mut self.buffer),
+                StdoutFormat::Text => write_text(&mut self.buffer, event),
             }
-            buffer.push(b'\n');
-        });
+            self.buffer.push(b'\n');
+        }
         let buffer = &self.buffer;
         tokio::task::block_in_place(|| {
             let mut out = std::io::stdout().lock();

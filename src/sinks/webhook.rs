@@ -208,17 +208,15 @@ impl Sink for WebhookBatchSink {
         if array {
             body.push(b'[');
         }
-        let mut first = true;
-        prefetch::each(batch, |event| {
-            if array && !first {
+        for (i, event) in prefetch::ahead(batch).enumerate() {
+            if array && i > 0 {
                 body.push(b',');
             }
-            first = false;
             event.write_json(&mut body);
             if !array {
                 body.push(b'\n');
             }
-        });
+        }
         if array {
             body.push(b']');
         }

@@ -99,11 +99,10 @@ impl FileSink {
 impl Sink for FileSink {
     async fn deliver(&mut self, batch: &[Arc<Event>]) -> Result<(), SinkError> {
         self.buffer.clear();
-        let buffer = &mut self.buffer;
-        prefetch::each(batch, |event| {
-            event.write_json(buffer);
-            buffer.push(b'\n');
-        });
+        for event in prefetch::ahead(batch) {
+            event.write_json(&mut self.buffer);
+            self.buffer.push(b'\n');
+        }
         self.unsynced = true;
         let (file, buffer) = (&mut self.file, &self.buffer);
         tokio::task::block_in_place(|| file.append(buffer)).map_err(SinkError::io)

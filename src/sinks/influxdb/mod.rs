@@ -231,11 +231,10 @@ impl Sink for InfluxdbSink {
     async fn deliver(&mut self, batch: &[Arc<Event>]) -> Result<(), SinkError> {
         self.body.clear();
         self.starts.clear();
-        let (body, starts, config) = (&mut self.body, &mut self.starts, &self.config);
-        prefetch::each(batch, |event| {
-            starts.push(body.len());
-            schema::write(body, event, config.schema, config.api);
-        });
+        for event in prefetch::ahead(batch) {
+            self.starts.push(self.body.len());
+            schema::write(&mut self.body, event, self.config.schema, self.config.api);
+        }
         self.starts.push(self.body.len());
         isolate::deliver(&REFUSALS, batch.len(), self).await
     }

@@ -43,12 +43,12 @@ impl<'a> Prepared<'a> {
         starts.clear();
         times.clear();
         let mut values = Vec::with_capacity(events.len() * config.labels.len());
-        prefetch::each(events, |event| {
+        for event in prefetch::ahead(events) {
             starts.push(lines.len());
             event.write_json(lines);
             times.push(timestamp_ns(event));
             values.extend(config.labels.iter().map(|label| label.value(event)));
-        });
+        }
         starts.push(lines.len());
         Prepared {
             labels: &config.labels,

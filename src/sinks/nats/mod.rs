@@ -347,8 +347,7 @@ impl Sink for NatsSink {
         // refuses that event only.
         let mut publishes = Vec::with_capacity(batch.len());
         let mut rejected = Vec::new();
-        let mut index = 0;
-        prefetch::each(batch, |event| {
+        for (index, event) in prefetch::ahead(batch).enumerate() {
             self.body.clear();
             event.write_json(&mut self.body);
             match self.subjects.render(&self.body) {
@@ -360,8 +359,7 @@ impl Sink for NatsSink {
                 }),
                 Err(err) => rejected.push((index, err)),
             }
-            index += 1;
-        });
+        }
         let stream = self.config.stream.clone();
         let mut duplicates = 0u64;
         // Published, but no stream answered for their subject.
