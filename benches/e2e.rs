@@ -444,7 +444,11 @@ impl Target for Herald {
         self.metric(&self.metrics(), "herald_sink_events_delivered_total") as u64
     }
     fn backlog(&self) -> u64 {
-        self.metric(&self.metrics(), "herald_sink_queue_depth") as u64
+        // Waiting in the queue, and in the batch the driver holds (a disk
+        // buffer counts the batch in both: only zero matters here).
+        let metrics = self.metrics();
+        (self.metric(&metrics, "herald_sink_queue_depth")
+            + self.metric(&metrics, "herald_sink_batch_events")) as u64
     }
     fn app_drops(&self) -> Drops {
         // herald_pipeline_dropped_total{stage="ingest"|"sink",...} and

@@ -521,6 +521,7 @@ pub(crate) fn sink_json(sink: &SinkStatus) -> serde_json::Value {
         "state": sink.state().as_str(),
         "queue_depth": sink.queue.len(),
         "queue_capacity": sink.queue.capacity(),
+        "in_flight": sink.queue.in_flight(),
         "buffer": {
             "type": buffer.type_name,
             "events": buffer.events,

@@ -75,6 +75,8 @@ pub const SINK_DUPLICATES: &str = "herald_sink_duplicates_total";
 pub const SINK_QUEUE_DEPTH: &str = "herald_sink_queue_depth";
 /// Capacity of a sink's queue.
 pub const SINK_QUEUE_CAPACITY: &str = "herald_sink_queue_capacity";
+/// Events in the batch a sink is delivering or retrying.
+pub const SINK_BATCH_EVENTS: &str = "herald_sink_batch_events";
 /// Bytes of the events in a sink's memory queue.
 pub const SINK_QUEUE_BYTES: &str = "herald_sink_queue_bytes";
 /// The most bytes of events a sink's memory queue may hold.
@@ -184,6 +186,10 @@ pub fn describe() {
     );
     describe_gauge!(SINK_QUEUE_DEPTH, "Events waiting in the sink's queue.");
     describe_gauge!(SINK_QUEUE_CAPACITY, "Capacity of the sink's queue.");
+    describe_gauge!(
+        SINK_BATCH_EVENTS,
+        "Events the sink has taken from its queue and is sending or retrying."
+    );
     describe_gauge!(
         SINK_QUEUE_BYTES,
         "Bytes of the events in the sink's memory queue."
@@ -344,6 +350,8 @@ pub struct SinkMetrics {
     pub queue_depth: Gauge,
     /// Queue capacity.
     pub queue_capacity: Gauge,
+    /// Events in the batch being delivered or retried.
+    pub batch_events: Gauge,
     /// Bytes of the events in the memory queue.
     pub queue_bytes: Gauge,
     /// The memory queue's byte budget.
@@ -384,6 +392,7 @@ impl SinkMetrics {
             ),
             queue_depth: gauge!(SINK_QUEUE_DEPTH, "sink" => sink.clone()),
             queue_capacity: gauge!(SINK_QUEUE_CAPACITY, "sink" => sink.clone()),
+            batch_events: gauge!(SINK_BATCH_EVENTS, "sink" => sink.clone()),
             queue_bytes: gauge!(SINK_QUEUE_BYTES, "sink" => sink.clone()),
             queue_max_bytes: gauge!(SINK_QUEUE_MAX_BYTES, "sink" => sink.clone()),
             latency: histogram!(EVENT_LATENCY, "sink" => sink.clone()),

@@ -108,7 +108,8 @@ function render(doc) {
     cell(row, sink.type);
     const state = cell(row, sink.state, "state");
     state.dataset.state = sink.state;
-    cell(row, `${number(sink.queue_depth)} / ${number(sink.queue_capacity)}`, "num queue");
+    cell(row, `${number(sink.queue_depth)} / ${number(sink.queue_capacity)}`
+      + (sink.in_flight ? `, ${number(sink.in_flight)} sending` : ""), "num queue");
     const buffer = sink.buffer.type === "disk"
       ? `disk: ${number(sink.buffer.events)} events, ${number(sink.buffer.bytes / 1048576)} MiB` + (sink.buffer.error ? ` (${sink.buffer.error})` : "")
       : "memory";

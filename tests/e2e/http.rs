@@ -12,7 +12,7 @@ const REGISTERED_WHEN_COUNTED: [&str; 1] = ["herald_parse_malformed_fields_total
 const ONE_SINK_TYPE_ONLY: [&str; 1] = ["herald_sink_duplicates_total"];
 
 /// Every name declared in src/metrics.rs.
-const METRICS: [&str; 34] = [
+const METRICS: [&str; 35] = [
     "herald_ingest_datagrams_total",
     "herald_ingest_rejected_total",
     "herald_ingest_kernel_drops_total",
@@ -36,6 +36,7 @@ const METRICS: [&str; 34] = [
     "herald_sink_duplicates_total",
     "herald_sink_queue_depth",
     "herald_sink_queue_capacity",
+    "herald_sink_batch_events",
     "herald_sink_queue_bytes",
     "herald_sink_queue_max_bytes",
     "herald_buffer_events",

@@ -276,6 +276,7 @@ pub async fn run<S: Sink>(
                 None => break,
             }
         }
+        queue.set_in_flight(batch.len());
         queue.update_gauges();
         let closed = queue.is_closed();
         let due = deadline.is_some_and(|d| Instant::now() >= d);

@@ -55,6 +55,28 @@ fn event() -> Arc<Event> {
     )
 }
 
+/// A memory-buffered queue of 100 events named `name`, holding `events`
+/// events, and its sink's status.
+fn queued(name: &str, events: usize, dead: DeadLetters) -> (Arc<SinkQueue>, Arc<SinkStatus>) {
+    let queue = Arc::new(SinkQueue::new(
+        name,
+        Capacity {
+            events: 100,
+            bytes: 1 << 30,
+        },
+        Overflow::DropOldest,
+        SinkMetrics::register(name),
+        dead,
+    ));
+    let status = Arc::new(SinkStatus::new(name, "test", queue.clone()));
+    let mut stage = Stage::default();
+    for _ in 0..events {
+        queue.push(&event(), &mut stage);
+    }
+    queue.commit(&mut stage);
+    (queue, status)
+}
+
 struct Outcome {
     delivered: Vec<usize>,
     calls: usize,
@@ -74,22 +96,7 @@ async fn drive_with(
     grace: Duration,
     dead: DeadLetters,
 ) -> Outcome {
-    let queue = Arc::new(SinkQueue::new(
-        "test",
-        Capacity {
-            events: 100,
-            bytes: 1 << 30,
-        },
-        Overflow::DropOldest,
-        SinkMetrics::register("test"),
-        dead.clone(),
-    ));
-    let status = Arc::new(SinkStatus::new("test", "flaky", queue.clone()));
-    let mut stage = Stage::default();
-    for _ in 0..events {
-        queue.push(&event(), &mut stage);
-    }
-    queue.commit(&mut stage);
+    let (queue, status) = queued("test", events, dead.clone());
     let calls = Arc::new(AtomicUsize::new(0));
     let delivered = Arc::new(Mutex::new(Vec::new()));
     let sink = Flaky {
@@ -105,9 +112,7 @@ async fn drive_with(
         dead,
         Control::new(None).0,
     ));
-    while calls.load(Ordering::SeqCst) < close_after_calls {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    wait_for(|| calls.load(Ordering::SeqCst) >= close_after_calls).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     queue.close();
     let stopped = match tokio::time::timeout(grace, &mut task).await {
@@ -252,20 +257,7 @@ async fn retry_after_is_capped() {
             Ok(())
         }
     }
-    let queue = Arc::new(SinkQueue::new(
-        "capped",
-        Capacity {
-            events: 10,
-            bytes: 1 << 30,
-        },
-        Overflow::DropOldest,
-        SinkMetrics::register("capped"),
-        DeadLetters::disabled(),
-    ));
-    let status = Arc::new(SinkStatus::new("capped", "slow", queue.clone()));
-    let mut stage = Stage::default();
-    queue.push(&event(), &mut stage);
-    queue.commit(&mut stage);
+    let (queue, status) = queued("capped", 1, DeadLetters::disabled());
     let calls = Arc::new(AtomicUsize::new(0));
     let task = tokio::spawn(run(
         SlowDown(calls.clone()),
@@ -286,6 +278,48 @@ async fn retry_after_is_capped() {
     );
     queue.close();
     task.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn the_batch_being_retried_counts_as_in_flight_until_it_is_delivered() {
+    let (queue, status) = queued("in-flight", 6, DeadLetters::disabled());
+    let calls = Arc::new(AtomicUsize::new(0));
+    let delivered = Arc::new(Mutex::new(Vec::new()));
+    let sink = Flaky {
+        failures: 3,
+        permanent: false,
+        calls: calls.clone(),
+        delivered: delivered.clone(),
+    };
+    let mut config = config(None);
+    config.retry_initial_ms = 200;
+    config.retry_max_ms = 200;
+    let task = tokio::spawn(run(
+        sink,
+        status.clone(),
+        config,
+        DeadLetters::disabled(),
+        Control::new(None).0,
+    ));
+    wait_for(|| calls.load(Ordering::SeqCst) >= 1).await;
+    // Batches of 4: the first is being retried, the rest waits.
+    assert_eq!((queue.in_flight(), queue.len()), (4, 2));
+    let health = crate::http::sink_json(&status);
+    assert_eq!(health["in_flight"], 4, "{health}");
+    wait_for(|| delivered.lock().unwrap().len() == 2).await;
+    queue.close();
+    task.await.unwrap();
+    assert_eq!(*delivered.lock().unwrap(), [4, 2]);
+    assert_eq!((queue.in_flight(), queue.len()), (0, 0));
+}
+
+/// Polls `done` every millisecond, for up to 5 s.
+async fn wait_for(done: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "timed out");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 1)]

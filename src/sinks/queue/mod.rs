@@ -160,6 +160,8 @@ pub struct SinkQueue {
     /// queued, and bytes in the memory ring.
     wake_at_events: AtomicUsize,
     wake_at_bytes: AtomicU64,
+    /// Events in the batch the driver is delivering or retrying (set by it).
+    in_flight: AtomicUsize,
     stop: watch::Sender<StopState>,
     /// Whether [`SinkQueue::keep`] ran.
     kept_all: AtomicBool,
@@ -210,6 +212,7 @@ impl SinkQueue {
             notify: Notify::new(),
             wake_at_events: AtomicUsize::new(1),
             wake_at_bytes: AtomicU64::new(1),
+            in_flight: AtomicUsize::new(0),
             stop: watch::Sender::new(StopState::default()),
             kept_all: AtomicBool::new(false),
             kept: Mutex::new(Kept::default()),
@@ -529,6 +532,19 @@ impl SinkQueue {
     /// Whether no event is waiting.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Events the driver has taken and not yet delivered: its batch, being
+    /// delivered or retried. With a disk buffer they are also still among
+    /// [`SinkQueue::len`]'s, as their records stay until delivered.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// The driver says how many events its batch holds.
+    pub fn set_in_flight(&self, events: usize) {
+        self.in_flight.store(events, Ordering::Relaxed);
+        self.metrics.batch_events.set(events as f64);
     }
 
     /// The memory ring's capacity.
