@@ -49,8 +49,8 @@ use jiff::Timestamp;
 use jiff::tz::Offset;
 
 use super::{
-    Event, EventTime, EventType, Field, FieldKind, LayoutName, Level, Source, Span, TaskOutcome,
-    TimeSource, field_bit, fields_in,
+    Event, EventTime, EventType, Field, FieldKind, LayoutName, Level, Source, Span, Spans,
+    TaskOutcome, TimeSource, field_bit, fields_in,
 };
 use crate::parse::value::is_json_number;
 
@@ -172,7 +172,10 @@ impl Event {
         put_str(out, &self.text);
         let mut rest = present;
         while rest != 0 {
-            put_span(out, self.spans[rest.trailing_zeros() as usize]);
+            put_span(
+                out,
+                self.spans.get(Field::ALL[rest.trailing_zeros() as usize]),
+            );
             rest &= rest - 1;
         }
         put_len(out, self.categories.len());
@@ -251,7 +254,7 @@ impl Event {
             .ok_or(DecodeError::BadSpan(part))
         };
         let tag = text_span(tag, "the tag")?;
-        let mut spans = [Span::default(); Field::COUNT];
+        let mut spans = Spans::new();
         for field in fields_in(values | raws) {
             let span = text_span(input.span(field.name())?, field.name())?;
             let number = match field.kind() {
@@ -268,7 +271,7 @@ impl Event {
             {
                 return Err(DecodeError::BadNumber(field.name()));
             }
-            spans[field as usize] = span;
+            spans.set(field, span);
         }
         let count = input.len("categories")?;
         // Each category takes at least 8 bytes, which bounds the allocation.
@@ -501,10 +504,7 @@ mod tests {
         );
         for &field in Field::ALL {
             if (a.values | a.raws) & field_bit(field) != 0 {
-                assert_eq!(
-                    a.spans[field as usize], b.spans[field as usize],
-                    "{name} {field:?}"
-                );
+                assert_eq!(a.spans.get(field), b.spans.get(field), "{name} {field:?}");
             }
         }
     }
@@ -693,7 +693,7 @@ mod tests {
             .find(|(_, e)| e.get(Field::LogRow).is_some() && e.sender.is_ipv4())
             .expect("a fixture with a log row");
         let mut bytes = encode(&event);
-        let span = event.spans[Field::LogRow as usize];
+        let span = event.spans.get(Field::LogRow);
         let at = text_at(&event) + 4 + span.start as usize;
         bytes[at] = b'x';
         assert_eq!(

@@ -10,7 +10,9 @@ use std::net::SocketAddr;
 use jiff::Timestamp;
 use jiff::tz::Offset;
 
-use super::{Event, EventTime, Field, LayoutName, Level, Span, TaskOutcome, TimeSource, field_bit};
+use super::{
+    Event, EventTime, Field, LayoutName, Level, Span, Spans, TaskOutcome, TimeSource, field_bit,
+};
 
 impl Event {
     /// The event an [`EventBuilder`] starts from: no fields, its time the
@@ -41,7 +43,7 @@ impl Event {
             sequence: 0,
             tag: Span::default(),
             text: String::with_capacity(capacity),
-            spans: [Span::default(); Field::COUNT],
+            spans: Spans::new(),
             values: 0,
             raws: 0,
             escaped: u64::MAX,
@@ -89,10 +91,13 @@ impl<'a> EventBuilder<'a> {
     /// Points `field` at `start..end` of the buffer, as a valid value or a raw one.
     fn set_span(&mut self, field: Field, start: usize, end: usize, valid: bool) {
         let event = &mut *self.event;
-        event.spans[field as usize] = Span {
-            start: start as u32,
-            end: end as u32,
-        };
+        event.spans.set(
+            field,
+            Span {
+                start: start as u32,
+                end: end as u32,
+            },
+        );
         let bit = field_bit(field);
         let (value_bit, raw_bit) = if valid { (bit, 0) } else { (0, bit) };
         event.values = (event.values & !bit) | value_bit;
@@ -131,7 +136,7 @@ impl<'a> EventBuilder<'a> {
 
     /// The raw span of a valid field, as byte offsets into the buffer.
     pub fn range(&self, field: Field) -> Option<(usize, usize)> {
-        let span = self.event.spans[field as usize];
+        let span = self.event.spans.get(field);
         self.has(field)
             .then_some((span.start as usize, span.end as usize))
     }

@@ -31,7 +31,7 @@ use serde_json::value::RawValue;
 
 use super::{
     Category, Event, EventTime, EventType, Field, FieldKind, LayoutName, Level, Source, Span,
-    TaskOutcome, TimeSource, field_bit,
+    Spans, TaskOutcome, TimeSource, field_bit,
 };
 use crate::parse::value::{is_guid, is_json_number, timestamp};
 
@@ -234,7 +234,7 @@ impl Event {
 
 /// The field table being filled: spans and the two masks.
 struct Fields {
-    spans: [Span; Field::COUNT],
+    spans: Spans,
     values: u64,
     raws: u64,
 }
@@ -242,7 +242,7 @@ struct Fields {
 impl Default for Fields {
     fn default() -> Fields {
         Fields {
-            spans: [Span::default(); Field::COUNT],
+            spans: Spans::new(),
             values: 0,
             raws: 0,
         }
@@ -259,7 +259,7 @@ impl Fields {
                 field.name()
             ));
         }
-        self.spans[field as usize] = span;
+        self.spans.set(field, span);
         if valid {
             self.values |= bit;
         } else {

@@ -58,7 +58,7 @@ impl Event {
         // Host and level are written above; a level that is not a known level
         // is only ever stored raw.
         for field in fields_in(self.values & !(field_bit(Field::Host) | field_bit(Field::Level))) {
-            let value = self.text_at(self.spans[field as usize]);
+            let value = self.text_at(self.spans.get(field));
             field.write_json_key(out);
             match field.kind() {
                 // The parser only stores numbers that are valid JSON.
@@ -94,11 +94,7 @@ impl Event {
                 out.push(b'"');
                 out.extend_from_slice(field.name().as_bytes());
                 out.extend_from_slice(b"\":");
-                self.write_text(
-                    out,
-                    field_bit(field),
-                    self.text_at(self.spans[field as usize]),
-                );
+                self.write_text(out, field_bit(field), self.text_at(self.spans.get(field)));
             }
             out.push(b'}');
             out.extend_from_slice(b",\"malformed_fields\":[");
@@ -157,7 +153,7 @@ impl Event {
         };
         let mut mask = if escaped(self.tag) { TAG_ESCAPED } else { 0 };
         for field in fields_in(self.values | self.raws) {
-            if escaped(self.spans[field as usize]) {
+            if escaped(self.spans.get(field)) {
                 mask |= field_bit(field);
             }
         }

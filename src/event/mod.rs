@@ -1,9 +1,10 @@
 //! The event: the one typed shape every sink sees (see `docs/EVENTS.md`).
 //!
-//! An [`Event`] owns one text buffer holding every string field, plus a fixed table
-//! of spans into it, so building an event costs one buffer however many fields the
-//! datagram has (the parser copies a clean datagram's text in whole and points the
-//! spans into it). This file holds the types (the envelope's enums, the [`Field`]
+//! An [`Event`] owns one text buffer holding every string field, plus a fixed
+//! table of spans into it (`spans`: 16-bit offsets unless the text passes
+//! 64 KiB), so building an event costs one buffer however many fields the
+//! datagram has (the parser copies a clean datagram's text in whole and points
+//! the spans into it). This file holds the types (the envelope's enums, the [`Field`]
 //! table, [`Event`] and its accessors); the JSON writer every sink shares is in
 //! `json`, reading that JSON back in `decode`, the compact encoding for
 //! buffering events on disk in [`binary`], and [`EventBuilder`], with which the
@@ -16,6 +17,7 @@ mod builder;
 pub(crate) mod decode;
 mod json;
 pub mod prefetch;
+mod spans;
 
 pub use binary::{BINARY_VERSION, DecodeError};
 pub use builder::EventBuilder;
@@ -29,6 +31,8 @@ use std::sync::Arc;
 use jiff::Timestamp;
 use jiff::tz::Offset;
 use serde::{Deserialize, Serialize};
+
+use spans::{Span, Spans};
 
 /// What kind of Sense message an event came from; the JSON `type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -471,14 +475,6 @@ pub enum FieldKind {
     Timestamp,
 }
 
-/// Where a field's value sits in the event's text buffer. Whether the field has
-/// a value at all, and whether it is valid, is in [`Event`]'s field masks.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct Span {
-    start: u32,
-    end: u32,
-}
-
 /// A category set by a categorisation rule: `name = value`, both from config.
 pub type Category = (Arc<str>, Arc<str>);
 
@@ -526,7 +522,7 @@ pub struct Event {
     pub sequence: u64,
     tag: Span,
     text: String,
-    spans: [Span; Field::COUNT],
+    spans: Spans,
     /// Bit `f` set: field `f` has a valid value (text, or a number whose text is
     /// valid JSON) at `spans[f]`. The encoder visits only these fields.
     values: u64,
@@ -575,12 +571,12 @@ impl Event {
 
     /// A field's valid value, or `None` when it is absent or went to `raw_fields`.
     pub fn get(&self, field: Field) -> Option<&str> {
-        (self.values & field_bit(field) != 0).then(|| self.text_at(self.spans[field as usize]))
+        (self.values & field_bit(field) != 0).then(|| self.text_at(self.spans.get(field)))
     }
 
     /// A field's value that failed its kind's check (kept under `raw_fields`).
     pub fn raw(&self, field: Field) -> Option<&str> {
-        (self.raws & field_bit(field) != 0).then(|| self.text_at(self.spans[field as usize]))
+        (self.raws & field_bit(field) != 0).then(|| self.text_at(self.spans.get(field)))
     }
 
     /// The fields whose values failed their kind's check (the JSON
@@ -596,7 +592,7 @@ impl Event {
     /// The spans in use: the tag's and every field's that has a value.
     fn spans_in_use(&self) -> impl Iterator<Item = Span> + '_ {
         std::iter::once(self.tag)
-            .chain(fields_in(self.values | self.raws).map(|field| self.spans[field as usize]))
+            .chain(fields_in(self.values | self.raws).map(|field| self.spans.get(field)))
     }
 
     /// Bytes of text the event's values use (a value shared by two fields
@@ -620,9 +616,9 @@ impl Event {
             }
         };
         let tag = moved(self.tag, &mut text);
-        let mut spans = [Span::default(); Field::COUNT];
+        let mut spans = Spans::new();
         for field in fields_in(self.values | self.raws) {
-            spans[field as usize] = moved(self.spans[field as usize], &mut text);
+            spans.set(field, moved(self.spans.get(field), &mut text));
         }
         self.tag = tag;
         self.spans = spans;
@@ -636,6 +632,7 @@ impl Event {
         std::mem::size_of::<Event>()
             + 2 * std::mem::size_of::<usize>()
             + self.text.capacity()
+            + self.spans.heap_bytes()
             + self.categories.capacity() * std::mem::size_of::<Category>()
     }
 
