@@ -244,17 +244,48 @@ struct ReceiveLoop {
     spares: Arc<Spares>,
     /// Payload bytes of the last batch: sizes a buffer made afresh.
     last_bytes: usize,
+    /// The longest sleep between reads while lingering, from the receive
+    /// buffer's size.
+    longest_step: Duration,
+    /// Datagrams a second read over the last cycle (from the hand-off before
+    /// to this one), and when that cycle ended.
+    rate: f64,
+    cycle_end: Instant,
 }
 
 /// After the first datagrams arrive, keep collecting for up to this long (or
-/// until [`HANDOFF_MAX`] datagrams) before handing the batch to the workers.
-/// While the socket has less than a full read queued, the thread sleeps out the
-/// rest of this time instead of waking for every arriving datagram: at high
-/// rates that turns tens of thousands of wake-ups a second into a few thousand,
-/// for at most this much added latency (on Windows, where a sleep lasts at least
-/// one timer tick, up to about 16 ms). The receive buffer holds what arrives
-/// meanwhile (at a million datagrams a second, about 1.5 MiB).
-const LINGER: Duration = Duration::from_micros(1000);
+/// until [`HANDOFF_MAX`] datagrams or [`HANDOFF_MAX_BYTES`]) before handing
+/// the batch to the workers: the most latency the receive thread adds. While
+/// the socket has less than a full read queued, the thread sleeps in steps
+/// (about as long as the stream takes to send a full read, within
+/// [`longest_step`]) and reads what queued up after each, instead of waking
+/// for every datagram. Each hand-off wakes this thread and a parse worker, some
+/// 20 µs of CPU each on a virtual machine: at the rates Sense sites send
+/// (hundreds to thousands of datagrams a second) a batch of one or two
+/// datagrams cost 50–75 µs of CPU per datagram, gathering for 20 ms costs
+/// 5–15. At high rates the batch fills long before.
+const LINGER: Duration = Duration::from_millis(20);
+
+/// The shortest sleep while lingering (on Windows a sleep lasts at least one
+/// timer tick, about 16 ms, whatever is asked).
+const LINGER_STEP_MIN: Duration = Duration::from_millis(1);
+
+/// The burst a lingering thread leaves room for in the receive buffer:
+/// 250,000 datagrams a second (half what herald takes on two cores, and far
+/// beyond what a Sense site sends) of 2 KiB each as the kernel counts them (a
+/// 400-byte datagram takes 1,280 bytes of the buffer, a 680-byte one 2,304).
+const BURST_BYTES_PER_SECOND: f64 = 250_000.0 * 2048.0;
+
+/// The longest sleep between reads while lingering, for a socket granted
+/// `receive_buffer_bytes`: short enough that a burst arriving meanwhile fills
+/// at most half the buffer (16 MiB granted: about 16 ms; the 416 KiB Linux
+/// grants by default: the 1 ms floor), never longer than [`LINGER`]. Each
+/// sleep is a timer's wake-up, which on a virtual machine costs more than a
+/// datagram's: at slow rates, the fewer the better.
+fn longest_step(receive_buffer_bytes: usize) -> Duration {
+    let half = receive_buffer_bytes as f64 / 2.0;
+    Duration::from_secs_f64(half / BURST_BYTES_PER_SECOND).clamp(LINGER_STEP_MIN, LINGER)
+}
 
 /// Most datagrams handed to the workers at once.
 const HANDOFF_MAX: usize = 1024;
@@ -304,6 +335,9 @@ impl ReceiveLoop {
             kernel_drops_log: Throttle::new(Duration::from_secs(10)),
             spares: Spares::new(),
             last_bytes: 0,
+            longest_step: longest_step(listener.bound.receive_buffer_bytes),
+            rate: 0.0,
+            cycle_end: Instant::now(),
         }
     }
 
@@ -384,15 +418,20 @@ impl ReceiveLoop {
                 self.quiet(&mut filling);
                 continue;
             }
-            self.linger(first, now + LINGER, &mut filling, now);
+            let read = self.linger(first, now + LINGER, &mut filling, now);
             if filling.len() > 0 && !self.hand_off(&mut filling, now) {
                 return;
             }
+            let end = Instant::now();
+            let cycle = end.duration_since(self.cycle_end).as_secs_f64();
+            self.rate = read as f64 / cycle.max(1e-3);
+            self.cycle_end = end;
         }
     }
 
     /// Nothing arrived for a poll interval: frees what a burst left behind.
     fn quiet(&mut self, filling: &mut Filling) {
+        self.rate = 0.0;
         self.spares.release();
         *filling = Filling::default();
         self.last_bytes = 0;
@@ -447,36 +486,41 @@ impl ReceiveLoop {
     }
 
     /// Collects more datagrams until `deadline`, [`HANDOFF_MAX`] or
-    /// [`HANDOFF_MAX_BYTES`]: reads again at
-    /// once while reads come back full, otherwise sleeps out the linger once and
-    /// takes what has queued up meanwhile.
+    /// [`HANDOFF_MAX_BYTES`]: reads again at once while reads come back full,
+    /// otherwise sleeps a step (or what is left of the linger) and takes what
+    /// has queued up meanwhile. Returns how many datagrams were read in all.
     fn linger(
         &mut self,
         first_read: usize,
         deadline: Instant,
         filling: &mut Filling,
         now: Instant,
-    ) {
+    ) -> usize {
         let full = self.receiver.batch_size();
-        let mut slept = false;
-        let mut last_read = first_read;
+        let step = self.step();
+        let (mut last_read, mut read) = (first_read, first_read);
         while filling.len() < HANDOFF_MAX && filling.payload_bytes() < HANDOFF_MAX_BYTES {
             if last_read < full {
-                if slept {
-                    break;
-                }
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
                     break;
                 }
-                std::thread::sleep(left);
-                slept = true;
+                std::thread::sleep(left.min(step));
             }
             last_read = self.receive(socket::Wait::Never, filling, now);
-            if last_read == 0 {
-                break;
-            }
+            read += last_read;
         }
+        read
+    }
+
+    /// The sleep between reads while lingering: about as long as the stream
+    /// of the last cycle takes to send a full read (so that a busy socket
+    /// holds little and each read takes what queued), at least
+    /// [`LINGER_STEP_MIN`], at most what the receive buffer allows.
+    fn step(&self) -> Duration {
+        let full_read = self.receiver.batch_size() as f64 / self.rate.max(1.0);
+        Duration::from_secs_f64(full_read.min(LINGER.as_secs_f64()))
+            .clamp(LINGER_STEP_MIN, self.longest_step)
     }
 
     fn count_kernel_drops(&mut self, cumulative: u32) {
@@ -501,16 +545,26 @@ mod tests {
     /// A receive loop on a loopback socket of its own, handing over into a
     /// channel of `queue` batches within a budget of `budget` bytes.
     fn test_loop(queue: usize, budget: u64) -> (ReceiveLoop, Receiver<Batch>, Arc<ByteBudget>) {
+        let (receive_loop, rx, budget, _) = test_loop_at(queue, budget);
+        (receive_loop, rx, budget)
+    }
+
+    /// [`test_loop`], and the address its socket listens on.
+    fn test_loop_at(
+        queue: usize,
+        budget: u64,
+    ) -> (ReceiveLoop, Receiver<Batch>, Arc<ByteBudget>, SocketAddr) {
         let config: IngestConfig =
             toml::from_str("listen = \"127.0.0.1:0\"\nallow = [\"127.0.0.0/8\"]").unwrap();
         let listener = bind_one("127.0.0.1:0".parse().unwrap(), &config).unwrap();
+        let addr = listener.bound.local_addr;
         let allowlist = Arc::new(SharedAllowlist::new(Allowlist::new(vec![
             "127.0.0.0/8".parse().unwrap(),
         ])));
         let (tx, rx) = crossbeam_channel::bounded(queue);
         let budget = Arc::new(ByteBudget::new(budget));
         let receive_loop = ReceiveLoop::new(listener, &config, allowlist, tx, budget.clone());
-        (receive_loop, rx, budget)
+        (receive_loop, rx, budget, addr)
     }
 
     /// A filling of `count` datagrams of `len` bytes in a buffer of `capacity`.
@@ -606,5 +660,65 @@ mod tests {
         receive_loop.quiet(&mut held);
         assert_eq!(held.memory_bytes(), 0);
         assert!(receive_loop.spares.take().is_none());
+    }
+
+    #[test]
+    fn a_slow_stream_goes_over_in_batches_not_a_datagram_at_a_time() {
+        let (mut receive_loop, _rx, _budget, addr) = test_loop_at(4, 64 << 20);
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let later = socket.try_clone().unwrap();
+        let (go, wait) = std::sync::mpsc::channel::<()>();
+        let sender = std::thread::spawn(move || {
+            wait.recv().unwrap();
+            for _ in 0..2 {
+                std::thread::sleep(Duration::from_millis(2));
+                later.send_to(b"later", addr).unwrap();
+            }
+        });
+        socket.send_to(b"first", addr).unwrap();
+        let now = Instant::now();
+        go.send(()).unwrap();
+        let mut filling = Filling::with_capacity(MIN_BUFFER_BYTES);
+        let first = receive_loop.receive(socket::Wait::Block, &mut filling, now);
+        assert!(first >= 1);
+        receive_loop.linger(first, now + LINGER, &mut filling, now);
+        sender.join().unwrap();
+        // Sent over about 4 ms, well within the linger: one hand-off, where
+        // a linger of one step would have handed over the first alone.
+        assert_eq!(filling.len(), 3);
+        assert!(now.elapsed() < LINGER + Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_lingering_thread_sleeps_no_longer_than_half_its_buffer_lasts_in_a_burst() {
+        // 16 MiB granted (8 MiB asked, as shipped, with CAP_NET_ADMIN): half
+        // is 8 MiB, about 16 ms of a burst of 250k datagrams a second.
+        let step = longest_step(16 << 20);
+        assert!(
+            step > Duration::from_millis(15) && step < Duration::from_millis(17),
+            "{step:?}"
+        );
+        // Linux's default cap (212,992 asked, twice that granted).
+        assert_eq!(longest_step(425_984), LINGER_STEP_MIN);
+        assert_eq!(longest_step(0), LINGER_STEP_MIN);
+        // However large the buffer, a step ends within the linger.
+        assert_eq!(longest_step(1 << 40), LINGER);
+    }
+
+    #[test]
+    fn a_busy_stream_is_read_every_millisecond_a_slow_one_as_the_buffer_allows() {
+        let (mut receive_loop, _rx, _budget) = test_loop(4, 64 << 20);
+        receive_loop.longest_step = Duration::from_millis(4);
+        // 400k/s sends a full read (64) in 0.16 ms: the floor.
+        receive_loop.rate = 400_000.0;
+        assert_eq!(receive_loop.step(), LINGER_STEP_MIN);
+        // 32k/s takes 2 ms for a full read.
+        receive_loop.rate = 32_000.0;
+        assert_eq!(receive_loop.step(), Duration::from_millis(2));
+        // 1k/s, or nothing seen yet: as long as the buffer allows.
+        for rate in [1_000.0, 0.0] {
+            receive_loop.rate = rate;
+            assert_eq!(receive_loop.step(), Duration::from_millis(4));
+        }
     }
 }
