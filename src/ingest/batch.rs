@@ -164,7 +164,8 @@ impl Spares {
 /// buffer. Dropping it offers the buffer back to that thread.
 #[derive(Debug)]
 pub struct Batch {
-    /// When the batch was read.
+    /// When its first datagram was read (the others came at most the
+    /// receive thread's linger, 20 ms, later).
     pub received_at: Timestamp,
     /// The bytes it holds, taken from the hand-off's budget; whoever is done
     /// with the batch gives them back.

@@ -209,7 +209,8 @@ pub struct BindError {
 
 /// Starts the receive thread for `listener`.
 ///
-/// The thread stops when `stop` is set (within [`socket::POLL_INTERVAL`]) or when
+/// The thread stops when `stop` is set (within [`socket::POLL_INTERVAL`] and
+/// a linger, [`LINGER`]) or when
 /// the workers are gone, and drops its sender so the workers can drain.
 pub fn spawn(
     listener: Listener,
@@ -253,21 +254,18 @@ struct ReceiveLoop {
     cycle_end: Instant,
 }
 
-/// After the first datagrams arrive, keep collecting for up to this long (or
+/// After the first datagram arrives, keep collecting for up to this long (or
 /// until [`HANDOFF_MAX`] datagrams or [`HANDOFF_MAX_BYTES`]) before handing
 /// the batch to the workers: the most latency the receive thread adds. While
-/// the socket has less than a full read queued, the thread sleeps in steps
-/// (about as long as the stream takes to send a full read, within
-/// [`longest_step`]) and reads what queued up after each, instead of waking
-/// for every datagram. Each hand-off wakes this thread and a parse worker, some
-/// 20 µs of CPU each on a virtual machine: at the rates Sense sites send
-/// (hundreds to thousands of datagrams a second) a batch of one or two
-/// datagrams cost 50–75 µs of CPU per datagram, gathering for 20 ms costs
-/// 5–15. At high rates the batch fills long before.
+/// the socket has less than a full read queued, the thread sleeps (see
+/// [`ReceiveLoop::step`]) and reads what queued up meanwhile, instead of
+/// waking itself and a parse worker for every datagram or two. A stream that
+/// fills a batch within this anyway gathers for 1 ms only
+/// ([`ReceiveLoop::linger_for`]); one too slow for a sleep to gather anything
+/// goes over at once.
 const LINGER: Duration = Duration::from_millis(20);
 
-/// The shortest sleep while lingering (on Windows a sleep lasts at least one
-/// timer tick, about 16 ms, whatever is asked).
+/// The shortest sleep while lingering.
 const LINGER_STEP_MIN: Duration = Duration::from_millis(1);
 
 /// The burst a lingering thread leaves room for in the receive buffer:
@@ -278,10 +276,10 @@ const BURST_BYTES_PER_SECOND: f64 = 250_000.0 * 2048.0;
 
 /// The longest sleep between reads while lingering, for a socket granted
 /// `receive_buffer_bytes`: short enough that a burst arriving meanwhile fills
-/// at most half the buffer (16 MiB granted: about 16 ms; the 416 KiB Linux
-/// grants by default: the 1 ms floor), never longer than [`LINGER`]. Each
-/// sleep is a timer's wake-up, which on a virtual machine costs more than a
-/// datagram's: at slow rates, the fewer the better.
+/// at most half the buffer (16 MiB granted: about 16 ms), never longer than
+/// [`LINGER`], never shorter than [`LINGER_STEP_MIN`] (Linux's default cap,
+/// 416 KiB granted, gets the 1 ms floor, which such a burst overflows, as it
+/// did before herald lingered longer).
 fn longest_step(receive_buffer_bytes: usize) -> Duration {
     let half = receive_buffer_bytes as f64 / 2.0;
     Duration::from_secs_f64(half / BURST_BYTES_PER_SECOND).clamp(LINGER_STEP_MIN, LINGER)
@@ -418,20 +416,28 @@ impl ReceiveLoop {
                 self.quiet(&mut filling);
                 continue;
             }
-            let read = self.linger(first, now + LINGER, &mut filling, now);
-            if filling.len() > 0 && !self.hand_off(&mut filling, now) {
+            // The linger and the batch's time count from the first datagram,
+            // not from the wait for it.
+            let (first_at, received_at) = (Instant::now(), Timestamp::now());
+            let read = self.linger(first, first_at + self.linger_for(), &mut filling, first_at);
+            if filling.len() > 0 && !self.hand_off(&mut filling, received_at, first_at) {
                 return;
             }
-            let end = Instant::now();
-            let cycle = end.duration_since(self.cycle_end).as_secs_f64();
-            self.rate = read as f64 / cycle.max(1e-3);
-            self.cycle_end = end;
+            self.end_cycle(read, Instant::now());
         }
+    }
+
+    /// Notes the stream's rate over the cycle that read `read` datagrams and
+    /// ended at `end` (from the end of the cycle before, waits included).
+    fn end_cycle(&mut self, read: usize, end: Instant) {
+        let cycle = end.duration_since(self.cycle_end).as_secs_f64();
+        self.rate = read as f64 / cycle.max(1e-3);
+        self.cycle_end = end;
     }
 
     /// Nothing arrived for a poll interval: frees what a burst left behind.
     fn quiet(&mut self, filling: &mut Filling) {
-        self.rate = 0.0;
+        self.end_cycle(0, Instant::now());
         self.spares.release();
         *filling = Filling::default();
         self.last_bytes = 0;
@@ -441,9 +447,9 @@ impl ReceiveLoop {
     /// they are behind. A few datagrams go over in a copy of their size and
     /// the buffer stays for the next read; otherwise the buffer goes over
     /// whole and comes back once the workers are done with it. The budget
-    /// counts the memory a batch holds, capacity included. False once the
-    /// workers are gone.
-    fn hand_off(&mut self, filling: &mut Filling, now: Instant) -> bool {
+    /// counts the memory a batch holds, capacity included. `received_at` is
+    /// when its first datagram was read. False once the workers are gone.
+    fn hand_off(&mut self, filling: &mut Filling, received_at: Timestamp, now: Instant) -> bool {
         self.last_bytes = filling.payload_bytes();
         let handed = if filling.mostly_empty() {
             // A slow stream: spares are not needed, and a buffer a burst
@@ -463,7 +469,7 @@ impl ReceiveLoop {
             self.spares.give_back(handed);
             return true;
         }
-        let batch = Batch::new(Timestamp::now(), handed, bytes, self.spares.clone());
+        let batch = Batch::new(received_at, handed, bytes, self.spares.clone());
         match self.tx.try_send(batch) {
             Ok(()) => true,
             Err(TrySendError::Full(batch)) => {
@@ -497,15 +503,28 @@ impl ReceiveLoop {
         now: Instant,
     ) -> usize {
         let full = self.receiver.batch_size();
-        let step = self.step();
+        let mut step = self.step();
         let (mut last_read, mut read) = (first_read, first_read);
         while filling.len() < HANDOFF_MAX && filling.payload_bytes() < HANDOFF_MAX_BYTES {
-            if last_read < full {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
+            // Checked on every pass: full reads of datagrams that are all
+            // refused (a flood from outside the allowlist) add nothing to
+            // `filling` and must not keep the thread here.
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            if last_read == full {
+                // A busy stream: it fills the next read in no time, and a
+                // long sleep would let it fill the receive buffer instead.
+                step = LINGER_STEP_MIN;
+            } else {
+                let sleep = left.min(step);
+                if self.rate * sleep.as_secs_f64() < 0.5 {
+                    // Too slow a stream for a sleep to gather anything: a
+                    // timer's wake-up costs more than handing over now.
                     break;
                 }
-                std::thread::sleep(left.min(step));
+                std::thread::sleep(sleep);
             }
             last_read = self.receive(socket::Wait::Never, filling, now);
             read += last_read;
@@ -513,10 +532,25 @@ impl ReceiveLoop {
         read
     }
 
+    /// How long to gather after the first datagram: [`LINGER`], unless the
+    /// last cycle's stream fills a batch ([`HANDOFF_MAX`]) within that
+    /// anyway. Such a stream goes over 1 ms after its first datagram: at
+    /// those rates a batch costs little per datagram, and gathering longer
+    /// would only add latency.
+    fn linger_for(&self) -> Duration {
+        if self.rate * LINGER.as_secs_f64() >= HANDOFF_MAX as f64 {
+            LINGER_STEP_MIN
+        } else {
+            LINGER
+        }
+    }
+
     /// The sleep between reads while lingering: about as long as the stream
-    /// of the last cycle takes to send a full read (so that a busy socket
+    /// of the last cycle took to send a full read (so that a busy socket
     /// holds little and each read takes what queued), at least
-    /// [`LINGER_STEP_MIN`], at most what the receive buffer allows.
+    /// [`LINGER_STEP_MIN`], at most what the receive buffer allows
+    /// ([`longest_step`]). Each sleep is a timer's wake-up: at slow rates,
+    /// the fewer the better.
     fn step(&self) -> Duration {
         let full_read = self.receiver.batch_size() as f64 / self.rate.max(1.0);
         Duration::from_secs_f64(full_read.min(LINGER.as_secs_f64()))
@@ -554,8 +588,19 @@ mod tests {
         queue: usize,
         budget: u64,
     ) -> (ReceiveLoop, Receiver<Batch>, Arc<ByteBudget>, SocketAddr) {
-        let config: IngestConfig =
-            toml::from_str("listen = \"127.0.0.1:0\"\nallow = [\"127.0.0.0/8\"]").unwrap();
+        test_loop_with("", queue, budget)
+    }
+
+    /// [`test_loop_at`] with more `[ingest]` keys.
+    fn test_loop_with(
+        keys: &str,
+        queue: usize,
+        budget: u64,
+    ) -> (ReceiveLoop, Receiver<Batch>, Arc<ByteBudget>, SocketAddr) {
+        let config: IngestConfig = toml::from_str(&format!(
+            "listen = \"127.0.0.1:0\"\nallow = [\"127.0.0.0/8\"]\n{keys}"
+        ))
+        .unwrap();
         let listener = bind_one("127.0.0.1:0".parse().unwrap(), &config).unwrap();
         let addr = listener.bound.local_addr;
         let allowlist = Arc::new(SharedAllowlist::new(Allowlist::new(vec![
@@ -580,7 +625,7 @@ mod tests {
     fn a_few_datagrams_go_over_as_a_copy_and_the_buffer_stays() {
         let (mut receive_loop, rx, budget) = test_loop(4, 64 << 20);
         let mut held = filling(MIN_BUFFER_BYTES, 3, 100);
-        assert!(receive_loop.hand_off(&mut held, Instant::now()));
+        assert!(receive_loop.hand_off(&mut held, Timestamp::now(), Instant::now()));
         let batch = rx.try_recv().expect("handed over");
         assert_eq!(batch.len(), 3);
         assert!(batch.bytes < 1024, "charged {} bytes", batch.bytes);
@@ -593,7 +638,7 @@ mod tests {
         let (mut receive_loop, rx, budget) = test_loop(4, 64 << 20);
         let mut held = filling(MIN_BUFFER_BYTES, 200, 400);
         let buffer = held.buffer_ptr();
-        assert!(receive_loop.hand_off(&mut held, Instant::now()));
+        assert!(receive_loop.hand_off(&mut held, Timestamp::now(), Instant::now()));
         assert_eq!(held.memory_bytes(), 0, "the buffer went over");
         let batch = rx.try_recv().expect("handed over");
         assert_eq!(batch.len(), 200);
@@ -612,10 +657,10 @@ mod tests {
         // The channel holds one batch.
         let (mut receive_loop, rx, budget) = test_loop(1, 64 << 20);
         let mut first = filling(MIN_BUFFER_BYTES, 200, 400);
-        assert!(receive_loop.hand_off(&mut first, Instant::now()));
+        assert!(receive_loop.hand_off(&mut first, Timestamp::now(), Instant::now()));
         let queued = budget.used();
         let mut second = filling(MIN_BUFFER_BYTES, 200, 400);
-        assert!(receive_loop.hand_off(&mut second, Instant::now()));
+        assert!(receive_loop.hand_off(&mut second, Timestamp::now(), Instant::now()));
         assert_eq!(budget.used(), queued, "only the queued batch is charged");
         assert_eq!(rx.len(), 1);
         assert!(
@@ -626,10 +671,10 @@ mod tests {
         // And a budget with no room left for the batch.
         let (mut receive_loop, rx, budget) = test_loop(4, 100_000);
         let mut few = filling(MIN_BUFFER_BYTES, 3, 400);
-        assert!(receive_loop.hand_off(&mut few, Instant::now()));
+        assert!(receive_loop.hand_off(&mut few, Timestamp::now(), Instant::now()));
         let queued = budget.used();
         let mut held = filling(MIN_BUFFER_BYTES, 300, 400);
-        assert!(receive_loop.hand_off(&mut held, Instant::now()));
+        assert!(receive_loop.hand_off(&mut held, Timestamp::now(), Instant::now()));
         assert_eq!((budget.used(), rx.len()), (queued, 1));
         assert!(receive_loop.spares.take().is_some(), "the refused buffer");
     }
@@ -641,12 +686,12 @@ mod tests {
             .spares
             .give_back(Filling::with_capacity(MIN_BUFFER_BYTES));
         let mut held = filling(HANDOFF_MAX_BYTES, 2, 400);
-        assert!(receive_loop.hand_off(&mut held, Instant::now()));
+        assert!(receive_loop.hand_off(&mut held, Timestamp::now(), Instant::now()));
         assert!(receive_loop.spares.take().is_none());
         assert_eq!(held.memory_bytes(), 0, "the 4 MiB buffer was freed");
         // A buffer about the stream's size stays.
         let mut held = filling(MIN_BUFFER_BYTES, 2, 400);
-        assert!(receive_loop.hand_off(&mut held, Instant::now()));
+        assert!(receive_loop.hand_off(&mut held, Timestamp::now(), Instant::now()));
         assert_eq!(held.capacity(), MIN_BUFFER_BYTES);
     }
 
@@ -665,6 +710,10 @@ mod tests {
     #[test]
     fn a_slow_stream_goes_over_in_batches_not_a_datagram_at_a_time() {
         let (mut receive_loop, _rx, _budget, addr) = test_loop_at(4, 64 << 20);
+        // A stream of about 500 a second seen in the cycle before; sleeps
+        // of 4 ms whatever buffer this machine grants.
+        receive_loop.rate = 500.0;
+        receive_loop.longest_step = Duration::from_millis(4);
         let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let later = socket.try_clone().unwrap();
         let (go, wait) = std::sync::mpsc::channel::<()>();
@@ -684,9 +733,86 @@ mod tests {
         receive_loop.linger(first, now + LINGER, &mut filling, now);
         sender.join().unwrap();
         // Sent over about 4 ms, well within the linger: one hand-off, where
-        // a linger of one step would have handed over the first alone.
+        // a linger of one sleep would have handed over the first alone.
         assert_eq!(filling.len(), 3);
-        assert!(now.elapsed() < LINGER + Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_stream_too_slow_to_gather_anything_goes_over_at_once() {
+        let (mut receive_loop, _rx, _budget, addr) = test_loop_at(4, 64 << 20);
+        receive_loop.longest_step = Duration::from_millis(15);
+        // Ten a second: a 15 ms sleep would catch a datagram one time in
+        // seven, so the first goes over alone, without a timer's wake-up.
+        receive_loop.rate = 10.0;
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket.send_to(b"lone", addr).unwrap();
+        let now = Instant::now();
+        let mut filling = Filling::with_capacity(MIN_BUFFER_BYTES);
+        let first = receive_loop.receive(socket::Wait::Block, &mut filling, now);
+        let read = receive_loop.linger(first, now + LINGER, &mut filling, now);
+        assert_eq!((read, filling.len()), (1, 1));
+        assert!(now.elapsed() < Duration::from_millis(10), "it slept");
+    }
+
+    #[test]
+    fn a_flood_of_refused_datagrams_does_not_hold_the_linger() {
+        // Every datagram is longer than the largest accepted, so reads come
+        // back full and add nothing to the batch.
+        // A receive loop stays on the thread that made it.
+        let (at, addr) = std::sync::mpsc::channel();
+        let (start, started) = std::sync::mpsc::channel::<()>();
+        let (done, finished) = std::sync::mpsc::channel();
+        let lingering = std::thread::spawn(move || {
+            let (mut receive_loop, _rx, _budget, addr) =
+                test_loop_with("max_datagram_bytes = 8", 4, 64 << 20);
+            receive_loop.rate = 1_000.0;
+            at.send(addr).unwrap();
+            started.recv().unwrap();
+            let now = Instant::now();
+            let mut filling = Filling::with_capacity(MIN_BUFFER_BYTES);
+            let full = receive_loop.receiver.batch_size();
+            receive_loop.linger(full, now + LINGER, &mut filling, now);
+            let _ = done.send(filling.len());
+        });
+        let addr = addr.recv().unwrap();
+        let flooding = Arc::new(AtomicBool::new(true));
+        let flood = {
+            let flooding = flooding.clone();
+            std::thread::spawn(move || {
+                let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+                while flooding.load(Ordering::Relaxed) {
+                    let _ = socket.send_to(b"sixteen bytes...", addr);
+                }
+            })
+        };
+        std::thread::sleep(Duration::from_millis(20));
+        start.send(()).unwrap();
+        let held = finished.recv_timeout(Duration::from_secs(10));
+        flooding.store(false, Ordering::Relaxed);
+        flood.join().unwrap();
+        assert_eq!(held, Ok(0), "the linger ended, with nothing accepted");
+        lingering.join().unwrap();
+    }
+
+    #[test]
+    fn each_cycle_notes_the_streams_rate_and_a_quiet_poll_resets_it() {
+        let (mut receive_loop, _rx, _budget) = test_loop(4, 64 << 20);
+        let start = Instant::now();
+        receive_loop.cycle_end = start;
+        receive_loop.end_cycle(1_000, start + Duration::from_millis(10));
+        assert!(
+            (receive_loop.rate - 100_000.0).abs() < 1.0,
+            "{}",
+            receive_loop.rate
+        );
+        receive_loop.end_cycle(5, start + Duration::from_millis(1010));
+        assert!(
+            (receive_loop.rate - 5.0).abs() < 0.01,
+            "{}",
+            receive_loop.rate
+        );
+        receive_loop.quiet(&mut Filling::default());
+        assert_eq!(receive_loop.rate, 0.0);
     }
 
     #[test]
@@ -720,5 +846,53 @@ mod tests {
             receive_loop.rate = rate;
             assert_eq!(receive_loop.step(), Duration::from_millis(4));
         }
+    }
+
+    #[test]
+    fn the_linger_counts_from_the_first_datagram_not_from_the_wait_for_it() {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (batches, rx) = std::sync::mpsc::channel();
+        let running = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let (mut receive_loop, rx, _budget, addr) = test_loop_at(4, 64 << 20);
+                // A stream of about 1,000 a second seen before; sleeps of 4 ms.
+                receive_loop.rate = 1_000.0;
+                receive_loop.longest_step = Duration::from_millis(4);
+                batches.send((addr, rx)).unwrap();
+                receive_loop.run(&stop);
+            })
+        };
+        let (addr, rx) = rx.recv().unwrap();
+        // The receive thread waits 30 ms for the first datagram, longer than
+        // the linger; the next two follow within a few milliseconds.
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        std::thread::sleep(Duration::from_millis(30));
+        let sent = Timestamp::now();
+        for _ in 0..3 {
+            socket.send_to(b"datagram", addr).unwrap();
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let batch = rx.recv_timeout(Duration::from_secs(5)).expect("a batch");
+        stop.store(true, Ordering::Relaxed);
+        running.join().unwrap();
+        assert_eq!(batch.len(), 3, "one hand-off for the three");
+        // Stamped when the first was read, not at the hand-off.
+        let stamped = batch.received_at.duration_since(sent).as_secs_f64();
+        assert!((0.0..0.010).contains(&stamped), "{stamped} s after sending");
+    }
+
+    #[test]
+    fn a_stream_that_fills_batches_anyway_gathers_for_a_millisecond() {
+        let (mut receive_loop, _rx, _budget) = test_loop(4, 64 << 20);
+        // 1,024 in 20 ms is 51,200 a second.
+        receive_loop.rate = 400_000.0;
+        assert_eq!(receive_loop.linger_for(), LINGER_STEP_MIN);
+        receive_loop.rate = 60_000.0;
+        assert_eq!(receive_loop.linger_for(), LINGER_STEP_MIN);
+        receive_loop.rate = 40_000.0;
+        assert_eq!(receive_loop.linger_for(), LINGER);
+        receive_loop.rate = 0.0;
+        assert_eq!(receive_loop.linger_for(), LINGER);
     }
 }
