@@ -142,6 +142,49 @@ fn written_bytes(pid: u32) -> u64 {
 }
 
 /// Peak resident set size of a process, in MiB.
+/// The rates of the "Sense rates" table: what a Qlik Sense site sends, from
+/// a quiet one to a busy one in a burst.
+const SENSE_RATES: [f64; 4] = [100.0, 1_000.0, 10_000.0, 50_000.0];
+
+/// Seconds of sending at each of [`SENSE_RATES`].
+const SENSE_SECONDS: f64 = 5.0;
+
+/// Nanoseconds every thread of `pids` has run (`/proc/<pid>/task/*/schedstat`):
+/// at 100 datagrams a second a receiver runs tens of milliseconds a run,
+/// finer than the clock ticks of `/proc/<pid>/stat`.
+fn run_time_ns(pids: &[u32]) -> u64 {
+    pids.iter()
+        .filter_map(|pid| std::fs::read_dir(format!("/proc/{pid}/task")).ok())
+        .flatten()
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+        .filter_map(|stat| stat.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// CPU per datagram (µs) of `target`'s whole process at each of
+/// [`SENSE_RATES`]: its run time over the sending and half a second after.
+fn sense_rates(target: &dyn Target, mix: &Path, log: &mut String) -> Vec<f64> {
+    SENSE_RATES
+        .iter()
+        .map(|&rate| {
+            let before = run_time_ns(&target.pids());
+            let sent = send_from_process(mix, target.port(), rate, SENSE_SECONDS);
+            std::thread::sleep(Duration::from_millis(500));
+            let ran = run_time_ns(&target.pids()).saturating_sub(before);
+            let per_datagram = ran as f64 / 1000.0 / sent.sent.max(1) as f64;
+            let _ = writeln!(
+                log,
+                "{}: Sense rate {rate:.0}/s sent {} ran {:.1} ms: {per_datagram:.1} µs per datagram",
+                target.name(),
+                sent.sent,
+                ran as f64 / 1e6
+            );
+            per_datagram
+        })
+        .collect()
+}
+
 fn peak_rss_mib(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
@@ -1229,6 +1272,29 @@ fn main() {
         );
         rss
     });
+    // CPU at the rates a Sense site sends, herald as shipped and rsyslog.
+    let sense = if wanted("sense-rates") {
+        let herald = Herald::start(Setup::File);
+        let herald_us = sense_rates(&herald, &mix, &mut log);
+        drop(herald);
+        let rsyslog_us = Rsyslog::start().map(|rsyslog| sense_rates(&rsyslog, &mix, &mut log));
+        let mut table = format!(
+            "At the rates a Qlik Sense site sends, CPU per datagram of the whole process \
+             (every thread's run time from `/proc/<pid>/task/*/schedstat`, over \
+             {SENSE_SECONDS} s of sending and half a second after):\n\n\
+             | datagrams/s | herald as shipped | rsyslog |\n|---:|---|---|\n"
+        );
+        for (i, rate) in SENSE_RATES.iter().enumerate() {
+            let rsyslog = rsyslog_us
+                .as_ref()
+                .map_or("not installed".to_string(), |us| format!("{:.1} µs", us[i]));
+            let _ = writeln!(table, "| {rate:.0} | {:.1} µs | {rsyslog} |", herald_us[i]);
+        }
+        table.push('\n');
+        table
+    } else {
+        String::new()
+    };
     let mut rsyslog_missing = false;
     if wanted("rsyslog") {
         match Rsyslog::start() {
@@ -1328,7 +1394,7 @@ fn main() {
          (100 MiB, 5 files), background sync every second and default queues; the other \
          herald rows change one thing each, and the pair rows run two instances on one \
          port (`ingest.reuse_port`), their CPU and memory summed.\n\n\
-         {table}\n{targets}{buffer_cost}{steady}\
+         {table}\n{targets}{buffer_cost}{steady}{sense}\
          Zero loss means every datagram sent was handled (counted by the drain, written \
          by rsyslog, delivered by herald's sink) and the kernel dropped none \
          (`/proc/net/udp`); a rate that lost datagrams is run a second time and counts \
