@@ -26,6 +26,13 @@
 //! the CPU budget behind the rates (receiver and sender share the machine's
 //! cores). The table goes to `BENCHMARKS.md` with the machine.
 //!
+//! Two more tables, each its own row key: `sense-rates` (herald as shipped
+//! and rsyslog at 100 to 50,000 datagrams a second, CPU per datagram of the
+//! whole process) and `bursts` (the drain, herald as shipped and rsyslog
+//! taking a stream of 1,000 datagrams a second with a burst of 10,000 to
+//! 20,000 sent into it as fast as the sender goes: what a receiver that rests
+//! between reads at slow rates loses when a burst comes meanwhile).
+//!
 //! Run: `cargo bench --bench e2e` (needs `rsyslogd` from Debian's `rsyslog`;
 //! without it the rsyslog row says so). `HERALD_BENCH_SECONDS` sets the run
 //! length (default 3); `HERALD_BENCH_ONLY=drain,file,rsyslog` runs only those
@@ -185,6 +192,76 @@ fn sense_rates(target: &dyn Target, mix: &Path, log: &mut String) -> Vec<f64> {
         .collect()
 }
 
+/// The "bursts" table: a stream at a rate a Sense site sends, and into it
+/// bursts of these sizes, sent as fast as the sender goes.
+const BURST_STREAM_RATE: f64 = 1_000.0;
+const BURST_SIZES: [u64; 3] = [10_000, 15_000, 20_000];
+/// Tries of each burst (the machine is shared: one try proves little).
+const BURST_TRIES: usize = 3;
+
+/// What `target` lost of a stream at [`BURST_STREAM_RATE`] with a burst of
+/// `size` datagrams 1.5 s into its 3 s, sent as fast as the sender goes: a
+/// receiver that rests between reads at slow rates must not let a burst
+/// overflow its receive buffer meanwhile. Returns the datagrams lost and the
+/// burst's rate.
+fn burst(target: &dyn Target, mix: &Path, size: u64, log: &mut String) -> (u64, f64) {
+    wait_for_backlog(target);
+    target.recycle_output();
+    let before = target.received();
+    let before_drops = kernel_drops(target.port());
+    let stream = sender(mix, target.port())
+        .arg("--rate")
+        .arg(format!("{BURST_STREAM_RATE:.0}"))
+        .args(["--duration", "3000ms"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run herald send");
+    std::thread::sleep(Duration::from_millis(1500));
+    let burst = sent_by(
+        &sender(mix, target.port())
+            .args(["--rate", "0", "--count", &size.to_string()])
+            .output()
+            .expect("run herald send"),
+    );
+    let stream = sent_by(&stream.wait_with_output().expect("herald send"));
+    let sent = stream.sent + burst.sent;
+    let handled = settle(target, before, sent);
+    let lost = sent.saturating_sub(handled);
+    let burst_rate = burst.sent as f64 / burst.elapsed.as_secs_f64().max(1e-9);
+    let _ = writeln!(
+        log,
+        "{}: burst of {} at {burst_rate:.0}/s into a {BURST_STREAM_RATE:.0}/s stream: sent {sent} handled {handled} lost {lost} (kernel {})",
+        target.name(),
+        burst.sent,
+        kernel_drops(target.port()).saturating_sub(before_drops),
+    );
+    (lost, burst_rate)
+}
+
+/// The tries of one burst size.
+struct BurstTries {
+    /// Datagrams lost in each.
+    lost: Vec<u64>,
+    /// The fastest burst's rate.
+    fastest: f64,
+}
+
+/// Every try of every size of [`burst`].
+fn bursts(target: &dyn Target, mix: &Path, log: &mut String) -> Vec<BurstTries> {
+    BURST_SIZES
+        .iter()
+        .map(|&size| {
+            let tries: Vec<(u64, f64)> = (0..BURST_TRIES)
+                .map(|_| burst(target, mix, size, log))
+                .collect();
+            BurstTries {
+                lost: tries.iter().map(|&(lost, _)| lost).collect(),
+                fastest: tries.iter().map(|&(_, rate)| rate).fold(0.0, f64::max),
+            }
+        })
+        .collect()
+}
+
 fn peak_rss_mib(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
@@ -326,6 +403,20 @@ struct Drain {
     child: Child,
     port: u16,
     file: PathBuf,
+}
+
+impl Drain {
+    /// This benchmark binary started as the drain, counting into a file in `dir`.
+    fn start(dir: &Path) -> Drain {
+        let port = free_udp_port();
+        let file = dir.join(format!("count-{port}"));
+        let child = Command::new(std::env::current_exe().expect("exe"))
+            .args(["drain", &port.to_string(), &file.display().to_string()])
+            .spawn()
+            .expect("start drain");
+        std::thread::sleep(Duration::from_millis(300));
+        Drain { child, port, file }
+    }
 }
 
 impl Target for Drain {
@@ -807,29 +898,25 @@ fn children_cpu_seconds() -> f64 {
     seconds(usage.ru_utime) + seconds(usage.ru_stime)
 }
 
-/// Sends the lines of `mix` to `port` at `rate` for `seconds` from a process
-/// of its own (`herald send`), so that the receiver's CPU figures are its own
-/// and the two do not share a thread.
-fn send_from_process(mix: &Path, port: u16, rate: f64, seconds: f64) -> Sent {
-    // The receivers run until their row ends, so the sender is the only
-    // child that ends meanwhile: the difference is its CPU.
-    let children_before = children_cpu_seconds();
-    let output = Command::new(env!("CARGO_BIN_EXE_herald"))
+/// `herald send` sending the lines of `mix` to `port` from a process of its
+/// own, so that the receiver's CPU figures are its own and the two do not
+/// share a thread; the caller adds the rate and how much to send.
+fn sender(mix: &Path, port: u16) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
+    command
         .args(["send", "--json", "--to"])
         .arg(format!("127.0.0.1:{port}"))
         .arg("--file")
         .arg(mix)
-        .arg("--rate")
-        .arg(format!("{rate:.0}"))
-        .arg("--duration")
-        .arg(format!("{:.0}ms", seconds * 1000.0))
         // As the services of Sense nodes do: many source ports (which only
         // instances sharing the port with reuse_port tell apart).
         .args(["--sockets", &SENDER_SOCKETS.to_string()])
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("run herald send");
-    let cpu_seconds = children_cpu_seconds() - children_before;
+        .stderr(Stdio::inherit());
+    command
+}
+
+/// What a finished `herald send --json` reported (its CPU left to the caller).
+fn sent_by(output: &std::process::Output) -> Sent {
     // A send that reports failures still says what it sent; anything else
     // means the figures would be wrong.
     assert!(
@@ -842,7 +929,25 @@ fn send_from_process(mix: &Path, port: u16, rate: f64, seconds: f64) -> Sent {
     Sent {
         sent: report["sent"].as_u64().unwrap_or(0),
         elapsed: Duration::from_secs_f64(report["elapsed_s"].as_f64().unwrap_or(0.0)),
-        cpu_seconds,
+        cpu_seconds: 0.0,
+    }
+}
+
+/// Sends the lines of `mix` to `port` at `rate` for `seconds` (see [`sender`]).
+fn send_from_process(mix: &Path, port: u16, rate: f64, seconds: f64) -> Sent {
+    // The receivers run until their row ends, so the sender is the only
+    // child that ends meanwhile: the difference is its CPU.
+    let children_before = children_cpu_seconds();
+    let output = sender(mix, port)
+        .arg("--rate")
+        .arg(format!("{rate:.0}"))
+        .arg("--duration")
+        .arg(format!("{:.0}ms", seconds * 1000.0))
+        .output()
+        .expect("run herald send");
+    Sent {
+        cpu_seconds: children_cpu_seconds() - children_before,
+        ..sent_by(&output)
     }
 }
 
@@ -868,6 +973,28 @@ fn wait_for_backlog(target: &dyn Target) {
     }
 }
 
+/// Waits until `target` has handled `sent` datagrams since its count was
+/// `before`, or its count stops moving, or 10 s pass; what it handled since.
+fn settle(target: &dyn Target, before: u64, sent: u64) -> u64 {
+    let mut last = target.received();
+    let mut still = Instant::now();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = target.received();
+        if now - before >= sent {
+            break;
+        }
+        if now != last {
+            last = now;
+            still = Instant::now();
+        } else if still.elapsed() > Duration::from_millis(700) {
+            break;
+        }
+    }
+    target.received() - before
+}
+
 /// Sends at `rate` for `seconds` and waits until the target has settled.
 fn run(target: &dyn Target, mix: &Path, rate: f64, seconds: f64) -> Run {
     wait_for_backlog(target);
@@ -878,28 +1005,12 @@ fn run(target: &dyn Target, mix: &Path, rate: f64, seconds: f64) -> Run {
     let before_cpu = cpu_of(&target.pids());
     let before_written = written_of(&target.pids());
     let report = send_from_process(mix, target.port(), rate, seconds);
-    // Settle: wait until the count stops moving (or everything arrived).
-    let mut last = target.received();
-    let mut still = Instant::now();
-    let settle_start = Instant::now();
-    while settle_start.elapsed() < Duration::from_secs(10) {
-        std::thread::sleep(Duration::from_millis(100));
-        let now = target.received();
-        if now - before_received >= report.sent {
-            break;
-        }
-        if now != last {
-            last = now;
-            still = Instant::now();
-        } else if still.elapsed() > Duration::from_millis(700) {
-            break;
-        }
-    }
+    let received = settle(target, before_received, report.sent);
     Run {
         rate,
         sent: report.sent,
         achieved: report.sent as f64 / report.elapsed.as_secs_f64().max(1e-9),
-        received: target.received() - before_received,
+        received,
         kernel_drops: kernel_drops(target.port()) - before_drops,
         app_drops: drops_since(&before_app, target.app_drops()),
         cpu_seconds: cpu_of(&target.pids()) - before_cpu,
@@ -1222,21 +1333,7 @@ fn main() {
         .collect();
     std::fs::write(&mix, lines.join(&b'\n')).expect("write the mix");
     if wanted("drain") {
-        let drain_port = free_udp_port();
-        let count_file = dir.path().join("count");
-        let drain = Drain {
-            child: Command::new(std::env::current_exe().expect("exe"))
-                .args([
-                    "drain",
-                    &drain_port.to_string(),
-                    &count_file.display().to_string(),
-                ])
-                .spawn()
-                .expect("start drain"),
-            port: drain_port,
-            file: count_file,
-        };
-        std::thread::sleep(Duration::from_millis(300));
+        let drain = Drain::start(dir.path());
         outcomes.push(measure(&drain, &mix, seconds, &mut log));
     }
     let setups = [
@@ -1289,6 +1386,49 @@ fn main() {
                 .as_ref()
                 .map_or("not installed".to_string(), |us| format!("{:.1} µs", us[i]));
             let _ = writeln!(table, "| {rate:.0} | {:.1} µs | {rsyslog} |", herald_us[i]);
+        }
+        table.push('\n');
+        table
+    } else {
+        String::new()
+    };
+    // Bursts into a slow stream: the drain, herald as shipped and rsyslog.
+    let bursts_table = if wanted("bursts") {
+        let mut columns: Vec<(&str, Option<Vec<BurstTries>>)> = Vec::new();
+        let drain = Drain::start(dir.path());
+        columns.push(("drain", Some(bursts(&drain, &mix, &mut log))));
+        drop(drain);
+        let herald = Herald::start(Setup::File);
+        columns.push(("herald as shipped", Some(bursts(&herald, &mix, &mut log))));
+        drop(herald);
+        let rsyslog = Rsyslog::start().map(|rsyslog| bursts(&rsyslog, &mix, &mut log));
+        columns.push(("rsyslog", rsyslog));
+        let fastest = columns
+            .iter()
+            .filter_map(|(_, tries)| tries.as_ref())
+            .flatten()
+            .map(|tries| tries.fastest)
+            .fold(0.0, f64::max);
+        let mut table = format!(
+            "Bursts: a stream of {BURST_STREAM_RATE:.0} datagrams a second for 3 s and, \
+             1.5 s into it, a burst sent as fast as the sender goes (up to {fastest:.0}/s \
+             here); datagrams lost (of stream and burst) in each of {BURST_TRIES} tries:\n\n\
+             | burst |"
+        );
+        for (name, _) in &columns {
+            let _ = write!(table, " {name} |");
+        }
+        let _ = writeln!(table, "\n|---:|{}", "---|".repeat(columns.len()));
+        for (i, size) in BURST_SIZES.iter().enumerate() {
+            let _ = write!(table, "| {size} |");
+            for (_, tries) in &columns {
+                let cell = tries.as_ref().map_or("not installed".to_string(), |tries| {
+                    let lost: Vec<String> = tries[i].lost.iter().map(u64::to_string).collect();
+                    lost.join(", ")
+                });
+                let _ = write!(table, " {cell} |");
+            }
+            table.push('\n');
         }
         table.push('\n');
         table
@@ -1394,7 +1534,7 @@ fn main() {
          (100 MiB, 5 files), background sync every second and default queues; the other \
          herald rows change one thing each, and the pair rows run two instances on one \
          port (`ingest.reuse_port`), their CPU and memory summed.\n\n\
-         {table}\n{targets}{buffer_cost}{steady}{sense}\
+         {table}\n{targets}{buffer_cost}{steady}{sense}{bursts_table}\
          Zero loss means every datagram sent was handled (counted by the drain, written \
          by rsyslog, delivered by herald's sink) and the kernel dropped none \
          (`/proc/net/udp`); a rate that lost datagrams is run a second time and counts \
