@@ -268,15 +268,19 @@ const LINGER: Duration = Duration::from_millis(20);
 /// The shortest sleep while lingering.
 const LINGER_STEP_MIN: Duration = Duration::from_millis(1);
 
-/// The burst a lingering thread leaves room for in the receive buffer:
-/// 250,000 datagrams a second (half what herald takes on two cores, and far
-/// beyond what a Sense site sends) of 2 KiB each as the kernel counts them (a
-/// 400-byte datagram takes 1,280 bytes of the buffer, a 680-byte one 2,304).
-const BURST_BYTES_PER_SECOND: f64 = 250_000.0 * 2048.0;
+/// The burst a lingering thread leaves room for in the receive buffer: a
+/// million datagrams a second (about what one receive thread reads, and what
+/// one sender reaches over loopback) of 2 KiB each as the kernel counts them
+/// (a 400-byte datagram takes 1,280 bytes of the buffer, a 680-byte one
+/// 2,304). A thread asleep for longer would leave a burst arriving meanwhile
+/// less room than it had before herald lingered at all, and the burst that
+/// follows it nothing to spare: a slow stream's rest must not cost a burst's
+/// datagrams.
+const BURST_BYTES_PER_SECOND: f64 = 1_000_000.0 * 2048.0;
 
 /// The longest sleep between reads while lingering, for a socket granted
 /// `receive_buffer_bytes`: short enough that a burst arriving meanwhile fills
-/// at most half the buffer (16 MiB granted: about 16 ms), never longer than
+/// at most half the buffer (16 MiB granted: about 4 ms), never longer than
 /// [`LINGER`], never shorter than [`LINGER_STEP_MIN`] (Linux's default cap,
 /// 416 KiB granted, gets the 1 ms floor, which such a burst overflows, as it
 /// did before herald lingered longer).
@@ -818,12 +822,16 @@ mod tests {
     #[test]
     fn a_lingering_thread_sleeps_no_longer_than_half_its_buffer_lasts_in_a_burst() {
         // 16 MiB granted (8 MiB asked, as shipped, with CAP_NET_ADMIN): half
-        // is 8 MiB, about 16 ms of a burst of 250k datagrams a second.
+        // is 8 MiB, about 4 ms of a burst of a million datagrams a second.
         let step = longest_step(16 << 20);
         assert!(
-            step > Duration::from_millis(15) && step < Duration::from_millis(17),
+            step > Duration::from_millis(4) && step < Duration::from_millis(5),
             "{step:?}"
         );
+        // A burst at that rate arriving during the longest sleep leaves the
+        // other half of the buffer free.
+        let burst_bytes = 1_000_000.0 * 2048.0 * step.as_secs_f64();
+        assert!(burst_bytes <= f64::from(8u32 << 20), "{burst_bytes}");
         // Linux's default cap (212,992 asked, twice that granted).
         assert_eq!(longest_step(425_984), LINGER_STEP_MIN);
         assert_eq!(longest_step(0), LINGER_STEP_MIN);
