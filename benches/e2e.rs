@@ -198,12 +198,15 @@ const BURST_STREAM_RATE: f64 = 1_000.0;
 const BURST_SIZES: [u64; 3] = [10_000, 15_000, 20_000];
 /// Tries of each burst (the machine is shared: one try proves little).
 const BURST_TRIES: usize = 3;
+/// How long the stream runs, and when into it the burst is sent.
+const BURST_STREAM: Duration = Duration::from_millis(3000);
+const BURST_AT: Duration = Duration::from_millis(1500);
 
-/// What `target` lost of a stream at [`BURST_STREAM_RATE`] with a burst of
-/// `size` datagrams 1.5 s into its 3 s, sent as fast as the sender goes: a
-/// receiver that rests between reads at slow rates must not let a burst
-/// overflow its receive buffer meanwhile. Returns the datagrams lost and the
-/// burst's rate.
+/// What `target` lost of a stream at [`BURST_STREAM_RATE`] for
+/// [`BURST_STREAM`] with a burst of `size` datagrams [`BURST_AT`] into it,
+/// sent as fast as the sender goes: a receiver that rests between reads at
+/// slow rates must not let a burst overflow its receive buffer meanwhile.
+/// Returns the datagrams lost and the burst's rate.
 fn burst(target: &dyn Target, mix: &Path, size: u64, log: &mut String) -> (u64, f64) {
     wait_for_backlog(target);
     target.recycle_output();
@@ -212,54 +215,49 @@ fn burst(target: &dyn Target, mix: &Path, size: u64, log: &mut String) -> (u64, 
     let stream = sender(mix, target.port())
         .arg("--rate")
         .arg(format!("{BURST_STREAM_RATE:.0}"))
-        .args(["--duration", "3000ms"])
+        .arg("--duration")
+        .arg(format!("{}ms", BURST_STREAM.as_millis()))
         .stdout(Stdio::piped())
         .spawn()
         .expect("run herald send");
-    std::thread::sleep(Duration::from_millis(1500));
-    let burst = sent_by(
+    std::thread::sleep(BURST_AT);
+    let (burst_sent, burst_took) = sent_by(
         &sender(mix, target.port())
             .args(["--rate", "0", "--count", &size.to_string()])
             .output()
             .expect("run herald send"),
     );
-    let stream = sent_by(&stream.wait_with_output().expect("herald send"));
-    let sent = stream.sent + burst.sent;
+    let (stream_sent, _) = sent_by(&stream.wait_with_output().expect("herald send"));
+    let sent = stream_sent + burst_sent;
     let handled = settle(target, before, sent);
     let lost = sent.saturating_sub(handled);
-    let burst_rate = burst.sent as f64 / burst.elapsed.as_secs_f64().max(1e-9);
+    let burst_rate = burst_sent as f64 / burst_took.as_secs_f64().max(1e-9);
     let _ = writeln!(
         log,
-        "{}: burst of {} at {burst_rate:.0}/s into a {BURST_STREAM_RATE:.0}/s stream: sent {sent} handled {handled} lost {lost} (kernel {})",
+        "{}: burst of {burst_sent} at {burst_rate:.0}/s into a {BURST_STREAM_RATE:.0}/s stream: sent {sent} handled {handled} lost {lost} (kernel {})",
         target.name(),
-        burst.sent,
         kernel_drops(target.port()).saturating_sub(before_drops),
     );
     (lost, burst_rate)
 }
 
-/// The tries of one burst size.
-struct BurstTries {
-    /// Datagrams lost in each.
-    lost: Vec<u64>,
-    /// The fastest burst's rate.
-    fastest: f64,
-}
-
-/// Every try of every size of [`burst`].
-fn bursts(target: &dyn Target, mix: &Path, log: &mut String) -> Vec<BurstTries> {
-    BURST_SIZES
+/// Every try of every size of [`burst`]: the losses per size and try, and
+/// the fastest burst of all.
+fn bursts(target: &dyn Target, mix: &Path, log: &mut String) -> (Vec<Vec<u64>>, f64) {
+    let mut fastest = 0.0f64;
+    let lost = BURST_SIZES
         .iter()
         .map(|&size| {
-            let tries: Vec<(u64, f64)> = (0..BURST_TRIES)
-                .map(|_| burst(target, mix, size, log))
-                .collect();
-            BurstTries {
-                lost: tries.iter().map(|&(lost, _)| lost).collect(),
-                fastest: tries.iter().map(|&(_, rate)| rate).fold(0.0, f64::max),
-            }
+            (0..BURST_TRIES)
+                .map(|_| {
+                    let (lost, rate) = burst(target, mix, size, log);
+                    fastest = fastest.max(rate);
+                    lost
+                })
+                .collect()
         })
-        .collect()
+        .collect();
+    (lost, fastest)
 }
 
 fn peak_rss_mib(pid: u32) -> f64 {
@@ -915,8 +913,9 @@ fn sender(mix: &Path, port: u16) -> Command {
     command
 }
 
-/// What a finished `herald send --json` reported (its CPU left to the caller).
-fn sent_by(output: &std::process::Output) -> Sent {
+/// What a finished `herald send --json` reported: datagrams sent, and how
+/// long sending took.
+fn sent_by(output: &std::process::Output) -> (u64, Duration) {
     // A send that reports failures still says what it sent; anything else
     // means the figures would be wrong.
     assert!(
@@ -926,11 +925,10 @@ fn sent_by(output: &std::process::Output) -> Sent {
     );
     let report: serde_json::Value =
         serde_json::from_slice(&output.stdout).expect("herald send --json output");
-    Sent {
-        sent: report["sent"].as_u64().unwrap_or(0),
-        elapsed: Duration::from_secs_f64(report["elapsed_s"].as_f64().unwrap_or(0.0)),
-        cpu_seconds: 0.0,
-    }
+    (
+        report["sent"].as_u64().unwrap_or(0),
+        Duration::from_secs_f64(report["elapsed_s"].as_f64().unwrap_or(0.0)),
+    )
 }
 
 /// Sends the lines of `mix` to `port` at `rate` for `seconds` (see [`sender`]).
@@ -945,9 +943,11 @@ fn send_from_process(mix: &Path, port: u16, rate: f64, seconds: f64) -> Sent {
         .arg(format!("{:.0}ms", seconds * 1000.0))
         .output()
         .expect("run herald send");
+    let (sent, elapsed) = sent_by(&output);
     Sent {
+        sent,
+        elapsed,
         cpu_seconds: children_cpu_seconds() - children_before,
-        ..sent_by(&output)
     }
 }
 
@@ -1394,26 +1394,28 @@ fn main() {
     };
     // Bursts into a slow stream: the drain, herald as shipped and rsyslog.
     let bursts_table = if wanted("bursts") {
-        let mut columns: Vec<(&str, Option<Vec<BurstTries>>)> = Vec::new();
+        let mut columns: Vec<(&str, Option<Vec<Vec<u64>>>)> = Vec::new();
+        let mut fastest = 0.0f64;
+        let mut measure_bursts = |target: &dyn Target, log: &mut String| {
+            let (lost, rate) = bursts(target, &mix, log);
+            fastest = fastest.max(rate);
+            lost
+        };
         let drain = Drain::start(dir.path());
-        columns.push(("drain", Some(bursts(&drain, &mix, &mut log))));
+        columns.push(("drain", Some(measure_bursts(&drain, &mut log))));
         drop(drain);
         let herald = Herald::start(Setup::File);
-        columns.push(("herald as shipped", Some(bursts(&herald, &mix, &mut log))));
+        columns.push(("herald as shipped", Some(measure_bursts(&herald, &mut log))));
         drop(herald);
-        let rsyslog = Rsyslog::start().map(|rsyslog| bursts(&rsyslog, &mix, &mut log));
+        let rsyslog = Rsyslog::start().map(|rsyslog| measure_bursts(&rsyslog, &mut log));
         columns.push(("rsyslog", rsyslog));
-        let fastest = columns
-            .iter()
-            .filter_map(|(_, tries)| tries.as_ref())
-            .flatten()
-            .map(|tries| tries.fastest)
-            .fold(0.0, f64::max);
         let mut table = format!(
-            "Bursts: a stream of {BURST_STREAM_RATE:.0} datagrams a second for 3 s and, \
-             1.5 s into it, a burst sent as fast as the sender goes (up to {fastest:.0}/s \
+            "Bursts: a stream of {BURST_STREAM_RATE:.0} datagrams a second for {} s and, \
+             {} s into it, a burst sent as fast as the sender goes (up to {fastest:.0}/s \
              here); datagrams lost (of stream and burst) in each of {BURST_TRIES} tries:\n\n\
-             | burst |"
+             | burst |",
+            BURST_STREAM.as_secs_f64(),
+            BURST_AT.as_secs_f64(),
         );
         for (name, _) in &columns {
             let _ = write!(table, " {name} |");
@@ -1423,7 +1425,7 @@ fn main() {
             let _ = write!(table, "| {size} |");
             for (_, tries) in &columns {
                 let cell = tries.as_ref().map_or("not installed".to_string(), |tries| {
-                    let lost: Vec<String> = tries[i].lost.iter().map(u64::to_string).collect();
+                    let lost: Vec<String> = tries[i].iter().map(u64::to_string).collect();
                     lost.join(", ")
                 });
                 let _ = write!(table, " {cell} |");
