@@ -175,7 +175,7 @@ impl AllowlistReader {
         }
     }
 
-    /// Picks up a replaced list; call once per batch.
+    /// Picks up a replaced list; call once per read, after it.
     pub fn refresh(&mut self) {
         if self.current.refresh() {
             self.last = None;

@@ -358,6 +358,12 @@ impl ReceiveLoop {
             ..
         } = self;
         let result = receiver.recv_batch(wait, |datagram| {
+            if received == 0 {
+                // After the read, not before it: a read may wait, and a
+                // datagram sent once a reload has replaced the list must
+                // meet the new one.
+                allowlist.refresh();
+            }
             received += 1;
             // A dual-stack socket reports IPv4 senders as ::ffff:a.b.c.d.
             let peer = SocketAddr::new(datagram.peer.ip().to_canonical(), datagram.peer.port());
@@ -394,7 +400,6 @@ impl ReceiveLoop {
     fn run(&mut self, stop: &AtomicBool) {
         let mut filling = Filling::default();
         while !stop.load(Ordering::Relaxed) {
-            self.allowlist.refresh();
             if filling.memory_bytes() == 0 {
                 filling = self
                     .spares
@@ -622,6 +627,36 @@ mod tests {
             filling.push(&vec![b'x'; len], "127.0.0.1:5000".parse().unwrap());
         }
         filling
+    }
+
+    #[test]
+    fn a_replaced_allowlist_meets_the_first_datagram_read_after_it() {
+        let config: IngestConfig =
+            toml::from_str("listen = \"127.0.0.1:0\"\nallow = [\"127.0.0.1/32\"]").unwrap();
+        let listener = bind_one("127.0.0.1:0".parse().unwrap(), &config).unwrap();
+        let to = listener.bound.local_addr;
+        let shared = Arc::new(SharedAllowlist::new(Allowlist::new(vec![
+            "127.0.0.1/32".parse().unwrap(),
+        ])));
+        let (tx, _rx) = crossbeam_channel::bounded(4);
+        let budget = Arc::new(ByteBudget::new(64 << 20));
+        let mut receive_loop = ReceiveLoop::new(listener, &config, shared.clone(), tx, budget);
+        let outsider = std::net::UdpSocket::bind("127.0.0.2:0").unwrap();
+        let mut filling = Filling::with_capacity(MIN_BUFFER_BYTES);
+        let read = |receive_loop: &mut ReceiveLoop, filling: &mut Filling| {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while receive_loop.receive(socket::Wait::Block, filling, Instant::now()) == 0 {
+                assert!(Instant::now() < deadline, "nothing arrived");
+            }
+        };
+        outsider.send_to(b"early", to).unwrap();
+        read(&mut receive_loop, &mut filling);
+        assert_eq!(filling.len(), 0, "refused before the reload");
+        // Replaced between two reads, within one cycle of the loop.
+        shared.replace(Allowlist::new(vec!["127.0.0.0/8".parse().unwrap()]));
+        outsider.send_to(b"late", to).unwrap();
+        read(&mut receive_loop, &mut filling);
+        assert_eq!(filling.len(), 1, "admitted after the reload");
     }
 
     #[test]

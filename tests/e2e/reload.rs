@@ -48,6 +48,11 @@ fn a_reload_under_a_steady_stream_moves_a_sink_and_applies_allowlist_and_tags_lo
     std::thread::sleep(Duration::from_millis(1_000));
     // Before the reload 127.0.0.2 is refused.
     send("127.0.0.2", to, &[&engine("early outsider")]);
+    // The list applies when herald reads a datagram: wait until this one
+    // was read, or the reload could come first.
+    herald.wait_for("the outsider refused", |h| {
+        h.metric("herald_ingest_rejected_total", &[("reason", "not_allowed")]) >= 1.0
+    });
     // Same ports; the allowlist widened, tags added, the sink moved.
     let new = format!("{config}\n[tags]\nsite = \"reloaded\"\n")
         .replace(
