@@ -83,8 +83,13 @@ fn datagram_mix() -> Vec<Vec<u8>> {
         while long.join(";").len() < target_len {
             long[index].push_str(padding);
         }
-        let mut joined = long.join(";");
-        joined.truncate(target_len.max(base.len()));
+        // Cut the message, not the datagram: the fields after it (ids,
+        // timestamps) stay whole, as Sense sends them.
+        let over = long.join(";").len() - target_len.max(base.len());
+        let message = &mut long[index];
+        message.truncate(message.len() - over);
+        let joined = long.join(";");
+        assert!(joined.ends_with(&fields[index + 1..].join(";")));
         mix.push(joined.into_bytes());
     }
     for datagram in &mut mix {
