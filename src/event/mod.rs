@@ -266,9 +266,16 @@ impl Level {
             (b"ERROR", Level::Error),
             (b"FATAL", Level::Fatal),
         ];
+        // Sense writes them in capitals: an exact match first, as cheap as
+        // it gets, then any case.
         NAMES
             .iter()
-            .find(|(name, _)| name.eq_ignore_ascii_case(text))
+            .find(|(name, _)| *name == text)
+            .or_else(|| {
+                NAMES
+                    .iter()
+                    .find(|(name, _)| name.eq_ignore_ascii_case(text))
+            })
             .map(|&(_, level)| level)
     }
 }

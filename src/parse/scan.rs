@@ -37,16 +37,20 @@ impl Scan {
     }
 }
 
-/// The bits of one block of sixteen bytes, bit `i` for byte `i`.
+/// The bits of one block of sixteen bytes or one chunk of sixty-four, bit `i`
+/// for byte `i`.
 #[derive(Debug, PartialEq, Eq)]
 struct Masks {
     /// `;`.
-    semicolons: u32,
+    semicolons: u64,
     /// `"`, `\` and tab.
-    escapes: u32,
+    escapes: u64,
     /// Printable ASCII and tab.
-    plain: u32,
+    plain: u64,
 }
+
+/// Bytes read per step: four blocks, whose masks fill one 64-bit word.
+const CHUNK: usize = 64;
 
 /// Scans `datagram`: every piece's start and end go into `pieces` (separators
 /// excluded; the first piece starts the datagram, the last ends it).
@@ -57,8 +61,8 @@ pub(super) fn scan(datagram: &[u8], pieces: &mut Vec<(usize, usize)>) -> Scan {
         count: 0,
     };
     let mut start_of_piece = 0;
-    let (blocks, tail) = datagram.as_chunks::<16>();
-    let mut visit = |base: usize, masks: Masks, full: u32| {
+    let (chunks, tail) = datagram.as_chunks::<CHUNK>();
+    let mut visit = |base: usize, masks: Masks, full: u64| {
         let mut semicolons = masks.semicolons;
         while semicolons != 0 {
             let end = base + semicolons.trailing_zeros() as usize;
@@ -76,17 +80,17 @@ pub(super) fn scan(datagram: &[u8], pieces: &mut Vec<(usize, usize)>) -> Scan {
         }
         scan.plain &= masks.plain == full;
     };
-    for (i, block) in blocks.iter().enumerate() {
-        visit(i * 16, block_masks(block), 0xffff);
+    for (i, chunk) in chunks.iter().enumerate() {
+        visit(i * CHUNK, chunk_masks(chunk), u64::MAX);
     }
     if !tail.is_empty() {
         // The tail, padded with spaces: plain, and neither separator nor escape.
-        let mut block = [b' '; 16];
-        block[..tail.len()].copy_from_slice(tail);
+        let mut chunk = [b' '; CHUNK];
+        chunk[..tail.len()].copy_from_slice(tail);
         let full = (1 << tail.len()) - 1;
-        let masks = block_masks(&block);
+        let masks = chunk_masks(&chunk);
         visit(
-            blocks.len() * 16,
+            chunks.len() * CHUNK,
             Masks {
                 semicolons: masks.semicolons & full,
                 escapes: masks.escapes & full,
@@ -97,6 +101,23 @@ pub(super) fn scan(datagram: &[u8], pieces: &mut Vec<(usize, usize)>) -> Scan {
     }
     pieces.push((start_of_piece, datagram.len()));
     scan
+}
+
+/// The masks of a chunk: its four blocks' masks side by side.
+fn chunk_masks(chunk: &[u8; CHUNK]) -> Masks {
+    let (blocks, _) = chunk.as_chunks::<16>();
+    let mut masks = Masks {
+        semicolons: 0,
+        escapes: 0,
+        plain: 0,
+    };
+    for (i, block) in blocks.iter().enumerate() {
+        let block = block_masks(block);
+        masks.semicolons |= block.semicolons << (16 * i);
+        masks.escapes |= block.escapes << (16 * i);
+        masks.plain |= block.plain << (16 * i);
+    }
+    masks
 }
 
 /// The masks of one block, with SSE2.
@@ -120,7 +141,7 @@ fn block_masks_sse2(block: &[u8; 16]) -> Masks {
     // Printable ASCII, 0x20..=0x7e, is what adding 0x60 takes to -128..=-34
     // (as signed bytes); every other byte lands at -33 or above.
     let printable = _mm_cmplt_epi8(_mm_add_epi8(bytes, _mm_set1_epi8(0x60)), _mm_set1_epi8(-33));
-    let mask = |bits| _mm_movemask_epi8(bits) as u32;
+    let mask = |bits| _mm_movemask_epi8(bits) as u64;
     Masks {
         semicolons: mask(equal(b';')),
         escapes: mask(_mm_or_si128(_mm_or_si128(equal(b'"'), equal(b'\\')), tab)),
@@ -144,9 +165,9 @@ fn block_masks_bytewise(block: &[u8; 16]) -> Masks {
         plain: 0,
     };
     for (i, &b) in block.iter().enumerate() {
-        masks.semicolons |= u32::from(b == b';') << i;
-        masks.escapes |= u32::from(matches!(b, b'"' | b'\\' | b'\t')) << i;
-        masks.plain |= u32::from(matches!(b, 0x20..=0x7e | b'\t')) << i;
+        masks.semicolons |= u64::from(b == b';') << i;
+        masks.escapes |= u64::from(matches!(b, b'"' | b'\\' | b'\t')) << i;
+        masks.plain |= u64::from(matches!(b, 0x20..=0x7e | b'\t')) << i;
     }
     masks
 }
@@ -179,7 +200,8 @@ mod tests {
 
     #[test]
     fn pieces_escapes_and_plainness_are_found_across_blocks_and_the_tail() {
-        for len in 0..50 {
+        // Across chunks too: 64 bytes each, then the tail.
+        for len in 0..150 {
             for at in 0..len {
                 let mut datagram = vec![b'x'; len];
                 datagram[at] = b';';
