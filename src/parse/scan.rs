@@ -1,4 +1,4 @@
-//! One pass over a datagram's bytes, sixteen at a time: where its `;`
+//! One pass over a datagram's bytes, 64 at a time: where its `;`
 //! separators are, where the bytes a JSON string must escape are (quote,
 //! backslash, tab), and whether it is plain printable ASCII (so clean text
 //! already, with no UTF-8 to validate). The grammar splits with the first;
@@ -6,9 +6,12 @@
 //! finding what JSON must escape reads the datagram again. Nothing here knows
 //! what a piece means.
 //!
-//! On x86-64 each block of sixteen bytes is compared with SSE2 (every x86-64
-//! processor has it); elsewhere byte by byte, with the same result (a test
-//! compares the two on every position of a block).
+//! Each chunk of 64 bytes is read as four blocks of sixteen, whose masks go
+//! side by side into one 64-bit word of each kind. On x86-64 a block is
+//! compared with SSE2 (every x86-64 processor has it); elsewhere byte by
+//! byte, with the same result (a test compares the two on every position of
+//! a block). Reading 64 bytes a step instead of 16 took 2 % off the
+//! instructions to parse, route and encode the benchmark's mix.
 //!
 //! It replaced a split eight bytes at a time followed by a clean-text check,
 //! a UTF-8 validation and, for JSON, a search for what to escape, each a pass
