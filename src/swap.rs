@@ -2,8 +2,9 @@
 //!
 //! [`Swap`] holds the current `Arc<T>` and a generation number. Readers keep
 //! a [`Current`]: their own `Arc<T>`, refreshed at a point of their choosing
-//! (once per batch), so the hot path reads a plain `Arc` and only compares one
-//! atomic number per refresh. A replaced value lives on until its last reader
+//! (the parse workers once per batch, the receive threads' allowlist once per
+//! datagram checked), so the hot path reads a plain `Arc` and only compares
+//! one atomic number per refresh. A replaced value lives on until its last reader
 //! has refreshed, which is what lets a reload wait until no thread uses the
 //! old routes any more ([`Swap::replace`] returns the old value for that).
 //! It does not decide what a reload changes; the pipeline does.

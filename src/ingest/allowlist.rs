@@ -5,7 +5,7 @@
 //! `allow_refresh_seconds` by a background thread; a name that fails to resolve
 //! later keeps its last known addresses, so a DNS hiccup never locks out a Sense
 //! node. Receive threads read the current list through [`SharedAllowlist`] with one
-//! atomic load per batch and no lock on the hot path.
+//! atomic load per datagram checked and no lock on the hot path.
 
 use std::net::{IpAddr, ToSocketAddrs};
 use std::sync::Arc;
@@ -175,15 +175,18 @@ impl AllowlistReader {
         }
     }
 
-    /// Picks up a replaced list; call once per read, after it.
-    pub fn refresh(&mut self) {
+    /// Picks up a replaced list.
+    fn refresh(&mut self) {
         if self.current.refresh() {
             self.last = None;
         }
     }
 
-    /// Whether `ip` may send.
+    /// Whether `ip` may send, by the list as it is now: a replaced list is
+    /// picked up first (one atomic load when there is none), so a datagram
+    /// checked after a reload meets the new list.
     pub fn permits(&mut self, ip: IpAddr) -> bool {
+        self.refresh();
         match self.last {
             Some((last, verdict)) if last == ip => verdict,
             _ => {
@@ -283,13 +286,13 @@ mod tests {
     }
 
     #[test]
-    fn readers_see_a_replaced_list_after_refresh() {
+    fn a_reader_checks_by_the_list_as_it_is_now() {
         let shared = Arc::new(SharedAllowlist::new(list(&["10.0.0.0/8"])));
         let mut reader = AllowlistReader::new(shared.clone());
         let ip = "192.168.1.1".parse().unwrap();
         assert!(!reader.permits(ip));
+        // The remembered verdict for this sender does not outlive the list.
         shared.replace(list(&["192.168.0.0/16"]));
-        reader.refresh();
         assert!(reader.permits(ip));
     }
 

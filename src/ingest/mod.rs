@@ -344,8 +344,10 @@ impl ReceiveLoop {
 
     /// Reads one `recvmmsg` batch (waiting as `wait` says), refusing oversized
     /// datagrams, senders outside the allowlist and senders over their rate
-    /// limit, and appends the rest to `filling`. Refusals are
-    /// counted, and logged within the flood log's budget once per read.
+    /// limit, and appends the rest to `filling`. Each datagram meets the
+    /// allowlist as it is when the datagram is checked, after the read (a
+    /// read may wait, and a reload may replace the list meanwhile). Refusals
+    /// are counted, and logged within the flood log's budget once per read.
     /// Returns how many datagrams were read.
     fn receive(&mut self, wait: socket::Wait, filling: &mut Filling, now: Instant) -> usize {
         let mut received = 0usize;
@@ -358,12 +360,6 @@ impl ReceiveLoop {
             ..
         } = self;
         let result = receiver.recv_batch(wait, |datagram| {
-            if received == 0 {
-                // After the read, not before it: a read may wait, and a
-                // datagram sent once a reload has replaced the list must
-                // meet the new one.
-                allowlist.refresh();
-            }
             received += 1;
             // A dual-stack socket reports IPv4 senders as ::ffff:a.b.c.d.
             let peer = SocketAddr::new(datagram.peer.ip().to_canonical(), datagram.peer.port());

@@ -4,15 +4,16 @@
 //!
 //! Everything here works on borrowed bytes and allocates nothing; the only
 //! output is what [`push_clean`] and [`push_lowercase`] append to the event's own
-//! buffer. Numbers are read with nom (in check mode, where only the answer
-//! counts); a GUID and a timestamp are hand-written, each saying why.
+//! buffer. Numbers, GUIDs and timestamps are checked by hand-written code,
+//! each saying why; the nom grammar a number must agree with is in the tests.
 
 use std::cell::Cell;
 
-use super::grammar::Read;
 use jiff::Timestamp;
 use jiff::civil::{Date, DateTime, Time};
 use jiff::tz::Offset;
+
+use super::grammar::Read;
 
 /// Bytes in a GUID.
 pub(super) const GUID_LEN: usize = 36;
