@@ -2,7 +2,12 @@
 //! loss, in the same run on the same machine:
 //!
 //! * `drain`: a bare receiver (`recvmmsg` into a counter, herald's own socket
-//!   code and options): receiving alone, the floor;
+//!   code and options): receiving alone;
+//! * `floor`: the drain writing, for every datagram, a line as long as herald's
+//!   JSON for the mix through the page cache as herald's file sink writes
+//!   (one `write` a read, write-behind, a sync every second, a new file every
+//!   100 MiB): receiving and writing with no parsing or encoding, what any
+//!   receiver that writes this JSON to a file costs at least;
 //! * herald as shipped (`file`): the file sink with its default rotation, sync
 //!   and queues, the headline; then one change each: `null` (nothing written),
 //!   `file-no-rotation`, `file-disk` and `null-disk` (a disk buffer);
@@ -442,6 +447,176 @@ impl Target for Drain {
 }
 
 impl Drop for Drain {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// How far the floor writes between write-behind requests, and how large its
+/// file grows before it starts a new one: as herald's file sink.
+const FLOOR_WRITE_BEHIND: u64 = 8 << 20;
+const FLOOR_FILE_BYTES: u64 = 100 << 20;
+
+/// This benchmark binary run as the floor (`e2e floor <port> <count file>
+/// <output> <line bytes>`): the drain, writing a line of `line` bytes for every
+/// datagram it reads (the datagram's own bytes, repeated to length), one
+/// `write` a read. As herald's file sink: every 8 MiB it starts writing the new
+/// bytes back and drops those written back before from the page cache, a
+/// thread of its own syncs the file every second, and at 100 MiB the file is
+/// unlinked and a new one started (the old one closed on that thread, which
+/// frees it). Nothing is parsed or encoded.
+fn floor(port: u16, count_file: &Path, out: &Path, line: usize) {
+    use std::sync::Arc;
+    use std::sync::mpsc;
+
+    let bound =
+        herald::ingest::socket::bind(SocketAddr::from(([127, 0, 0, 1], port)), 8 << 20, false)
+            .expect("bind");
+    let mut receiver = herald::ingest::socket::Receiver::new(bound.socket, 64, 65_507);
+    let open = || {
+        Arc::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(out)
+                .expect("open the floor's file"),
+        )
+    };
+    // The thread that syncs the current file every second and closes the
+    // files rotated away.
+    let (upkeep, files) = mpsc::channel::<Arc<std::fs::File>>();
+    let mut file = open();
+    let _ = upkeep.send(file.clone());
+    std::thread::spawn(move || {
+        let mut current: Option<Arc<std::fs::File>> = None;
+        loop {
+            match files.recv_timeout(Duration::from_secs(1)) {
+                Ok(next) => current = Some(next),
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if let Some(file) = &current {
+                        let _ = file.sync_data();
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            }
+        }
+    });
+    let mut buffer: Vec<u8> = Vec::with_capacity(receiver.batch_size() * line);
+    let (mut size, mut behind_started, mut behind_forgotten) = (0u64, 0u64, 0u64);
+    let mut count = 0u64;
+    let mut last_write = Instant::now();
+    loop {
+        buffer.clear();
+        let _ = receiver.recv_batch(herald::ingest::socket::Wait::Block, |datagram| {
+            let payload: &[u8] = if datagram.payload.is_empty() {
+                b" "
+            } else {
+                datagram.payload
+            };
+            let end = buffer.len() + line.saturating_sub(1);
+            while buffer.len() < end {
+                let n = payload.len().min(end - buffer.len());
+                buffer.extend_from_slice(&payload[..n]);
+            }
+            buffer.push(b'\n');
+            count += 1;
+        });
+        if !buffer.is_empty() {
+            (&*file).write_all(&buffer).expect("write the floor's file");
+            size += buffer.len() as u64;
+        }
+        let aligned = herald::pagecache::align_down(size);
+        if aligned >= behind_started + FLOOR_WRITE_BEHIND {
+            herald::pagecache::start_writing(&file, &(behind_started..aligned));
+            herald::pagecache::forget(&file, &(behind_forgotten..behind_started));
+            (behind_forgotten, behind_started) = (behind_started, aligned);
+        }
+        if size >= FLOOR_FILE_BYTES {
+            // The last handle on the unlinked file goes with the upkeep
+            // thread's next file: closing it there frees it.
+            let _ = std::fs::remove_file(out);
+            file = open();
+            let _ = upkeep.send(file.clone());
+            (size, behind_started, behind_forgotten) = (0, 0, 0);
+        }
+        if last_write.elapsed() > Duration::from_millis(20) {
+            let tmp = count_file.with_extension("tmp");
+            if std::fs::write(&tmp, count.to_string()).is_ok() {
+                let _ = std::fs::rename(&tmp, count_file);
+            }
+            last_write = Instant::now();
+        }
+    }
+}
+
+/// The mean length of the JSON line herald's file sink writes for a datagram
+/// of `datagrams`, newline included: what the floor writes a datagram.
+fn json_line_bytes(datagrams: &[Vec<u8>]) -> usize {
+    let mut parser =
+        herald::parse::Parser::new(&herald::parse::ParseConfig::default()).expect("parser");
+    let sender = SocketAddr::from(([127, 0, 0, 1], 45_678));
+    let now = jiff::Timestamp::now();
+    let mut out = Vec::new();
+    let mut total = 0;
+    for datagram in datagrams {
+        out.clear();
+        let event = parser
+            .parse_shared(datagram, sender, now)
+            .expect("the mix parses");
+        event.write_json(&mut out);
+        total += out.len() + 1;
+    }
+    total / datagrams.len().max(1)
+}
+
+struct Floor {
+    child: Child,
+    port: u16,
+    file: PathBuf,
+}
+
+impl Floor {
+    /// This benchmark binary started as the floor, writing `line` bytes a
+    /// datagram into a file in `dir`.
+    fn start(dir: &Path, line: usize) -> Floor {
+        let port = free_udp_port();
+        let file = dir.join(format!("count-{port}"));
+        let out = dir.join(format!("floor-{port}.log"));
+        let child = Command::new(std::env::current_exe().expect("exe"))
+            .args([
+                "floor",
+                &port.to_string(),
+                &file.display().to_string(),
+                &out.display().to_string(),
+                &line.to_string(),
+            ])
+            .spawn()
+            .expect("start the floor");
+        std::thread::sleep(Duration::from_millis(300));
+        Floor { child, port, file }
+    }
+}
+
+impl Target for Floor {
+    fn name(&self) -> &str {
+        FLOOR
+    }
+    fn port(&self) -> u16 {
+        self.port
+    }
+    fn pids(&self) -> Vec<u32> {
+        vec![self.child.id()]
+    }
+    fn received(&self) -> u64 {
+        std::fs::read_to_string(&self.file)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Floor {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -1173,14 +1348,20 @@ const MIX_RUN: usize = 8;
 /// Source ports the sender sends from in turn.
 const SENDER_SOCKETS: usize = 16;
 
-/// The drain's and rsyslog's row names.
+/// The drain's, the floor's and rsyslog's row names.
 const DRAIN: &str = "drain (recvmmsg into a counter)";
+const FLOOR: &str = "floor (the drain writing a JSON-sized line a datagram to a file, no parsing)";
 const RSYSLOG: &str = "rsyslog (imudp → file)";
 
 /// herald as shipped against its targets: at least 1.3× rsyslog's zero-loss
 /// rate, at least 90 % of the drain's, and at most 1.5× the drain's CPU per
 /// datagram at the same rate.
-fn targets(herald: Option<&Outcome>, drain: Option<&Outcome>, rsyslog: Option<&Outcome>) -> String {
+fn targets(
+    herald: Option<&Outcome>,
+    drain: Option<&Outcome>,
+    floor: Option<&Outcome>,
+    rsyslog: Option<&Outcome>,
+) -> String {
     let Some(herald) = herald else {
         return String::new();
     };
@@ -1209,6 +1390,9 @@ fn targets(herald: Option<&Outcome>, drain: Option<&Outcome>, rsyslog: Option<&O
             ));
         }
     }
+    if let (Some(drain), Some(floor)) = (drain, floor) {
+        lines.extend(floor_share(herald, drain, floor));
+    }
     if let Some(rsyslog) = rsyslog
         && let Some((rate, h, r)) = cpu_at_same_rate(herald, rsyslog)
     {
@@ -1222,6 +1406,47 @@ fn targets(herald: Option<&Outcome>, drain: Option<&Outcome>, rsyslog: Option<&O
         "herald as shipped, in this run:\n\n{}\n\n",
         lines.join("\n")
     )
+}
+
+/// What the floor (receiving and writing, no parsing) costs against the drain,
+/// and what the CPU target would then leave herald for everything else: at
+/// the highest doubling step all three took without loss.
+fn floor_share(herald: &Outcome, drain: &Outcome, floor: &Outcome) -> Vec<String> {
+    let mut lines = vec![format!(
+        "- the floor's zero-loss rate: {:.0} % of the drain's",
+        floor.zero_loss.achieved / drain.zero_loss.achieved.max(1.0) * 100.0
+    )];
+    let at = herald
+        .ladder
+        .iter()
+        .rev()
+        .filter(|x| x.lossless())
+        .find_map(|h| {
+            let same = |o: &Outcome| {
+                o.ladder
+                    .iter()
+                    .find(|y| y.lossless() && y.rate == h.rate)
+                    .map(Run::cpu_per_event_us)
+            };
+            Some((h.rate, h.cpu_per_event_us(), same(drain)?, same(floor)?))
+        });
+    if let Some((rate, h, d, f)) = at {
+        let left = 1.5 * d - f;
+        let leaves = if left > 0.0 {
+            format!("would leave herald {left:.2} µs a datagram")
+        } else {
+            "leaves herald nothing".to_string()
+        };
+        lines.push(format!(
+            "- CPU per datagram at {rate:.0}/s: the floor (receiving and writing as herald's \
+             file sink writes, nothing parsed or encoded) {f:.2} µs, {:.2}× the drain's \
+             {d:.2} µs; at most 1.5× the drain {leaves} for parsing, routing, encoding and \
+             its hand-offs, where herald used {:.2} µs more than the floor ({h:.2} µs)",
+            f / d.max(1e-12),
+            h - f,
+        ));
+    }
+    lines
 }
 
 /// The CPU budget behind the zero-loss rates: the sender shares the machine
@@ -1305,6 +1530,12 @@ fn main() {
         drain(port, Path::new(&args[3]));
         return;
     }
+    if args.get(1).map(String::as_str) == Some("floor") {
+        let port = args[2].parse().expect("port");
+        let line = args[5].parse().expect("line bytes");
+        floor(port, Path::new(&args[3]), Path::new(&args[4]), line);
+        return;
+    }
     if args.iter().any(|a| a == "--list" || a == "--test") {
         // cargo test/bench --list probes: nothing to list.
         return;
@@ -1341,6 +1572,10 @@ fn main() {
     if wanted("drain") {
         let drain = Drain::start(dir.path());
         outcomes.push(measure(&drain, &mix, seconds, &mut log));
+    }
+    if wanted("floor") {
+        let floor = Floor::start(dir.path(), json_line_bytes(&datagrams));
+        outcomes.push(measure(&floor, &mix, seconds, &mut log));
     }
     let setups = [
         ("file", Setup::File),
@@ -1501,7 +1736,7 @@ fn main() {
             "| rsyslog | not installed (apt-get install rsyslog) | | | | | | | | | |"
         );
     }
-    let targets = targets(find(Setup::File.label()), drain, find(RSYSLOG));
+    let targets = targets(find(Setup::File.label()), drain, find(FLOOR), find(RSYSLOG));
     // What a disk buffer costs: each disk-buffered sink against the same sink
     // with its memory buffer, in this run.
     let mut buffer_cost = String::new();
@@ -1543,8 +1778,8 @@ fn main() {
          herald rows change one thing each, and the pair rows run two instances on one \
          port (`ingest.reuse_port`), their CPU and memory summed.\n\n\
          {table}\n{targets}{buffer_cost}{steady}{sense}{bursts_table}\
-         Zero loss means every datagram sent was handled (counted by the drain, written \
-         by rsyslog, delivered by herald's sink) and the kernel dropped none \
+         Zero loss means every datagram sent was handled (counted by the drain and the \
+         floor, written by rsyslog, delivered by herald's sink) and the kernel dropped none \
          (`/proc/net/udp`); a rate that lost datagrams is run a second time and counts \
          as lossy only if it loses again (this machine is shared). CPU is the receiver processes' user + system time during the \
          zero-loss run; the sender's is its process's, which over loopback includes the \
