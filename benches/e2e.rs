@@ -1573,8 +1573,9 @@ fn main() {
         let drain = Drain::start(dir.path());
         outcomes.push(measure(&drain, &mix, seconds, &mut log));
     }
+    let line_bytes = json_line_bytes(&datagrams);
     if wanted("floor") {
-        let floor = Floor::start(dir.path(), json_line_bytes(&datagrams));
+        let floor = Floor::start(dir.path(), line_bytes);
         outcomes.push(measure(&floor, &mix, seconds, &mut log));
     }
     let setups = [
@@ -1776,7 +1777,11 @@ fn main() {
          headline row is herald as shipped: the file sink with its default rotation \
          (100 MiB, 5 files), background sync every second and default queues; the other \
          herald rows change one thing each, and the pair rows run two instances on one \
-         port (`ingest.reuse_port`), their CPU and memory summed.\n\n\
+         port (`ingest.reuse_port`), their CPU and memory summed. The floor row is \
+         the drain writing, for every datagram, a line as long as herald's JSON for the \
+         mix ({line_bytes} bytes), as herald's file sink writes (one `write` a read, \
+         write-behind, a sync every second, a new file every 100 MiB), with nothing \
+         parsed or encoded: what receiving and writing this JSON cost at least.\n\n\
          {table}\n{targets}{buffer_cost}{steady}{sense}{bursts_table}\
          Zero loss means every datagram sent was handled (counted by the drain and the \
          floor, written by rsyslog, delivered by herald's sink) and the kernel dropped none \
