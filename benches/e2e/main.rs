@@ -4,10 +4,10 @@
 //! * `drain`: a bare receiver (`recvmmsg` into a counter, herald's own socket
 //!   code and options): receiving alone;
 //! * `floor`: the drain writing, for every datagram, a line as long as herald's
-//!   JSON for the mix through the page cache as herald's file sink writes
-//!   (one `write` a read, write-behind, a sync every second, a new file every
-//!   100 MiB): receiving and writing with no parsing or encoding, what any
-//!   receiver that writes this JSON to a file costs at least;
+//!   JSON for the mix with herald's own file writer and the file sink's
+//!   defaults (batches of up to 1,000 lines, rotation, write-behind, a sync
+//!   at most once a second): receiving and writing with nothing parsed or
+//!   encoded;
 //! * herald as shipped (`file`): the file sink with its default rotation, sync
 //!   and queues, the headline; then one change each: `null` (nothing written),
 //!   `file-no-rotation`, `file-disk` and `null-disk` (a disk buffer);
@@ -27,9 +27,9 @@
 //! datagram at that rate, the sender's CPU per datagram and the cores both
 //! used, peak RSS, what is lost at twice that rate by cause, and for herald
 //! the p50/p99 latency from receive to sink at half that rate; then herald as
-//! shipped against its targets (rsyslog's rate, the drain's rate and CPU) and
-//! the CPU budget behind the rates (receiver and sender share the machine's
-//! cores). The table goes to `BENCHMARKS.md` with the machine.
+//! shipped against its targets (rsyslog's rate, the drain's rate and CPU),
+//! what the floor costs against the drain, and the CPU budget behind the
+//! rates (receiver and sender share the machine's cores). The table goes to `BENCHMARKS.md` with the machine.
 //!
 //! Two more tables, each its own row key: `sense-rates` (herald as shipped
 //! and rsyslog at 100 to 50,000 datagrams a second, CPU per datagram of the
@@ -43,7 +43,9 @@
 //! length (default 3); `HERALD_BENCH_ONLY=drain,file,rsyslog` runs only those
 //! rows and prints the report without writing `BENCHMARKS.md`;
 //! `HERALD_BENCH_BINARY` measures another herald build with the same sender
-//! (and prints the report only).
+//! (and prints the report only); `HERALD_BENCH_WRITE_MIX=<file>` only writes
+//! the datagram mix to `<file>`, a datagram a line, for counting instructions
+//! on it (see `tests/instructions.rs`).
 //!
 //! This file holds the datagram mix and the order of the rows; [`receivers`]
 //! starts and reads each receiver, [`runs`] sends and steps the rate,
@@ -61,6 +63,7 @@ use std::path::Path;
 
 use herald::send::SAMPLES;
 
+use receivers::Target;
 use receivers::counted::{self, Counted};
 use receivers::herald::{Herald, Pair, Setup};
 use receivers::rsyslog::Rsyslog;
@@ -149,6 +152,13 @@ fn main() {
             .is_none_or(|only| only.iter().any(|o| o == row))
     };
     let datagrams = datagram_mix();
+    if let Some(path) = std::env::var_os("HERALD_BENCH_WRITE_MIX") {
+        // The mix once, a datagram a line, for `examples/instructions` (see
+        // `tests/instructions.rs`); nothing is measured.
+        let lines: Vec<&[u8]> = datagrams.iter().map(Vec::as_slice).collect();
+        std::fs::write(&path, lines.join(&b'\n')).expect("write the mix");
+        return;
+    }
     let lengths: Vec<usize> = datagrams.iter().map(Vec::len).collect();
     let mut log = String::new();
     let mut outcomes = Vec::new();
@@ -198,7 +208,11 @@ fn main() {
     let steady_rss = wanted("file").then(|| {
         let herald = Herald::start(Setup::File);
         let _ = run(&herald, &mix, 100_000.0, seconds.max(5.0));
-        let rss = readings::peak_rss_mib(herald.child.id());
+        let rss = herald
+            .pids()
+            .into_iter()
+            .map(readings::peak_rss_mib)
+            .sum::<f64>();
         let _ = writeln!(
             log,
             "{}: peak RSS {rss:.1} MiB after a steady 100000/s run",
@@ -221,7 +235,7 @@ fn main() {
     let bursts = if wanted("bursts") {
         let mut columns: Vec<(&str, Option<Vec<Vec<u64>>>)> = Vec::new();
         let mut fastest = 0.0f64;
-        let mut measure_bursts = |target: &dyn receivers::Target, log: &mut String| {
+        let mut measure_bursts = |target: &dyn Target, log: &mut String| {
             let (lost, rate) = sense::bursts(target, &mix, log);
             fastest = fastest.max(rate);
             lost
