@@ -130,6 +130,17 @@ pub(crate) fn render(results: &Results) -> String {
              process): peak RSS {rss:.1} MiB.\n\n"
         )
     });
+    let floor_row = if outcomes.iter().any(|o| o.name == FLOOR) {
+        format!(
+            " The floor row is the drain writing, for every datagram, a line as long as \
+             herald's JSON for the mix ({line_bytes} bytes) with herald's own file writer \
+             and the file sink's defaults (batches of up to 1,000 lines or 200 ms, \
+             rotation at 100 MiB, write-behind, a sync at most once a second), on the \
+             thread that receives, with nothing parsed or encoded."
+        )
+    } else {
+        String::new()
+    };
     let report = format!(
         "# herald benchmarks\n\n\
          Produced by `cargo bench --bench e2e` on {}.\n\
@@ -139,11 +150,7 @@ pub(crate) fn render(results: &Results) -> String {
          headline row is herald as shipped: the file sink with its default rotation \
          (100 MiB, 5 files), background sync every second and default queues; the other \
          herald rows change one thing each, and the pair rows run two instances on one \
-         port (`ingest.reuse_port`), their CPU and memory summed. The floor row is \
-         the drain writing, for every datagram, a line as long as herald's JSON for the \
-         mix ({line_bytes} bytes), as herald's file sink writes (one `write` a read, \
-         write-behind, a sync every second, a new file every 100 MiB), with nothing \
-         parsed or encoded: what receiving and writing this JSON cost at least.\n\n\
+         port (`ingest.reuse_port`), their CPU and memory summed.{floor_row}\n\n\
          {table}\n{targets}{buffer_cost}{steady}{sense}{bursts_table}\
          Zero loss means every datagram sent was handled (counted by the drain and the \
          floor, written by rsyslog, delivered by herald's sink) and the kernel dropped none \
@@ -169,8 +176,9 @@ pub(crate) fn render(results: &Results) -> String {
 
 /// herald as shipped against its targets: at least 1.3× rsyslog's zero-loss
 /// rate, at least 90 % of the drain's, and at most 1.5× the drain's CPU per
-/// datagram at the same rate.
-pub(crate) fn targets(
+/// datagram at the same rate; what the floor costs against the drain
+/// ([`floor_share`]); the CPU budget behind the rates ([`budget`]).
+fn targets(
     herald: Option<&Outcome>,
     drain: Option<&Outcome>,
     floor: Option<&Outcome>,
@@ -225,7 +233,7 @@ pub(crate) fn targets(
 /// What the floor (receiving and writing, no parsing) costs against the drain,
 /// and what the CPU target would then leave herald for everything else: at
 /// the highest doubling step all three took without loss.
-pub(crate) fn floor_share(herald: &Outcome, drain: &Outcome, floor: &Outcome) -> Vec<String> {
+fn floor_share(herald: &Outcome, drain: &Outcome, floor: &Outcome) -> Vec<String> {
     let mut lines = vec![format!(
         "- the floor's zero-loss rate: {:.0} % of the drain's",
         floor.zero_loss.achieved / drain.zero_loss.achieved.max(1.0) * 100.0
@@ -268,11 +276,7 @@ pub(crate) fn floor_share(herald: &Outcome, drain: &Outcome, floor: &Outcome) ->
 /// `cores / r` minus the sender's own CPU per datagram. Says what herald and
 /// the sender used where herald first lost datagrams, and what the rate
 /// targets would leave herald.
-pub(crate) fn budget(
-    herald: &Outcome,
-    drain: Option<&Outcome>,
-    rsyslog: Option<&Outcome>,
-) -> Vec<String> {
+fn budget(herald: &Outcome, drain: Option<&Outcome>, rsyslog: Option<&Outcome>) -> Vec<String> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     let mut lines = Vec::new();
     if let Some(lossy) = &herald.first_lossy {
@@ -324,7 +328,7 @@ pub(crate) fn budget(
     lines
 }
 
-pub(crate) fn machine() -> String {
+fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .unwrap_or_default()
         .lines()

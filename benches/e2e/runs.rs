@@ -47,14 +47,14 @@ pub(crate) struct Run {
     pub(crate) sent: u64,
     pub(crate) achieved: f64,
     pub(crate) received: u64,
-    pub(crate) kernel_drops: u64,
-    pub(crate) app_drops: Drops,
+    kernel_drops: u64,
+    app_drops: Drops,
     pub(crate) cpu_seconds: f64,
     pub(crate) seconds: f64,
     /// Bytes the receiver wrote to storage (`/proc/<pid>/io` write_bytes).
-    pub(crate) written_bytes: u64,
+    written_bytes: u64,
     /// CPU seconds (user + system) of the sender's process.
-    pub(crate) sender_cpu_seconds: f64,
+    sender_cpu_seconds: f64,
 }
 
 impl Run {

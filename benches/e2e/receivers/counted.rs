@@ -2,24 +2,21 @@
 //! own (`e2e drain <port> <count file>`, `e2e floor <port> <count file>
 //! <output> <line bytes>`), counting what it read into a file the bench
 //! polls. The drain only receives; the floor also writes a line per datagram
-//! as herald's file sink writes, and parses nothing.
+//! with herald's own file writer and the file sink's defaults, and parses
+//! nothing.
 
-use std::io::Write as _;
+use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
-use std::sync::{Arc, mpsc};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use herald::ingest::socket::{Receiver, Wait};
+use herald::sinks::file::RotatingFile;
 
 use super::{DRAIN, FLOOR, Target};
 use crate::readings::free_udp_port;
-
-/// How far the floor writes between write-behind requests, and how large its
-/// file grows before it starts a new one: as herald's file sink.
-const FLOOR_WRITE_BEHIND: u64 = 8 << 20;
-const FLOOR_FILE_BYTES: u64 = 100 << 20;
 
 /// Runs this process as the receiver `args` name (after the binary's own
 /// name: `drain <port> <count file>` or `floor <port> <count file> <output>
@@ -66,74 +63,72 @@ fn receive(port: u16, count_file: &Path, mut each: impl FnMut(&[u8]), mut after:
     }
 }
 
+/// The file sink's defaults the floor writes with: a batch of at most this
+/// many lines, or what this long brought; rotation at 100 MiB keeping 5 files;
+/// a sync at most once a second.
+const FLOOR_BATCH_LINES: usize = 1000;
+const FLOOR_BATCH_WAIT: Duration = Duration::from_millis(200);
+const FLOOR_FILE_BYTES: u64 = 100 << 20;
+const FLOOR_FILES: u32 = 5;
+const FLOOR_SYNC_EVERY: Duration = Duration::from_secs(1);
+
 /// The floor: the drain, writing a line of `line` bytes for every datagram
-/// it reads (the datagram's own bytes, repeated to length), one `write` a
-/// read. As herald's file sink: every 8 MiB it starts writing the new bytes
-/// back and drops those written back before from the page cache, a thread of
-/// its own syncs the file every second, and at 100 MiB the file is unlinked
-/// and a new one started (the old one closed on that thread, which frees it).
-/// Nothing is parsed or encoded.
+/// it reads (the datagram's own bytes, repeated to length) as herald's file
+/// sink writes its JSON: in batches of up to 1,000 lines or 200 ms, each one
+/// `append` of herald's own [`RotatingFile`] (rotation, write-behind and
+/// closing rotated files on its upkeep thread), and a sync at most once a
+/// second on a thread of its own. Nothing is parsed or encoded, and it all
+/// happens on the receiving thread.
 fn floor(port: u16, count_file: &Path, out: &Path, line: usize) {
-    let open = || {
-        Arc::new(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(out)
-                .expect("open the floor's file"),
-        )
-    };
-    // The thread that syncs the current file every second and closes the
-    // files rotated away.
-    let (upkeep, files) = mpsc::channel::<Arc<std::fs::File>>();
-    let mut file = open();
-    let _ = upkeep.send(file.clone());
+    let file = RefCell::new(
+        RotatingFile::open(out, FLOOR_FILE_BYTES, FLOOR_FILES).expect("open the floor's file"),
+    );
+    // The sink's background sync: one at a time, skipped while one runs.
+    let (syncs, handles) = mpsc::sync_channel::<std::fs::File>(1);
     std::thread::spawn(move || {
-        let mut current: Option<Arc<std::fs::File>> = None;
-        loop {
-            match files.recv_timeout(Duration::from_secs(1)) {
-                Ok(next) => current = Some(next),
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    if let Some(file) = &current {
-                        let _ = file.sync_data();
-                    }
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => return,
-            }
+        for handle in handles {
+            let _ = handle.sync_data();
         }
     });
-    let buffer = std::cell::RefCell::new(Vec::<u8>::with_capacity(64 * line));
-    let (mut size, mut behind_started, mut behind_forgotten) = (0u64, 0u64, 0u64);
+    let batch = RefCell::new(Vec::<u8>::with_capacity(FLOOR_BATCH_LINES * line));
+    let (lines, first) = (Cell::new(0usize), Cell::new(None::<Instant>));
+    let mut last_sync = Instant::now();
+    let mut unsynced = false;
     let each = |payload: &[u8]| {
         let payload: &[u8] = if payload.is_empty() { b" " } else { payload };
-        let mut buffer = buffer.borrow_mut();
-        let end = buffer.len() + line.saturating_sub(1);
-        while buffer.len() < end {
-            let n = payload.len().min(end - buffer.len());
-            buffer.extend_from_slice(&payload[..n]);
+        let mut batch = batch.borrow_mut();
+        let end = batch.len() + line.saturating_sub(1);
+        while batch.len() < end {
+            let n = payload.len().min(end - batch.len());
+            batch.extend_from_slice(&payload[..n]);
         }
-        buffer.push(b'\n');
+        batch.push(b'\n');
+        lines.set(lines.get() + 1);
+        if first.get().is_none() {
+            first.set(Some(Instant::now()));
+        }
     };
     let after = || {
-        let mut buffer = buffer.borrow_mut();
-        if !buffer.is_empty() {
-            (&*file).write_all(&buffer).expect("write the floor's file");
-            size += buffer.len() as u64;
-            buffer.clear();
+        let due = first
+            .get()
+            .is_some_and(|at| at.elapsed() >= FLOOR_BATCH_WAIT);
+        if lines.get() >= FLOOR_BATCH_LINES || due {
+            let mut batch = batch.borrow_mut();
+            file.borrow_mut()
+                .append(&batch)
+                .expect("write the floor's file");
+            batch.clear();
+            lines.set(0);
+            first.set(None);
+            unsynced = true;
         }
-        let aligned = herald::pagecache::align_down(size);
-        if aligned >= behind_started + FLOOR_WRITE_BEHIND {
-            herald::pagecache::start_writing(&file, &(behind_started..aligned));
-            herald::pagecache::forget(&file, &(behind_forgotten..behind_started));
-            (behind_forgotten, behind_started) = (behind_started, aligned);
-        }
-        if size >= FLOOR_FILE_BYTES {
-            // The last handle on the unlinked file goes with the upkeep
-            // thread's next file: closing it there frees it.
-            let _ = std::fs::remove_file(out);
-            file = open();
-            let _ = upkeep.send(file.clone());
-            (size, behind_started, behind_forgotten) = (0, 0, 0);
+        if unsynced
+            && last_sync.elapsed() >= FLOOR_SYNC_EVERY
+            && let Some(Ok(handle)) = file.borrow().handle()
+            && syncs.try_send(handle).is_ok()
+        {
+            last_sync = Instant::now();
+            unsynced = false;
         }
     };
     receive(port, count_file, each, after);
@@ -165,35 +160,39 @@ pub(crate) struct Counted {
     child: Child,
     port: u16,
     count_file: PathBuf,
+    /// The floor's output (and its rotated files), removed when it stops.
+    output: Option<PathBuf>,
 }
 
 impl Counted {
     /// This benchmark binary started as the drain, counting into a file in
     /// `dir`.
     pub(crate) fn drain(dir: &Path) -> Counted {
-        Counted::start(DRAIN, dir, |_, _| Vec::new())
+        let port = free_udp_port();
+        Counted::start(DRAIN, port, dir, "drain", &[], None)
     }
 
     /// This benchmark binary started as the floor, writing `line` bytes a
     /// datagram into a file in `dir`.
     pub(crate) fn floor(dir: &Path, line: usize) -> Counted {
-        Counted::start(FLOOR, dir, |dir, port| {
-            let out = dir.join(format!("floor-{port}.log"));
-            vec![out.display().to_string(), line.to_string()]
-        })
+        let port = free_udp_port();
+        let output = dir.join(format!("floor-{port}.log"));
+        let more = [output.display().to_string(), line.to_string()];
+        Counted::start(FLOOR, port, dir, "floor", &more, Some(output))
     }
 
     fn start(
         name: &'static str,
+        port: u16,
         dir: &Path,
-        more: impl FnOnce(&Path, u16) -> Vec<String>,
+        mode: &str,
+        more: &[String],
+        output: Option<PathBuf>,
     ) -> Counted {
-        let port = free_udp_port();
         let count_file = dir.join(format!("count-{port}"));
-        let mode = if name == FLOOR { "floor" } else { "drain" };
         let child = Command::new(std::env::current_exe().expect("exe"))
             .args([mode, &port.to_string(), &count_file.display().to_string()])
-            .args(more(dir, port))
+            .args(more)
             .spawn()
             .expect("start this bench as a receiver");
         std::thread::sleep(Duration::from_millis(300));
@@ -202,6 +201,7 @@ impl Counted {
             child,
             port,
             count_file,
+            output,
         }
     }
 }
@@ -228,5 +228,15 @@ impl Drop for Counted {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // The floor's files would otherwise sit in the page cache through
+        // the rows after it.
+        if let Some(output) = &self.output {
+            let _ = std::fs::remove_file(output);
+            for n in 1..=FLOOR_FILES {
+                let mut rotated = output.clone().into_os_string();
+                rotated.push(format!(".{n}"));
+                let _ = std::fs::remove_file(rotated);
+            }
+        }
     }
 }

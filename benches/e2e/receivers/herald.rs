@@ -13,7 +13,7 @@ use super::{Target, truncate};
 use crate::readings::{Drops, free_tcp_port, free_udp_port, label};
 
 pub(crate) struct Herald {
-    pub(crate) child: Child,
+    child: Child,
     port: u16,
     http: SocketAddr,
     setup: Setup,

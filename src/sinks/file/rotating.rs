@@ -197,7 +197,7 @@ impl RotatingFile {
     }
 
     /// A second handle on the open file, for syncing it from another thread.
-    pub(super) fn handle(&self) -> Option<io::Result<File>> {
+    pub fn handle(&self) -> Option<io::Result<File>> {
         self.file.as_ref().map(File::try_clone)
     }
 
