@@ -15,7 +15,8 @@
 //! `HERALD_INSTRUCTIONS_MIX=<file or directory>` counts another mix instead
 //! and prints its figure without holding it to the ceiling, which is for the
 //! fixtures: the benchmark's own mix, for one, which
-//! `HERALD_BENCH_WRITE_MIX=<file> cargo bench --bench e2e` writes.
+//! `HERALD_BENCH_WRITE_MIX=<file> cargo bench --bench e2e` writes. The
+//! figure is printed to standard error: run with `-- --nocapture` to see it.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -153,9 +153,14 @@ fn main() {
     };
     let datagrams = datagram_mix();
     if let Some(path) = std::env::var_os("HERALD_BENCH_WRITE_MIX") {
-        // The mix once, a datagram a line, for `examples/instructions` (see
-        // `tests/instructions.rs`); nothing is measured.
-        let lines: Vec<&[u8]> = datagrams.iter().map(Vec::as_slice).collect();
+        // The mix as it is sent (each datagram `MIX_RUN` times in a row, so
+        // the parser's caches hit as often), a datagram a line, for
+        // `examples/instructions` (see `tests/instructions.rs`); nothing is
+        // measured.
+        let lines: Vec<&[u8]> = datagrams
+            .iter()
+            .flat_map(|d| std::iter::repeat_n(d.as_slice(), MIX_RUN))
+            .collect();
         std::fs::write(&path, lines.join(&b'\n')).expect("write the mix");
         return;
     }

@@ -314,11 +314,16 @@ pub(crate) fn measure(target: &dyn Target, mix: &Path, seconds: f64, log: &mut S
     let mut rate = 25_000.0;
     let mut sender_bound = false;
     let mut ladder = Vec::new();
+    // Every lossless run: the zero-loss rate is the fastest of them, which
+    // need not be the last (a sender-bound step can achieve less than the
+    // step before it).
+    let mut lossless = Vec::new();
     loop {
         let result = run_twice_if_lossy(target, mix, rate, seconds, log);
         ladder.push(result.clone());
         if result.lossless() {
             let bound = result.achieved < rate * 0.9;
+            lossless.push(result.clone());
             good = result;
             if bound {
                 // The sender cannot go faster: the receiver is not the limit.
@@ -334,18 +339,24 @@ pub(crate) fn measure(target: &dyn Target, mix: &Path, seconds: f64, log: &mut S
     let mut first_lossy = None;
     if let Some(mut high) = bad {
         // Bisect between the last good and first bad rate.
-        let mut low = good;
+        let mut low = good.clone();
         for _ in 0..3 {
             let rate = (low.rate.max(1.0) + high.rate) / 2.0;
             let result = run_twice_if_lossy(target, mix, rate, seconds, log);
             if result.lossless() {
+                lossless.push(result.clone());
                 low = result;
             } else {
                 high = result;
             }
         }
-        good = low;
         first_lossy = Some(high);
+    }
+    if let Some(fastest) = lossless
+        .into_iter()
+        .max_by(|a, b| a.achieved.total_cmp(&b.achieved))
+    {
+        good = fastest;
     }
     // Latency first: the overload run would leave its queueing in the window.
     let latency = target.latency_buckets().map(|before| {

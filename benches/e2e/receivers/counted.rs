@@ -9,7 +9,8 @@ use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use herald::ingest::socket::{Receiver, Wait};
@@ -83,11 +84,14 @@ fn floor(port: u16, count_file: &Path, out: &Path, line: usize) {
     let file = RefCell::new(
         RotatingFile::open(out, FLOOR_FILE_BYTES, FLOOR_FILES).expect("open the floor's file"),
     );
-    // The sink's background sync: one at a time, skipped while one runs.
-    let (syncs, handles) = mpsc::sync_channel::<std::fs::File>(1);
+    // The sink's background sync: one at a time, none started while one runs.
+    let syncing = Arc::new(AtomicBool::new(false));
+    let (syncs, handles) = mpsc::channel::<std::fs::File>();
+    let done = syncing.clone();
     std::thread::spawn(move || {
         for handle in handles {
             let _ = handle.sync_data();
+            done.store(false, Ordering::Release);
         }
     });
     let batch = RefCell::new(Vec::<u8>::with_capacity(FLOOR_BATCH_LINES * line));
@@ -124,9 +128,11 @@ fn floor(port: u16, count_file: &Path, out: &Path, line: usize) {
         }
         if unsynced
             && last_sync.elapsed() >= FLOOR_SYNC_EVERY
+            && !syncing.load(Ordering::Acquire)
             && let Some(Ok(handle)) = file.borrow().handle()
-            && syncs.try_send(handle).is_ok()
         {
+            syncing.store(true, Ordering::Release);
+            let _ = syncs.send(handle);
             last_sync = Instant::now();
             unsynced = false;
         }

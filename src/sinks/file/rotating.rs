@@ -196,7 +196,11 @@ impl RotatingFile {
         }
     }
 
-    /// A second handle on the open file, for syncing it from another thread.
+    /// A second handle on the open file, for syncing it from another thread
+    /// (and for nothing else: a write through it would bypass rotation and
+    /// write-behind). It stays on the file it was taken from, which after a
+    /// rotation is the file rotated away. `None` while no file is open (after
+    /// a failed write, until the next [`RotatingFile::append`] reopens it).
     pub fn handle(&self) -> Option<io::Result<File>> {
         self.file.as_ref().map(File::try_clone)
     }
