@@ -90,8 +90,7 @@ pub(crate) fn run(path: &Path) -> anyhow::Result<()> {
 }
 
 /// The runtime the sinks and the HTTP endpoint run on, for `herald run` and
-/// `herald replay` alike: two worker threads, since the work that counts runs
-/// on herald's own threads.
+/// `herald replay` alike: two worker threads named `herald-async`.
 pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
